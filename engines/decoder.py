@@ -1,0 +1,126 @@
+"""The decoder g: features at one VGG layer -> image (Lu et al. 2017, §3.2).
+
+It mirrors the encoder up to its layer (the shape Universal Style Transfer's
+decoders use, Li et al. 2017), with nearest-neighbour upsampling followed by a
+convolution (no transposed convolutions, so no checkerboard; Odena et al.
+2016) and zero padding (reflection padding has been troublesome in TensorRT;
+zero padding exports to every backend as a plain Conv).  The input is divided by
+a fixed per-channel feature scale measured on training data, because raw VGG
+activations on 0-255 inputs are large and training is unstable without it.
+
+Output: N x 3 x H x W, BGR, nominally [0, 1] (the project convention); callers
+clamp.  ``width`` scales the channel counts of the high-resolution stages,
+which dominate the cost on a CPU.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .vgg import ARCHS, LAYER_CHANNELS, LAYERS, WIDTHS
+
+DECODER_FORMAT = "stylecam-decoder-v1"
+
+
+def _plan(layer: str, arch: str, width: float) -> list[tuple[str, int, int]]:
+    """(kind, cin, cout) steps mirroring the encoder from ``layer`` back to pixels."""
+    last = LAYERS.index(layer)
+    w = [max(8, int(round(c * width))) if b < last else c for b, c in enumerate(WIDTHS)]
+    steps: list[tuple[str, int, int]] = []
+    cin = LAYER_CHANNELS[layer]
+    for b in range(last, -1, -1):
+        n = ARCHS[arch][b] if b < last else 1  # the tap block only ran its first conv
+        if b == 0:
+            n -= 1  # conv1_1's mirror is the output conv
+        for i in range(n):
+            # the mirror of a block's first conv maps back to the previous block's width
+            cout = w[b - 1] if (i == n - 1 and b > 0) else w[b]
+            steps.append(("conv", cin, cout))
+            cin = cout
+        if b > 0:
+            steps.append(("up", cin, cin))
+    steps.append(("out", cin, 3))
+    return steps
+
+
+class Decoder(nn.Module):
+    def __init__(self, layer: str = "relu3_1", arch: str = "vgg16", width: float = 1.0):
+        super().__init__()
+        if layer not in LAYERS[:4]:
+            raise ValueError(f"decoders exist for {LAYERS[:4]}, got {layer!r}")
+        self.layer, self.arch, self.width = layer, arch, float(width)
+        c = LAYER_CHANNELS[layer]
+        self.register_buffer("feat_scale", torch.ones(1, c, 1, 1))
+        layers: list[nn.Module] = []
+        for kind, cin, cout in _plan(layer, arch, width):
+            if kind == "up":
+                layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+            elif kind == "conv":
+                layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)]
+            else:
+                layers.append(nn.Conv2d(cin, cout, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+        self.in_channels = c
+
+    def forward(self, feat: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
+        if feat.dim() != 4 or feat.shape[1] != self.in_channels:
+            raise ValueError(f"decoder for {self.layer} expects N x {self.in_channels} x h x w features, "
+                             f"got {tuple(feat.shape)}")
+        y = self.net(feat / self.feat_scale)
+        if out_size is not None and tuple(y.shape[-2:]) != tuple(out_size):
+            # the encoder pools in ceil mode, so odd sizes come back up to 2 px larger: crop
+            y = y[..., : out_size[0], : out_size[1]]
+        return y
+
+    def config(self) -> dict:
+        return {"layer": self.layer, "arch": self.arch, "width": self.width}
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_decoder(dec: Decoder, path: Path, *, encoder_id: str, meta: dict | None = None,
+                 fp16: bool = True) -> str:
+    """Write a shippable decoder file (FP16 storage) atomically; returns its content digest."""
+    from .weights import atomic_torch_save
+    state = {k: (v.half() if fp16 and v.is_floating_point() and k != "feat_scale" else v.float())
+             for k, v in dec.state_dict().items()}
+    digest = state_digest(state)
+    atomic_torch_save({"format": DECODER_FORMAT, "config": dec.config(), "encoder_id": encoder_id,
+                       "state_dict": state, "sha256": digest, "meta": meta or {}}, Path(path))
+    return digest
+
+
+def load_decoder(path: str | Path, *, encoder_id: str | None = None, device="cpu") -> Decoder:
+    """Load a decoder file, checking its content digest and (optionally) the encoder it was trained for."""
+    from .weights import WeightsError
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"decoder weights not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsError(f"{path} cannot be read ({type(e).__name__}: {e})") from e
+    if not isinstance(obj, dict) or obj.get("format") != DECODER_FORMAT:
+        raise WeightsError(f"{path} is not a stylecam decoder file")
+    state = obj["state_dict"]
+    if state_digest(state) != obj.get("sha256"):
+        raise WeightsError(f"{path} is corrupt or was modified: its tensors do not match the recorded sha256")
+    if encoder_id is not None and obj.get("encoder_id") != encoder_id:
+        raise WeightsError(f"{path} was trained for encoder {obj.get('encoder_id')!r}, not {encoder_id!r}; "
+                           f"train a decoder for these encoder weights (python -m training.train_decoder)")
+    dec = Decoder(**obj["config"])
+    dec.load_state_dict({k: v.float() for k, v in state.items()})
+    dec.meta = obj.get("meta", {})
+    dec.encoder_id = obj.get("encoder_id")
+    return dec.eval().to(device)

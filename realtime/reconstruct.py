@@ -1,0 +1,434 @@
+"""Masked feature reconstruction (Lu et al., ICCV 2017, §3.1) and richer modes.
+
+Everything here is a pure tensor function on one feature map ``F`` (C x h x w,
+or 1 x C x h x w) and K soft region maps ``W`` (K x h x w, summing to 1 per
+pixel).  Statistics are always accumulated in float32, whatever the feature
+dtype (VGG activations overflow FP16 once squared).  See
+``../shared/design/ALGORITHM.md`` for the maths; in short, for region k:
+
+``linear``    F_o = F_c + a (mu_s - mu_c)        the paper's objective, solved exactly
+``adain``     per-channel mean and std matched   (Huang & Belongie 2017)
+``wct``       mean and covariance matched        (Li et al. 2017, whitening-colouring)
+``gram``      gradient steps on content + Gram loss in feature space (Gatys et al. 2016's
+              objective, without back-propagating through the network), warm-startable
+``patchswap`` nearest style patch                (Chen & Schmidt 2016), for decoder training
+
+and the output is blended by the content masks, F_o = sum_k W_c^k T_k(F_c), so
+region boundaries stay soft.  ``strength`` (alpha in [0, 1]) blends towards the
+plain content feature; for ``linear`` it is exactly the paper's alpha.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+MODES = ("linear", "adain", "wct", "gram", "patchswap")
+EPS = 1e-5
+FP16_MAX = 65504.0
+
+
+# --------------------------------------------------------------------------- inputs
+
+def _as_chw(feat: torch.Tensor, what: str = "features") -> torch.Tensor:
+    if not isinstance(feat, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(feat).__name__}")
+    if feat.dim() == 4:
+        if feat.shape[0] != 1:
+            raise ValueError(f"{what} must be C x h x w or 1 x C x h x w, got batch {feat.shape[0]}")
+        feat = feat[0]
+    if feat.dim() != 3:
+        raise ValueError(f"{what} must be C x h x w or 1 x C x h x w, got shape {tuple(feat.shape)}")
+    if not feat.is_floating_point():
+        raise TypeError(f"{what} must be a floating-point tensor, got {feat.dtype}")
+    return feat
+
+
+def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Area-downsample K x H x W soft masks to ``size`` and renormalise them to sum to 1."""
+    masks = masks.float()
+    if tuple(masks.shape[-2:]) != tuple(size):
+        masks = F.interpolate(masks[None], size=size, mode="area")[0]
+    return masks / masks.sum(0, keepdim=True).clamp_min(EPS)
+
+
+def check_masks(masks: torch.Tensor, size: tuple[int, int], what: str = "masks") -> torch.Tensor:
+    """Validate K x H x W soft masks and bring them to the feature ``size`` (float32)."""
+    if not isinstance(masks, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(masks).__name__}")
+    if masks.dim() == 2:
+        masks = masks[None]
+    if masks.dim() != 3 or masks.shape[0] < 1:
+        raise ValueError(f"{what} must be K x H x W soft region maps, got shape {tuple(masks.shape)}")
+    m = masks.float()
+    if not torch.isfinite(m).all() or (m < -1e-6).any() or (m > 1 + 1e-6).any():
+        raise ValueError(f"{what} must hold finite weights in [0, 1]")
+    s = m.sum(0)
+    if (s - 1).abs().max() > 1e-3:
+        raise ValueError(f"{what} must sum to 1 over the K regions at every pixel "
+                         f"(found sums in [{float(s.min()):.3g}, {float(s.max()):.3g}])")
+    return resize_masks(m, size)
+
+
+def full_mask(size: tuple[int, int], device=None) -> torch.Tensor:
+    return torch.ones(1, *size, device=device)
+
+
+# --------------------------------------------------------------------------- statistics
+
+@dataclass
+class RegionStats:
+    """Per-region float32 statistics of a feature map: K regions, C channels."""
+    weight: torch.Tensor            # K        sum of mask weights
+    mean: torch.Tensor              # K x C
+    var: torch.Tensor               # K x C    (weighted, biased)
+    cov: torch.Tensor | None = None  # K x C x C (centred)
+
+    @property
+    def std(self) -> torch.Tensor:
+        return (self.var + EPS).sqrt()
+
+    @property
+    def gram(self) -> torch.Tensor:
+        """Uncentred second moment E_w[f f^T] = cov + mu mu^T (needs cov)."""
+        return self.cov + self.mean[:, :, None] * self.mean[:, None, :]
+
+
+def masked_stats(feat: torch.Tensor, masks: torch.Tensor, with_cov: bool = False) -> RegionStats:
+    """Weighted per-region mean, variance (and covariance) of ``feat`` (C x h x w), in float32."""
+    f = feat.reshape(feat.shape[0], -1).float()       # C x N
+    w = masks.reshape(masks.shape[0], -1).float()     # K x N
+    n = w.sum(1)                                      # K
+    nz = n.clamp_min(EPS)
+    mean = (w @ f.T) / nz[:, None]                    # K x C
+    ex2 = (w @ (f * f).T) / nz[:, None]
+    var = (ex2 - mean * mean).clamp_min(0)
+    cov = None
+    if with_cov:
+        cov = torch.stack([((f * w[k]) @ f.T) / nz[k] - torch.outer(mean[k], mean[k]) for k in range(w.shape[0])])
+        cov = 0.5 * (cov + cov.transpose(1, 2))
+    return RegionStats(n, mean, var, cov)
+
+
+@dataclass
+class StyleStats:
+    """A style's per-region statistics, computed once and reused for every frame.
+
+    A region whose weight in the style is below ``min_fraction`` of the image
+    falls back to the style's global statistics (listed in ``fallback``).
+    """
+    stats: RegionStats
+    features: torch.Tensor        # C x h x w (kept for patchswap)
+    masks: torch.Tensor           # K x h x w at feature size
+    fallback: tuple[int, ...] = ()
+
+    @property
+    def num_regions(self) -> int:
+        return self.masks.shape[0]
+
+    @classmethod
+    def from_features(cls, feat: torch.Tensor, masks: torch.Tensor | None = None,
+                      min_fraction: float = 0.002) -> "StyleStats":
+        feat = _as_chw(feat, "style features")
+        size = tuple(feat.shape[-2:])
+        masks = full_mask(size, feat.device) if masks is None else check_masks(masks, size, "style masks")
+        st = masked_stats(feat, masks, with_cov=True)
+        glob = masked_stats(feat, full_mask(size, feat.device), with_cov=True)
+        total = float(masks.shape[-1] * masks.shape[-2])
+        fb = tuple(int(k) for k in torch.nonzero(st.weight < min_fraction * total).flatten())
+        for k in fb:
+            st.weight[k] = glob.weight[0]
+            st.mean[k], st.var[k], st.cov[k] = glob.mean[0], glob.var[0], glob.cov[0]
+        return cls(st, feat.detach(), masks, fb)
+
+
+@dataclass
+class ReconState:
+    """What a warm start needs from the previous frame.
+
+    ``momentum`` smooths the content statistics over time (0 = none): the mean,
+    variance and covariance used for frame t are m*previous + (1-m)*current.
+    ``residual`` is the previous output minus its content (the warm start of the
+    iterative modes); ``linear_offset`` the per-region mean offset of the
+    iterative ``linear`` solve.  ``reset()`` on a scene cut.
+    """
+    momentum: float = 0.0
+    content: RegionStats | None = None
+    residual: torch.Tensor | None = None
+    linear_offset: torch.Tensor | None = None
+    frames: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self.content = None
+        self.residual = None
+        self.linear_offset = None
+        self.frames = 0
+        self.extra.clear()
+
+    def smooth(self, cur: RegionStats) -> RegionStats:
+        prev = self.content
+        if self.momentum <= 0 or prev is None or prev.mean.shape != cur.mean.shape:
+            self.content = cur
+            return cur
+        m = self.momentum
+        mix = lambda a, b: None if a is None or b is None else m * a + (1 - m) * b  # noqa: E731
+        out = RegionStats(cur.weight, mix(prev.mean, cur.mean), mix(prev.var, cur.var), mix(prev.cov, cur.cov))
+        self.content = out
+        return out
+
+
+# --------------------------------------------------------------------------- the modes
+
+def linear_exact(fc: torch.Tensor, wc: torch.Tensor, mu_c: torch.Tensor, mu_s: torch.Tensor,
+                 alpha: float) -> torch.Tensor:
+    """F_o = F_c + alpha * sum_k W_k (mu_s^k - mu_c^k): the fixed point of §3.1, in one pass."""
+    shift = torch.einsum("kc,khw->chw", alpha * (mu_s - mu_c), wc)
+    return fc + shift
+
+
+def linear_beta(alpha: float) -> float:
+    """beta of the iteration F_o <- F_c - beta (mu_o - mu_s) whose fixed point has strength alpha."""
+    if not 0 <= alpha < 1:
+        raise ValueError(f"the iterative linear solve needs strength in [0, 1), got {alpha}")
+    return alpha / (1 - alpha)
+
+
+def linear_iterative_reference(fc: torch.Tensor, wc: torch.Tensor, mu_s: torch.Tensor, alpha: float,
+                               iterations: int) -> torch.Tensor:
+    """The paper's iteration done literally, one full-tensor update per step and region.
+
+    Setting dL/dF_o = 0 for L = 1/2||F_o - F_c||^2 + lambda/(4C^2)||mu_o - mu_s||^2 gives
+    F_o = F_c - beta (mu_o - mu_s), beta = lambda / (2 N C^2).  The paper's Eq. 5 prints the
+    last term as lambda/(4NC^2) * sum_k F_o, i.e. N/2 times too large (ALGORITHM.md,
+    "Error in the paper's Eq. 5"); iterated as printed it diverges or pulls the mean to
+    zero.  This implements the derivation.  It converges (oscillating) iff beta < 1,
+    i.e. alpha < 1/2.
+    """
+    beta = linear_beta(alpha)
+    fc32 = fc.float()
+    out = torch.zeros_like(fc32)
+    for k in range(wc.shape[0]):
+        w = wc[k]
+        n = w.sum().clamp_min(EPS)
+        fo = fc32.clone()
+        for _ in range(iterations):
+            mu_o = (fo * w).sum((1, 2)) / n
+            fo = fc32 - beta * (mu_o - mu_s[k])[:, None, None]
+        out += w * fo
+    return out
+
+
+def linear_iterative(fc: torch.Tensor, wc: torch.Tensor, mu_c: torch.Tensor, mu_s: torch.Tensor,
+                     alpha: float, iterations: int, offset0: torch.Tensor | None = None):
+    """The same N iterations in O(K*C): the region mean obeys the scalar recurrence
+    mu^{t} = mu_c - beta (mu^{t-1} - mu_s), so F_o^N = F_c - beta (mu^{N-1} - mu_s).
+    ``offset0`` (mu^0 - mu_c, per region) warm-starts it; returns (F_o, mu^N - mu_c)."""
+    beta = linear_beta(alpha)
+    mu = mu_c + (offset0 if offset0 is not None else 0)
+    prev = mu
+    for _ in range(iterations):  # K x C scalars only: 500 steps cost nothing
+        prev, mu = mu, mu_c - beta * (mu - mu_s)
+    shift = -beta * (prev - mu_s) if iterations > 0 else (mu - mu_c)
+    return fc + torch.einsum("kc,khw->chw", shift, wc), mu - mu_c
+
+
+def adain(fc: torch.Tensor, wc: torch.Tensor, cs: RegionStats, ss: RegionStats, alpha: float) -> torch.Tensor:
+    a = ss.std / cs.std                      # K x C
+    b = ss.mean - a * cs.mean
+    A = torch.einsum("kc,khw->chw", a, wc)
+    B = torch.einsum("kc,khw->chw", b, wc)
+    return (1 - alpha) * fc + alpha * (A * fc + B)
+
+
+def _sqrtm_pair(cov: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C^{1/2}, C^{-1/2}) of a symmetric PSD matrix by eigendecomposition, in float64."""
+    c = cov.double()
+    reg = eps * (torch.trace(c) / c.shape[0]).clamp_min(1e-12)
+    e, v = torch.linalg.eigh(c + reg * torch.eye(c.shape[0], dtype=c.dtype, device=c.device))
+    e = e.clamp_min(reg)
+    return (v * e.sqrt()) @ v.T, (v * e.rsqrt()) @ v.T
+
+
+def wct(fc: torch.Tensor, wc: torch.Tensor, cs: RegionStats, ss: RegionStats, alpha: float,
+        eps: float = 1e-5) -> torch.Tensor:
+    """Whitening-colouring per region: T_k(f) = C_s^{1/2} C_c^{-1/2} (f - mu_c) + mu_s."""
+    C = fc.shape[0]
+    f = fc.reshape(C, -1)
+    out = torch.zeros_like(f)
+    for k in range(wc.shape[0]):
+        w = wc[k].reshape(-1)
+        if float(w.max()) <= 0:
+            continue
+        s_half, _ = _sqrtm_pair(ss.cov[k], eps)
+        _, c_ihalf = _sqrtm_pair(cs.cov[k], eps)
+        M = (s_half @ c_ihalf).float()
+        tk = M @ (f - cs.mean[k][:, None]) + ss.mean[k][:, None]
+        out += w * tk
+    return ((1 - alpha) * f + alpha * out).reshape(fc.shape)
+
+
+# ---- gram: Gatys' objective, optimised in feature space
+
+def gram_objective(x: torch.Tensor, xc: torch.Tensor, wc: torch.Tensor, gs: torch.Tensor,
+                   style_weight: float) -> torch.Tensor:
+    """L(X) = 1/(2N) ||X - X_c||^2 + style_weight/(4C) sum_k ||G_k(X) - G_s^k||_F^2,
+    G_k(X) = X diag(W_k) X^T / sum(W_k), all in units of the style's feature scale."""
+    C, N = x.shape
+    loss = 0.5 * ((x - xc) ** 2).sum() / N
+    for k in range(wc.shape[0]):
+        n = wc[k].sum().clamp_min(EPS)
+        g = (x * wc[k]) @ x.T / n
+        loss = loss + style_weight / (4 * C) * ((g - gs[k]) ** 2).sum()
+    return loss
+
+
+def gram_gradient(x: torch.Tensor, xc: torch.Tensor, wc: torch.Tensor, gs: torch.Tensor,
+                  style_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L, dL/dX) in closed form: dL/dX = (X - X_c)/N + style_weight/C sum_k (G_k - G_s^k) X W_k / n_k."""
+    C, N = x.shape
+    d = x - xc
+    loss = 0.5 * (d ** 2).sum() / N
+    grad = d / N
+    for k in range(wc.shape[0]):
+        n = wc[k].sum().clamp_min(EPS)
+        xw = x * wc[k]
+        diff = xw @ x.T / n - gs[k]
+        loss = loss + style_weight / (4 * C) * (diff ** 2).sum()
+        grad = grad + (style_weight / C) * (diff @ xw) / n
+    return loss, grad
+
+
+def gram_descent(x0: torch.Tensor, xc: torch.Tensor, wc: torch.Tensor, gs: torch.Tensor, style_weight: float,
+                 steps: int, step0: float = 1.0, history: list | None = None) -> torch.Tensor:
+    """Gradient descent with Armijo backtracking: the loss never rises."""
+    x = x0.clone()
+    loss, g = gram_gradient(x, xc, wc, gs, style_weight)
+    t = step0
+    if history is not None:
+        history.append(float(loss))
+    for _ in range(steps):
+        g2 = float((g * g).sum())
+        if g2 == 0:
+            break
+        while True:
+            cand = x - t * g
+            cl = gram_objective(cand, xc, wc, gs, style_weight)
+            if float(cl) <= float(loss) - 1e-4 * t * g2 or t < 1e-12:
+                break
+            t *= 0.5
+        if float(cl) > float(loss):
+            break
+        x = cand
+        loss, g = gram_gradient(x, xc, wc, gs, style_weight)
+        t = min(t * 2.0, 1e6)
+        if history is not None:
+            history.append(float(loss))
+    return x
+
+
+# ---- patch swap
+
+def patch_swap(fc: torch.Tensor, fs: torch.Tensor, wc: torch.Tensor | None = None,
+               ws: torch.Tensor | None = None, patch: int = 3, return_index: bool = False):
+    """Replace each content patch by its most similar style patch (normalised
+    cross-correlation, Chen & Schmidt 2016) and average the overlaps.  With
+    masks, a content pixel only takes patches centred in its own (argmax) style
+    region; a region with no style patch takes from the whole style."""
+    C = fc.shape[0]
+    pad = patch // 2
+    fs32, fc32 = fs.float(), fc.float()
+    P = F.unfold(fs32[None], patch, padding=pad)[0].T           # M x (C*p*p)
+    M = P.shape[0]
+    Pn = P / P.norm(dim=1, keepdim=True).clamp_min(EPS)
+    score = F.conv2d(fc32[None], Pn.reshape(M, C, patch, patch), padding=pad)[0]  # M x h x w
+    if wc is not None and ws is not None and wc.shape[0] > 1:
+        rc = wc.argmax(0)                                         # h x w
+        rs = ws.reshape(ws.shape[0], -1).argmax(0)                # M
+        allowed = rs[:, None, None] == rc[None]                   # M x h x w
+        has = allowed.any(0, keepdim=True)
+        score = torch.where(allowed | ~has, score, torch.full_like(score, -math.inf))
+    idx = score.argmax(0)                                         # h x w
+    onehot = F.one_hot(idx, M).permute(2, 0, 1).float()[None]     # 1 x M x h x w
+    out = F.conv_transpose2d(onehot, P.reshape(M, C, patch, patch), padding=pad)[0]
+    cnt = F.conv_transpose2d(onehot.sum(1, keepdim=True), torch.ones(1, 1, patch, patch, device=fc.device),
+                             padding=pad)[0]
+    out = out / cnt.clamp_min(1)
+    return (out, idx) if return_index else out
+
+
+# --------------------------------------------------------------------------- the entry point
+
+def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mode: str = "linear",
+                strength: float = 1.0, *, iterations: int | None = None, state: ReconState | None = None,
+                gram_steps: int = 10, gram_weight: float = 10.0) -> torch.Tensor:
+    """Masked reconstruction of content features ``fc`` towards ``style`` (see module doc).
+
+    ``wc``: K x h x w content regions (any resolution; area-resized), or None for
+    one global region.  ``iterations``: for ``linear``, run the paper's
+    iteration N times instead of the exact closed form; for ``gram``, the
+    number of descent steps (default ``gram_steps``).  ``state``: carries
+    smoothed statistics and the warm start between frames.  Returns a tensor of
+    ``fc``'s shape and dtype; all statistics are float32.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if not 0.0 <= float(strength) <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    shape, dtype = fc.shape, fc.dtype
+    f = _as_chw(fc, "content features")
+    C, h, w = f.shape
+    if style.features.shape[0] != C:
+        raise ValueError(f"content has {C} channels but the style has {style.features.shape[0]}: "
+                         f"encode both at the same layer")
+    wc = full_mask((h, w), f.device) if wc is None else check_masks(wc, (h, w), "content masks")
+    if wc.shape[0] != style.num_regions:
+        raise ValueError(f"content masks have {wc.shape[0]} regions but the style has {style.num_regions}")
+    f32 = f.float()
+    alpha = float(strength)
+    ss = style.stats
+    need_cov = mode == "wct"
+    cs = masked_stats(f32, wc, with_cov=need_cov)
+    if state is not None:
+        cs = state.smooth(cs)
+
+    if mode == "linear":
+        if iterations is None:
+            out = linear_exact(f32, wc, cs.mean, ss.mean, alpha)
+        else:
+            off0 = state.linear_offset if state is not None else None
+            if off0 is not None and off0.shape != cs.mean.shape:
+                off0 = None
+            out, off = linear_iterative(f32, wc, cs.mean, ss.mean, alpha, iterations, off0)
+            if state is not None:
+                state.linear_offset = off
+    elif mode == "adain":
+        out = adain(f32, wc, cs, ss, alpha)
+    elif mode == "wct":
+        out = wct(f32, wc, cs, ss, alpha)
+    elif mode == "gram":
+        scale = float(torch.sqrt(torch.diagonal(ss.gram, dim1=1, dim2=2).mean()).clamp_min(EPS))
+        xc = f32.reshape(C, -1) / scale
+        gs = ss.gram / scale ** 2
+        x0 = xc
+        if state is not None and state.residual is not None and state.residual.shape == f32.shape:
+            x0 = xc + state.residual.reshape(C, -1) / scale
+        steps = gram_steps if iterations is None else iterations
+        wflat = wc.reshape(wc.shape[0], -1)
+        x = gram_descent(x0, xc, wflat, gs, gram_weight, steps)
+        full = (x * scale).reshape(C, h, w)
+        if state is not None:
+            state.residual = (full - f32).detach()
+        out = f32 + alpha * (full - f32)
+    else:  # patchswap
+        sw = patch_swap(f32, style.features, wc, style.masks)
+        out = (1 - alpha) * f32 + alpha * sw
+    if state is not None:
+        state.frames += 1
+        if mode != "gram":
+            state.residual = (out - f32).detach()
+    if dtype == torch.float16:
+        out = out.clamp(-FP16_MAX, FP16_MAX)
+    return out.to(dtype).reshape(shape)

@@ -1,0 +1,342 @@
+"""Masked feature reconstruction: each test can fail if the maths is wrong."""
+import math
+
+import pytest
+import torch
+
+from realtime import reconstruct as R
+
+torch.manual_seed(0)
+
+
+def hard_masks(h, w, k=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lab = torch.randint(0, k, (h, w), generator=g)
+    # make every region non-empty
+    for i in range(k):
+        lab[i, i] = i
+    return torch.nn.functional.one_hot(lab, k).permute(2, 0, 1).float()
+
+
+def soft_masks(h, w, k=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    m = torch.rand(k, h, w, generator=g) ** 3
+    return m / m.sum(0, keepdim=True)
+
+
+def feats(c, h, w, seed=0, scale=1.0, shift=0.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(c, h, w, generator=g) * scale + shift).relu()
+
+
+def region_mean(f, m):
+    return (f * m).sum((1, 2)) / m.sum()
+
+
+# ---------------------------------------------------------------- linear
+
+def test_linear_iteration_converges_to_closed_form():
+    fc, fs = feats(16, 13, 17, 1), feats(16, 11, 9, 2, scale=3, shift=1)
+    wc, ws = soft_masks(13, 17), soft_masks(11, 9, seed=5)
+    st = R.StyleStats.from_features(fs, ws)
+    cs = R.masked_stats(fc, R.check_masks(wc, (13, 17)))
+    for alpha in (0.1, 0.3, 0.45):  # the iteration converges for beta < 1, i.e. alpha < 1/2
+        exact = R.linear_exact(fc, wc, cs.mean, st.stats.mean, alpha)
+        ref = R.linear_iterative_reference(fc, wc, st.stats.mean, alpha, 500)
+        fast, _ = R.linear_iterative(fc, wc, cs.mean, st.stats.mean, alpha, 500)
+        torch.testing.assert_close(ref, exact, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-4)
+
+
+def test_linear_scalar_recurrence_equals_literal_iteration_for_few_steps():
+    fc, fs = feats(8, 9, 7, 3), feats(8, 9, 7, 4, scale=2)
+    wc = soft_masks(9, 7, k=2)
+    st = R.StyleStats.from_features(fs, soft_masks(9, 7, k=2, seed=9))
+    cs = R.masked_stats(fc, wc)
+    for n in (1, 2, 5):
+        ref = R.linear_iterative_reference(fc, wc, st.stats.mean, 0.7, n)   # diverging regime: still equal
+        fast, _ = R.linear_iterative(fc, wc, cs.mean, st.stats.mean, 0.7, n)
+        torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-3)
+
+
+def test_paper_eq5_as_printed_is_wrong():
+    """The misprinted update (lambda/(4NC^2) * sum F_o) does not reach the objective's minimiser."""
+    C, N = 4, 50
+    fc = torch.rand(C, N) + 1
+    mu_s = torch.full((C,), 3.0)
+    lam = 2 * N * C * C * 0.25            # beta = lambda/(2NC^2) = 0.25
+    beta = lam / (2 * N * C * C)
+    fo = fc.clone()
+    for _ in range(50):                    # Eq. 5 as printed: sum_k F_s = M mu_s, sum_k F_o = N mu_o
+        fo = fc + lam / (2 * N * C * C) * mu_s[:, None] - lam / (4 * N * C * C) * fo.sum(1, keepdim=True)
+    alpha = beta / (1 + beta)
+    exact = fc + alpha * (mu_s[:, None] - fc.mean(1, keepdim=True))
+    assert (fo - exact).abs().max() > 0.5
+
+
+def test_linear_matches_style_means_per_region():
+    fc, fs = feats(32, 24, 20, 1), feats(32, 18, 30, 2, scale=4, shift=2)
+    wc, ws = hard_masks(24, 20, 3, 1), hard_masks(18, 30, 3, 2)
+    st = R.StyleStats.from_features(fs, ws)
+    out = R.reconstruct(fc, wc, st, "linear", 1.0)
+    for k in range(3):
+        torch.testing.assert_close(region_mean(out, wc[k]), region_mean(fs, ws[k]), rtol=1e-5, atol=1e-4)
+
+
+# ---------------------------------------------------------------- adain / wct
+
+def region_std(f, m):
+    mu = region_mean(f, m)
+    return (((f - mu[:, None, None]) ** 2 * m).sum((1, 2)) / m.sum()).sqrt()
+
+
+def region_cov(f, m):
+    x = f.reshape(f.shape[0], -1)[:, m.reshape(-1) > 0.5].double()
+    x = x - x.mean(1, keepdim=True)
+    return x @ x.T / x.shape[1]
+
+
+def test_adain_matches_means_and_stds_per_region():
+    fc, fs = feats(32, 24, 20, 1), feats(32, 18, 30, 2, scale=4, shift=2)
+    wc, ws = hard_masks(24, 20, 3, 1), hard_masks(18, 30, 3, 2)
+    out = R.reconstruct(fc, wc, R.StyleStats.from_features(fs, ws), "adain", 1.0)
+    for k in range(3):
+        torch.testing.assert_close(region_mean(out, wc[k]), region_mean(fs, ws[k]), rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(region_std(out, wc[k]), region_std(fs, ws[k]), rtol=1e-3, atol=1e-3)
+
+
+def test_wct_matches_covariance_per_region():
+    C = 8  # regions must hold more pixels than channels for a full-rank covariance
+    fc = torch.randn(C, 40, 40)
+    mix = torch.randn(C, C)
+    fs = torch.einsum("ij,jhw->ihw", mix, torch.randn(C, 36, 44)) + 2
+    wc, ws = hard_masks(40, 40, 2, 1), hard_masks(36, 44, 2, 2)
+    out = R.reconstruct(fc, wc, R.StyleStats.from_features(fs, ws), "wct", 1.0)
+    for k in range(2):
+        torch.testing.assert_close(region_cov(out, wc[k]), region_cov(fs, ws[k]), rtol=1e-3, atol=2e-3)
+        torch.testing.assert_close(region_mean(out, wc[k]), region_mean(fs, ws[k]), rtol=1e-4, atol=1e-3)
+
+
+# ---------------------------------------------------------------- regions
+
+@pytest.mark.parametrize("mode", ["linear", "adain", "wct"])
+def test_one_full_region_equals_unmasked_transform(mode):
+    fc, fs = feats(16, 15, 11, 1), feats(16, 12, 12, 2, scale=3)
+    st_masked = R.StyleStats.from_features(fs, torch.ones(1, 12, 12))
+    st_none = R.StyleStats.from_features(fs)
+    a = R.reconstruct(fc, torch.ones(1, 15, 11), st_masked, mode, 0.8)
+    b = R.reconstruct(fc, None, st_none, mode, 0.8)
+    # and the unmasked transform written out directly
+    mc, sc = fc.mean((1, 2)), fc.std((1, 2), unbiased=False)
+    ms, s_s = fs.mean((1, 2)), fs.std((1, 2), unbiased=False)
+    torch.testing.assert_close(a, b)
+    if mode == "linear":
+        torch.testing.assert_close(a, fc + 0.8 * (ms - mc)[:, None, None], rtol=1e-5, atol=1e-4)
+    if mode == "adain":
+        direct = (fc - mc[:, None, None]) / sc[:, None, None] * s_s[:, None, None] + ms[:, None, None]
+        torch.testing.assert_close(a, 0.2 * fc + 0.8 * direct, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["linear", "adain", "wct"])
+def test_swapping_region_labels_swaps_results(mode):
+    fc, fs = feats(8, 20, 20, 1), feats(8, 20, 20, 2, scale=3, shift=1)
+    wc = hard_masks(20, 20, 2, 3)
+    ws = hard_masks(20, 20, 2, 4)
+    out = R.reconstruct(fc, wc, R.StyleStats.from_features(fs, ws), mode, 1.0)
+    # swapping the style's labels: each content region now gets the other style region
+    out_sw = R.reconstruct(fc, wc, R.StyleStats.from_features(fs, ws.flip(0)), mode, 1.0)
+    # swapping both: identical result
+    out_both = R.reconstruct(fc, wc.flip(0), R.StyleStats.from_features(fs, ws.flip(0)), mode, 1.0)
+    torch.testing.assert_close(out_both, out, rtol=1e-4, atol=1e-4)
+    assert (out_sw - out).abs().max() > 0.1
+    torch.testing.assert_close(region_mean(out_sw, wc[0]), region_mean(fs, ws[1]), rtol=1e-3, atol=1e-3)
+
+
+def test_region_empty_in_style_falls_back_to_global():
+    fc, fs = feats(8, 10, 10, 1), feats(8, 10, 10, 2, scale=3, shift=1)
+    ws = torch.zeros(2, 10, 10)
+    ws[0] = 1.0                                   # region 1 absent from the style
+    st = R.StyleStats.from_features(fs, ws)
+    assert st.fallback == (1,)
+    wc = hard_masks(10, 10, 2, 0)
+    out = R.reconstruct(fc, wc, st, "linear", 1.0)
+    torch.testing.assert_close(region_mean(out, wc[1]), fs.mean((1, 2)), rtol=1e-4, atol=1e-4)
+    assert torch.isfinite(out).all()
+
+
+def test_region_empty_in_content_does_not_divide_by_zero():
+    fc, fs = feats(8, 10, 10, 1), feats(8, 10, 10, 2)
+    wc = torch.zeros(2, 10, 10)
+    wc[0] = 1
+    for mode in ("linear", "adain", "wct", "gram", "patchswap"):
+        out = R.reconstruct(fc, wc, R.StyleStats.from_features(fs, hard_masks(10, 10, 2)), mode, 0.9, iterations=3)
+        assert torch.isfinite(out).all(), mode
+
+
+def test_strength_zero_is_identity_and_strength_interpolates():
+    fc, fs = feats(8, 10, 10, 1), feats(8, 10, 10, 2, scale=2)
+    st = R.StyleStats.from_features(fs)
+    for mode in ("linear", "adain", "wct", "patchswap"):
+        torch.testing.assert_close(R.reconstruct(fc, None, st, mode, 0.0), fc)
+    half = R.reconstruct(fc, None, st, "adain", 0.5)
+    full = R.reconstruct(fc, None, st, "adain", 1.0)
+    torch.testing.assert_close(half, 0.5 * (fc + full), rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- precision
+
+@pytest.mark.parametrize("mode", ["linear", "adain", "wct", "gram"])
+def test_fp16_features_scaled_by_1000_stay_finite(mode):
+    fc = (feats(16, 12, 12, 1) * 1000).half()     # sums of squares overflow FP16 by far
+    fs = (feats(16, 12, 12, 2, scale=2) * 1000).half()
+    out = R.reconstruct(fc, soft_masks(12, 12, 2), R.StyleStats.from_features(fs, soft_masks(12, 12, 2, 3)),
+                        mode, 0.7, iterations=3)
+    assert out.dtype == torch.float16
+    assert torch.isfinite(out).all()
+    ref = R.reconstruct(fc.float(), soft_masks(12, 12, 2), R.StyleStats.from_features(fs.float(),
+                        soft_masks(12, 12, 2, 3)), mode, 0.7, iterations=3)
+    torch.testing.assert_close(out.float(), ref, rtol=2e-3, atol=2.0)
+
+
+# ---------------------------------------------------------------- gram
+
+def test_gram_gradient_matches_autograd():
+    x = torch.randn(6, 40, dtype=torch.float64)
+    xc = torch.randn(6, 40, dtype=torch.float64)
+    w = soft_masks(5, 8, 2).reshape(2, -1).double()
+    gs = torch.stack([torch.eye(6, dtype=torch.float64) * 2, torch.ones(6, 6, dtype=torch.float64) * 0.3 +
+                      torch.eye(6, dtype=torch.float64)])
+    xa = x.clone().requires_grad_(True)
+    R.gram_objective(xa, xc, w, gs, 3.0).backward()
+    loss, g = R.gram_gradient(x, xc, w, gs, 3.0)
+    torch.testing.assert_close(g, xa.grad)
+    torch.testing.assert_close(loss, R.gram_objective(x, xc, w, gs, 3.0))
+
+
+def test_gram_descent_is_monotone_and_agrees_with_autograd_lbfgs():
+    torch.manual_seed(1)
+    xc = torch.randn(6, 60, dtype=torch.float64)
+    w = soft_masks(6, 10, 2).reshape(2, -1).double()
+    a = torch.randn(6, 6, dtype=torch.float64)
+    gs = torch.stack([a @ a.T / 6 + torch.eye(6, dtype=torch.float64), torch.eye(6, dtype=torch.float64) * 0.5])
+    hist = []
+    ours = R.gram_descent(xc, xc, w, gs, 2.0, 400, history=hist)
+    assert all(b <= a + 1e-12 for a, b in zip(hist, hist[1:]))
+    assert hist[-1] < 0.5 * hist[0]
+    # plain autograd L-BFGS on the same objective, same start
+    x = xc.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([x], max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-14,
+                            line_search_fn="strong_wolfe")
+    opt.step(lambda: (opt.zero_grad(), (l := R.gram_objective(x, xc, w, gs, 2.0)), l.backward(), l)[-1])
+    ref_loss = float(R.gram_objective(x.detach(), xc, w, gs, 2.0))
+    assert hist[-1] == pytest.approx(ref_loss, rel=1e-3, abs=1e-6)
+    torch.testing.assert_close(ours, x.detach(), rtol=1e-2, atol=1e-2)
+
+
+def test_gram_warm_start_uses_previous_frame():
+    fc, fs = feats(8, 10, 10, 1), feats(8, 10, 10, 2, scale=3, shift=1)
+    st = R.StyleStats.from_features(fs)
+    state = R.ReconState()
+    first = R.reconstruct(fc, None, st, "gram", 1.0, iterations=30, state=state)
+    assert state.residual is not None
+    # the same frame again, warm-started, with zero steps: the previous answer
+    again = R.reconstruct(fc, None, st, "gram", 1.0, iterations=0, state=state)
+    torch.testing.assert_close(again, first, rtol=1e-5, atol=1e-4)
+    cold = R.reconstruct(fc, None, st, "gram", 1.0, iterations=0, state=None)
+    torch.testing.assert_close(cold, fc)
+    state.reset()
+    assert state.residual is None
+
+
+def test_linear_iterative_warm_start_carries_offset():
+    fc, fs = feats(8, 10, 10, 1), feats(8, 10, 10, 2, scale=3, shift=1)
+    st = R.StyleStats.from_features(fs)
+    state = R.ReconState()
+    a = R.reconstruct(fc, None, st, "linear", 0.4, iterations=200, state=state)
+    b = R.reconstruct(fc, None, st, "linear", 0.4, iterations=1, state=state)   # already converged
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-4)
+    c = R.reconstruct(fc, None, st, "linear", 0.4, iterations=1, state=None)
+    assert (c - a).abs().max() > 1e-2
+
+
+def test_temporal_momentum_smooths_content_statistics():
+    fs = feats(8, 10, 10, 2, scale=3, shift=1)
+    st = R.StyleStats.from_features(fs)
+    f1, f2 = feats(8, 10, 10, 1), feats(8, 10, 10, 1) + 5.0
+    state = R.ReconState(momentum=0.5)
+    R.reconstruct(f1, None, st, "linear", 1.0, state=state)
+    out = R.reconstruct(f2, None, st, "linear", 1.0, state=state)
+    # F_o = F_c + (mu_s - mu_smoothed); mu_smoothed is half way between the two frames' means
+    mu_sm = 0.5 * (f1.mean((1, 2)) + f2.mean((1, 2)))
+    torch.testing.assert_close(out, f2 + (fs.mean((1, 2)) - mu_sm)[:, None, None], rtol=1e-5, atol=1e-4)
+
+
+# ---------------------------------------------------------------- patchswap
+
+def test_patchswap_picks_exact_nearest_patches():
+    C = 5
+    fs = torch.rand(C, 9, 9) + 0.1
+    # content made of style pixels moved around: every 3x3 content patch that equals a style patch
+    # must map to it; the brute-force nearest (cosine) patch is the reference everywhere
+    fc = torch.rand(C, 7, 8) + 0.1
+    fc[:, 1:4, 1:4] = fs[:, 4:7, 2:5]
+    _, idx = R.patch_swap(fc, fs, return_index=True)
+    P = torch.nn.functional.unfold(fs[None], 3, padding=1)[0].T
+    Q = torch.nn.functional.unfold(fc[None], 3, padding=1)[0].T
+    cos = (Q / Q.norm(dim=1, keepdim=True)) @ (P / P.norm(dim=1, keepdim=True)).T
+    assert torch.equal(idx.reshape(-1), cos.argmax(1))
+    assert int(idx[2, 2]) == 5 * 9 + 3     # the planted patch, centred at style (5, 3)
+
+
+def test_patchswap_of_style_onto_itself_is_identity():
+    fs = torch.rand(4, 8, 8) + 0.1
+    torch.testing.assert_close(R.patch_swap(fs, fs), fs)
+
+
+def test_patchswap_respects_regions():
+    fs = torch.cat([torch.rand(3, 8, 4), torch.rand(3, 8, 4) + 5], 2)   # left dim, right bright
+    ws = torch.zeros(2, 8, 8)
+    ws[0, :, :4], ws[1, :, 4:] = 1, 1
+    fc = torch.rand(3, 6, 6) + 5          # bright content, but labelled region 0 (dim side)
+    wc = torch.zeros(2, 6, 6)
+    wc[0] = 1
+    _, idx = R.patch_swap(fc, fs, wc, ws, return_index=True)
+    assert ((idx % 8) < 4).all()
+
+
+# ---------------------------------------------------------------- errors
+
+def test_bad_inputs_raise_value_error_naming_expectation():
+    st = R.StyleStats.from_features(feats(8, 10, 10, 2))
+    fc = feats(8, 10, 10, 1)
+    with pytest.raises(ValueError, match="C x h x w"):
+        R.reconstruct(torch.rand(2, 8, 10, 10), None, st)
+    with pytest.raises(ValueError, match="channels"):
+        R.reconstruct(feats(4, 10, 10), None, st)
+    with pytest.raises(ValueError, match="sum to 1"):
+        R.reconstruct(fc, torch.full((2, 10, 10), 0.9), R.StyleStats.from_features(feats(8, 10, 10), hard_masks(10, 10, 2)))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        R.reconstruct(fc, torch.full((1, 10, 10), float("nan")), st)
+    with pytest.raises(ValueError, match="regions"):
+        R.reconstruct(fc, hard_masks(10, 10, 3), st)
+    with pytest.raises(ValueError, match="K x H x W"):
+        R.reconstruct(fc, torch.ones(1, 1, 10, 10), st)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        R.reconstruct(fc, None, st, "fancy")
+    with pytest.raises(ValueError, match="strength"):
+        R.reconstruct(fc, None, st, "linear", 1.5)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        R.reconstruct(fc, None, st, "linear", 1.0, iterations=10)
+    with pytest.raises(TypeError):
+        R.reconstruct(fc.numpy(), None, st)
+
+
+def test_masks_at_image_resolution_are_area_downsampled():
+    fc, fs = feats(8, 10, 12, 1), feats(8, 10, 12, 2, scale=3)
+    big = torch.zeros(2, 40, 48)
+    big[0, :, :24], big[1, :, 24:] = 1, 1
+    out_big = R.reconstruct(fc, big, R.StyleStats.from_features(fs, big), "linear", 1.0)
+    small = torch.zeros(2, 10, 12)
+    small[0, :, :6], small[1, :, 6:] = 1, 1
+    out_small = R.reconstruct(fc, small, R.StyleStats.from_features(fs, small), "linear", 1.0)
+    torch.testing.assert_close(out_big, out_small)

@@ -1,0 +1,100 @@
+"""Training images: two folders (photos, paintings), preloaded small, cropped at random.
+
+The default folders are the project's research set (``../shared/data/train``),
+which exists only on the developers' machines; any two folders of images work.
+A fixed handful of portrait photos is held out of training for the quality
+report (``training/holdout.txt``, file names only).
+"""
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "train"
+HOLDOUT_FILE = Path(__file__).resolve().parent / "holdout.txt"
+
+
+def holdout_names() -> set[str]:
+    if not HOLDOUT_FILE.exists():
+        return set()
+    return {ln.strip() for ln in HOLDOUT_FILE.read_text().splitlines() if ln.strip() and not ln.startswith("#")}
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+    return files
+
+
+def to_bgr_uint8(img: np.ndarray) -> np.ndarray:
+    """Grayscale, BGRA and 16-bit images to H x W x 3 uint8 BGR."""
+    if img.dtype == np.uint16:
+        img = (img / 257.0 + 0.5).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = np.clip(img.astype(np.float32) * (255.0 if img.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    elif img.shape[2] == 1:
+        img = cv2.cvtColor(img[..., 0], cv2.COLOR_GRAY2BGR)
+    return img
+
+
+def load_folder(folder: str | Path, short_side: int, exclude: set[str] = frozenset(),
+                desc: str = "loading") -> list[np.ndarray]:
+    """Read every image once, resized so its shorter side is ``short_side``; skip unreadable ones."""
+    out, bad = [], 0
+    for p in tqdm(list_images(folder), desc=desc, unit="img", leave=False):
+        if p.name in exclude:
+            continue
+        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if img is None or img.size == 0:
+            log.warning("skipping unreadable image %s", p)
+            bad += 1
+            continue
+        img = to_bgr_uint8(img)
+        h, w = img.shape[:2]
+        s = short_side / min(h, w)
+        img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))),
+                         interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+        out.append(img)
+    if bad:
+        log.warning("%s: skipped %d unreadable image(s), kept %d", folder, bad, len(out))
+    if not out:
+        raise ValueError(f"no readable images in {folder}")
+    return out
+
+
+class CropSampler:
+    """Random crops with random scale and horizontal flip, as float BGR [0,1] arrays."""
+
+    def __init__(self, images: list[np.ndarray], crop: int, scale: tuple[float, float], rng: random.Random):
+        self.images, self.crop, self.scale, self.rng = images, crop, scale, rng
+
+    def sample(self) -> np.ndarray:
+        img = self.images[self.rng.randrange(len(self.images))]
+        h, w = img.shape[:2]
+        s = self.rng.uniform(*self.scale)             # output px per source px
+        side = min(h, w, max(8, int(round(self.crop / s))))
+        y = self.rng.randrange(h - side + 1)
+        x = self.rng.randrange(w - side + 1)
+        patch = img[y:y + side, x:x + side]
+        if side != self.crop:
+            patch = cv2.resize(patch, (self.crop, self.crop),
+                               interpolation=cv2.INTER_AREA if side > self.crop else cv2.INTER_LINEAR)
+        if self.rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        return np.ascontiguousarray(patch)

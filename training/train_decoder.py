@@ -1,0 +1,279 @@
+"""Train a decoder that inverts the frozen VGG encoder at one layer (Lu et al. 2017, §3.2).
+
+    python -m training.train_decoder --layer relu3_1 --out weights/decoder_relu3_1.pt
+
+Samples (paper §3.2, and what the live pipeline feeds the decoder):
+  * plain photo features and plain painting features, with a pixel loss
+    (the decoder should give the image back) and the feature loss;
+  * features mixed from a random (photo, painting) pair by patch swap (as in the
+    paper) or by the linear / adain / wct reconstruction at a random strength,
+    with the feature loss only (there is no target image for them).
+Loss: ||f(g(F)) - F||^2 on scale-normalised features + pixel MSE on plain
+samples + total variation; Adam.  Checkpoints every few minutes, atomically, with
+optimizer and RNG state; ``--resume`` continues exactly.  A grid of samples is
+written every so often to ``RUN/samples_*.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from engines.decoder import Decoder, save_decoder
+from engines.weights import build_encoder, weights_dir, atomic_torch_save, load_encoder_weights
+from realtime import reconstruct as R
+from training.data import DEFAULT_DATA, CropSampler, holdout_names, load_folder
+
+log = logging.getLogger("training")
+
+MIX_MODES = ("patchswap", "linear", "adain", "wct")
+
+
+@dataclass
+class TrainConfig:
+    layer: str = "relu3_1"
+    photos: str = str(DEFAULT_DATA / "photos")
+    paintings: str = str(DEFAULT_DATA / "paintings")
+    out: str = ""
+    run_dir: str = ""
+    encoder_weights: str | None = None
+    iterations: int = 20000
+    batch: int = 4
+    crop: int = 128
+    load_side: int = 256
+    scale_min: float = 0.5
+    scale_max: float = 1.0
+    width: float = 1.0
+    lr: float = 1e-3
+    lr_final: float = 5e-5
+    pixel_weight: float = 1.0
+    feat_weight: float = 0.02
+    tv_weight: float = 1e-3
+    mix_prob: float = 0.35
+    seed: int = 0
+    threads: int = 0
+    checkpoint_minutes: float = 5.0
+    grid_every: int = 500
+    eval_every: int = 500
+
+
+def lr_at(cfg: TrainConfig, it: int) -> float:
+    """Constant for the first half, then cosine down to ``lr_final``."""
+    half = cfg.iterations // 2
+    if it < half:
+        return cfg.lr
+    t = (it - half) / max(1, cfg.iterations - half)
+    return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def to_tensor(batch: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def mix_features(fp: torch.Tensor, fs: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    """One (photo, painting) feature pair mixed by a random reconstruction mode and strength."""
+    mode = rng.choice(MIX_MODES)
+    strength = 1.0 if mode == "patchswap" else rng.uniform(0.3, 1.0)
+    style = R.StyleStats.from_features(fs)
+    return R.reconstruct(fp, None, style, mode=mode, strength=strength)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a.clamp(0, 1) - b) ** 2).mean())
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+@torch.no_grad()
+def measure_feat_scale(enc, sampler_p, sampler_s, n: int = 32) -> torch.Tensor:
+    x = to_tensor([sampler_p.sample() for _ in range(n // 2)] + [sampler_s.sample() for _ in range(n // 2)])
+    f = enc(x)
+    rms = f.pow(2).mean((0, 2, 3)).sqrt()
+    return rms.clamp_min(0.05 * float(rms.mean())).view(1, -1, 1, 1)
+
+
+@torch.no_grad()
+def eval_holdout(enc, dec, images: list[np.ndarray]) -> float:
+    vals = []
+    for img in images:
+        x = to_tensor([img])
+        y = dec(enc(x), out_size=x.shape[-2:])
+        vals.append(psnr(y, x))
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def save_grid(path: Path, x: torch.Tensor, y: torch.Tensor) -> None:
+    top = (x.clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).numpy()
+    bot = (y.clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).numpy()
+    grid = np.concatenate([np.concatenate(list(top), 1), np.concatenate(list(bot), 1)], 0)
+    tmp = path.with_suffix(".tmp.png")
+    cv2.imwrite(str(tmp), grid)
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out or weights_dir() / f"decoder_{cfg.layer}.pt")
+    run = Path(cfg.run_dir or Path("runs") / f"decoder_{cfg.layer}")
+    run.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run / "checkpoint.pt"
+
+    ew = load_encoder_weights(cfg.encoder_weights)
+    enc = build_encoder(cfg.layer, ew)
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    hold = holdout_names()
+    photos = load_folder(cfg.photos, cfg.load_side, hold, "photos")
+    paintings = load_folder(cfg.paintings, cfg.load_side, hold, "paintings")
+    log.info("training on %d photos and %d paintings (%d held out)", len(photos), len(paintings), len(hold))
+    sp = CropSampler(photos, cfg.crop, (cfg.scale_min, cfg.scale_max), rng)
+    ss = CropSampler(paintings, cfg.crop, (cfg.scale_min, cfg.scale_max), rng)
+    eval_imgs = []
+    hdir = Path(cfg.photos)
+    for name in sorted(hold)[:8]:
+        img = cv2.imread(str(hdir / name))
+        if img is not None:
+            s = 256 / max(img.shape[:2])
+            eval_imgs.append(cv2.resize(img, (round(img.shape[1] * s) // 4 * 4, round(img.shape[0] * s) // 4 * 4),
+                                        interpolation=cv2.INTER_AREA))
+
+    dec = Decoder(cfg.layer, ew.arch, cfg.width)
+    opt = torch.optim.Adam(dec.parameters(), lr=cfg.lr)
+    it, history, best = 0, [], -1.0
+    if resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ck["config"]["layer"] != cfg.layer or ck["config"]["width"] != cfg.width:
+            raise SystemExit(f"{ckpt_path} is for layer {ck['config']['layer']} width {ck['config']['width']}")
+        dec.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optim"])
+        it, history, best = ck["iteration"], ck["history"], ck.get("best", -1.0)
+        rng.setstate(ck["py_rng"])
+        torch.set_rng_state(ck["torch_rng"])
+        log.info("resumed from %s at iteration %d", ckpt_path, it)
+    else:
+        dec.feat_scale.copy_(measure_feat_scale(enc, sp, ss))
+    scale = dec.feat_scale
+
+    def checkpoint(final: bool = False) -> None:
+        nonlocal best
+        atomic_torch_save({"config": asdict(cfg), "model": dec.state_dict(), "optim": opt.state_dict(),
+                           "iteration": it, "history": history, "best": best, "py_rng": rng.getstate(),
+                           "torch_rng": torch.get_rng_state()}, ckpt_path)
+        meta = {"iterations": it, "config": asdict(cfg), "holdout_psnr_256": history[-1]["psnr"] if history else None,
+                "date": time.strftime("%Y-%m-%d")}
+        save_decoder(dec, out, encoder_id=ew.encoder_id, meta=meta)
+        log.info("checkpoint at iteration %d -> %s, %s", it, ckpt_path, out)
+
+    stop = {"now": False}
+
+    def on_signal(signum, frame):
+        stop["now"] = True
+    signal.signal(signal.SIGTERM, on_signal)
+
+    last_ckpt = time.time()
+    bar = tqdm(total=cfg.iterations, initial=it, desc=f"decoder {cfg.layer}", unit="it", dynamic_ncols=True)
+    run_loss = None
+    dec.train()
+    try:
+        while it < cfg.iterations and not stop["now"]:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, it)
+            n_mix = sum(rng.random() < cfg.mix_prob for _ in range(cfg.batch))
+            n_plain = cfg.batch - n_mix
+            plain = [sp.sample() if rng.random() < 0.6 else ss.sample() for _ in range(n_plain)]
+            with torch.no_grad():
+                feats, targets = [], None
+                if n_plain:
+                    targets = to_tensor(plain)
+                    feats.append(enc(targets))
+                if n_mix:
+                    fp = enc(to_tensor([sp.sample() for _ in range(n_mix)]))
+                    fs = enc(to_tensor([ss.sample() for _ in range(n_mix)]))
+                    feats.append(torch.stack([mix_features(fp[i:i + 1], fs[i:i + 1], rng)[0] for i in range(n_mix)]))
+                feat = torch.cat(feats)
+            y = dec(feat, out_size=(cfg.crop, cfg.crop))
+            f_loss = ((enc(y) - feat) / scale).pow(2).mean()
+            p_loss = F.mse_loss(y[:n_plain], targets) if n_plain else y.new_zeros(())
+            tv = (y[..., 1:, :] - y[..., :-1, :]).pow(2).mean() + (y[..., :, 1:] - y[..., :, :-1]).pow(2).mean()
+            loss = cfg.feat_weight * f_loss + cfg.pixel_weight * p_loss + cfg.tv_weight * tv
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            it += 1
+            lv = float(loss.detach())
+            run_loss = lv if run_loss is None else 0.98 * run_loss + 0.02 * lv
+            bar.set_postfix(loss=f"{run_loss:.4g}", feat=f"{float(f_loss):.3g}", pix=f"{float(p_loss):.3g}",
+                            lr=f"{lr_at(cfg, it):.1e}")
+            bar.update(1)
+            if it % cfg.grid_every == 0 and n_plain:
+                save_grid(run / f"samples_{it:07d}.png", targets, y[:n_plain].detach())
+            if it % cfg.eval_every == 0 or it == cfg.iterations:
+                dec.eval()
+                p = eval_holdout(enc, dec, eval_imgs)
+                dec.train()
+                history.append({"it": it, "psnr": p, "loss": run_loss, "time": time.time()})
+                with open(run / "log.jsonl", "a") as fh:
+                    fh.write(json.dumps(history[-1]) + "\n")
+                bar.write(f"iteration {it}: held-out PSNR {p:.2f} dB (8 portraits, <=256 px)")
+            if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
+                checkpoint()
+                last_ckpt = time.time()
+    except KeyboardInterrupt:
+        log.warning("interrupted: saving a checkpoint")
+    finally:
+        bar.close()
+        dec.eval()
+        checkpoint(final=True)
+    return out
+
+
+def parse_args(argv=None) -> tuple[TrainConfig, bool]:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m training.train_decoder",
+                                description="Train a stylecam decoder (feature inverter) for one VGG layer.")
+    p.add_argument("--layer", default=d.layer, choices=["relu1_1", "relu2_1", "relu3_1", "relu4_1"])
+    p.add_argument("--photos", default=d.photos, help="folder of photos (default: %(default)s)")
+    p.add_argument("--paintings", default=d.paintings, help="folder of paintings (default: %(default)s)")
+    p.add_argument("--out", default="", help="decoder file to write (default: weights/decoder_LAYER.pt)")
+    p.add_argument("--run-dir", default="", help="checkpoints, logs, sample grids (default: runs/decoder_LAYER)")
+    p.add_argument("--encoder-weights", default=None, help="torchvision VGG16/19 file instead of HED's VGG16")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
+    for f in ("iterations", "batch", "crop", "load_side", "seed", "threads", "grid_every", "eval_every"):
+        p.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(d, f))
+    for f in ("scale_min", "scale_max", "width", "lr", "lr_final", "pixel_weight", "feat_weight", "tv_weight",
+              "mix_prob", "checkpoint_minutes"):
+        p.add_argument("--" + f.replace("_", "-"), type=float, default=getattr(d, f))
+    a = p.parse_args(argv)
+    resume = a.resume
+    kw = {k: v for k, v in vars(a).items() if k != "resume"}
+    return TrainConfig(**kw), resume
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    cfg, resume = parse_args(argv)
+    try:
+        out = train(cfg, resume)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
