@@ -1,2 +1,263 @@
-def main(argv=None):
+"""``stylecam`` / ``python run_cam.py``: the command line.
+
+Exit status: 0 on success, 2 with one line on stderr for bad input, 1 for an
+unexpected failure (with a traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger("stylecam")
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEMO_CLIP = ASSETS / "demo_clip.mp4"
+DEMO_STYLE = ASSETS / "demo_style.jpg"
+DEFAULTS = {"layer": "relu3_1", "mode": "adain", "strength": 1.0, "regions": "portrait", "size": None,
+            "method": "decoder", "device": "auto", "backend": "torch"}
+
+
+class UsageError(Exception):
+    """Bad input from the user: one line on stderr, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stylecam",
+        description="Repaint a live portrait in the style of a painted portrait, region by region "
+                    "(face to face, hair and body to body, background to background). "
+                    "Lu et al., ICCV 2017: VGG features reconstructed inside each region, decoded by a trained decoder.",
+        epilog="Examples:\n"
+               "  stylecam --demo --out demo.mp4            bundled clip and style, no camera needed\n"
+               "  stylecam --style painting.jpg             live from camera 0 in a window\n"
+               "  stylecam --source me.jpg --style p.jpg --out out.png\n"
+               "  stylecam --source me.jpg --style p.jpg --out out.png --method gatys   (slow reference)\n"
+               "  stylecam export --help                    ONNX / TensorRT export\n"
+               "Window hotkeys: q quit, n/p next/previous style, m mode, +/- strength, c colours, s snapshot.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--source", default="0", help="camera index (default 0), a video file, a folder or glob of images, or one image")
+    a("--style", action="append", default=[], metavar="PAINTING",
+      help="style painting; repeat for several styles, switched live with n/p")
+    a("--style-regions", action="append", default=[], metavar="LABELS.png",
+      help="label map for the matching --style (colours: background black, person red (255,0,0), "
+           "face green (0,255,0)); overrides MediaPipe on the painting")
+    a("--content-regions", default=None, metavar="LABELS.png", help="label map for the content (still images)")
+    a("--out", default=None, metavar="PATH", help=".mp4/.avi video, .png/.jpg image, or a folder for image sequences")
+    a("--vcam", action="store_true", help="send frames to a virtual camera (pip install 'stylecam[vcam]')")
+    a("--no-window", action="store_true", help="do not open a preview window")
+    a("--device", choices=["auto", "cpu", "cuda"], default=None, help="default: auto (CUDA when available)")
+    a("--backend", choices=["torch", "onnx", "tensorrt"], default=None, help="network runtime (default torch)")
+    a("--fp16", action="store_true", help="run the networks in FP16 (CUDA); statistics stay FP32")
+    a("--method", choices=["decoder", "gatys"], default=None,
+      help="decoder: fast feed-forward (default); gatys: slow image-space optimisation, the quality reference")
+    a("--mode", choices=["linear", "adain", "wct", "gram"], default=None,
+      help="statistics matched per region (default adain; linear is the paper's)")
+    a("--strength", type=float, default=None, help="style strength 0..1 (0 = plain autoencoder)")
+    a("--keep-colors", action="store_true", help="transfer luminance only, keep the frame's colours")
+    a("--layer", choices=["relu3_1", "relu4_1"], default=None, help="VGG layer (default relu3_1)")
+    a("--size", default=None, metavar="WxH",
+      help="processing size, independent of the output size (WxH, or one number for the longer side; "
+           "default 640 for the decoder, 512 for gatys)")
+    a("--regions", choices=["none", "person", "portrait"], default=None,
+      help="semantic regions (default portrait: background, person, face)")
+    a("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
+    a("--iterations", type=int, default=None, metavar="N",
+      help="gatys: L-BFGS iterations (default 500, as in the paper); linear mode: run the paper's "
+           "iteration N times instead of its exact closed form")
+    a("--config", default=None, metavar="FILE.toml", help="defaults for any of these options, by option name")
+    a("--demo", action="store_true", help="run on the bundled clip and style (no camera needed)")
+    a("--decoder", default=None, metavar="PATH", help="decoder weights (default weights/decoder_LAYER.pt)")
+    a("--encoder-weights", default=None, metavar="PATH",
+      help="torchvision ImageNet VGG16/VGG19 weights file instead of the default HED VGG16")
+    a("-q", "--quiet", action="store_true", help="warnings and errors only")
+    a("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def apply_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Fill options not given on the command line from --config, then from DEFAULTS."""
+    if args.config:
+        import tomllib
+        path = Path(args.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            cfg = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise UsageError(f"{path}: {e}") from e
+        known = {a.dest for a in parser._actions}
+        for k, v in cfg.items():
+            key = k.replace("-", "_")
+            if key not in known or key in ("config", "help"):
+                raise UsageError(f"{path}: unknown option {k!r}")
+            cur = getattr(args, key)
+            if cur in (None, False, []):
+                setattr(args, key, v if not isinstance(getattr(args, key), list) or isinstance(v, list) else [v])
+    for k, v in DEFAULTS.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+
+
+def pick_device(name: str):
+    import torch
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from engines.decoder import load_decoder
+    from engines.weights import build_encoder, load_encoder_weights, weights_dir
+    from .capture import ImageSource, open_source
+    from .images import fit_size, parse_size, read_image, write_image, bgr_to_tensor, tensor_to_bgr
+    from .output import VirtualCamSink, WindowSink, sink_for_path
+    from .pipeline import Pipeline
+    from .segment import make_segmenter
+    from .style import StyleBank
+    from .stylizer import Stylizer, StylizerConfig
+
+    if args.demo:
+        if not args.style:
+            args.style = [str(DEMO_STYLE)]
+        if args.source == "0":
+            args.source = str(DEMO_CLIP)
+        if args.out is None and not args.vcam:
+            args.out = "stylecam_demo.mp4"
+    if not args.style:
+        raise UsageError("give a painting with --style PAINTING (or run --demo)")
+    for s in args.style:
+        if not Path(s).is_file():
+            raise FileNotFoundError(f"style image not found: {s}")
+    if len(args.style_regions) > len(args.style):
+        raise UsageError("more --style-regions than --style images")
+    if not 0.0 <= args.strength <= 1.0:
+        raise UsageError(f"--strength must be between 0 and 1, got {args.strength}")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UsageError("--max-frames must be at least 1")
+    if args.iterations is not None and args.iterations < 0:
+        raise UsageError("--iterations must be >= 0")
+    if args.backend != "torch":
+        raise UsageError(f"--backend {args.backend} is not available in this version; use --backend torch")
+    device = pick_device(args.device)
+    if args.fp16 and device.type != "cuda":
+        raise UsageError("--fp16 needs a CUDA GPU (--device cuda)")
+    size = parse_size(args.size)
+
+    source = open_source(args.source)
+    single = isinstance(source, ImageSource)
+    if args.method == "gatys" and not single:
+        raise UsageError("--method gatys optimises one image at a time: give --source IMAGE")
+
+    ew = load_encoder_weights(args.encoder_weights)
+    if args.method == "gatys":
+        from .gatys import gatys
+        enc = build_encoder("relu4_1", ew, device)
+        content = source.frame
+        h, w = content.shape[:2]
+        ph, pw = fit_size(h, w, size or (512, 0))
+        import cv2
+        c_small = cv2.resize(content, (pw, ph), interpolation=cv2.INTER_AREA)
+        style_img = read_image(args.style[0])
+        sh, sw = fit_size(*style_img.shape[:2], (max(ph, pw), 0))
+        style_img = cv2.resize(style_img, (sw, sh), interpolation=cv2.INTER_AREA)
+        cm = sm = None
+        if args.regions != "none":
+            seg = make_segmenter(args.regions, static=True, label_map=args.content_regions)
+            cm = torch.from_numpy(seg(c_small)); seg.close()
+            seg = make_segmenter(args.regions, static=True,
+                                 label_map=args.style_regions[0] if args.style_regions else None)
+            sm = torch.from_numpy(seg(style_img)); seg.close()
+        out = gatys(enc, bgr_to_tensor(c_small, device), bgr_to_tensor(style_img, device),
+                    cm, sm, iterations=500 if args.iterations is None else args.iterations,
+                    style_weight=5.0 * args.strength / max(1e-6, 1 - 0.8 * args.strength))
+        img = tensor_to_bgr(out)
+        if args.keep_colors:
+            from .images import keep_colors
+            img = keep_colors(img, c_small)
+        target = args.out or "stylecam_out.png"
+        write_image(target, cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC))
+        print(target)
+        return 0
+
+    enc = build_encoder(args.layer, ew, device)
+    dec_path = Path(args.decoder) if args.decoder else weights_dir() / f"decoder_{args.layer}.pt"
+    dec = load_decoder(dec_path, encoder_id=ew.encoder_id, device=device)
+    if dec.layer != args.layer:
+        raise UsageError(f"{dec_path} is a {dec.layer} decoder but --layer is {args.layer}")
+    if args.fp16:
+        enc, dec = enc.half(), dec.half()
+    bank = StyleBank(enc, args.regions, device=device)
+    for i, s in enumerate(args.style):
+        bank.add(s, args.style_regions[i] if i < len(args.style_regions) else None)
+    cfg = StylizerConfig(layer=args.layer, mode=args.mode, strength=args.strength, keep_colors=args.keep_colors,
+                         size=size, iterations=args.iterations if args.mode == "linear" else None)
+    stylizer = Stylizer(cfg, enc, dec, bank, device)
+    segmenter = make_segmenter(args.regions, static=single, label_map=args.content_regions)
+
+    sinks = []
+    if args.out:
+        sinks.append(sink_for_path(args.out, source.fps, many_frames=not single))
+    if args.vcam:
+        sinks.append(VirtualCamSink(source.fps))
+    window = None
+    if not args.no_window and not single:
+        try:
+            window = WindowSink()
+        except RuntimeError as e:
+            if not sinks:
+                raise UsageError(f"{e}") from e
+            log.info("%s: running without a window", e)
+    if not sinks and window is None:
+        if single:
+            sinks.append(sink_for_path("stylecam_out.png", 1, False))
+            args.out = "stylecam_out.png"
+        else:
+            raise UsageError("nothing to show or write: drop --no-window, or add --out PATH or --vcam")
+    pipe = Pipeline(source, segmenter, stylizer, sinks, window, args.max_frames, progress=not args.quiet)
+    stats = pipe.run()
+    if stats["frames"] == 0:
+        raise UsageError(f"no frame could be read from {args.source}")
+    log.info("%d frame(s), %.2f FPS; per stage (ms): %s", stats["frames"], stats["fps"],
+             ", ".join(f"{k} {v:.1f}" for k, v in stats["ms"].items()))
+    if args.out:
+        print(args.out)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["export"]:
+        try:
+            from export.__main__ import main as export_main
+        except ImportError:
+            print("stylecam: error: the export command is not available in this version", file=sys.stderr)
+            return 2
+        return export_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("GLOG_minloglevel", "2")       # MediaPipe's native logging
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from engines.weights import WeightsError
+    from .capture import SourceError
+    try:
+        apply_config(args, parser)
+        return run(args)
+    except (UsageError, FileNotFoundError, ValueError, WeightsError, SourceError) as e:
+        print(f"stylecam: error: {e}".splitlines()[0] if not isinstance(e, WeightsError) else
+              f"stylecam: error: {e}".replace("\n", " "), file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if "virtual camera" in str(e) or "pyvirtualcam" in str(e) or "display" in str(e):
+            print(f"stylecam: error: {e}", file=sys.stderr)
+            return 2
+        raise

@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from realtime.images import to_bgr_uint8
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -36,21 +38,6 @@ def list_images(folder: str | Path) -> list[Path]:
     if not files:
         raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
     return files
-
-
-def to_bgr_uint8(img: np.ndarray) -> np.ndarray:
-    """Grayscale, BGRA and 16-bit images to H x W x 3 uint8 BGR."""
-    if img.dtype == np.uint16:
-        img = (img / 257.0 + 0.5).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        img = np.clip(img.astype(np.float32) * (255.0 if img.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-    if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    elif img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-    elif img.shape[2] == 1:
-        img = cv2.cvtColor(img[..., 0], cv2.COLOR_GRAY2BGR)
-    return img
 
 
 def load_folder(folder: str | Path, short_side: int, exclude: set[str] = frozenset(),

@@ -1,0 +1,110 @@
+"""Image I/O and conversions at the boundaries (frames are H x W x 3 uint8 BGR numpy)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+
+def to_bgr_uint8(img: np.ndarray) -> np.ndarray:
+    """Grayscale, BGRA and 16-bit (or float) images to H x W x 3 uint8 BGR."""
+    if not isinstance(img, np.ndarray):
+        raise TypeError(f"expected a numpy image, got {type(img).__name__}")
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        f = img.astype(np.float32)
+        img = np.clip(f * (255.0 if f.max() <= 1.0 else 1.0) + 0.5, 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    elif img.ndim == 3 and img.shape[2] == 1:
+        img = cv2.cvtColor(img[..., 0], cv2.COLOR_GRAY2BGR)
+    elif img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"cannot interpret an image of shape {img.shape}")
+    return np.ascontiguousarray(img)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read any image OpenCV can decode as H x W x 3 uint8 BGR, with clear errors."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"image not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, expected an image file")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None or img.size == 0:
+        raise ValueError(f"cannot read an image from {path} (empty, truncated or not an image)")
+    return to_bgr_uint8(img)
+
+
+def write_image(path: str | Path, img: np.ndarray) -> Path:
+    """Write atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ext = path.suffix.lower() or ".png"
+    ok, buf = cv2.imencode(ext, img)
+    if not ok:
+        raise ValueError(f"cannot encode an image as {ext!r} for {path}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=ext)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def bgr_to_tensor(img: np.ndarray, device="cpu") -> torch.Tensor:
+    """H x W x 3 uint8 BGR -> 1 x 3 x H x W float BGR [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+
+
+def tensor_to_bgr(x: torch.Tensor) -> np.ndarray:
+    """1 x 3 x H x W float BGR [0, 1] -> H x W x 3 uint8 BGR."""
+    return (x[0].detach().float().clamp(0, 1).mul(255).add_(0.5)).byte().permute(1, 2, 0).cpu().numpy()
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """'WxH' -> (W, H); '512' -> longer side 512 (returned as (512, 0))."""
+    if text in (None, "", "native"):
+        return None
+    t = str(text).lower().replace("*", "x")
+    try:
+        if "x" in t:
+            w, h = (int(v) for v in t.split("x"))
+        else:
+            w, h = int(t), 0
+    except ValueError:
+        raise ValueError(f"size must look like WxH (e.g. 640x360) or one number for the longer side, got {text!r}")
+    if w < 16 or (h and h < 16) or w > 8192 or h > 8192:
+        raise ValueError(f"size {text!r} is out of range: each side must be between 16 and 8192 pixels")
+    return w, h
+
+
+def fit_size(h: int, w: int, size: tuple[int, int] | None) -> tuple[int, int]:
+    """Target (H, W) for an image of h x w given a parsed --size (None: unchanged)."""
+    if size is None:
+        return h, w
+    W, H = size
+    if H == 0:  # longer side
+        s = W / max(h, w)
+        return max(16, round(h * s)), max(16, round(w * s))
+    return H, W
+
+
+def keep_colors(stylized: np.ndarray, original: np.ndarray) -> np.ndarray:
+    """Luminance-only transfer (Gatys et al. 2016, 'Preserving color'): Y from the stylised
+    image, chroma from the original."""
+    a = cv2.cvtColor(stylized, cv2.COLOR_BGR2YCrCb)
+    b = cv2.cvtColor(original, cv2.COLOR_BGR2YCrCb)
+    b[..., 0] = a[..., 0]
+    return cv2.cvtColor(b, cv2.COLOR_YCrCb2BGR)

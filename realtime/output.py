@@ -1,0 +1,160 @@
+"""Frame sinks: a window, a video file, an image or a folder of images, a virtual camera.
+
+Each has ``send(frame)`` and ``close()`` and is a context manager.  Files are
+written to a temporary name and renamed on ``close()``, so an interrupted run
+never leaves a half-written output under the requested name.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .images import write_image
+
+log = logging.getLogger(__name__)
+
+VIDEO_OUT = {".mp4": "mp4v", ".avi": "MJPG"}
+IMAGE_OUT = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+class FrameSink:
+    def send(self, frame: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class VideoFileSink(FrameSink):
+    def __init__(self, path: str | Path, fps: float = 30.0):
+        self.path = Path(path)
+        ext = self.path.suffix.lower()
+        if ext not in VIDEO_OUT:
+            raise ValueError(f"video output must end in {' or '.join(VIDEO_OUT)}, got {self.path}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix="." + self.path.stem + ".", suffix=ext)
+        os.close(fd)
+        self.tmp, self.fps, self.writer, self.frames = Path(tmp), float(fps), None, 0
+
+    def send(self, frame):
+        if self.writer is None:
+            h, w = frame.shape[:2]
+            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*VIDEO_OUT[self.path.suffix.lower()]),
+                                          self.fps, (w, h))
+            if not self.writer.isOpened():
+                raise RuntimeError(f"OpenCV cannot write {self.path.suffix} video here")
+            self.size = (w, h)
+        if (frame.shape[1], frame.shape[0]) != self.size:
+            frame = cv2.resize(frame, self.size)
+        self.writer.write(frame)
+        self.frames += 1
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+            os.replace(self.tmp, self.path)
+            log.info("wrote %d frames to %s", self.frames, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+class ImageSink(FrameSink):
+    """One image (the last frame sent)."""
+
+    def __init__(self, path: str | Path):
+        self.path, self.last = Path(path), None
+
+    def send(self, frame):
+        self.last = frame
+
+    def close(self):
+        if self.last is not None:
+            write_image(self.path, self.last)
+            log.info("wrote %s", self.path)
+            self.last = None
+
+
+class FolderSink(FrameSink):
+    def __init__(self, folder: str | Path, ext: str = ".png"):
+        self.folder, self.ext, self.n = Path(folder), ext, 0
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def send(self, frame):
+        write_image(self.folder / f"frame_{self.n:06d}{self.ext}", frame)
+        self.n += 1
+
+
+class WindowSink(FrameSink):
+    """An OpenCV window; ``last_key`` holds the key pressed after the latest frame (or -1)."""
+
+    def __init__(self, title: str = "stylecam"):
+        if os.name != "nt" and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+            raise RuntimeError("no display for a window (DISPLAY is not set); use --no-window with --out or --vcam")
+        self.title, self.last_key = title, -1
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+
+    def send(self, frame):
+        cv2.imshow(self.title, frame)
+        self.last_key = cv2.waitKey(1) & 0xFF
+
+    def close(self):
+        try:
+            cv2.destroyWindow(self.title)
+        except cv2.error:
+            pass
+
+
+class VirtualCamSink(FrameSink):
+    """pyvirtualcam (OBS virtual camera, v4l2loopback, ...), opened at the first frame's size."""
+
+    def __init__(self, fps: float = 30.0):
+        try:
+            import pyvirtualcam  # noqa: F401
+        except ImportError as e:
+            raise RuntimeError("--vcam needs pyvirtualcam: pip install 'stylecam[vcam]'") from e
+        self.fps, self.cam = fps, None
+
+    def send(self, frame):
+        import pyvirtualcam
+        if self.cam is None:
+            h, w = frame.shape[:2]
+            try:
+                self.cam = pyvirtualcam.Camera(w, h, self.fps, fmt=pyvirtualcam.PixelFormat.BGR)
+            except RuntimeError as e:
+                raise RuntimeError(f"no virtual camera device: {e}") from e
+            log.info("virtual camera: %s", self.cam.device)
+        self.cam.send(frame)
+        self.cam.sleep_until_next_frame()
+
+    def close(self):
+        if self.cam is not None:
+            self.cam.close()
+            self.cam = None
+
+
+def sink_for_path(path: str | Path, fps: float, many_frames: bool) -> FrameSink:
+    """``.mp4``/``.avi`` -> video; ``.png``/``.jpg`` -> one image (or numbered images for a stream
+    written as ``name_%06d.png``); anything else -> a folder of images."""
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext in VIDEO_OUT:
+        return VideoFileSink(p, fps)
+    if ext in IMAGE_OUT:
+        if many_frames:
+            raise ValueError(f"{p} is one image but the source has many frames: give a .mp4/.avi or a folder")
+        return ImageSink(p)
+    if ext:
+        raise ValueError(f"unknown output type {ext!r}: use .mp4/.avi, .png/.jpg, or a folder")
+    return FolderSink(p)

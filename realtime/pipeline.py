@@ -1,0 +1,131 @@
+"""The loop: source -> segmenter -> stylizer -> sinks, with per-stage timings,
+an FPS overlay and hotkeys in the window, and a clean shutdown that finalises
+every output whatever happens.
+
+Hotkeys (window): q/Esc quit · n/Space next style · p previous style ·
+m next mode · +/- strength · c keep colours on/off · r reset temporal state ·
+s save a snapshot PNG.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import deque
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .images import write_image
+from .reconstruct import MODES
+
+log = logging.getLogger(__name__)
+
+STAGES = ("decode", "segment", "prepare", "encoder", "reconstruct", "decoder", "composite", "output")
+
+
+def draw_overlay(frame: np.ndarray, fps: float, ms: dict, style: str, mode: str, strength: float) -> np.ndarray:
+    out = frame.copy()
+    lines = [f"{fps:5.1f} FPS  {style}  {mode} {strength:.2f}"]
+    lines += [" ".join(f"{k[:4]} {ms[k]:.0f}" for k in STAGES[i:i + 4] if k in ms) + " ms" for i in (0, 4)]
+    for i, t in enumerate(lines):
+        y = 22 + 20 * i
+        cv2.putText(out, t, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(out, t, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+class Pipeline:
+    def __init__(self, source, segmenter, stylizer, sinks=(), window=None, max_frames: int | None = None,
+                 snapshot_dir: str | Path = ".", progress: bool = True):
+        self.source, self.segmenter, self.stylizer = source, segmenter, stylizer
+        self.sinks, self.window = list(sinks), window
+        self.max_frames, self.snapshot_dir, self.progress = max_frames, Path(snapshot_dir), progress
+        self.frames = 0
+        self.ms_sum: dict[str, float] = {}
+
+    def handle_key(self, key: int, frame: np.ndarray) -> bool:
+        """Apply a hotkey; False means quit."""
+        st = self.stylizer
+        if key in (ord("q"), 27):
+            return False
+        if key in (ord("n"), ord(" ")):
+            log.info("style: %s", st.bank.cycle(1).name)
+        elif key == ord("p"):
+            log.info("style: %s", st.bank.cycle(-1).name)
+        elif key == ord("m"):
+            modes = [m for m in MODES if m != "patchswap"]
+            nxt = modes[(modes.index(st.config.mode) + 1) % len(modes)] if st.config.mode in modes else modes[0]
+            st.config = dataclasses.replace(st.config, mode=nxt)
+            st.reset()
+            log.info("mode: %s", nxt)
+        elif key in (ord("+"), ord("=")):
+            st.config = dataclasses.replace(st.config, strength=min(1.0, round(st.config.strength + 0.1, 2)))
+        elif key in (ord("-"), ord("_")):
+            st.config = dataclasses.replace(st.config, strength=max(0.0, round(st.config.strength - 0.1, 2)))
+        elif key == ord("c"):
+            st.config = dataclasses.replace(st.config, keep_colors=not st.config.keep_colors)
+        elif key == ord("r"):
+            st.reset()
+            self.segmenter.reset()
+        elif key == ord("s"):
+            p = write_image(self.snapshot_dir / f"stylecam_{time.strftime('%Y%m%d_%H%M%S')}.png", frame)
+            log.info("snapshot: %s", p)
+        return True
+
+    def run(self) -> dict:
+        recent = deque(maxlen=30)
+        bar = tqdm(desc="stylizing", unit="frame", disable=not self.progress, leave=False,
+                   total=self.max_frames)
+        t_start = time.perf_counter()
+        try:
+            it = iter(self.source)
+            while self.max_frames is None or self.frames < self.max_frames:
+                t0 = time.perf_counter()
+                try:
+                    frame, _ = next(it)
+                except StopIteration:
+                    break
+                ms = {"decode": (time.perf_counter() - t0) * 1000}
+                t = time.perf_counter()
+                regions = self.segmenter(frame)
+                ms["segment"] = (time.perf_counter() - t) * 1000
+                out = self.stylizer.stylize(frame, regions)
+                ms.update(self.stylizer.times.ms)
+                t = time.perf_counter()
+                for s in self.sinks:
+                    s.send(out)
+                keep_going = True
+                if self.window is not None:
+                    now = time.perf_counter()
+                    recent.append(now)
+                    fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 else 0.0
+                    cfg = self.stylizer.config
+                    self.window.send(draw_overlay(out, fps, ms, self.stylizer.bank.current.name, cfg.mode,
+                                                  cfg.strength))
+                    if self.window.last_key not in (-1, 255):
+                        keep_going = self.handle_key(self.window.last_key, out)
+                ms["output"] = (time.perf_counter() - t) * 1000
+                for k, v in ms.items():
+                    self.ms_sum[k] = self.ms_sum.get(k, 0.0) + v
+                self.frames += 1
+                bar.update(1)
+                if not keep_going:
+                    break
+        except KeyboardInterrupt:
+            log.warning("interrupted: finalising outputs")
+        finally:
+            bar.close()
+            for s in self.sinks + ([self.window] if self.window is not None else []):
+                try:
+                    s.close()
+                except Exception as e:  # keep closing the others
+                    log.error("closing %s failed: %s", type(s).__name__, e)
+            self.source.close()
+            self.segmenter.close()
+        wall = time.perf_counter() - t_start
+        n = max(1, self.frames)
+        return {"frames": self.frames, "seconds": wall, "fps": self.frames / wall if wall > 0 else 0.0,
+                "ms": {k: v / n for k, v in self.ms_sum.items()}}

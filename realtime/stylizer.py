@@ -1,0 +1,114 @@
+"""The Stylizer: frame + regions -> stylised frame.  The one object the CLI, the
+live loop, tests and benchmarks all drive.
+
+It owns the encoder and decoder, the StyleBank, and the temporal state (content
+statistics smoothed over frames, the warm start of the iterative modes, a reset
+on a scene cut).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+from .images import bgr_to_tensor, fit_size, keep_colors, tensor_to_bgr
+from .reconstruct import MODES, ReconState, reconstruct
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StylizerConfig:
+    layer: str = "relu3_1"
+    mode: str = "adain"
+    strength: float = 1.0
+    keep_colors: bool = False
+    size: tuple[int, int] | None = None      # processing size (W, H); H=0: longer side W
+    max_side: int = 640                      # with size None: frames larger than this are downscaled
+    iterations: int | None = None            # linear: paper's N iterations instead of the exact form
+    momentum: float = 0.6                    # temporal smoothing of content statistics (video)
+    scene_cut: float = 40.0                  # mean abs grey-level change that resets the state
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if not 0 <= self.strength <= 1:
+            raise ValueError(f"strength must be in [0, 1], got {self.strength}")
+
+
+@dataclass
+class StageTimes:
+    ms: dict = field(default_factory=dict)
+
+    def add(self, name: str, t0: float) -> float:
+        t = time.perf_counter()
+        self.ms[name] = (t - t0) * 1000.0
+        return t
+
+
+class Stylizer:
+    def __init__(self, config: StylizerConfig, encoder, decoder, bank, device="cpu"):
+        if getattr(decoder, "layer", config.layer) != config.layer:
+            raise ValueError(f"decoder is for {decoder.layer}, config asks for {config.layer}")
+        self.config, self.encoder, self.decoder, self.bank = config, encoder, decoder, bank
+        self.device = torch.device(device)
+        self.state = ReconState(momentum=config.momentum)
+        self._last_small: np.ndarray | None = None
+        self.times = StageTimes()
+        self._style_index = None
+
+    def reset(self) -> None:
+        self.state.reset()
+        self._last_small = None
+
+    def _scene_cut(self, frame: np.ndarray) -> bool:
+        small = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (64, 36), interpolation=cv2.INTER_AREA)
+        small = small.astype(np.float32)
+        cut = self._last_small is not None and float(np.abs(small - self._last_small).mean()) > self.config.scene_cut
+        self._last_small = small
+        return cut
+
+    @torch.no_grad()
+    def stylize(self, frame: np.ndarray, regions: np.ndarray | None = None) -> np.ndarray:
+        """``frame``: H x W x 3 uint8 BGR; ``regions``: K x H x W soft masks (or None: one region).
+        Returns the stylised frame at the input's size."""
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"frame must be an H x W x 3 uint8 BGR array, got "
+                             f"{getattr(frame, 'shape', None)} {getattr(frame, 'dtype', type(frame).__name__)}")
+        cfg = self.config
+        t = time.perf_counter()
+        if self._style_index != self.bank.index:     # a style switch is a scene cut for the statistics
+            self.reset()
+            self._style_index = self.bank.index
+        if self._scene_cut(frame):
+            log.debug("scene cut: temporal state reset")
+            self.reset()
+        H, W = frame.shape[:2]
+        if cfg.size is not None:
+            ph, pw = fit_size(H, W, cfg.size)
+        else:
+            ph, pw = fit_size(H, W, (cfg.max_side, 0)) if max(H, W) > cfg.max_side else (H, W)
+        small = frame if (ph, pw) == (H, W) else cv2.resize(frame, (pw, ph), interpolation=cv2.INTER_AREA)
+        x = bgr_to_tensor(small, self.device)
+        t = self.times.add("prepare", t)
+        feat = self.encoder(x)
+        t = self.times.add("encoder", t)
+        wc = None
+        if regions is not None:
+            wc = torch.from_numpy(np.ascontiguousarray(regions, dtype=np.float32)).to(self.device)
+        out = reconstruct(feat, wc, self.bank.current.stats, cfg.mode, cfg.strength,
+                          iterations=cfg.iterations, state=self.state)
+        t = self.times.add("reconstruct", t)
+        y = self.decoder(out, out_size=(ph, pw))
+        t = self.times.add("decoder", t)
+        img = tensor_to_bgr(y)
+        if cfg.keep_colors:
+            img = keep_colors(img, small)
+        if (ph, pw) != (H, W):
+            img = cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR if ph < H else cv2.INTER_AREA)
+        self.times.add("composite", t)
+        return img

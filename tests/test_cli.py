@@ -1,0 +1,154 @@
+"""The command line: still images (decoder and gatys), videos and folders, and bad input."""
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from realtime.cli import DEMO_CLIP, DEMO_STYLE, main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory, portrait_bgr):
+    p = tmp_path_factory.mktemp("in") / "photo.jpg"
+    cv2.imwrite(str(p), cv2.resize(portrait_bgr, (150, 176), interpolation=cv2.INTER_AREA))
+    return p
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, portrait_bgr):
+    p = tmp_path_factory.mktemp("clip") / "clip.avi"
+    w = cv2.VideoWriter(str(p), cv2.VideoWriter_fourcc(*"MJPG"), 10, (128, 96))
+    for i in range(5):
+        w.write(cv2.resize(np.roll(portrait_bgr, 4 * i, axis=1), (128, 96)))
+    w.release()
+    return p
+
+
+def count_frames(path):
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    return n
+
+
+def psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255.0 ** 2 / max(mse, 1e-9))
+
+
+def run_ok(args, capsys):
+    rc = main([str(a) for a in args] + ["-q"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    return err
+
+
+def run_bad(args, capsys):
+    rc = main([str(a) for a in args] + ["-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err and err[-1].startswith("stylecam: error: ")
+    return err[-1]
+
+
+def test_still_image_through_the_decoder(photo, tmp_path, capsys):
+    out = tmp_path / "out.png"
+    run_ok(["--source", photo, "--style", DEMO_STYLE, "--out", out], capsys)
+    img, src = cv2.imread(str(out)), cv2.imread(str(photo))
+    assert img.shape == src.shape
+    # strength 0 is the plain autoencoder: close to the input, and closer than the stylised image
+    ae = tmp_path / "ae.png"
+    run_ok(["--source", photo, "--style", DEMO_STYLE, "--out", ae, "--strength", "0"], capsys)
+    rec = cv2.imread(str(ae))
+    assert psnr(rec, src) > 18
+    assert psnr(rec, src) > psnr(img, src) + 0.5
+
+
+@pytest.mark.parametrize("regions", ["none", "person"])
+@pytest.mark.parametrize("mode", ["linear", "wct"])
+def test_modes_and_regions(photo, tmp_path, capsys, mode, regions):
+    out = tmp_path / f"{mode}_{regions}.jpg"
+    run_ok(["--source", photo, "--style", DEMO_STYLE, "--out", out, "--mode", mode, "--regions", regions,
+            "--size", "96", "--layer", "relu4_1" if mode == "wct" else "relu3_1"], capsys)
+    assert cv2.imread(str(out)).shape[:2] == (176, 150)
+
+
+def test_gatys_still_image(photo, tmp_path, capsys):
+    out = tmp_path / "g.png"
+    run_ok(["--source", photo, "--style", DEMO_STYLE, "--out", out, "--method", "gatys", "--iterations", "4",
+            "--size", "64", "--regions", "none"], capsys)
+    g, src = cv2.imread(str(out)), cv2.imread(str(photo))
+    assert g.shape == src.shape
+    assert np.abs(g.astype(int) - src.astype(int)).mean() > 1.0   # it moved towards the style
+
+
+def test_video_to_video_keeps_every_frame(clip, tmp_path, capsys):
+    out = tmp_path / "o.mp4"
+    run_ok(["--source", clip, "--style", DEMO_STYLE, "--out", out, "--no-window"], capsys)
+    assert count_frames(out) == 5
+    assert not list(tmp_path.glob(".*"))          # no temporary file left behind
+    out2 = tmp_path / "frames"
+    run_ok(["--source", clip, "--style", DEMO_STYLE, "--out", out2, "--max-frames", "3", "--no-window",
+            "--regions", "none"], capsys)
+    assert len(list(out2.glob("*.png"))) == 3
+
+
+def test_image_folder_source_and_config_file(photo, tmp_path, capsys):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(d / f"{i}.png"), cv2.imread(str(photo)))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'style = ["{DEMO_STYLE}"]\nregions = "none"\nsize = "64"\nstrength = 0.5\n')
+    out = tmp_path / "o.avi"
+    run_ok(["--source", d, "--config", cfg, "--out", out, "--no-window"], capsys)
+    assert count_frames(out) == 3
+
+
+def test_demo_clip_is_bundled():
+    assert DEMO_CLIP.is_file() and DEMO_STYLE.is_file()
+    assert count_frames(DEMO_CLIP) >= 48
+
+
+def test_bad_input_gives_one_line_and_status_2(photo, tmp_path, capsys):
+    assert "not found" in run_bad(["--source", tmp_path / "nope.jpg", "--style", DEMO_STYLE], capsys)
+    assert "style image not found" in run_bad(["--source", photo, "--style", tmp_path / "no.jpg"], capsys)
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"\xff\xd8 not really a jpeg")
+    assert "cannot read" in run_bad(["--source", junk, "--style", DEMO_STYLE, "--out", tmp_path / "x.png"], capsys)
+    tiny = tmp_path / "tiny.png"
+    cv2.imwrite(str(tiny), np.zeros((10, 10, 3), np.uint8))
+    assert "at least" in run_bad(["--source", photo, "--style", tiny, "--out", tmp_path / "x.png"], capsys)
+    assert "--strength" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--strength", "2"], capsys)
+    assert "size" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--size", "axb"], capsys)
+    assert "--style" in run_bad(["--source", photo], capsys)
+    assert "backend" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--backend", "onnx"], capsys)
+    assert "unknown output" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--out", tmp_path / "o.xyz"],
+                                       capsys)
+    bad_map = tmp_path / "map.png"
+    cv2.imwrite(str(bad_map), np.full((50, 50, 3), (200, 40, 240), np.uint8))
+    assert "label colours" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--style-regions", bad_map,
+                                       "--out", tmp_path / "x.png"], capsys)
+    if not torch.cuda.is_available():
+        assert "CUDA" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--device", "cuda"], capsys)
+        assert "fp16" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--fp16"], capsys).lower()
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_no_camera_suggests_a_file_or_the_demo(capsys):
+    msg = run_bad(["--source", "57", "--style", DEMO_STYLE, "--no-window", "--out", "/tmp/never.mp4"], capsys)
+    assert "--demo" in msg and "--source FILE" in msg
+
+
+def test_run_cam_help_and_console_script_share_main():
+    r = subprocess.run([sys.executable, str(ROOT / "run_cam.py"), "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--style-regions" in r.stdout and "--demo" in r.stdout
+    import run_cam
+    assert run_cam.main is main
