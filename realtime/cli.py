@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  stylecam --source me.jpg --style p.jpg --out out.png\n"
                "  stylecam --source me.jpg --style p.jpg --out out.png --method gatys   (slow reference)\n"
                "  stylecam export --help                    ONNX / TensorRT export\n"
-               "Window hotkeys: q quit, n/p next/previous style, m mode, +/- strength, c colours, s snapshot.",
+               "Window hotkeys: q/Esc quit, n/p next/previous style, m mode, +/- strength, Space effect on/off,\n"
+               "c keep colours, r reset, s snapshot.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--source", default="0", help="camera index (default 0), a video file, a folder or glob of images, or one image")
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         if args.source == "0":
             args.source = str(DEMO_CLIP)
         if args.out is None and not args.vcam:
-            args.out = "stylecam_demo.mp4"
+            args.out = "demo_out.mp4"
     if not args.style:
         raise UsageError("give a painting with --style PAINTING (or run --demo)")
     for s in args.style:

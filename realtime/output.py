@@ -116,6 +116,23 @@ class WindowSink(FrameSink):
             pass
 
 
+class NullSink(FrameSink):
+    """Discards frames (benchmarks, dry runs); counts them."""
+
+    def __init__(self):
+        self.frames = 0
+
+    def send(self, frame):
+        self.frames += 1
+
+
+def vcam_backend_hint() -> str:
+    import sys
+    if sys.platform.startswith("linux"):
+        return "install and load v4l2loopback (sudo modprobe v4l2loopback devices=1)"
+    return "install OBS Studio and start its Virtual Camera once"
+
+
 class VirtualCamSink(FrameSink):
     """pyvirtualcam (OBS virtual camera, v4l2loopback, ...), opened at the first frame's size."""
 
@@ -133,7 +150,7 @@ class VirtualCamSink(FrameSink):
             try:
                 self.cam = pyvirtualcam.Camera(w, h, self.fps, fmt=pyvirtualcam.PixelFormat.BGR)
             except RuntimeError as e:
-                raise RuntimeError(f"no virtual camera device: {e}") from e
+                raise RuntimeError(f"no virtual camera device ({e}); {vcam_backend_hint()}") from e
             log.info("virtual camera: %s", self.cam.device)
         self.cam.send(frame)
         self.cam.sleep_until_next_frame()

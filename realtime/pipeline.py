@@ -2,9 +2,9 @@
 an FPS overlay and hotkeys in the window, and a clean shutdown that finalises
 every output whatever happens.
 
-Hotkeys (window): q/Esc quit · n/Space next style · p previous style ·
-m next mode · +/- strength · c keep colours on/off · r reset temporal state ·
-s save a snapshot PNG.
+Hotkeys (window): q/Esc quit · n/p next/previous style · m next mode ·
++/- strength · Space effect on/off · c keep colours on/off · r reset temporal
+state · s save a snapshot PNG.
 """
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ class Pipeline:
         self.sinks, self.window = list(sinks), window
         self.max_frames, self.snapshot_dir, self.progress = max_frames, Path(snapshot_dir), progress
         self.frames = 0
+        self.bypass = False          # Space: show the input untouched
         self.ms_sum: dict[str, float] = {}
 
     def handle_key(self, key: int, frame: np.ndarray) -> bool:
@@ -51,8 +52,11 @@ class Pipeline:
         st = self.stylizer
         if key in (ord("q"), 27):
             return False
-        if key in (ord("n"), ord(" ")):
+        if key == ord("n"):
             log.info("style: %s", st.bank.cycle(1).name)
+        elif key == ord(" "):
+            self.bypass = not self.bypass
+            log.info("effect %s", "off" if self.bypass else "on")
         elif key == ord("p"):
             log.info("style: %s", st.bank.cycle(-1).name)
         elif key == ord("m"):
@@ -90,10 +94,13 @@ class Pipeline:
                     break
                 ms = {"decode": (time.perf_counter() - t0) * 1000}
                 t = time.perf_counter()
-                regions = self.segmenter(frame)
-                ms["segment"] = (time.perf_counter() - t) * 1000
-                out = self.stylizer.stylize(frame, regions)
-                ms.update(self.stylizer.times.ms)
+                if self.bypass:
+                    out = frame
+                else:
+                    regions = self.segmenter(frame)
+                    ms["segment"] = (time.perf_counter() - t) * 1000
+                    out = self.stylizer.stylize(frame, regions)
+                    ms.update(self.stylizer.times.ms)
                 t = time.perf_counter()
                 for s in self.sinks:
                     s.send(out)

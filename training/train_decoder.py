@@ -57,7 +57,8 @@ class TrainConfig:
     load_side: int = 256
     scale_min: float = 0.5
     scale_max: float = 1.0
-    width: float = 1.0
+    width: float = 0.5
+    feat_on_plain: bool = False
     lr: float = 1e-3
     lr_final: float = 5e-5
     pixel_weight: float = 1.0
@@ -65,6 +66,7 @@ class TrainConfig:
     tv_weight: float = 1e-3
     mix_prob: float = 0.35
     seed: int = 0
+    stop_after: int = 0          # stop (with a checkpoint) after this many iterations in this run; 0 = never
     threads: int = 0
     checkpoint_minutes: float = 5.0
     grid_every: int = 500
@@ -185,11 +187,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     signal.signal(signal.SIGTERM, on_signal)
 
     last_ckpt = time.time()
+    stop_at = it + cfg.stop_after if cfg.stop_after else cfg.iterations
     bar = tqdm(total=cfg.iterations, initial=it, desc=f"decoder {cfg.layer}", unit="it", dynamic_ncols=True)
     run_loss = None
     dec.train()
     try:
-        while it < cfg.iterations and not stop["now"]:
+        while it < min(cfg.iterations, stop_at) and not stop["now"]:
             for g in opt.param_groups:
                 g["lr"] = lr_at(cfg, it)
             n_mix = sum(rng.random() < cfg.mix_prob for _ in range(cfg.batch))
@@ -206,7 +209,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                     feats.append(torch.stack([mix_features(fp[i:i + 1], fs[i:i + 1], rng)[0] for i in range(n_mix)]))
                 feat = torch.cat(feats)
             y = dec(feat, out_size=(cfg.crop, cfg.crop))
-            f_loss = ((enc(y) - feat) / scale).pow(2).mean()
+            # the feature loss needs a backward pass through the encoder: by default only for the
+            # mixed samples, which have no target image; plain samples have the (cheaper) pixel loss
+            first = 0 if cfg.feat_on_plain else n_plain
+            f_loss = ((enc(y[first:]) - feat[first:]) / scale).pow(2).mean() if first < cfg.batch \
+                else y.new_zeros(())
             p_loss = F.mse_loss(y[:n_plain], targets) if n_plain else y.new_zeros(())
             tv = (y[..., 1:, :] - y[..., :-1, :]).pow(2).mean() + (y[..., :, 1:] - y[..., :, :-1]).pow(2).mean()
             loss = cfg.feat_weight * f_loss + cfg.pixel_weight * p_loss + cfg.tv_weight * tv
@@ -216,7 +223,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             it += 1
             lv = float(loss.detach())
             run_loss = lv if run_loss is None else 0.98 * run_loss + 0.02 * lv
-            bar.set_postfix(loss=f"{run_loss:.4g}", feat=f"{float(f_loss):.3g}", pix=f"{float(p_loss):.3g}",
+            bar.set_postfix(loss=f"{run_loss:.4g}", feat=f"{float(f_loss.detach()):.3g}", pix=f"{float(p_loss.detach()):.3g}",
                             lr=f"{lr_at(cfg, it):.1e}")
             bar.update(1)
             if it % cfg.grid_every == 0 and n_plain:
@@ -252,7 +259,10 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     p.add_argument("--run-dir", default="", help="checkpoints, logs, sample grids (default: runs/decoder_LAYER)")
     p.add_argument("--encoder-weights", default=None, help="torchvision VGG16/19 file instead of HED's VGG16")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
-    for f in ("iterations", "batch", "crop", "load_side", "seed", "threads", "grid_every", "eval_every"):
+    p.add_argument("--feat-on-plain", action="store_true",
+                   help="also apply the feature loss to plain samples (default: pixel loss only for them)")
+    for f in ("iterations", "batch", "crop", "load_side", "seed", "stop_after", "threads", "grid_every",
+              "eval_every"):
         p.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(d, f))
     for f in ("scale_min", "scale_max", "width", "lr", "lr_final", "pixel_weight", "feat_weight", "tv_weight",
               "mix_prob", "checkpoint_minutes"):

@@ -1,0 +1,111 @@
+"""Decoder check: PSNR and SSIM of encode -> decode on a folder of held-out photos, each at its own
+size (longer side reduced to at most --max-side).
+
+    python benchmarks/autoencoder.py DIR [--layer relu3_1] [--json out.json]
+    python benchmarks/autoencoder.py --holdout      # the portraits kept out of training (training/holdout.txt)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import machine_info, write_json  # noqa: E402
+from engines.decoder import load_decoder  # noqa: E402
+from engines.weights import build_encoder, load_encoder_weights, weights_dir  # noqa: E402
+from realtime.images import bgr_to_tensor, read_image, tensor_to_bgr  # noqa: E402
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM (Wang et al. 2004): Gaussian window sigma 1.5, K1=0.01, K2=0.03, on each BGR channel, averaged."""
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    vals = []
+    for ch in range(3):
+        x, y = a[..., ch].astype(np.float64), b[..., ch].astype(np.float64)
+        blur = lambda z: cv2.GaussianBlur(z, (11, 11), 1.5)  # noqa: E731
+        mx, my = blur(x), blur(y)
+        sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+        m = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+        vals.append(m[5:-5, 5:-5].mean())
+    return float(np.mean(vals))
+
+
+def holdout_files() -> list[Path]:
+    from training.data import DEFAULT_DATA, holdout_names
+    return [DEFAULT_DATA / "photos" / n for n in sorted(holdout_names())]
+
+
+@torch.no_grad()
+def evaluate(files, layer: str, decoder: str | None, max_side: int) -> list[dict]:
+    ew = load_encoder_weights(None)
+    enc = build_encoder(layer, ew)
+    dec = load_decoder(decoder or weights_dir() / f"decoder_{layer}.pt", encoder_id=ew.encoder_id)
+    rows = []
+    for f in files:
+        img = read_image(f)
+        h, w = img.shape[:2]
+        if max(h, w) > max_side:
+            s = max_side / max(h, w)
+            img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+        t = time.perf_counter()
+        x = bgr_to_tensor(img)
+        y = tensor_to_bgr(dec(enc(x), out_size=img.shape[:2]))
+        rows.append({"file": Path(f).name, "size": f"{img.shape[1]}x{img.shape[0]}", "psnr": psnr(y, img),
+                     "ssim": ssim(y, img), "ms": (time.perf_counter() - t) * 1000})
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dir", nargs="?", help="folder of photos")
+    p.add_argument("--holdout", action="store_true", help="use the portraits held out of training")
+    p.add_argument("--layer", default="relu3_1", choices=["relu3_1", "relu4_1"])
+    p.add_argument("--decoder", default=None)
+    p.add_argument("--max-side", type=int, default=512)
+    p.add_argument("--json", default=None)
+    p.add_argument("--grid", default=None, help="write a PNG grid (input over reconstruction)")
+    a = p.parse_args(argv)
+    if a.holdout:
+        files = holdout_files()
+    elif a.dir:
+        from training.data import list_images
+        files = list_images(a.dir)
+    else:
+        p.error("give DIR or --holdout")
+    rows = evaluate(files, a.layer, a.decoder, a.max_side)
+    mp, ms = float(np.mean([r["psnr"] for r in rows])), float(np.mean([r["ssim"] for r in rows]))
+    info = machine_info()
+    print(f"| layer | images | mean PSNR (dB) | mean SSIM | machine | date |\n|---|---|---|---|---|---|\n"
+          f"| {a.layer} | {len(rows)} | {mp:.2f} | {ms:.4f} | {info['cpu']} ({info['cores']} cores) | {info['date']} |")
+    for r in rows:
+        print(f"  {r['file']:<45} {r['size']:>9}  {r['psnr']:6.2f} dB  SSIM {r['ssim']:.4f}  {r['ms']:.0f} ms")
+    if a.json:
+        write_json(a.json, {"machine": info, "layer": a.layer, "mean_psnr": mp, "mean_ssim": ms, "images": rows})
+    if a.grid:
+        ew = load_encoder_weights(None)
+        enc = build_encoder(a.layer, ew)
+        dec = load_decoder(a.decoder or weights_dir() / f"decoder_{a.layer}.pt", encoder_id=ew.encoder_id)
+        tiles = []
+        for f in files[:8]:
+            img = cv2.resize(read_image(f), (192, 192), interpolation=cv2.INTER_AREA)
+            with torch.no_grad():
+                y = tensor_to_bgr(dec(enc(bgr_to_tensor(img)), out_size=img.shape[:2]))
+            tiles.append(np.concatenate([img, y], 0))
+        cv2.imwrite(a.grid, np.concatenate(tiles, 1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

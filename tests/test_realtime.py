@@ -1,0 +1,254 @@
+"""Sources, regions, styles, the stylizer's temporal state, outputs and the loop."""
+import threading
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from realtime import capture, output, segment
+from realtime.images import keep_colors, parse_size, read_image, to_bgr_uint8
+from realtime.pipeline import Pipeline
+
+
+# ---------------------------------------------------------------- images
+
+def test_image_conversions(tmp_path):
+    g = np.arange(12 * 10, dtype=np.uint8).reshape(12, 10)
+    assert to_bgr_uint8(g).shape == (12, 10, 3)
+    rgba = np.zeros((5, 7, 4), np.uint8)
+    rgba[..., 2] = 200
+    assert to_bgr_uint8(rgba)[0, 0].tolist() == [0, 0, 200]
+    deep = np.full((4, 4, 3), 65535, np.uint16)
+    assert to_bgr_uint8(deep).max() == 255 and to_bgr_uint8(deep).dtype == np.uint8
+    p = tmp_path / "g16.png"
+    cv2.imwrite(str(p), (np.random.rand(9, 11) * 65535).astype(np.uint16))
+    assert read_image(p).shape == (9, 11, 3)
+    with pytest.raises(FileNotFoundError):
+        read_image(tmp_path / "none.png")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="cannot read"):
+        read_image(empty)
+
+
+def test_parse_size():
+    assert parse_size("640x360") == (640, 360)
+    assert parse_size("512") == (512, 0)
+    assert parse_size(None) is None
+    for bad in ("0x10", "abc", "10x", "99999x10"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+
+
+def test_keep_colors_keeps_chroma_and_takes_luma():
+    a = np.full((8, 8, 3), (30, 200, 90), np.uint8)
+    b = np.full((8, 8, 3), 128, np.uint8)
+    out = keep_colors(b, a)
+    ya = cv2.cvtColor(out, cv2.COLOR_BGR2YCrCb)
+    assert abs(int(ya[0, 0, 0]) - 128) <= 2
+    assert np.abs(ya[0, 0, 1:].astype(int) - cv2.cvtColor(a, cv2.COLOR_BGR2YCrCb)[0, 0, 1:]).max() <= 3
+
+
+# ---------------------------------------------------------------- regions
+
+def test_label_map_colours_and_tolerance():
+    lab = np.zeros((20, 30, 3), np.uint8)
+    lab[:, 10:] = (0, 0, 255)        # BGR red = person
+    lab[5:10, 15:20] = (0, 250, 5)   # nearly green = face
+    m = segment.label_map_to_masks(lab)
+    assert m.shape == (3, 20, 30)
+    np.testing.assert_allclose(m.sum(0), 1)
+    assert m[0, :, :10].min() == 1 and m[2, 5:10, 15:20].min() == 1 and m[1, 0, 25] == 1
+    small = segment.label_map_to_masks(lab, size=(10, 15))
+    assert small.shape == (3, 10, 15)
+    np.testing.assert_allclose(small.sum(0), 1, atol=1e-5)
+    with pytest.raises(ValueError, match="label colours"):
+        segment.label_map_to_masks(np.full((4, 4, 3), (255, 0, 255), np.uint8))
+
+
+def test_mediapipe_portrait_regions_on_a_real_portrait(portrait_bgr):
+    with segment.MediaPipeSegmenter("portrait", static=True) as seg:
+        m = seg(portrait_bgr)
+    assert m.shape == (3, *portrait_bgr.shape[:2])
+    np.testing.assert_allclose(m.sum(0), 1, atol=1e-5)
+    h, w = portrait_bgr.shape[:2]
+    face, person, bg = m[2], m[1], m[0]
+    # Grace Hopper's face is around (x=0.5, y=0.45); her uniform at the bottom centre;
+    # the top corners are flag and wall
+    assert face[int(0.45 * h), int(0.5 * w)] > 0.9
+    assert person[int(0.9 * h), int(0.5 * w)] > 0.9
+    assert bg[5, 5] > 0.9 and bg[5, w - 5] > 0.9
+    assert 0.03 < face.mean() < 0.3
+
+
+def test_mediapipe_video_mode_smooths_over_time(portrait_bgr):
+    seg = segment.MediaPipeSegmenter("person", static=False, smoothing=0.5)
+    a = seg(portrait_bgr)
+    blank = np.full_like(portrait_bgr, 127)
+    b = seg(blank)                  # the person vanishes: the mask decays, it does not jump to 0
+    seg.close()
+    centre = (int(0.8 * a.shape[1]), a.shape[2] // 2)
+    assert a[1][centre] > 0.9
+    assert 0.3 < b[1][centre] < 0.7
+
+
+def test_make_segmenter_choices(tmp_path):
+    assert isinstance(segment.make_segmenter("none"), segment.WholeFrameSegmenter)
+    with pytest.raises(ValueError, match="regions must be one of"):
+        segment.make_segmenter("faces")
+    with pytest.raises(FileNotFoundError):
+        segment.make_segmenter("portrait", label_map=tmp_path / "none.png")
+
+
+# ---------------------------------------------------------------- sources
+
+def test_video_source_reads_every_frame_and_survives_truncation(tmp_path):
+    p = tmp_path / "v.avi"
+    w = cv2.VideoWriter(str(p), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
+    for i in range(12):
+        w.write(np.full((24, 32, 3), i * 20, np.uint8))
+    w.release()
+    frames = [f for f, _ in capture.VideoFileSource(p)]
+    assert len(frames) == 12
+    assert [int(f.mean() // 20) for f in frames] == list(range(12))   # in order, none dropped
+    data = p.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    try:
+        n = sum(1 for _ in capture.VideoFileSource(cut))
+        assert 0 < n < 12
+    except capture.SourceError:
+        pass                                    # OpenCV may refuse the cut header: a clear error then
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(capture.SourceError):
+        list(capture.VideoFileSource(empty))
+
+
+class FakeCap:
+    """A camera that gives n frames, then fails (optionally forever)."""
+
+    def __init__(self, frames, opened=True):
+        self.frames, self.opened, self.i = frames, opened, 0
+
+    def isOpened(self):
+        return self.opened
+
+    def read(self):
+        if self.i < self.frames:
+            self.i += 1
+            return True, np.full((8, 8, 3), self.i, np.uint8)
+        return False, None
+
+    def get(self, prop):
+        return 30.0
+
+    def set(self, *a):
+        return True
+
+    def release(self):
+        pass
+
+
+def test_camera_reconnects_then_ends_cleanly():
+    opened = []
+
+    def open_fn(i):
+        opened.append(i)
+        return FakeCap(5 if len(opened) <= 2 else 0)   # the first and the reconnected camera give 5 frames
+
+    cam = capture.CameraSource(0, reconnects=2, open_fn=open_fn)
+    got = [f for f, _ in cam]
+    cam.close()
+    assert len(opened) >= 3                     # reconnect attempts were made
+    assert 1 <= len(got) <= 10                  # newest-frame-only: frames may be skipped, never repeated
+    assert all(id(a) != id(b) for a, b in zip(got, got[1:]))
+
+
+def test_no_camera_is_a_clear_error():
+    with pytest.raises(capture.SourceError, match="--demo"):
+        capture.CameraSource(3, open_fn=lambda i: FakeCap(0, opened=False))
+
+
+def test_open_source_dispatch(tmp_path):
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), np.zeros((8, 8, 3), np.uint8))
+    assert isinstance(capture.open_source(img), capture.ImageSource)
+    assert isinstance(capture.open_source(tmp_path), capture.ImageFolderSource)
+    assert isinstance(capture.open_source(str(tmp_path / "*.png")), capture.ImageFolderSource)
+    with pytest.raises(FileNotFoundError):
+        capture.open_source(tmp_path / "missing.mp4")
+
+
+# ---------------------------------------------------------------- outputs
+
+def test_video_sink_is_atomic(tmp_path):
+    p = tmp_path / "o.mp4"
+    s = output.VideoFileSink(p, 10)
+    for i in range(3):
+        s.send(np.full((16, 16, 3), 50 * i, np.uint8))
+    assert not p.exists()                       # nothing under the final name until complete
+    s.close()
+    assert p.exists() and len(list(tmp_path.iterdir())) == 1
+    with pytest.raises(ValueError):
+        output.sink_for_path(tmp_path / "o.png", 10, many_frames=True)
+
+
+# ---------------------------------------------------------------- stylizer
+
+@pytest.fixture(scope="module")
+def stylizer_parts(hed_weights):
+    from engines.decoder import load_decoder
+    from engines.weights import build_encoder, weights_dir
+    from realtime.cli import DEMO_STYLE
+    from realtime.style import StyleBank
+    enc = build_encoder("relu3_1", hed_weights)
+    dec = load_decoder(weights_dir() / "decoder_relu3_1.pt", encoder_id=hed_weights.encoder_id)
+    bank = StyleBank(enc, "none", max_side=128)
+    bank.add(DEMO_STYLE)
+    bank.add(DEMO_STYLE, image=cv2.flip(read_image(DEMO_STYLE), 0)[::2, ::2].copy())
+    return enc, dec, bank
+
+
+def test_stylizer_scene_cut_and_style_switch_reset_the_state(stylizer_parts, portrait_bgr):
+    from realtime.stylizer import Stylizer, StylizerConfig
+    enc, dec, bank = stylizer_parts
+    st = Stylizer(StylizerConfig(mode="linear", size=(96, 0), momentum=0.9), enc, dec, bank)
+    f = cv2.resize(portrait_bgr, (96, 112))
+    out = st.stylize(f)
+    assert out.shape == f.shape and out.dtype == np.uint8
+    st.stylize(f)
+    assert st.state.frames == 2
+    st.stylize(255 - f)                          # a scene cut
+    assert st.state.frames == 1
+    bank.cycle()
+    st.stylize(255 - f)                          # a style switch
+    assert st.state.frames == 1
+    bank.select(0)
+    with pytest.raises(ValueError, match="H x W x 3 uint8"):
+        st.stylize(f.astype(np.float32))
+
+
+def test_pipeline_runs_and_closes_everything(stylizer_parts, portrait_bgr, tmp_path):
+    from realtime.stylizer import Stylizer, StylizerConfig
+    enc, dec, bank = stylizer_parts
+    frames = [cv2.resize(np.roll(portrait_bgr, 3 * i, 1), (64, 80)) for i in range(4)]
+
+    class ListSource(capture.FrameSource):
+        closed = False
+
+        def __iter__(self):
+            for i, f in enumerate(frames):
+                yield f, i * 33.0
+
+        def close(self):
+            ListSource.closed = True
+
+    sink = output.FolderSink(tmp_path / "o")
+    st = Stylizer(StylizerConfig(size=(64, 0)), enc, dec, bank)
+    stats = Pipeline(ListSource(), segment.WholeFrameSegmenter(), st, [sink], max_frames=3, progress=False).run()
+    assert stats["frames"] == 3 and ListSource.closed
+    assert len(list((tmp_path / "o").glob("*.png"))) == 3
+    for k in ("decode", "segment", "encoder", "reconstruct", "decoder", "output"):
+        assert k in stats["ms"]

@@ -1,0 +1,102 @@
+"""Decoder network and training loop: structure, files, checkpoints and an exact resume."""
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from engines.decoder import Decoder, load_decoder, save_decoder
+from engines.weights import WeightsError, weights_dir
+from training import train_decoder as T
+
+
+@pytest.mark.parametrize("layer,ups,convs", [("relu3_1", 2, 5), ("relu4_1", 3, 8)])
+def test_decoder_mirrors_the_encoder(layer, ups, convs):
+    d = Decoder(layer, width=1.0)
+    mods = list(d.net)
+    assert sum(isinstance(m, torch.nn.Upsample) and m.mode == "nearest" for m in mods) == ups
+    conv = [m for m in mods if isinstance(m, torch.nn.Conv2d)]
+    assert len(conv) == convs and all(c.padding_mode == "zeros" for c in conv)
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in mods)
+    s = 4 if layer == "relu3_1" else 8
+    y = d(torch.rand(1, d.in_channels, 5, 7), out_size=(5 * s - 3, 7 * s - 1))
+    assert y.shape == (1, 3, 5 * s - 3, 7 * s - 1)
+    with pytest.raises(ValueError, match="expects"):
+        d(torch.rand(1, 3, 5, 5))
+
+
+def test_decoder_file_roundtrip_and_integrity(tmp_path):
+    d = Decoder("relu3_1", width=0.25)
+    d.feat_scale.fill_(3.0)
+    p = tmp_path / "d.pt"
+    save_decoder(d, p, encoder_id="enc-a")
+    e = load_decoder(p, encoder_id="enc-a")
+    x = torch.rand(1, 256, 6, 6)
+    torch.testing.assert_close(e(x), d(x), rtol=2e-2, atol=2e-2)     # FP16 storage
+    with pytest.raises(WeightsError, match="trained for encoder"):
+        load_decoder(p, encoder_id="enc-b")
+    obj = torch.load(p, weights_only=True)
+    k = next(iter(obj["state_dict"]))
+    obj["state_dict"][k] = obj["state_dict"][k] + 1
+    torch.save(obj, p)
+    with pytest.raises(WeightsError, match="corrupt or was modified"):
+        load_decoder(p)
+    with pytest.raises(FileNotFoundError):
+        load_decoder(tmp_path / "none.pt")
+
+
+@pytest.mark.parametrize("layer", ["relu3_1", "relu4_1"])
+def test_shipped_decoders_load_and_are_small(layer, hed_weights):
+    p = weights_dir() / f"decoder_{layer}.pt"
+    assert p.stat().st_size <= 10 * 1024 * 1024
+    d = load_decoder(p, encoder_id=hed_weights.encoder_id)
+    assert d.layer == layer and d.meta.get("iterations", 0) > 0
+
+
+@pytest.fixture
+def tiny_data(tmp_path, portrait_bgr):
+    ph, pa = tmp_path / "photos", tmp_path / "paintings"
+    ph.mkdir()
+    pa.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(ph / f"p{i}.jpg"), cv2.resize(np.roll(portrait_bgr, 40 * i, 1), (64, 72)))
+    for i in range(3):
+        img = cv2.applyColorMap(cv2.resize(portrait_bgr, (60, 64))[..., 0], i * 3)
+        cv2.imwrite(str(pa / f"s{i}.png"), img)
+    (ph / "broken.jpg").write_bytes(b"nope")
+    return ph, pa
+
+
+def _cfg(tmp_path, ph, pa, **kw):
+    base = dict(layer="relu3_1", photos=str(ph), paintings=str(pa), iterations=4, batch=2, crop=32, load_side=48,
+                width=0.25, mix_prob=0.5, threads=1, grid_every=2, eval_every=100, checkpoint_minutes=100)
+    base.update(kw)
+    return T.TrainConfig(**base)
+
+
+def test_training_runs_skips_bad_files_and_resumes_exactly(tiny_data, tmp_path, caplog):
+    ph, pa = tiny_data
+    a = _cfg(tmp_path, ph, pa, out=str(tmp_path / "a.pt"), run_dir=str(tmp_path / "ra"))
+    with caplog.at_level("WARNING"):
+        T.train(a)
+    assert "skipping unreadable image" in caplog.text and "skipped 1 unreadable" in caplog.text
+    assert (tmp_path / "ra" / "samples_0000002.png").exists()
+    # the same schedule, interrupted after 2 iterations and resumed, gives the same weights
+    b = _cfg(tmp_path, ph, pa, out=str(tmp_path / "b.pt"), run_dir=str(tmp_path / "rb"), stop_after=2)
+    T.train(b)
+    assert torch.load(tmp_path / "rb" / "checkpoint.pt", weights_only=False)["iteration"] == 2
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "b.pt"), run_dir=str(tmp_path / "rb")), resume=True)
+    da, db = load_decoder(tmp_path / "a.pt"), load_decoder(tmp_path / "b.pt")
+    assert da.meta["iterations"] == db.meta["iterations"] == 4
+    for (k, va), vb in zip(da.state_dict().items(), db.state_dict().values()):
+        torch.testing.assert_close(va, vb, msg=k)
+    fresh = Decoder("relu3_1", width=0.25)
+    assert any((v - fresh.state_dict()[k]).abs().max() > 0 for k, v in da.state_dict().items() if "weight" in k)
+
+
+def test_lr_schedule_and_cli_errors(tmp_path, capsys):
+    cfg = T.TrainConfig(iterations=100, lr=1e-3, lr_final=1e-5)
+    assert T.lr_at(cfg, 0) == T.lr_at(cfg, 49) == 1e-3
+    assert T.lr_at(cfg, 100) == pytest.approx(1e-5)
+    assert T.lr_at(cfg, 75) < 1e-3
+    assert T.main(["--photos", str(tmp_path / "none"), "--run-dir", str(tmp_path / "r")]) == 2
+    assert "not found" in capsys.readouterr().err
