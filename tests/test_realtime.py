@@ -252,3 +252,136 @@ def test_pipeline_runs_and_closes_everything(stylizer_parts, portrait_bgr, tmp_p
     assert len(list((tmp_path / "o").glob("*.png"))) == 3
     for k in ("decode", "segment", "encoder", "reconstruct", "decoder", "output"):
         assert k in stats["ms"]
+
+
+# ---------------------------------------------------------------- hotkeys, style switching, warm start
+
+class CountingEncoder(torch.nn.Module):
+    def __init__(self, enc):
+        super().__init__()
+        self.enc, self.calls, self.layer = enc, 0, enc.layer
+
+    def forward(self, x, **kw):
+        self.calls += 1
+        return self.enc(x, **kw)
+
+
+@pytest.fixture
+def live(stylizer_parts, tmp_path):
+    from realtime.stylizer import Stylizer, StylizerConfig
+    enc, dec, bank = stylizer_parts
+    bank.select(0)
+    counting = CountingEncoder(enc)
+    st = Stylizer(StylizerConfig(mode="adain", strength=0.5, size=(64, 0)), counting, dec, bank)
+    return Pipeline(capture.FrameSource(), segment.WholeFrameSegmenter(), st, [], snapshot_dir=tmp_path,
+                    progress=False), counting
+
+
+def test_each_hotkey_does_what_it_says(live, portrait_bgr, tmp_path):
+    pipe, _ = live
+    st = pipe.stylizer
+    f = cv2.resize(portrait_bgr, (64, 72))
+    assert pipe.handle_key(ord("n"), f) and st.bank.index == 1
+    assert pipe.handle_key(ord("p"), f) and st.bank.index == 0
+    pipe.handle_key(ord("+"), f)
+    assert st.config.strength == pytest.approx(0.6)
+    pipe.handle_key(ord("-"), f)
+    pipe.handle_key(ord("-"), f)
+    assert st.config.strength == pytest.approx(0.4)
+    pipe.handle_key(ord("m"), f)
+    assert st.config.mode == "wct"
+    pipe.handle_key(ord("m"), f)
+    pipe.handle_key(ord("m"), f)
+    assert st.config.mode == "linear"
+    pipe.handle_key(ord("c"), f)
+    assert st.config.keep_colors
+    pipe.handle_key(ord(" "), f)
+    assert pipe.bypass
+    pipe.handle_key(ord("s"), f)
+    snaps = list(tmp_path.glob("stylecam_*.png"))
+    assert len(snaps) == 1 and np.array_equal(cv2.imread(str(snaps[0])), f)
+    assert pipe.handle_key(ord("q"), f) is False
+    assert pipe.handle_key(27, f) is False
+
+
+def test_space_bypass_passes_frames_through(live, portrait_bgr):
+    pipe, _ = live
+    frames = [cv2.resize(portrait_bgr, (64, 72))] * 2
+
+    class Src(capture.FrameSource):
+        def __iter__(self):
+            for f in frames:
+                yield f, 0.0
+
+    class Keep(output.FrameSink):
+        got = []
+
+        def send(self, frame):
+            self.got.append(frame)
+
+    pipe.source, pipe.sinks, pipe.bypass = Src(), [Keep()], True
+    pipe.run()
+    assert all(np.array_equal(a, b) for a, b in zip(Keep.got, frames)) and len(Keep.got) == 2
+
+
+def test_switching_styles_does_not_reencode_them(live, portrait_bgr):
+    pipe, counting = live
+    st = pipe.stylizer
+    f = cv2.resize(portrait_bgr, (64, 72))
+    st.stylize(f)
+    before = counting.calls
+    for _ in range(4):
+        st.bank.cycle()
+        st.stylize(f)
+    assert counting.calls - before == 4          # one encoder pass per frame, none per style switch
+
+
+def _warping_error(outs, affines, ignore):
+    """Lai et al. 2018 warping error with exact flow: O_{t-1} warped into frame t by the known affine
+    motion, compared where both frames see the scene and no distractor is near."""
+    errs = []
+    for t in range(1, len(outs)):
+        A0 = np.vstack([affines[t - 1], [0, 0, 1]])
+        A1 = np.vstack([affines[t], [0, 0, 1]])
+        rel = (A1 @ np.linalg.inv(A0))[:2]                  # frame t-1 coords -> frame t coords
+        h, w = outs[t].shape[:2]
+        warped = cv2.warpAffine(outs[t - 1].astype(np.float32), rel, (w, h), flags=cv2.INTER_LINEAR)
+        valid = cv2.warpAffine(np.ones((h, w), np.float32), rel, (w, h), flags=cv2.INTER_NEAREST) > 0.5
+        valid = cv2.erode(valid.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & ~ignore[t] & ~ignore[t - 1]
+        errs.append(float(((outs[t].astype(np.float32) - warped) ** 2).mean(-1)[valid].mean()))
+    return float(np.mean(errs))
+
+
+def test_warm_start_reduces_frame_to_frame_change_on_known_motion(stylizer_parts, portrait_bgr):
+    """The demo clip's known affine motion, with bright 'sparkles' popping up at random places (a
+    stand-in for anything that briefly changes a region's statistics). With the temporal state
+    (smoothed statistics, warm start) the rest of the frame changes less than without it."""
+    import json
+    from realtime.cli import DEMO_CLIP
+    from realtime.stylizer import Stylizer, StylizerConfig
+    enc, dec, bank = stylizer_parts
+    bank.select(0)
+    motion = json.loads((DEMO_CLIP.parent / "demo_clip_motion.json").read_text())["affine_2x3"]
+    frames = [f for f, _ in capture.VideoFileSource(DEMO_CLIP)][:10]
+    rng = np.random.default_rng(0)
+    scale = 0.25                                     # 120 x 90 processing, to stay fast on CPU
+    S = np.diag([scale, scale, 1.0])
+    affines = [(S @ np.vstack([np.array(m), [0, 0, 1]]))[:2] for m in motion[:10]]
+    small, ignore = [], []
+    for f in frames:
+        f = cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        mask = np.zeros(f.shape[:2], np.uint8)
+        for _ in range(3):
+            y, x = rng.integers(0, f.shape[0] - 16), rng.integers(0, f.shape[1] - 16)
+            f[y:y + 16, x:x + 16] = 255
+            mask[max(0, y - 12):y + 28, max(0, x - 12):x + 28] = 1
+        small.append(f)
+        ignore.append(mask.astype(bool))
+
+    def run(momentum):
+        st = Stylizer(StylizerConfig(mode="adain", momentum=momentum, scene_cut=1e9), enc, dec, bank)
+        return [st.stylize(f) for f in small]
+
+    warm, cold = _warping_error(run(0.8), affines, ignore), _warping_error(run(0.0), affines, ignore)
+    print(f"warping error: warm {warm:.1f}, cold {cold:.1f}")
+    assert warm < 0.9 * cold, (warm, cold)
