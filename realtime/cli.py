@@ -112,6 +112,25 @@ def pick_device(name: str):
     return torch.device(name)
 
 
+def make_engines(args, enc, dec, dec_path, ew, device):
+    """Wrap the encoder and decoder in the engines of --backend (exports cached on first use)."""
+    from engines.base import load_engine
+    from engines.cache import cached_export
+    from engines.weights import sha256_file
+    if args.backend == "torch":
+        prec = "fp16" if args.fp16 else "fp32"
+        return (load_engine("torch", device, prec, module=enc), load_engine("torch", device, prec, module=dec))
+    profile_e = profile_d = None
+    if args.backend == "tensorrt":
+        from export.__main__ import image_profile
+        ns = argparse.Namespace(min=(240, 320), opt=(480, 640), max=(1080, 1920))
+        profile_e, profile_d = image_profile("encoder", args.layer, ns), image_profile("decoder", args.layer, ns)
+    e = cached_export(enc, "encoder", args.layer, args.backend, args.fp16, profile_e, weights_key=ew.encoder_id)
+    d = cached_export(dec, "decoder", args.layer, args.backend, args.fp16, profile_d,
+                      weights_key=ew.encoder_id + sha256_file(dec_path))
+    return load_engine(e, device), load_engine(d, device)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -145,8 +164,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--max-frames must be at least 1")
     if args.iterations is not None and args.iterations < 0:
         raise UsageError("--iterations must be >= 0")
-    if args.backend != "torch":
-        raise UsageError(f"--backend {args.backend} is not available in this version; use --backend torch")
+    if args.backend == "tensorrt":
+        from engines.trt_engine import tensorrt_or_error
+        try:
+            tensorrt_or_error()
+        except RuntimeError as e:
+            raise UsageError(str(e)) from e
     device = pick_device(args.device)
     if args.fp16 and device.type != "cuda":
         raise UsageError("--fp16 needs a CUDA GPU (--device cuda)")
@@ -193,8 +216,7 @@ def run(args: argparse.Namespace) -> int:
     dec = load_decoder(dec_path, encoder_id=ew.encoder_id, device=device)
     if dec.layer != args.layer:
         raise UsageError(f"{dec_path} is a {dec.layer} decoder but --layer is {args.layer}")
-    if args.fp16:
-        enc, dec = enc.half(), dec.half()
+    enc, dec = make_engines(args, enc, dec, dec_path, ew, device)
     bank = StyleBank(enc, args.regions, device=device)
     for i, s in enumerate(args.style):
         bank.add(s, args.style_regions[i] if i < len(args.style_regions) else None)

@@ -221,18 +221,25 @@ def linear_iterative_reference(fc: torch.Tensor, wc: torch.Tensor, mu_s: torch.T
     return out
 
 
-def linear_iterative(fc: torch.Tensor, wc: torch.Tensor, mu_c: torch.Tensor, mu_s: torch.Tensor,
-                     alpha: float, iterations: int, offset0: torch.Tensor | None = None):
-    """The same N iterations in O(K*C): the region mean obeys the scalar recurrence
-    mu^{t} = mu_c - beta (mu^{t-1} - mu_s), so F_o^N = F_c - beta (mu^{N-1} - mu_s).
-    ``offset0`` (mu^0 - mu_c, per region) warm-starts it; returns (F_o, mu^N - mu_c)."""
+def linear_iterative_shift(mu_c: torch.Tensor, mu_s: torch.Tensor, alpha: float, iterations: int,
+                           offset0: torch.Tensor | None = None):
+    """The paper's N iterations in O(K*C): the region mean obeys the scalar recurrence
+    mu^{t} = mu_c - beta (mu^{t-1} - mu_s), so F_o^N = F_c - beta (mu^{N-1} - mu_s) = F_c + shift.
+    ``offset0`` (mu^0 - mu_c, per region) warm-starts it.  Returns (shift, mu^N - mu_c), both K x C."""
     beta = linear_beta(alpha)
     mu = mu_c + (offset0 if offset0 is not None else 0)
     prev = mu
     for _ in range(iterations):  # K x C scalars only: 500 steps cost nothing
         prev, mu = mu, mu_c - beta * (mu - mu_s)
     shift = -beta * (prev - mu_s) if iterations > 0 else (mu - mu_c)
-    return fc + torch.einsum("kc,khw->chw", shift, wc), mu - mu_c
+    return shift, mu - mu_c
+
+
+def linear_iterative(fc: torch.Tensor, wc: torch.Tensor, mu_c: torch.Tensor, mu_s: torch.Tensor,
+                     alpha: float, iterations: int, offset0: torch.Tensor | None = None):
+    """F_o after N iterations, via ``linear_iterative_shift``; returns (F_o, mu^N - mu_c)."""
+    shift, off = linear_iterative_shift(mu_c, mu_s, alpha, iterations, offset0)
+    return fc + torch.einsum("kc,khw->chw", shift, wc), off
 
 
 def adain(fc: torch.Tensor, wc: torch.Tensor, cs: RegionStats, ss: RegionStats, alpha: float) -> torch.Tensor:
@@ -363,14 +370,15 @@ def patch_swap(fc: torch.Tensor, fs: torch.Tensor, wc: torch.Tensor | None = Non
 
 def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mode: str = "linear",
                 strength: float = 1.0, *, iterations: int | None = None, state: ReconState | None = None,
-                gram_steps: int = 10, gram_weight: float = 10.0) -> torch.Tensor:
+                gram_steps: int = 10, gram_weight: float = 10.0, use_kernel: bool = True) -> torch.Tensor:
     """Masked reconstruction of content features ``fc`` towards ``style`` (see module doc).
 
     ``wc``: K x h x w content regions (any resolution; area-resized), or None for
     one global region.  ``iterations``: for ``linear``, run the paper's
     iteration N times instead of the exact closed form; for ``gram``, the
     number of descent steps (default ``gram_steps``).  ``state``: carries
-    smoothed statistics and the warm start between frames.  Returns a tensor of
+    smoothed statistics and the warm start between frames.  ``use_kernel``: on a GPU, run
+    ``linear``/``adain`` through the fused CUDA op when it is available.  Returns a tensor of
     ``fc``'s shape and dtype; all statistics are float32.
     """
     if mode not in MODES:
@@ -386,8 +394,15 @@ def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mo
     wc = full_mask((h, w), f.device) if wc is None else check_masks(wc, (h, w), "content masks")
     if wc.shape[0] != style.num_regions:
         raise ValueError(f"content masks have {wc.shape[0]} regions but the style has {style.num_regions}")
-    f32 = f.float()
     alpha = float(strength)
+    if mode in ("linear", "adain") and f.is_cuda and use_kernel:
+        from . import kernels
+        if kernels.available():   # the fused two-pass CUDA op (realtime/csrc/masked_recon.cu)
+            out = kernels.fused_reconstruct(f[None], wc, style, mode, alpha, iterations, state)
+            if state is not None:
+                state.frames += 1
+            return out.reshape(shape)
+    f32 = f.float()
     ss = style.stats
     need_cov = mode == "wct"
     cs = masked_stats(f32, wc, with_cov=need_cov)
@@ -427,8 +442,6 @@ def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mo
         out = (1 - alpha) * f32 + alpha * sw
     if state is not None:
         state.frames += 1
-        if mode != "gram":
-            state.residual = (out - f32).detach()
     if dtype == torch.float16:
         out = out.clamp(-FP16_MAX, FP16_MAX)
     return out.to(dtype).reshape(shape)

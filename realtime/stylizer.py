@@ -52,8 +52,9 @@ class StageTimes:
 
 class Stylizer:
     def __init__(self, config: StylizerConfig, encoder, decoder, bank, device="cpu"):
-        if getattr(decoder, "layer", config.layer) != config.layer:
-            raise ValueError(f"decoder is for {decoder.layer}, config asks for {config.layer}")
+        dec_layer = getattr(decoder, "layer", None) or getattr(decoder, "meta", {}).get("layer")
+        if dec_layer not in (None, config.layer):
+            raise ValueError(f"decoder is for {dec_layer}, config asks for {config.layer}")
         self.config, self.encoder, self.decoder, self.bank = config, encoder, decoder, bank
         self.device = torch.device(device)
         self.state = ReconState(momentum=config.momentum)
@@ -103,7 +104,7 @@ class Stylizer:
         out = reconstruct(feat, wc, self.bank.current.stats, cfg.mode, cfg.strength,
                           iterations=cfg.iterations, state=self.state)
         t = self.times.add("reconstruct", t)
-        y = self.decoder(out, out_size=(ph, pw))
+        y = self.decoder(out)[..., :ph, :pw]   # ceil-mode pooling: odd sizes come back slightly larger
         t = self.times.add("decoder", t)
         img = tensor_to_bgr(y)
         if cfg.keep_colors:

@@ -129,7 +129,6 @@ def test_bad_input_gives_one_line_and_status_2(photo, tmp_path, capsys):
     assert "--strength" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--strength", "2"], capsys)
     assert "size" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--size", "axb"], capsys)
     assert "--style" in run_bad(["--source", photo], capsys)
-    assert "backend" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--backend", "onnx"], capsys)
     assert "unknown output" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--out", tmp_path / "o.xyz"],
                                        capsys)
     bad_map = tmp_path / "map.png"
@@ -152,3 +151,21 @@ def test_run_cam_help_and_console_script_share_main():
     assert r.returncode == 0 and "--style-regions" in r.stdout and "--demo" in r.stdout
     import run_cam
     assert run_cam.main is main
+
+
+def test_onnx_backend_gives_the_same_frames_as_torch(photo, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("STYLECAM_CACHE", str(tmp_path / "cache"))
+    a, b = tmp_path / "torch.png", tmp_path / "onnx.png"
+    args = ["--source", photo, "--style", DEMO_STYLE, "--regions", "none", "--size", "120"]
+    run_ok(args + ["--out", a, "--backend", "torch"], capsys)
+    run_ok(args + ["--out", b, "--backend", "onnx"], capsys)
+    assert list((tmp_path / "cache" / "engines").glob("*.onnx"))       # exported once, cached
+    diff = np.abs(cv2.imread(str(a)).astype(int) - cv2.imread(str(b)).astype(int))
+    assert diff.max() <= 2                                             # within rounding of 8-bit output
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorrt") is not None and torch.cuda.is_available(),
+                    reason="TensorRT and a GPU are present: the error path does not apply")
+def test_tensorrt_backend_without_tensorrt_or_gpu_is_one_clear_error(photo, capsys):
+    msg = run_bad(["--source", photo, "--style", DEMO_STYLE, "--backend", "tensorrt"], capsys)
+    assert "TensorRT" in msg or "GPU" in msg

@@ -1,0 +1,55 @@
+"""Exported models for the live command, built on first use and cached.
+
+Cache paths are named by network, layer, precision, shape profile and a key over the
+weights and the library versions, so a new decoder, a new TensorRT or a new torch gets a
+fresh export instead of a stale one.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import torch
+
+from .weights import cache_dir
+
+log = logging.getLogger(__name__)
+
+
+def _versions(backend: str) -> str:
+    v = [f"torch{torch.__version__}"]
+    try:
+        import onnx
+        v.append(f"onnx{onnx.__version__}")
+    except ImportError:
+        pass
+    if backend == "tensorrt":
+        import tensorrt
+        v.append(f"trt{tensorrt.__version__}")
+        v.append(torch.cuda.get_device_name(0).replace(" ", "_"))
+    return "-".join(v)
+
+
+def cached_export(module, what: str, layer: str, backend: str, fp16: bool, profile: dict | None = None,
+                  weights_key: str = "") -> Path:
+    """Path of an ONNX file (backend 'onnx') or TensorRT engine ('tensorrt') for ``module``,
+    exporting / building it the first time."""
+    from export.onnx_export import export_onnx
+    prec = "fp16" if fp16 else "fp32"
+    prof = "dyn" if profile is None else "_".join("x".join(map(str, profile[k][2:])) for k in ("min", "opt", "max"))
+    key = hashlib.sha256(f"{weights_key}|{_versions(backend)}|{prof}".encode()).hexdigest()[:12]
+    folder = cache_dir() / "engines"
+    onnx_path = folder / f"{what}_{layer}_{prec}_dyn_{hashlib.sha256((weights_key + _versions('onnx')).encode()).hexdigest()[:12]}.onnx"
+    if not onnx_path.exists():
+        log.info("exporting the %s (%s, %s) to ONNX, once: %s", what, layer, prec, onnx_path)
+        export_onnx(module, onnx_path, what=what, layer=layer, fp16=fp16, dynamic=True)
+    if backend == "onnx":
+        return onnx_path
+    engine_path = folder / f"{what}_{layer}_{prec}_{prof}_{key}.engine"
+    if not engine_path.exists():
+        from export.trt_build import build_engine
+        log.info("building the TensorRT %s engine (%s, %s), once; later runs reuse %s", what, layer, prec,
+                 engine_path)
+        build_engine(onnx_path, engine_path, fp16=fp16, profile=profile)
+    return engine_path

@@ -1,0 +1,121 @@
+"""``python -m export`` / ``stylecam export``: ONNX and TensorRT exports with verified parity.
+
+After every export, ``compare_outputs`` runs PyTorch and the exported model on real images
+(the bundled demo frame and style, at 240x320 and an odd 157x211) and prints the max and
+mean error; the export fails, and its file is removed, if the relative error exceeds the
+tolerance (FP32: 1e-3; FP16: 1e-2, see README).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("export")
+
+
+def parse_hw(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 720x1280, got {text!r}")
+    if h < 16 or w < 16:
+        raise argparse.ArgumentTypeError(f"{text}: each side must be at least 16")
+    return h, w
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stylecam export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--what", choices=["encoder", "decoder", "all"], default="all")
+    p.add_argument("--layer", choices=["relu3_1", "relu4_1"], default="relu3_1")
+    p.add_argument("--format", choices=["onnx", "engine"], default="onnx",
+                   help="onnx, or a TensorRT engine (needs TensorRT and an NVIDIA GPU)")
+    p.add_argument("--fp16", action="store_true", help="FP16 inside the graph, FP32 inputs and outputs")
+    p.add_argument("--dynamic", action="store_true", default=True,
+                   help="dynamic height and width (the default)")
+    p.add_argument("--static", dest="dynamic", action="store_false", help="fixed input size (--opt)")
+    p.add_argument("--min", type=parse_hw, default=(240, 320), help="smallest image HxW for an engine profile")
+    p.add_argument("--opt", type=parse_hw, default=(720, 1280), help="most common image HxW")
+    p.add_argument("--max", type=parse_hw, default=(1080, 1920), help="largest image HxW")
+    p.add_argument("--decoder", default=None, help="decoder weights (default weights/decoder_LAYER.pt)")
+    p.add_argument("--out", default="exported", help="output folder (default: %(default)s)")
+    return p
+
+
+def image_profile(what: str, layer: str, a) -> dict:
+    """min/opt/max input shapes for an engine: images for the encoder, features for the decoder."""
+    from engines.vgg import LAYER_CHANNELS, feature_size
+    if what == "encoder":
+        return {k: (1, 3, *getattr(a, k)) for k in ("min", "opt", "max")}
+    c = LAYER_CHANNELS[layer]
+    return {k: (1, c, *feature_size(*getattr(a, k), layer)) for k in ("min", "opt", "max")}
+
+
+def export_one(what: str, a) -> tuple[Path, list[dict]]:
+    from engines.base import load_engine
+    from .onnx_export import TOLERANCE, build_network, compare_outputs, export_onnx, parity_inputs
+    from .fp16 import FP16_MAX, SAFETY, fp16_safe, recorded_range
+    module = build_network(what, a.layer, decoder_path=a.decoder)
+    prec = "fp16" if a.fp16 else "fp32"
+    if a.fp16:
+        rec = recorded_range().get(f"{what}_{a.layer}")
+        if rec is None:
+            from .fp16 import peak_activations
+            rec = peak_activations(module, parity_inputs(what, a.layer))
+        if not fp16_safe(rec):
+            raise ValueError(f"refusing FP16: {what} {a.layer} activations reach {rec:.0f}; with a safety "
+                             f"factor of {SAFETY} that overflows FP16 ({FP16_MAX:.0f})")
+        log.info("FP16 check: %s %s peak activation %.0f (limit %.0f / %.0f)", what, a.layer, rec, FP16_MAX, SAFETY)
+    out = Path(a.out)
+    onnx_path = out / f"{what}_{a.layer}_{prec}{'' if a.dynamic else '_static'}.onnx"
+    hw = a.opt if not a.dynamic else (64, 80)
+    t = time.perf_counter()
+    export_onnx(module, onnx_path, what=what, layer=a.layer, fp16=a.fp16, dynamic=a.dynamic, example_hw=hw)
+    target = onnx_path
+    if a.format == "engine":
+        from .trt_build import build_engine
+        target = onnx_path.with_suffix(".engine")
+        build_engine(onnx_path, target, fp16=a.fp16, profile=image_profile(what, a.layer, a))
+    seconds = time.perf_counter() - t
+    engine = load_engine(target, device="cuda" if a.format == "engine" else "cpu")
+    inputs = parity_inputs(what, a.layer) if a.dynamic else parity_inputs(what, a.layer, sizes=(a.opt,))
+    rows = compare_outputs(module, engine, inputs)
+    tol = TOLERANCE[prec]
+    worst = max(r["rel"] for r in rows)
+    print(f"\n{target}  ({seconds:.1f} s)\n| input | max abs err | mean abs err | relative err |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['input']} | {r['max_abs']:.3g} | {r['mean_abs']:.3g} | {r['rel']:.3g} |")
+    if worst > tol:
+        target.unlink(missing_ok=True)
+        raise ValueError(f"parity failed for {target.name}: relative error {worst:.3g} > {tol:g}; file removed")
+    print(f"parity OK: worst relative error {worst:.3g} <= {tol:g}")
+    return target, rows
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from engines.weights import WeightsError
+    whats = ["encoder", "decoder"] if a.what == "all" else [a.what]
+    try:
+        if a.format == "engine":
+            from engines.trt_engine import tensorrt_or_error
+            tensorrt_or_error()
+        for w in whats:
+            export_one(w, a)
+    except (ValueError, FileNotFoundError, WeightsError) as e:
+        print(f"stylecam export: error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if "TensorRT" in str(e) or "GPU" in str(e):
+            print(f"stylecam export: error: {e}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

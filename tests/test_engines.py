@@ -1,0 +1,161 @@
+"""Engines and export: ONNX parity on real images, the registry, the errors; GPU paths marked."""
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from engines import base
+from engines.ort_engine import OrtEngine
+from engines.torch_engine import TorchEngine
+from engines.trt_engine import MAGIC, read_engine_file, write_engine_file
+from export import fp16 as F16
+from export.__main__ import main as export_main
+from export.onnx_export import TOLERANCE, build_network, compare_outputs, export_onnx, parity_inputs
+
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, hed_weights):
+    d = tmp_path_factory.mktemp("onnx")
+    out = {}
+    for what in ("encoder", "decoder"):
+        for layer in ("relu3_1", "relu4_1"):
+            m = build_network(what, layer)
+            out[what, layer] = (m, export_onnx(m, d / f"{what}_{layer}.onnx", what=what, layer=layer))
+    return out
+
+
+@pytest.mark.parametrize("what", ["encoder", "decoder"])
+@pytest.mark.parametrize("layer", ["relu3_1", "relu4_1"])
+def test_onnx_runtime_matches_pytorch_on_real_images(exported, what, layer):
+    import onnx
+    m, path = exported[what, layer]
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    assert model.opset_import[0].version >= 17
+    meta = json.loads({p.key: p.value for p in model.metadata_props}["stylecam"])
+    assert meta["network"] == what and meta["layer"] == layer and meta["precision"] == "fp32"
+    engine = base.load_engine(path)
+    assert isinstance(engine, OrtEngine)
+    inputs = parity_inputs(what, layer)                        # 240x320 and an odd 157x211
+    assert {tuple(x.shape[-2:]) for x in inputs} >= ({(240, 320), (157, 211)} if what == "encoder" else set())
+    rows = compare_outputs(m, engine, inputs)
+    assert len(rows) == 4
+    assert max(r["rel"] for r in rows) <= TOLERANCE["fp32"]
+
+
+def test_compare_outputs_detects_a_wrong_model(exported):
+    m, path = exported["decoder", "relu3_1"]
+    wrong = build_network("decoder", "relu3_1")
+    with torch.no_grad():
+        wrong.net[0].weight.mul_(1.05)
+    rows = compare_outputs(wrong, base.load_engine(path), parity_inputs("decoder", "relu3_1")[:1])
+    assert rows[0]["rel"] > TOLERANCE["fp32"]
+
+
+def test_fp16_onnx_graph_keeps_fp32_io_and_stays_within_tolerance(tmp_path, hed_weights):
+    m = build_network("decoder", "relu3_1")
+    p = export_onnx(m, tmp_path / "d16.onnx", what="decoder", layer="relu3_1", fp16=True)
+    import onnx
+    g = onnx.load(str(p)).graph
+    assert g.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in g.initializer)
+    rows = compare_outputs(m, base.load_engine(p), parity_inputs("decoder", "relu3_1"))
+    assert max(r["rel"] for r in rows) <= TOLERANCE["fp16"]
+
+
+def test_registry_dispatch_and_errors(exported, tmp_path):
+    assert {"torch", ".pt", "onnx", ".onnx", "tensorrt", ".engine"} <= set(base.REGISTRY)
+    dec = build_network("decoder", "relu3_1")
+    te = base.load_engine("torch", module=dec)
+    assert isinstance(te, TorchEngine)
+    with pytest.raises(ValueError, match="N x 256 x H x W"):
+        te(torch.rand(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="no engine for"):
+        base.load_engine(tmp_path / "model.xyz")
+    with pytest.raises(FileNotFoundError):
+        base.load_engine(tmp_path / "none.onnx")
+    with pytest.raises(ValueError, match="N x 3 x H x W"):
+        base.load_engine(exported["encoder", "relu3_1"][1])(torch.rand(1, 4, 32, 32))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            TorchEngine(module=dec, precision="fp16")
+    static = export_onnx(dec, tmp_path / "static.onnx", what="decoder", layer="relu3_1", dynamic=False,
+                         example_hw=(64, 80))
+    eng = base.load_engine(static)
+    assert eng(torch.rand(1, 256, 16, 20)).shape == (1, 3, 64, 80)
+    with pytest.raises(ValueError, match="--dynamic"):
+        eng(torch.rand(1, 256, 17, 20))
+
+
+def test_engine_file_header_roundtrip(tmp_path):
+    p = tmp_path / "x.engine"
+    write_engine_file(p, {"layer": "relu3_1", "precision": "fp16", "profile": {"min": [1, 3, 8, 8]}}, b"\x00blob")
+    h, blob = read_engine_file(p)
+    assert h["layer"] == "relu3_1" and blob == b"\x00blob" and p.read_bytes().startswith(MAGIC)
+    (tmp_path / "bad.engine").write_bytes(b"plain tensorrt bytes")
+    with pytest.raises(ValueError, match="header"):
+        read_engine_file(tmp_path / "bad.engine")
+
+
+@pytest.mark.skipif(HAS_TRT and torch.cuda.is_available(), reason="TensorRT and a GPU are present")
+def test_engine_export_without_tensorrt_is_a_clear_error(tmp_path, capsys):
+    assert export_main(["--format", "engine", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "TensorRT" in err or "GPU" in err
+    assert not list(tmp_path.iterdir())                       # nothing exported before the check
+
+
+def test_export_cli_writes_and_verifies(tmp_path, capsys):
+    assert export_main(["--what", "decoder", "--layer", "relu3_1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "parity OK" in out and "| 1x256x40x53 |" in out
+    assert (tmp_path / "decoder_relu3_1_fp32.onnx").exists()
+
+
+def test_fp16_export_is_refused_when_activations_would_overflow(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(F16, "recorded_range", lambda: {"decoder_relu3_1": 30000.0})
+    assert export_main(["--what", "decoder", "--fp16", "--out", str(tmp_path)]) == 2
+    assert "refusing FP16" in capsys.readouterr().err
+    assert F16.fp16_safe(1000.0) and not F16.fp16_safe(20000.0)
+
+
+def test_recorded_activation_range_is_fp16_safe():
+    rec = F16.recorded_range()
+    assert rec, "export/activation_range.json is missing: run python -m export.fp16 DIR"
+    for k in ("encoder_relu3_1", "encoder_relu4_1"):
+        assert F16.fp16_safe(rec[k]), (k, rec[k])
+
+
+# ---------------------------------------------------------------- GPU (skipped, with the reason, without CUDA)
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("compile_, graph", [(False, False), (False, True), (True, False)])
+def test_fp16_torch_engine_on_cuda_matches_fp32_cpu(compile_, graph, hed_weights):
+    dec = build_network("decoder", "relu3_1")
+    x = parity_inputs("decoder", "relu3_1")[0]
+    ref = dec(x)
+    eng = TorchEngine(module=build_network("decoder", "relu3_1"), device="cuda", precision="fp16",
+                      channels_last=True, compile=compile_, cuda_graph=graph)
+    eng.warmup(tuple(x.shape))
+    y = eng(x.cuda()).cpu()
+    assert ((y - ref).abs().max() / ref.abs().max()) <= TOLERANCE["fp16"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_TRT, reason="TensorRT is not installed on this machine")
+def test_tensorrt_engine_parity(tmp_path):
+    from export.__main__ import image_profile
+    from export.trt_build import build_engine
+    import argparse
+    m = build_network("decoder", "relu3_1")
+    onnx_path = export_onnx(m, tmp_path / "d.onnx", what="decoder", layer="relu3_1", fp16=True)
+    prof = image_profile("decoder", "relu3_1", argparse.Namespace(min=(64, 64), opt=(240, 320), max=(480, 640)))
+    eng_path = build_engine(onnx_path, tmp_path / "d.engine", fp16=True, profile=prof)
+    eng = base.load_engine(eng_path, device="cuda")
+    rows = compare_outputs(m, eng, parity_inputs("decoder", "relu3_1"))
+    assert max(r["rel"] for r in rows) <= TOLERANCE["fp16"]
+    with pytest.raises(ValueError, match="profile"):
+        eng(torch.rand(1, 256, 200, 200, device="cuda"))

@@ -1,0 +1,124 @@
+"""The fused masked-reconstruction op: its two-pass formulation against reconstruct()'s reference,
+a compile-only build of the CUDA code where nvcc exists, and the CUDA kernel against the CPU
+reference where a GPU exists."""
+import os
+
+import pytest
+import torch
+
+from realtime import kernels
+from realtime import reconstruct as R
+
+
+def case(K, C, h, w, seed, dtype=torch.float32, scale=1.0, empty=None):
+    g = torch.Generator().manual_seed(seed)
+    f = (torch.randn(1, C, h, w, generator=g) * 3 + 1).relu() * scale
+    m = torch.rand(K, h, w, generator=g) ** 3
+    if empty is not None and K > 1:
+        m[empty] = 0
+    m = m / m.sum(0, keepdim=True)
+    fs = (torch.randn(C, 13, 11, generator=g) * 2 + 2).relu() * scale
+    ms = torch.rand(K, 13, 11, generator=g)
+    ms = ms / ms.sum(0, keepdim=True)
+    return f.to(dtype), m, R.StyleStats.from_features(fs, ms)
+
+
+@pytest.mark.parametrize("K", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("mode,iterations", [("linear", None), ("linear", 40), ("adain", None)])
+def test_two_pass_op_equals_reference_reconstruction(K, mode, iterations):
+    f, m, st = case(K, 16, 9, 13, K, empty=K - 1)
+    alpha = 0.4 if iterations else 0.8
+    ref = R.reconstruct(f, m, st, mode, alpha, iterations=iterations, use_kernel=False)
+    fused = kernels.fused_reconstruct(f, m, st, mode, alpha, iterations)
+    torch.testing.assert_close(fused, ref, rtol=1e-4, atol=1e-3)
+
+
+def test_reference_ops_match_the_statistics_and_keep_channels_last():
+    f, m, _ = case(3, 8, 7, 5, 1)
+    s1, s2, ws = torch.ops.stylecam.masked_moments(f, m)
+    st = R.masked_stats(f[0], m)
+    torch.testing.assert_close(s1 / ws[:, None], st.mean)
+    torch.testing.assert_close(ws, m.reshape(3, -1).sum(1))
+    cl = f.contiguous(memory_format=torch.channels_last)
+    out = torch.ops.stylecam.masked_affine(cl, m, torch.ones(3, 8), torch.zeros(3, 8))
+    torch.testing.assert_close(out, f)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_warm_start_over_several_frames_matches_reference():
+    st_ref, st_fused = R.ReconState(momentum=0.5), R.ReconState(momentum=0.5)
+    for t in range(4):
+        f, m, st = case(3, 8, 11, 7, 100 + t)
+        if t == 0:
+            style = st
+        a = R.reconstruct(f, m, style, "linear", 0.45, iterations=3, state=st_ref, use_kernel=False)
+        b = kernels.fused_reconstruct(f, m, style, "linear", 0.45, 3, st_fused)
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-3)
+
+
+def test_fp16_features_near_the_limit_stay_finite():
+    f, m, st = case(2, 8, 9, 9, 3, scale=2000.0)      # values up to ~3e4: their squares overflow FP16
+    f = f.clamp(max=60000).half()
+    out = kernels.fused_reconstruct(f, m, st, "adain", 1.0)
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+
+
+# ---------------------------------------------------------------- CUDA code
+
+NVCC = kernels.cuda_home()
+
+
+@pytest.mark.skipif(NVCC is None, reason="no CUDA toolkit (nvcc) on this machine: compile-only test skipped")
+@pytest.mark.skipif(torch.version.cuda is None, reason="PyTorch is a CPU build: cannot build CUDA extensions")
+def test_cuda_kernel_compiles_and_links(tmp_path, monkeypatch):
+    """Compile-only (no GPU needed): the .cu file builds and links against this torch."""
+    monkeypatch.setenv("STYLECAM_CACHE", os.environ.get("STYLECAM_CACHE", str(tmp_path)))
+    ext = kernels.build_extension()
+    assert ext is not None
+    assert (kernels.SOURCE).exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("K", [1, 2, 3, 8])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_kernel_matches_cpu_reference(dtype, K, channels_last):
+    f, m, st = case(K, 64, 37, 53, K, empty=K - 1)
+    fc = f.to(dtype)
+    ref_mom = kernels.moments_reference(fc, m)
+    g = fc.cuda()
+    if channels_last:
+        g = g.contiguous(memory_format=torch.channels_last)
+    mom = torch.ops.stylecam.masked_moments(g, m.cuda())
+    for a, b in zip(mom, ref_mom):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-2)
+    A, B = torch.rand(K, 64) + 0.5, torch.randn(K, 64)
+    out = torch.ops.stylecam.masked_affine(g, m.cuda(), A.cuda(), B.cuda())
+    ref = kernels.affine_reference(fc, m, A, B)
+    tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
+    torch.testing.assert_close(out.float().cpu(), ref.float(), rtol=tol, atol=tol * 10)
+
+
+@pytest.mark.gpu
+def test_cuda_reconstruct_uses_the_kernel_and_matches_cpu_over_frames():
+    assert kernels.available()
+    s_cpu, s_gpu = R.ReconState(momentum=0.6), R.ReconState(momentum=0.6)
+    f0, m0, style = case(3, 32, 21, 17, 0)
+    style_gpu = R.StyleStats(R.RegionStats(*(t.cuda() if t is not None else None for t in
+                                              (style.stats.weight, style.stats.mean, style.stats.var, style.stats.cov))),
+                             style.features.cuda(), style.masks.cuda(), style.fallback)
+    for t in range(5):
+        f, m, _ = case(3, 32, 21, 17, 10 + t)
+        a = R.reconstruct(f, m, style, "linear", 0.4, iterations=500, state=s_cpu)
+        b = R.reconstruct(f.cuda(), m.cuda(), style_gpu, "linear", 0.4, iterations=500, state=s_gpu)
+        torch.testing.assert_close(b.cpu(), a, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.gpu
+def test_cuda_kernel_fp16_near_limit_and_odd_sizes():
+    f, m, st = case(5, 32, 1, 97, 7, scale=2000.0)
+    g = f.clamp(max=60000).half().cuda()
+    mom = torch.ops.stylecam.masked_moments(g, m.cuda())
+    assert all(torch.isfinite(t).all() for t in mom)
+    ref = kernels.moments_reference(g.cpu(), m)
+    torch.testing.assert_close(mom[1].cpu(), ref[1], rtol=1e-3, atol=1.0)
