@@ -1,0 +1,167 @@
+"""Milliseconds per stage and FPS of the live pipeline, per backend, device, precision and resolution.
+
+    python benchmarks/fps.py [--backends torch,onnx] [--sizes 240,360,480,720,1080] [--frames 20]
+                             [--json out.json] [--png out.png] [--quick]
+
+Stages: decode (reading the clip), segment (MediaPipe), prepare, encoder, reconstruct,
+decoder, composite, output (a null sink).  Frames are the bundled demo clip, resized to
+each height (16:9).  Warm-up first; on a GPU every stage is synchronised; the median over
+``--frames`` frames is reported, with the machine and date.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import machine_info, write_json  # noqa: E402
+
+STAGES = ("decode", "segment", "prepare", "encoder", "reconstruct", "decoder", "composite", "output")
+
+
+def load_frames(n: int) -> list:
+    from realtime.capture import VideoFileSource
+    from realtime.cli import DEMO_CLIP
+    frames = []
+    for f, _ in VideoFileSource(DEMO_CLIP):
+        frames.append(f)
+        if len(frames) >= n:
+            break
+    return frames
+
+
+def bench_one(backend: str, device: str, fp16: bool, height: int, frames: list, layer: str, mode: str,
+              regions: str, warmup: int = 3) -> dict:
+    import argparse as ap
+    from engines.decoder import load_decoder
+    from engines.weights import build_encoder, load_encoder_weights, weights_dir
+    from realtime.cli import DEMO_STYLE, make_engines
+    from realtime.output import NullSink
+    from realtime.segment import make_segmenter
+    from realtime.style import StyleBank
+    from realtime.stylizer import Stylizer, StylizerConfig
+    dev = torch.device(device)
+    ew = load_encoder_weights(None)
+    enc = build_encoder(layer, ew, dev)
+    dec_path = weights_dir() / f"decoder_{layer}.pt"
+    dec = load_decoder(dec_path, encoder_id=ew.encoder_id, device=dev)
+    args = ap.Namespace(backend=backend, fp16=fp16, layer=layer)
+    enc_e, dec_e = make_engines(args, enc, dec, dec_path, ew, dev)
+    bank = StyleBank(enc_e, regions, device=dev)
+    bank.add(DEMO_STYLE)
+    width = round(height * 16 / 9) // 2 * 2
+    st = Stylizer(StylizerConfig(layer=layer, mode=mode, size=(width, height)), enc_e, dec_e, bank, dev)
+    seg = make_segmenter(regions)
+    sink = NullSink()
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    rows = []
+    for i, f in enumerate([frames[0]] * warmup + frames):
+        t = time.perf_counter()
+        frame = cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR)
+        ms = {"decode": (time.perf_counter() - t) * 1000}
+        t = time.perf_counter()
+        regions_map = seg(frame)
+        ms["segment"] = (time.perf_counter() - t) * 1000
+        t_all = time.perf_counter()
+        out = st.stylize(frame, regions_map)
+        sync()
+        ms.update(st.times.ms)
+        t = time.perf_counter()
+        sink.send(out)
+        ms["output"] = (time.perf_counter() - t) * 1000
+        ms["total"] = sum(ms[k] for k in STAGES if k in ms)
+        ms["stylize"] = (time.perf_counter() - t_all) * 1000
+        if i >= warmup:
+            rows.append(ms)
+    seg.close()
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    return {"backend": backend, "device": device, "precision": "fp16" if fp16 else "fp32", "height": height,
+            "width": width, "layer": layer, "mode": mode, "regions": regions, "frames": len(rows),
+            "median_ms": med, "fps": 1000.0 / med["total"]}
+
+
+def markdown(results: list[dict]) -> str:
+    head = "| backend | device | prec | size | " + " | ".join(STAGES) + " | total ms | FPS |"
+    lines = [head, "|" + "---|" * (len(STAGES) + 6)]
+    for r in results:
+        m = r["median_ms"]
+        lines.append(f"| {r['backend']} | {r['device']} | {r['precision']} | {r['width']}x{r['height']} | " +
+                     " | ".join(f"{m.get(k, 0):.1f}" for k in STAGES) + f" | {m['total']:.1f} | {r['fps']:.1f} |")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for key in sorted({(r["backend"], r["device"], r["precision"]) for r in results}):
+        rs = [r for r in results if (r["backend"], r["device"], r["precision"]) == key]
+        ax.plot([r["height"] for r in rs], [r["fps"] for r in rs], marker="o", label="/".join(key))
+    ax.set_xlabel("processing height (16:9)")
+    ax.set_ylabel("frames per second")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    info = machine_info()
+    ax.set_title(f"stylecam FPS, {info.get('gpu') or info['cpu']} ({info['date']})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backends", default="torch,onnx")
+    p.add_argument("--devices", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--fp16", action="store_true", help="also FP16 (CUDA only)")
+    p.add_argument("--sizes", default="240,360,480,720,1080", help="processing heights")
+    p.add_argument("--frames", type=int, default=20)
+    p.add_argument("--layer", default="relu3_1")
+    p.add_argument("--mode", default="adain")
+    p.add_argument("--regions", default="portrait")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--json", default=None)
+    p.add_argument("--png", default=None)
+    p.add_argument("--quick", action="store_true", help="smoke test: 240p, 3 frames, torch only")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.quick:
+        a.backends, a.sizes, a.frames = "torch", "240", 3
+    backends = [b for b in a.backends.split(",") if b]
+    if "tensorrt" in backends:
+        try:
+            from engines.trt_engine import tensorrt_or_error
+            tensorrt_or_error()
+        except RuntimeError as e:
+            print(f"skipping tensorrt: {e}", file=sys.stderr)
+            backends.remove("tensorrt")
+    frames = load_frames(a.frames)
+    results = []
+    for dev in a.devices.split(","):
+        for b in backends:
+            for fp16 in ([False, True] if a.fp16 and dev == "cuda" else [False]):
+                for h in (int(s) for s in a.sizes.split(",")):
+                    r = bench_one(b, dev, fp16, h, frames, a.layer, a.mode, a.regions)
+                    results.append(r)
+                    print(f"{b}/{dev}/{r['precision']} {r['width']}x{h}: {r['median_ms']['total']:.1f} ms, "
+                          f"{r['fps']:.2f} FPS", flush=True)
+    info = machine_info()
+    print(f"\n{markdown(results)}\n\nmachine: {info.get('gpu') or ''} {info['cpu']} ({info['cores']} cores), "
+          f"torch {info['torch']}, {info['date']}")
+    if a.json:
+        write_json(a.json, {"machine": info, "results": results})
+    if a.png:
+        plot(results, a.png)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

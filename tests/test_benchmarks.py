@@ -1,0 +1,51 @@
+"""Benchmark scripts run and write the fields the README tables are built from (never timings)."""
+import json
+
+import cv2
+
+from benchmarks import autoencoder, fps, temporal
+
+
+def test_fps_quick(tmp_path):
+    out = tmp_path / "fps.json"
+    assert fps.main(["--quick", "--json", str(out), "--png", str(tmp_path / "fps.png")]) == 0
+    d = json.loads(out.read_text())
+    assert {"cpu", "cores", "date", "torch", "command"} <= set(d["machine"])
+    r = d["results"][0]
+    assert {"backend", "device", "precision", "height", "median_ms", "fps"} <= set(r)
+    assert {"segment", "encoder", "reconstruct", "decoder", "total"} <= set(r["median_ms"])
+    assert (tmp_path / "fps.png").stat().st_size > 0
+
+
+def test_temporal_quick(tmp_path):
+    out = tmp_path / "t.json"
+    assert temporal.main(["--quick", "--json", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert {"dis", "exact"} <= set(d["input"])
+    assert {"adain/warm", "adain/cold"} <= set(d["methods"])
+
+
+def test_temporal_exact_flow_agrees_with_dis_on_the_input():
+    """The known-motion flow is the right way round: warping the input with it leaves little error."""
+    import numpy as np
+    from realtime.capture import VideoFileSource
+    from realtime.cli import DEMO_CLIP
+    motion = json.loads((DEMO_CLIP.parent / "demo_clip_motion.json").read_text())["affine_2x3"]
+    frames = [cv2.resize(f, (160, 120), interpolation=cv2.INTER_AREA) for f, _ in VideoFileSource(DEMO_CLIP)][:5]
+    S = np.diag([1 / 3, 1 / 3, 1.0])
+    aff = [(S @ np.vstack([np.array(m), [0, 0, 1]]))[:2] for m in motion[:5]]
+    exact = temporal.warping_error(frames, temporal.flows_from_affines(aff, (120, 160)))
+    none = temporal.warping_error(frames, [(np.zeros((120, 160, 2), np.float32), np.ones((120, 160), bool))] * 4)
+    assert exact < 0.5 * none
+
+
+def test_autoencoder_report(tmp_path, portrait_bgr):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    cv2.imwrite(str(d / "a.png"), cv2.resize(portrait_bgr, (96, 112)))
+    out = tmp_path / "ae.json"
+    assert autoencoder.main([str(d), "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["images"][0]["size"] == "96x112" and 0 < r["mean_ssim"] <= 1 and r["mean_psnr"] > 5
+    img = cv2.imread(str(d / "a.png"))
+    assert autoencoder.psnr(img, img) > 90 and abs(autoencoder.ssim(img, img) - 1) < 1e-9
