@@ -15,6 +15,8 @@ import numpy as np
 
 from .images import read_image, to_bgr_uint8
 
+from .resource import Resource
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -25,21 +27,13 @@ class SourceError(RuntimeError):
     """A source that cannot be opened or read."""
 
 
-class FrameSource:
+class FrameSource(Resource):
     fps: float = 30.0
     is_live: bool = False
 
     def __iter__(self):
         raise NotImplementedError
 
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class ImageSource(FrameSource):

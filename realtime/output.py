@@ -16,24 +16,18 @@ import numpy as np
 
 from .images import write_image
 
+from .resource import Resource
+
 log = logging.getLogger(__name__)
 
 VIDEO_OUT = {".mp4": "mp4v", ".avi": "MJPG"}
 IMAGE_OUT = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-class FrameSink:
+class FrameSink(Resource):
     def send(self, frame: np.ndarray) -> None:
         raise NotImplementedError
 
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class VideoFileSink(FrameSink):

@@ -20,6 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .resource import Resource
+
 log = logging.getLogger(__name__)
 
 REGION_SETS = {"none": ("all",), "person": ("background", "person"), "portrait": ("background", "person", "face")}
@@ -28,7 +30,7 @@ LABEL_COLORS = {"background": (0, 0, 0), "person": (255, 0, 0), "face": (0, 255,
 LABEL_TOLERANCE = 80.0  # max distance (0-255 RGB) from a palette colour: JPEG-saved maps still work
 
 
-class Segmenter:
+class Segmenter(Resource):
     """frame (H x W x 3 uint8 BGR) -> K x H x W float32 soft regions summing to 1."""
     regions: tuple[str, ...] = ("all",)
 
@@ -42,14 +44,6 @@ class Segmenter:
     def reset(self) -> None:
         """Forget temporal state (scene cut, new source)."""
 
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class WholeFrameSegmenter(Segmenter):
