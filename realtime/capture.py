@@ -35,7 +35,6 @@ class FrameSource(Resource):
         raise NotImplementedError
 
 
-
 class ImageSource(FrameSource):
     def __init__(self, path: str | Path):
         self.path = Path(path)

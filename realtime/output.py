@@ -29,7 +29,6 @@ class FrameSink(Resource):
         raise NotImplementedError
 
 
-
 class VideoFileSink(FrameSink):
     def __init__(self, path: str | Path, fps: float = 30.0):
         self.path = Path(path)

@@ -45,7 +45,6 @@ class Segmenter(Resource):
         """Forget temporal state (scene cut, new source)."""
 
 
-
 class WholeFrameSegmenter(Segmenter):
     regions = ("all",)
 
