@@ -1,0 +1,173 @@
+"""Quality against the Gatys optimisation: style and content losses inside each region, seconds per
+image, and the speed ratio (the paper's claim: comparable results, ~100x faster).
+
+    python benchmarks/quality.py [--pairs DIR] [--size 256] [--gatys-iterations 500] [--json out.json]
+                                 [--grid out.png] [--quick]
+
+``--pairs DIR``: one sub-folder per pair with ``photo.*`` and ``painting.*`` (and optionally
+``photo_regions.png`` / ``painting_regions.png`` label maps); default: the pairs of
+``benchmarks/grid.py`` from the research set.  Methods: our pipeline in each mode (``linear``
+exact, ``linear`` with the paper's 500 iterations, ``adain``, ``wct``, ``gram``) and the masked
+Gatys optimisation (same encoder, L-BFGS).  Losses, per region and averaged with the regions'
+areas: Gram style loss at relu1_1-relu4_1 (||G_o - G_s||^2 / ||G_s||^2, guided Grams) and content
+loss at relu3_1 (||F_o - F_c||^2 / ||F_c||^2 inside the region).
+
+The judge: these losses are computed with the same HED VGG16 the methods use (no other VGG can
+be obtained here without a model hub), so the Gatys method optimises exactly the judged loss
+and is favoured by it; read the losses with that in mind, and look at the grid.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import machine_info, write_json  # noqa: E402
+
+METHODS = ("linear", "linear-iter500", "adain", "wct", "gram", "gatys")
+
+
+def find_pairs(folder: str | None) -> list[dict]:
+    from benchmarks.grid import DEFAULT_PAIRS
+    from training.data import DEFAULT_DATA
+    if folder is None:
+        return [{"name": Path(ph).stem, "photo": DEFAULT_DATA / ph, "painting": DEFAULT_DATA / pa}
+                for ph, pa in DEFAULT_PAIRS]
+    pairs = []
+    for d in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
+        ph = next(iter(sorted(d.glob("photo.*"))), None)
+        pa = next(iter(sorted(d.glob("painting.*"))), None)
+        if ph is None or pa is None:
+            continue
+        pairs.append({"name": d.name, "photo": ph, "painting": pa,
+                      "photo_regions": d / "photo_regions.png" if (d / "photo_regions.png").exists() else None,
+                      "painting_regions": d / "painting_regions.png" if (d / "painting_regions.png").exists()
+                      else None})
+    if not pairs:
+        raise FileNotFoundError(f"no pair folders (photo.* + painting.*) in {folder}")
+    return pairs
+
+
+@torch.no_grad()
+def losses(judge, out_img, content_img, style_img, cmask, smask) -> dict:
+    """Per-region style (relu1_1..relu4_1) and content (relu3_1) losses, area-weighted over regions."""
+    from realtime.gatys import STYLE_LAYERS, guided_grams
+    from realtime.images import bgr_to_tensor
+    to = lambda im: judge(bgr_to_tensor(im), taps=STYLE_LAYERS)  # noqa: E731
+    o, c, s = to(out_img), to(content_img), to(style_img)
+    cm = torch.from_numpy(cmask)
+    sm = torch.from_numpy(smask)
+    area = cm.reshape(cm.shape[0], -1).mean(1)
+    style_k = torch.zeros(cm.shape[0])
+    for name in STYLE_LAYERS:
+        go, gs = guided_grams(o[name], cm), guided_grams(s[name], sm)
+        style_k += ((go - gs) ** 2).sum((1, 2)) / (gs ** 2).sum((1, 2)).clamp_min(1e-12) / len(STYLE_LAYERS)
+    fo, fc = o["relu3_1"][0], c["relu3_1"][0]
+    m = torch.nn.functional.interpolate(cm[None], size=fo.shape[-2:], mode="area")[0]
+    content_k = torch.stack([((fo - fc) ** 2 * m[k]).sum() / ((fc ** 2) * m[k]).sum().clamp_min(1e-12)
+                             for k in range(m.shape[0])])
+    keep = area > 0.01
+    w = area[keep] / area[keep].sum()
+    return {"style": float((style_k[keep] * w).sum()), "content": float((content_k[keep] * w).sum()),
+            "style_per_region": style_k.tolist(), "content_per_region": content_k.tolist()}
+
+
+def main(argv=None) -> int:
+    from engines.decoder import load_decoder
+    from engines.weights import build_encoder, load_encoder_weights, weights_dir
+    from realtime.gatys import gatys
+    from realtime.images import bgr_to_tensor, read_image, tensor_to_bgr, write_image
+    from realtime.segment import make_segmenter
+    from realtime.style import StyleBank
+    from realtime.stylizer import Stylizer, StylizerConfig
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pairs", default=None)
+    p.add_argument("--size", type=int, default=256, help="longer side of content and style")
+    p.add_argument("--layer", default="relu3_1")
+    p.add_argument("--gatys-iterations", type=int, default=500)
+    p.add_argument("--max-pairs", type=int, default=0)
+    p.add_argument("--json", default=None)
+    p.add_argument("--grid", default=None)
+    p.add_argument("--quick", action="store_true", help="smoke test: one pair, 96 px, 5 Gatys iterations")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.size, a.gatys_iterations, a.max_pairs = 96, 5, 1
+    pairs = find_pairs(a.pairs)
+    if a.max_pairs:
+        pairs = pairs[: a.max_pairs]
+    ew = load_encoder_weights(None)
+    enc = build_encoder(a.layer, ew)
+    judge = build_encoder("relu4_1", ew)
+    dec = load_decoder(weights_dir() / f"decoder_{a.layer}.pt", encoder_id=ew.encoder_id)
+
+    def fit(im):
+        s = a.size / max(im.shape[:2])
+        return cv2.resize(im, (max(16, round(im.shape[1] * s)), max(16, round(im.shape[0] * s))),
+                          interpolation=cv2.INTER_AREA)
+
+    results, grid_rows = [], []
+    for pair in pairs:
+        photo, painting = fit(read_image(pair["photo"])), fit(read_image(pair["painting"]))
+        seg = make_segmenter("portrait", static=True, label_map=pair.get("photo_regions"))
+        cmask = seg(photo)
+        seg.close()
+        seg = make_segmenter("portrait", static=True, label_map=pair.get("painting_regions"))
+        smask = seg(painting)
+        seg.close()
+        bank = StyleBank(enc, "portrait", max_side=a.size)
+        bank.add(pair["painting"], pair.get("painting_regions"), image=painting)
+        row = {"pair": pair["name"], "methods": {}}
+        tiles = [photo, cv2.resize(painting, (photo.shape[1], photo.shape[0]))]
+        for method in METHODS:
+            t = time.perf_counter()
+            if method == "gatys":
+                out = tensor_to_bgr(gatys(judge, bgr_to_tensor(photo), bgr_to_tensor(painting),
+                                          torch.from_numpy(cmask), torch.from_numpy(smask),
+                                          iterations=a.gatys_iterations, progress=False))
+            else:
+                mode, strength, iters = method, 1.0, None
+                if method == "linear-iter500":
+                    mode, strength, iters = "linear", 0.45, 500
+                st = Stylizer(StylizerConfig(layer=a.layer, mode=mode, strength=strength, iterations=iters,
+                                             size=(max(photo.shape[:2]), 0)), enc, dec, bank)
+                out = st.stylize(photo, cmask)
+            secs = time.perf_counter() - t
+            row["methods"][method] = {"seconds": secs, **losses(judge, out, photo, painting, cmask, smask)}
+            tiles.append(out)
+            print(f"{pair['name']:<32} {method:<15} {secs:8.2f} s  style {row['methods'][method]['style']:.4f}  "
+                  f"content {row['methods'][method]['content']:.4f}", flush=True)
+        results.append(row)
+        grid_rows.append(np.concatenate(tiles, 1))
+    summary = {}
+    for m in METHODS:
+        vals = [r["methods"][m] for r in results]
+        summary[m] = {k: float(np.mean([v[k] for v in vals])) for k in ("seconds", "style", "content")}
+    g = summary["gatys"]["seconds"]
+    for m in METHODS:
+        summary[m]["speedup_vs_gatys"] = g / max(summary[m]["seconds"], 1e-9)
+    info = machine_info()
+    print("\n| method | style loss | content loss | s / image | × faster than Gatys |\n|---|---|---|---|---|")
+    for m in METHODS:
+        s = summary[m]
+        print(f"| {m} | {s['style']:.4f} | {s['content']:.4f} | {s['seconds']:.2f} | {s['speedup_vs_gatys']:.0f} |")
+    print(f"\n{len(results)} pairs at {a.size} px, Gatys {a.gatys_iterations} L-BFGS iterations; judge = the same "
+          f"HED VGG16 as the methods; {info['cpu']} ({info['cores']} cores), {info['date']}")
+    if a.json:
+        write_json(a.json, {"machine": info, "size": a.size, "gatys_iterations": a.gatys_iterations,
+                            "judge": "same HED VGG16 as the methods", "summary": summary, "pairs": results})
+    if a.grid:
+        h = min(r.shape[0] for r in grid_rows)
+        write_image(a.grid, np.concatenate([cv2.resize(r, (round(r.shape[1] * h / r.shape[0]), h))
+                                            for r in grid_rows], 0))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
