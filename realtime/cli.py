@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="semantic regions (default portrait: background, person, face)")
     a("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
     a("--iterations", type=int, default=None, metavar="N",
-      help="gatys: L-BFGS iterations (default 500, as in the paper); linear mode: run the paper's "
+      help="gatys: L-BFGS iterations (default 500, as in the paper); gram mode: descent steps per frame "
+           "(default 10, warm-started); linear mode: run the paper's "
            "iteration N times instead of its exact closed form")
     a("--config", default=None, metavar="FILE.toml", help="defaults for any of these options, by option name")
     a("--demo", action="store_true", help="run on the bundled clip and style (no camera needed)")
@@ -221,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     for i, s in enumerate(args.style):
         bank.add(s, args.style_regions[i] if i < len(args.style_regions) else None)
     cfg = StylizerConfig(layer=args.layer, mode=args.mode, strength=args.strength, keep_colors=args.keep_colors,
-                         size=size, iterations=args.iterations if args.mode == "linear" else None)
+                         size=size, iterations=args.iterations if args.mode in ("linear", "gram") else None)
     stylizer = Stylizer(cfg, enc, dec, bank, device)
     segmenter = make_segmenter(args.regions, static=single, label_map=args.content_regions)
 

