@@ -44,6 +44,15 @@ def read_image(path: str | Path) -> np.ndarray:
     return to_bgr_uint8(img)
 
 
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Rename a finished temporary file onto ``path`` with ordinary permissions (mkstemp makes
+    files readable by their owner only)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    os.replace(tmp, path)
+
+
 def write_image(path: str | Path, img: np.ndarray) -> Path:
     """Write atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
@@ -56,7 +65,7 @@ def write_image(path: str | Path, img: np.ndarray) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(buf.tobytes())
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

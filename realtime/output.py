@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .images import write_image
+from .images import publish, write_image
 
 from .resource import Resource
 
@@ -57,7 +57,7 @@ class VideoFileSink(FrameSink):
         if self.writer is not None:
             self.writer.release()
             self.writer = None
-            os.replace(self.tmp, self.path)
+            publish(self.tmp, self.path)
             log.info("wrote %d frames to %s", self.frames, self.path)
         else:
             self.tmp.unlink(missing_ok=True)

@@ -385,3 +385,18 @@ def test_warm_start_reduces_frame_to_frame_change_on_known_motion(stylizer_parts
     warm, cold = _warping_error(run(0.8), affines, ignore), _warping_error(run(0.0), affines, ignore)
     print(f"warping error: warm {warm:.1f}, cold {cold:.1f}")
     assert warm < 0.9 * cold, (warm, cold)
+
+
+def test_outputs_get_ordinary_permissions(tmp_path):
+    import os
+    from realtime.images import write_image
+    mask = os.umask(0o022)
+    try:
+        p = write_image(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+        s = output.VideoFileSink(tmp_path / "v.avi", 5)
+        s.send(np.zeros((16, 16, 3), np.uint8))
+        s.close()
+    finally:
+        os.umask(mask)
+    assert oct(p.stat().st_mode & 0o777) == oct(0o644)
+    assert oct((tmp_path / "v.avi").stat().st_mode & 0o777) == oct(0o644)
