@@ -34,3 +34,16 @@ def write_json(path: str | Path, obj: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2))
     os.replace(tmp, path)
+
+
+def load_clip(path: str | Path, frames: int, longer_side: int) -> list:
+    """The first ``frames`` frames of a video, each resized so its longer side is ``longer_side``."""
+    import cv2
+    from realtime.capture import VideoFileSource
+    out = []
+    for f, _ in VideoFileSource(path):
+        s = longer_side / max(f.shape[:2])
+        out.append(cv2.resize(f, None, fx=s, fy=s, interpolation=cv2.INTER_AREA))
+        if len(out) >= frames:
+            break
+    return out

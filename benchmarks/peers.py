@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine_info, write_json  # noqa: E402
+from benchmarks.common import load_clip, machine_info, write_json  # noqa: E402
 
 
 def peer_or_exit():
@@ -41,7 +41,6 @@ def main(argv=None) -> int:
     from benchmarks.quality import losses
     from engines.decoder import load_decoder
     from engines.weights import build_encoder, load_encoder_weights, weights_dir
-    from realtime.capture import VideoFileSource
     from realtime.cli import DEMO_CLIP, DEMO_STYLE, make_engines
     from realtime.images import read_image, write_image
     from realtime.segment import make_segmenter
@@ -62,12 +61,7 @@ def main(argv=None) -> int:
         a.frames, a.size = 2, 160
     if a.threads:
         torch.set_num_threads(a.threads)
-    frames = []
-    for f, _ in VideoFileSource(a.clip):
-        s = a.size / max(f.shape[:2])
-        frames.append(cv2.resize(f, None, fx=s, fy=s, interpolation=cv2.INTER_AREA))
-        if len(frames) >= a.frames:
-            break
+    frames = load_clip(a.clip, a.frames, a.size)
     ew = load_encoder_weights(None)
     judge = build_encoder("relu4_1", ew)
     enc = build_encoder("relu3_1", ew)

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine_info, write_json  # noqa: E402
+from benchmarks.common import load_clip, machine_info, write_json  # noqa: E402
 
 
 def dis_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -112,7 +112,6 @@ def stylize_clip(frames: list, warm: bool, layer: str, mode: str, regions: str) 
 
 
 def main(argv=None) -> int:
-    from realtime.capture import VideoFileSource
     from realtime.cli import DEMO_CLIP
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("clip", nargs="?", default=str(DEMO_CLIP))
@@ -126,12 +125,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.quick:
         a.frames, a.size, a.modes = 4, 160, "adain"
-    frames = []
-    for f, _ in VideoFileSource(a.clip):
-        s = a.size / max(f.shape[:2])
-        frames.append(cv2.resize(f, None, fx=s, fy=s, interpolation=cv2.INTER_AREA))
-        if len(frames) >= a.frames:
-            break
+    frames = load_clip(a.clip, a.frames, a.size)
     flows = flows_from_frames(frames)
     exact = None
     motion = Path(a.clip).with_name(Path(a.clip).stem + "_motion.json")
