@@ -162,10 +162,9 @@ def main(argv=None) -> int:
     if a.json:
         write_json(a.json, {"machine": info, "size": a.size, "gatys_iterations": a.gatys_iterations,
                             "judge": "same HED VGG16 as the methods", "summary": summary, "pairs": results})
-    if a.grid:
-        h = min(r.shape[0] for r in grid_rows)
-        write_image(a.grid, np.concatenate([cv2.resize(r, (round(r.shape[1] * h / r.shape[0]), h))
-                                            for r in grid_rows], 0))
+    if a.grid:   # rows differ in width (photos differ in aspect): pad them to the widest
+        w = max(r.shape[1] for r in grid_rows)
+        write_image(a.grid, np.concatenate([np.pad(r, ((0, 0), (0, w - r.shape[1]), (0, 0))) for r in grid_rows], 0))
     return 0
 
 
