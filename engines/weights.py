@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -249,10 +248,6 @@ def build_encoder(layer: str = "relu4_1", weights: EncoderWeights | str | Path |
     enc.load_state_dict(sd, strict=True)
     enc.encoder_id = weights.encoder_id
     return enc.eval().to(device)
-
-
-def clear_cache() -> None:
-    shutil.rmtree(cache_dir(), ignore_errors=True)
 
 
 __all__ = ["ARCHS", "WeightsError", "build_encoder", "load_encoder_weights", "load_hed_weights",

@@ -170,7 +170,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         dec.feat_scale.copy_(measure_feat_scale(enc, sp, ss))
     scale = dec.feat_scale
 
-    def checkpoint(final: bool = False) -> None:
+    def checkpoint() -> None:
         nonlocal best
         atomic_torch_save({"config": asdict(cfg), "model": dec.state_dict(), "optim": opt.state_dict(),
                            "iteration": it, "history": history, "best": best, "py_rng": rng.getstate(),
@@ -244,7 +244,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     finally:
         bar.close()
         dec.eval()
-        checkpoint(final=True)
+        checkpoint()
     return out
 
 
