@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from engines.decoder import Decoder, load_decoder, save_decoder
-from engines.weights import WeightsError, weights_dir
+from engines.weights import WeightsError, build_encoder, weights_dir
 from training import train_decoder as T
 
 
@@ -100,3 +100,35 @@ def test_lr_schedule_and_cli_errors(tmp_path, capsys):
     assert T.lr_at(cfg, 75) < 1e-3
     assert T.main(["--photos", str(tmp_path / "none"), "--run-dir", str(tmp_path / "r")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_feature_cache_matches_the_encoder_is_reused_and_resumes_exactly(tiny_data, tmp_path, caplog, hed_weights):
+    ph, pa = tiny_data
+    kw = dict(cache_crops=6, mix_crop=16, mix_prob=0.5)
+    a = _cfg(tmp_path, ph, pa, out=str(tmp_path / "a.pt"), run_dir=str(tmp_path / "ra"), **kw)
+    T.train(a)
+    feat_files = list((tmp_path / "ra").glob("feature_cache_*.feat.npy"))
+    assert len(feat_files) == 1 and not list((tmp_path / "ra").glob("*.tmp*"))
+    imgs = np.load(str(feat_files[0]).replace(".feat.npy", ".img.npy"))
+    feats = np.load(feat_files[0])
+    assert imgs.shape == (6, 32, 32, 3) and feats.dtype == np.float16
+    enc = build_encoder("relu3_1", hed_weights)
+    with torch.no_grad():
+        ref = enc(T.to_tensor(list(imgs)))
+    torch.testing.assert_close(torch.from_numpy(feats).float(), ref, rtol=2e-3, atol=2e-3 * float(ref.abs().max()))
+    # an interrupted and resumed run reuses the cache and ends with the same weights
+    b = _cfg(tmp_path, ph, pa, out=str(tmp_path / "b.pt"), run_dir=str(tmp_path / "rb"), stop_after=2, **kw)
+    T.train(b)
+    with caplog.at_level("INFO", logger="training"):
+        T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "b.pt"), run_dir=str(tmp_path / "rb"), **kw), resume=True)
+    assert "using the feature cache" in caplog.text
+    da, db = load_decoder(tmp_path / "a.pt"), load_decoder(tmp_path / "b.pt")
+    for (k, va), vb in zip(da.state_dict().items(), db.state_dict().values()):
+        torch.testing.assert_close(va, vb, msg=k)
+    # another crop size is another cache: it is rebuilt, not reused
+    caplog.clear()
+    with caplog.at_level("INFO", logger="training"):
+        T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "c.pt"), run_dir=str(tmp_path / "rb"), crop=24,
+                     iterations=1, **kw))
+    assert "rebuilding" in caplog.text
+    assert np.load(str(feat_files[0]).replace("ra", "rb").replace(".feat.npy", ".img.npy")).shape[1] == 24

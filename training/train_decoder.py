@@ -65,6 +65,8 @@ class TrainConfig:
     feat_weight: float = 0.02
     tv_weight: float = 1e-3
     mix_prob: float = 0.35
+    mix_crop: int = 0            # crop side of mixed samples (0 = crop); smaller makes their feature loss cheaper
+    cache_crops: int = 0         # plain crops whose features are computed once and kept (FP16) in RUN; 0 = live
     seed: int = 0
     stop_after: int = 0          # stop (with a checkpoint) after this many iterations in this run; 0 = never
     threads: int = 0
@@ -92,6 +94,10 @@ def mix_features(fp: torch.Tensor, fs: torch.Tensor, rng: random.Random) -> torc
     strength = 1.0 if mode == "patchswap" else rng.uniform(0.3, 1.0)
     style = R.StyleStats.from_features(fs)
     return R.reconstruct(fp, None, style, mode=mode, strength=strength)
+
+
+def _tv(y: torch.Tensor) -> torch.Tensor:
+    return (y[..., 1:, :] - y[..., :-1, :]).pow(2).mean() + (y[..., :, 1:] - y[..., :, :-1]).pow(2).mean()
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -124,6 +130,63 @@ def save_grid(path: Path, x: torch.Tensor, y: torch.Tensor) -> None:
     tmp = path.with_suffix(".tmp.png")
     cv2.imwrite(str(tmp), grid)
     os.replace(tmp, path)
+
+
+class FeatureCache:
+    """A fixed set of plain crops and their encoder features, computed once and stored on disk.
+
+    The encoder forward pass is about half the cost of a pixel-loss step on a CPU; a
+    fixed set of crops (the issue's suggestion) removes it from the loop.  Images are kept
+    as uint8, features as FP16 (the decoder input is scale-normalised, so FP16 is ample).
+    The set is drawn with its own RNG (seed + 1), so it is the same on every resume, and
+    written to a temporary name and renamed, so an interrupted build leaves nothing behind.
+    """
+
+    def __init__(self, images: np.ndarray, feats: np.ndarray):
+        self.images, self.feats = images, feats
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = to_tensor([self.images[i] for i in idx])
+        f = torch.from_numpy(np.stack([self.feats[i] for i in idx])).float()
+        return x, f
+
+    @staticmethod
+    def build_or_load(run: Path, cfg: "TrainConfig", enc, photos, paintings, encoder_id: str) -> "FeatureCache":
+        key = {"layer": cfg.layer, "n": cfg.cache_crops, "crop": cfg.crop, "seed": cfg.seed,
+               "load_side": cfg.load_side, "scale": [cfg.scale_min, cfg.scale_max], "encoder_id": encoder_id,
+               "photos": len(photos), "paintings": len(paintings)}
+        stem = run / f"feature_cache_{cfg.layer}_{cfg.cache_crops}"
+        meta_p, img_p, feat_p = stem.with_suffix(".json"), stem.with_suffix(".img.npy"), stem.with_suffix(".feat.npy")
+        if meta_p.exists() and img_p.exists() and feat_p.exists():
+            if json.loads(meta_p.read_text()) == key:
+                log.info("using the feature cache %s (%d crops)", stem, cfg.cache_crops)
+                return FeatureCache(np.load(img_p, mmap_mode="r"), np.load(feat_p, mmap_mode="r"))
+            log.info("feature cache %s is for another configuration: rebuilding", stem)
+        rng = random.Random(cfg.seed + 1)
+        sp = CropSampler(photos, cfg.crop, (cfg.scale_min, cfg.scale_max), rng)
+        ss = CropSampler(paintings, cfg.crop, (cfg.scale_min, cfg.scale_max), rng)
+        n, chunk = cfg.cache_crops, 16
+        imgs = np.empty((n, cfg.crop, cfg.crop, 3), np.uint8)
+        feats = None
+        with torch.no_grad():
+            for s in tqdm(range(0, n, chunk), desc="feature cache", unit="batch"):
+                crops = [sp.sample() if rng.random() < 0.6 else ss.sample() for _ in range(min(chunk, n - s))]
+                f = enc(to_tensor(crops)).half().numpy()
+                if feats is None:
+                    feats = np.lib.format.open_memmap(feat_p.with_suffix(".tmp.npy"), "w+", np.float16,
+                                                      (n,) + f.shape[1:])
+                feats[s:s + len(crops)] = f
+                imgs[s:s + len(crops)] = np.stack(crops)
+        feats.flush()
+        del feats
+        os.replace(feat_p.with_suffix(".tmp.npy"), feat_p)
+        np.save(img_p.with_suffix(".tmp.npy"), imgs)
+        os.replace(img_p.with_suffix(".tmp.npy"), img_p)
+        meta_p.write_text(json.dumps(key))
+        return FeatureCache(np.load(img_p, mmap_mode="r"), np.load(feat_p, mmap_mode="r"))
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
@@ -169,6 +232,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     else:
         dec.feat_scale.copy_(measure_feat_scale(enc, sp, ss))
     scale = dec.feat_scale
+    cache = FeatureCache.build_or_load(run, cfg, enc, photos, paintings, ew.encoder_id) if cfg.cache_crops else None
+    mix_crop = cfg.mix_crop or cfg.crop
+    sp_mix = CropSampler(photos, mix_crop, (cfg.scale_min, cfg.scale_max), rng)
+    ss_mix = CropSampler(paintings, mix_crop, (cfg.scale_min, cfg.scale_max), rng)
 
     def checkpoint() -> None:
         nonlocal best
@@ -197,25 +264,34 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 g["lr"] = lr_at(cfg, it)
             n_mix = sum(rng.random() < cfg.mix_prob for _ in range(cfg.batch))
             n_plain = cfg.batch - n_mix
-            plain = [sp.sample() if rng.random() < 0.6 else ss.sample() for _ in range(n_plain)]
+            targets = y = None
             with torch.no_grad():
-                feats, targets = [], None
-                if n_plain:
-                    targets = to_tensor(plain)
-                    feats.append(enc(targets))
+                if n_plain and cache is not None:
+                    targets, f_plain = cache.batch([rng.randrange(len(cache)) for _ in range(n_plain)])
+                elif n_plain:
+                    targets = to_tensor([sp.sample() if rng.random() < 0.6 else ss.sample() for _ in range(n_plain)])
+                    f_plain = enc(targets)
                 if n_mix:
-                    fp = enc(to_tensor([sp.sample() for _ in range(n_mix)]))
-                    fs = enc(to_tensor([ss.sample() for _ in range(n_mix)]))
-                    feats.append(torch.stack([mix_features(fp[i:i + 1], fs[i:i + 1], rng)[0] for i in range(n_mix)]))
-                feat = torch.cat(feats)
-            y = dec(feat, out_size=(cfg.crop, cfg.crop))
+                    fp = enc(to_tensor([sp_mix.sample() for _ in range(n_mix)]))
+                    fs = enc(to_tensor([ss_mix.sample() for _ in range(n_mix)]))
+                    f_mix = torch.stack([mix_features(fp[i:i + 1], fs[i:i + 1], rng)[0] for i in range(n_mix)])
+            zero = torch.zeros(())
+            p_loss, f_loss, tv = zero, zero, zero
             # the feature loss needs a backward pass through the encoder: by default only for the
             # mixed samples, which have no target image; plain samples have the (cheaper) pixel loss
-            first = 0 if cfg.feat_on_plain else n_plain
-            f_loss = ((enc(y[first:]) - feat[first:]) / scale).pow(2).mean() if first < cfg.batch \
-                else y.new_zeros(())
-            p_loss = F.mse_loss(y[:n_plain], targets) if n_plain else y.new_zeros(())
-            tv = (y[..., 1:, :] - y[..., :-1, :]).pow(2).mean() + (y[..., :, 1:] - y[..., :, :-1]).pow(2).mean()
+            if n_plain:
+                y = dec(f_plain, out_size=(cfg.crop, cfg.crop))
+                p_loss = F.mse_loss(y, targets)
+                tv = tv + _tv(y) * n_plain / cfg.batch
+                if cfg.feat_on_plain:
+                    f_loss = f_loss + ((enc(y) - f_plain) / scale).pow(2).mean() * n_plain
+            if n_mix:
+                ym = dec(f_mix, out_size=(mix_crop, mix_crop))
+                tv = tv + _tv(ym) * n_mix / cfg.batch
+                f_loss = f_loss + ((enc(ym) - f_mix) / scale).pow(2).mean() * n_mix
+            n_feat = n_mix + (n_plain if cfg.feat_on_plain else 0)
+            if n_feat:
+                f_loss = f_loss / n_feat           # the mean over the samples that have the feature loss
             loss = cfg.feat_weight * f_loss + cfg.pixel_weight * p_loss + cfg.tv_weight * tv
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -227,7 +303,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                             lr=f"{lr_at(cfg, it):.1e}")
             bar.update(1)
             if it % cfg.grid_every == 0 and n_plain:
-                save_grid(run / f"samples_{it:07d}.png", targets, y[:n_plain].detach())
+                save_grid(run / f"samples_{it:07d}.png", targets, y.detach())
             if it % cfg.eval_every == 0 or it == cfg.iterations:
                 dec.eval()
                 p = eval_holdout(enc, dec, eval_imgs)
@@ -261,7 +337,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
     p.add_argument("--feat-on-plain", action="store_true",
                    help="also apply the feature loss to plain samples (default: pixel loss only for them)")
-    for f in ("iterations", "batch", "crop", "load_side", "seed", "stop_after", "threads", "grid_every",
+    for f in ("iterations", "batch", "crop", "mix_crop", "cache_crops", "load_side", "seed", "stop_after", "threads", "grid_every",
               "eval_every"):
         p.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(d, f))
     for f in ("scale_min", "scale_max", "width", "lr", "lr_final", "pixel_weight", "feat_weight", "tv_weight",
