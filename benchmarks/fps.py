@@ -37,13 +37,13 @@ def load_frames(n: int) -> list:
     return frames
 
 
-def bench_one(backend: str, device: str, fp16: bool, height: int, frames: list, layer: str, mode: str,
-              regions: str, warmup: int = 3) -> dict:
+def build(backend: str, device: str, fp16: bool, layer: str, mode: str, regions: str, size: tuple[int, int],
+          static: bool = False):
+    """The CLI's objects (engines, style bank, stylizer, segmenter) for one configuration."""
     import argparse as ap
     from engines.decoder import load_decoder
     from engines.weights import build_encoder, load_encoder_weights, weights_dir
     from realtime.cli import DEMO_STYLE, make_engines
-    from realtime.output import NullSink
     from realtime.segment import make_segmenter
     from realtime.style import StyleBank
     from realtime.stylizer import Stylizer, StylizerConfig
@@ -56,15 +56,20 @@ def bench_one(backend: str, device: str, fp16: bool, height: int, frames: list, 
     enc_e, dec_e = make_engines(args, enc, dec, dec_path, ew, dev)
     bank = StyleBank(enc_e, regions, device=dev)
     bank.add(DEMO_STYLE)
-    width = round(height * 16 / 9) // 2 * 2
-    st = Stylizer(StylizerConfig(layer=layer, mode=mode, size=(width, height)), enc_e, dec_e, bank, dev)
-    seg = make_segmenter(regions)
+    st = Stylizer(StylizerConfig(layer=layer, mode=mode, size=size), enc_e, dec_e, bank, dev)
+    return st, make_segmenter(regions, static=static)
+
+
+def time_frames(st, seg, frames: list, size: tuple[int, int], device: str, warmup: int = 3) -> dict:
+    """Median milliseconds per stage over ``frames`` (after ``warmup`` runs of the first one)."""
+    from realtime.output import NullSink
     sink = NullSink()
+    dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     rows = []
     for i, f in enumerate([frames[0]] * warmup + frames):
         t = time.perf_counter()
-        frame = cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR)
+        frame = cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) if f.shape[1::-1] != tuple(size) else f
         ms = {"decode": (time.perf_counter() - t) * 1000}
         t = time.perf_counter()
         regions_map = seg(frame)
@@ -80,10 +85,19 @@ def bench_one(backend: str, device: str, fp16: bool, height: int, frames: list, 
         ms["stylize"] = (time.perf_counter() - t_all) * 1000
         if i >= warmup:
             rows.append(ms)
-    seg.close()
-    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+
+
+def bench_one(backend: str, device: str, fp16: bool, height: int, frames: list, layer: str, mode: str,
+              regions: str, warmup: int = 3) -> dict:
+    width = round(height * 16 / 9) // 2 * 2
+    st, seg = build(backend, device, fp16, layer, mode, regions, (width, height))
+    try:
+        med = time_frames(st, seg, frames, (width, height), device, warmup)
+    finally:
+        seg.close()
     return {"backend": backend, "device": device, "precision": "fp16" if fp16 else "fp32", "height": height,
-            "width": width, "layer": layer, "mode": mode, "regions": regions, "frames": len(rows),
+            "width": width, "layer": layer, "mode": mode, "regions": regions, "frames": len(frames),
             "median_ms": med, "fps": 1000.0 / med["total"]}
 
 

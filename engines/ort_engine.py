@@ -32,6 +32,9 @@ class OrtEngine(Engine):
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = threads
+        # Between two runs ORT's worker threads spin-wait by default, taking the cores from the
+        # torch reconstruction and MediaPipe stages that run in between on the CPU.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), so, providers=providers)
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name, self.output_name = inp.name, out.name

@@ -137,15 +137,12 @@ def available() -> bool:
 def solve(mode: str, s1, s2, wsum, style_mean, style_std, alpha: float, iterations: int | None = None,
           state=None):
     """K x C coefficients (A, B) of pass 2 from pass 1's sums, with temporal smoothing and warm start."""
-    from .reconstruct import EPS, RegionStats, linear_iterative_shift
-    n = wsum.clamp_min(EPS)[:, None]
-    mean = s1 / n
-    var = (s2 / n - mean * mean).clamp_min(0)
-    cs = RegionStats(wsum, mean, var)
+    from .reconstruct import linear_iterative_shift, stats_from_sums
+    cs = stats_from_sums(s1, s2, wsum)
     if state is not None:
         cs = state.smooth(cs)
     if mode == "linear":
-        A = torch.ones_like(mean)
+        A = torch.ones_like(cs.mean)
         if iterations is None:
             B = alpha * (style_mean - cs.mean)
         else:

@@ -96,15 +96,24 @@ class RegionStats:
         return self.cov + self.mean[:, :, None] * self.mean[:, None, :]
 
 
+def stats_from_sums(s1: torch.Tensor, s2: torch.Tensor, wsum: torch.Tensor) -> RegionStats:
+    """Mean and (biased) variance from weighted sums: s1 = sum w f, s2 = sum w f^2 (K x C), wsum = sum w (K).
+
+    Shared by ``masked_stats`` and the fused kernel's between-pass solve, which gets
+    exactly these sums from its first pass."""
+    nz = wsum.clamp_min(EPS)[:, None]
+    mean = s1 / nz
+    return RegionStats(wsum, mean, (s2 / nz - mean * mean).clamp_min(0))
+
+
 def masked_stats(feat: torch.Tensor, masks: torch.Tensor, with_cov: bool = False) -> RegionStats:
     """Weighted per-region mean, variance (and covariance) of ``feat`` (C x h x w), in float32."""
     f = feat.reshape(feat.shape[0], -1).float()       # C x N
     w = masks.reshape(masks.shape[0], -1).float()     # K x N
     n = w.sum(1)                                      # K
     nz = n.clamp_min(EPS)
-    mean = (w @ f.T) / nz[:, None]                    # K x C
-    ex2 = (w @ (f * f).T) / nz[:, None]
-    var = (ex2 - mean * mean).clamp_min(0)
+    st = stats_from_sums(w @ f.T, w @ (f * f).T, n)
+    mean, var = st.mean, st.var
     cov = None
     if with_cov:
         cov = torch.stack([((f * w[k]) @ f.T) / nz[k] - torch.outer(mean[k], mean[k]) for k in range(w.shape[0])])
