@@ -3,7 +3,7 @@ import json
 
 import cv2
 
-from benchmarks import autoencoder, fps, temporal
+from benchmarks import autoencoder, fps, still, temporal
 
 
 def test_fps_quick(tmp_path):
@@ -15,6 +15,15 @@ def test_fps_quick(tmp_path):
     assert {"backend", "device", "precision", "height", "median_ms", "fps"} <= set(r)
     assert {"segment", "encoder", "reconstruct", "decoder", "total"} <= set(r["median_ms"])
     assert (tmp_path / "fps.png").stat().st_size > 0
+
+
+def test_still_quick(tmp_path):
+    out = tmp_path / "still.json"
+    assert still.main(["--quick", "--json", str(out)]) == 0
+    d = json.loads(out.read_text())
+    r = d["results"][0]
+    assert max(r["width"], r["height"]) == 128 and r["stylize_s"] > 0
+    assert {"segment", "encoder", "reconstruct", "decoder"} <= set(r["median_ms"])
 
 
 def test_temporal_quick(tmp_path):
