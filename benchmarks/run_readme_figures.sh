@@ -9,7 +9,8 @@ mkdir -p docs/results
 $PY benchmarks/autoencoder.py --holdout --layer relu3_1 --json docs/results/autoencoder_relu3_1.json --grid docs/autoencoder_relu3_1.png
 $PY benchmarks/autoencoder.py --holdout --layer relu4_1 --json docs/results/autoencoder_relu4_1.json
 $PY benchmarks/grid.py --out docs/grid_modes.png --strip docs/demo_strip.png
-$PY benchmarks/fps.py --backends torch,onnx --sizes 240,360,480,720 --frames 10 --json docs/results/fps_cpu.json --png docs/fps_cpu.png
+$PY benchmarks/still.py --json docs/results/still_cpu.json
+$PY benchmarks/fps.py --backends torch,onnx --sizes 240,360,480,720,1080 --frames 6 --json docs/results/fps_cpu.json --png docs/fps_cpu.png
 $PY benchmarks/temporal.py --frames 32 --size 360 --json docs/results/temporal.json
 $PY benchmarks/peers.py --frames 8 --size 384 --json docs/results/peers.json --grid docs/peers.png
 $PY benchmarks/quality.py --max-pairs 2 --size 256 --gatys-iterations 500 --json docs/results/quality.json --grid docs/quality.png
