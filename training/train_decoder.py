@@ -242,7 +242,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         atomic_torch_save({"config": asdict(cfg), "model": dec.state_dict(), "optim": opt.state_dict(),
                            "iteration": it, "history": history, "best": best, "py_rng": rng.getstate(),
                            "torch_rng": torch.get_rng_state()}, ckpt_path)
+        done = it - loop["start_it"]
         meta = {"iterations": it, "config": asdict(cfg), "holdout_psnr_256": history[-1]["psnr"] if history else None,
+                "seconds_per_iteration": (time.time() - loop["t0"]) / done if done else None,
                 "date": time.strftime("%Y-%m-%d")}
         save_decoder(dec, out, encoder_id=ew.encoder_id, meta=meta)
         log.info("checkpoint at iteration %d -> %s, %s", it, ckpt_path, out)
@@ -254,6 +256,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     signal.signal(signal.SIGTERM, on_signal)
 
     last_ckpt = time.time()
+    loop = {"t0": time.time(), "start_it": it}      # this process's loop speed, recorded in the decoder's meta
     stop_at = it + cfg.stop_after if cfg.stop_after else cfg.iterations
     bar = tqdm(total=cfg.iterations, initial=it, desc=f"decoder {cfg.layer}", unit="it", dynamic_ncols=True)
     run_loss = None
