@@ -132,3 +132,42 @@ def test_feature_cache_matches_the_encoder_is_reused_and_resumes_exactly(tiny_da
                      iterations=1, **kw))
     assert "rebuilding" in caplog.text
     assert np.load(str(feat_files[0]).replace("ra", "rb").replace(".feat.npy", ".img.npy")).shape[1] == 24
+
+
+def test_max_minutes_stops_with_a_checkpoint_and_no_cuda_is_a_clear_error(tiny_data, tmp_path, capsys):
+    ph, pa = tiny_data
+    cfg = _cfg(tmp_path, ph, pa, out=str(tmp_path / "m.pt"), run_dir=str(tmp_path / "rm"), iterations=1000,
+               max_minutes=1e-9)
+    T.train(cfg)
+    ck = torch.load(tmp_path / "rm" / "checkpoint.pt", weights_only=False)
+    assert ck["iteration"] < 1000 and (tmp_path / "m.pt").exists()
+    if not torch.cuda.is_available():
+        assert T.main(["--photos", str(ph), "--paintings", str(pa), "--device", "cuda",
+                       "--run-dir", str(tmp_path / "rc")]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_training_on_cuda_with_cache_matches_shapes_and_learns(tiny_data, tmp_path):
+    ph, pa = tiny_data
+    cfg = _cfg(tmp_path, ph, pa, out=str(tmp_path / "g.pt"), run_dir=str(tmp_path / "rg"), device="cuda",
+               cache_crops=6, mix_crop=16, iterations=6)
+    T.train(cfg)
+    d = load_decoder(tmp_path / "g.pt")
+    assert d.meta["iterations"] == 6 and d.meta["config"]["device"] == "cuda"
+
+
+def test_pack_data_resizes_skips_unreadable_and_trains(tiny_data, tmp_path):
+    from training import pack_data
+    ph, pa = tiny_data
+    out = tmp_path / "packed"
+    assert pack_data.main(["--photos", str(ph), "--paintings", str(pa), "--out", str(out), "--side", "40"]) == 0
+    photos = sorted((out / "photos").iterdir())
+    assert len(photos) == 5 and len(list((out / "paintings").iterdir())) == 3     # broken.jpg skipped
+    assert all(min(cv2.imread(str(p)).shape[:2]) == 40 for p in photos)
+    assert not (tmp_path / "packed.tmp").exists()
+    assert pack_data.main(["--photos", str(ph), "--paintings", str(pa), "--out", str(tmp_path / "big"),
+                           "--limit-mib", "0.0001"]) == 2 and not (tmp_path / "big").exists()
+    T.train(_cfg(tmp_path, out / "photos", out / "paintings", out=str(tmp_path / "p.pt"), run_dir=str(tmp_path / "rp"),
+                 load_side=40, iterations=2))
+    assert load_decoder(tmp_path / "p.pt").meta["iterations"] == 2

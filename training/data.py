@@ -40,24 +40,32 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
-def load_folder(folder: str | Path, short_side: int, exclude: set[str] = frozenset(),
-                desc: str = "loading") -> list[np.ndarray]:
-    """Read every image once, resized so its shorter side is ``short_side``; skip unreadable ones."""
-    out, bad = [], 0
+def iter_folder(folder: str | Path, short_side: int, exclude: set[str] = frozenset(), desc: str = "loading",
+                counter: dict | None = None):
+    """(path, image) for every readable image, resized so its shorter side is ``short_side``."""
     for p in tqdm(list_images(folder), desc=desc, unit="img", leave=False):
         if p.name in exclude:
             continue
         img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
         if img is None or img.size == 0:
             log.warning("skipping unreadable image %s", p)
-            bad += 1
+            if counter is not None:
+                counter["bad"] = counter.get("bad", 0) + 1
             continue
         img = to_bgr_uint8(img)
         h, w = img.shape[:2]
         s = short_side / min(h, w)
         img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))),
                          interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
-        out.append(img)
+        yield p, img
+
+
+def load_folder(folder: str | Path, short_side: int, exclude: set[str] = frozenset(),
+                desc: str = "loading") -> list[np.ndarray]:
+    """Read every image once, resized so its shorter side is ``short_side``; skip unreadable ones."""
+    counter: dict = {}
+    out = [img for _, img in iter_folder(folder, short_side, exclude, desc, counter)]
+    bad = counter.get("bad", 0)
     if bad:
         log.warning("%s: skipped %d unreadable image(s), kept %d", folder, bad, len(out))
     if not out:

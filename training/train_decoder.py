@@ -69,7 +69,9 @@ class TrainConfig:
     cache_crops: int = 0         # plain crops whose features are computed once and kept (FP16) in RUN; 0 = live
     seed: int = 0
     stop_after: int = 0          # stop (with a checkpoint) after this many iterations in this run; 0 = never
+    max_minutes: float = 0.0     # stop (with a checkpoint) after this much wall time in this run; 0 = never
     threads: int = 0
+    device: str = "cpu"
     checkpoint_minutes: float = 5.0
     grid_every: int = 500
     eval_every: int = 500
@@ -84,8 +86,9 @@ def lr_at(cfg: TrainConfig, it: int) -> float:
     return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def to_tensor(batch: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().div_(255.0)
+def to_tensor(batch: list[np.ndarray], device=None) -> torch.Tensor:
+    x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2)
+    return (x.to(device) if device is not None else x).float().div_(255.0)
 
 
 def mix_features(fp: torch.Tensor, fs: torch.Tensor, rng: random.Random) -> torch.Tensor:
@@ -93,7 +96,7 @@ def mix_features(fp: torch.Tensor, fs: torch.Tensor, rng: random.Random) -> torc
     mode = rng.choice(MIX_MODES)
     strength = 1.0 if mode == "patchswap" else rng.uniform(0.3, 1.0)
     style = R.StyleStats.from_features(fs)
-    return R.reconstruct(fp, None, style, mode=mode, strength=strength)
+    return R.reconstruct(fp, None, style, mode=mode, strength=strength, use_kernel=False)
 
 
 def _tv(y: torch.Tensor) -> torch.Tensor:
@@ -106,26 +109,26 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def measure_feat_scale(enc, sampler_p, sampler_s, n: int = 32) -> torch.Tensor:
-    x = to_tensor([sampler_p.sample() for _ in range(n // 2)] + [sampler_s.sample() for _ in range(n // 2)])
+def measure_feat_scale(enc, sampler_p, sampler_s, n: int = 32, device=None) -> torch.Tensor:
+    x = to_tensor([sampler_p.sample() for _ in range(n // 2)] + [sampler_s.sample() for _ in range(n // 2)], device)
     f = enc(x)
     rms = f.pow(2).mean((0, 2, 3)).sqrt()
     return rms.clamp_min(0.05 * float(rms.mean())).view(1, -1, 1, 1)
 
 
 @torch.no_grad()
-def eval_holdout(enc, dec, images: list[np.ndarray]) -> float:
+def eval_holdout(enc, dec, images: list[np.ndarray], device=None) -> float:
     vals = []
     for img in images:
-        x = to_tensor([img])
+        x = to_tensor([img], device)
         y = dec(enc(x), out_size=x.shape[-2:])
         vals.append(psnr(y, x))
     return float(np.mean(vals)) if vals else float("nan")
 
 
 def save_grid(path: Path, x: torch.Tensor, y: torch.Tensor) -> None:
-    top = (x.clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).numpy()
-    bot = (y.clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).numpy()
+    top = (x.clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+    bot = (y.clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).cpu().numpy()
     grid = np.concatenate([np.concatenate(list(top), 1), np.concatenate(list(bot), 1)], 0)
     tmp = path.with_suffix(".tmp.png")
     cv2.imwrite(str(tmp), grid)
@@ -148,13 +151,15 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self.images)
 
-    def batch(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        x = to_tensor([self.images[i] for i in idx])
-        f = torch.from_numpy(np.stack([self.feats[i] for i in idx])).float()
+    def batch(self, idx: list[int], device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        x = to_tensor([self.images[i] for i in idx], device)
+        f = torch.from_numpy(np.stack([self.feats[i] for i in idx]))
+        f = (f.to(device) if device is not None else f).float()
         return x, f
 
     @staticmethod
-    def build_or_load(run: Path, cfg: "TrainConfig", enc, photos, paintings, encoder_id: str) -> "FeatureCache":
+    def build_or_load(run: Path, cfg: "TrainConfig", enc, photos, paintings, encoder_id: str,
+                      dev=None) -> "FeatureCache":
         key = {"layer": cfg.layer, "n": cfg.cache_crops, "crop": cfg.crop, "seed": cfg.seed,
                "load_side": cfg.load_side, "scale": [cfg.scale_min, cfg.scale_max], "encoder_id": encoder_id,
                "photos": len(photos), "paintings": len(paintings)}
@@ -174,7 +179,7 @@ class FeatureCache:
         with torch.no_grad():
             for s in tqdm(range(0, n, chunk), desc="feature cache", unit="batch"):
                 crops = [sp.sample() if rng.random() < 0.6 else ss.sample() for _ in range(min(chunk, n - s))]
-                f = enc(to_tensor(crops)).half().numpy()
+                f = enc(to_tensor(crops, dev)).half().cpu().numpy()
                 if feats is None:
                     feats = np.lib.format.open_memmap(feat_p.with_suffix(".tmp.npy"), "w+", np.float16,
                                                       (n,) + f.shape[1:])
@@ -198,7 +203,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     ckpt_path = run / "checkpoint.pt"
 
     ew = load_encoder_weights(cfg.encoder_weights)
-    enc = build_encoder(cfg.layer, ew)
+    dev = torch.device(cfg.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but no CUDA device is visible")
+    enc = build_encoder(cfg.layer, ew, dev)
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     hold = holdout_names()
@@ -216,7 +224,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             eval_imgs.append(cv2.resize(img, (round(img.shape[1] * s) // 4 * 4, round(img.shape[0] * s) // 4 * 4),
                                         interpolation=cv2.INTER_AREA))
 
-    dec = Decoder(cfg.layer, ew.arch, cfg.width)
+    dec = Decoder(cfg.layer, ew.arch, cfg.width).to(dev)
     opt = torch.optim.Adam(dec.parameters(), lr=cfg.lr)
     it, history, best = 0, [], -1.0
     if resume and ckpt_path.exists():
@@ -230,9 +238,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         torch.set_rng_state(ck["torch_rng"])
         log.info("resumed from %s at iteration %d", ckpt_path, it)
     else:
-        dec.feat_scale.copy_(measure_feat_scale(enc, sp, ss))
+        dec.feat_scale.copy_(measure_feat_scale(enc, sp, ss, device=dev))
     scale = dec.feat_scale
-    cache = FeatureCache.build_or_load(run, cfg, enc, photos, paintings, ew.encoder_id) if cfg.cache_crops else None
+    cache = FeatureCache.build_or_load(run, cfg, enc, photos, paintings, ew.encoder_id, dev) if cfg.cache_crops else None
     mix_crop = cfg.mix_crop or cfg.crop
     sp_mix = CropSampler(photos, mix_crop, (cfg.scale_min, cfg.scale_max), rng)
     ss_mix = CropSampler(paintings, mix_crop, (cfg.scale_min, cfg.scale_max), rng)
@@ -263,6 +271,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     dec.train()
     try:
         while it < min(cfg.iterations, stop_at) and not stop["now"]:
+            if cfg.max_minutes and time.time() - loop["t0"] > cfg.max_minutes * 60:
+                log.info("--max-minutes %.1f reached at iteration %d", cfg.max_minutes, it)
+                break
             for g in opt.param_groups:
                 g["lr"] = lr_at(cfg, it)
             n_mix = sum(rng.random() < cfg.mix_prob for _ in range(cfg.batch))
@@ -270,15 +281,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             targets = y = None
             with torch.no_grad():
                 if n_plain and cache is not None:
-                    targets, f_plain = cache.batch([rng.randrange(len(cache)) for _ in range(n_plain)])
+                    targets, f_plain = cache.batch([rng.randrange(len(cache)) for _ in range(n_plain)], dev)
                 elif n_plain:
-                    targets = to_tensor([sp.sample() if rng.random() < 0.6 else ss.sample() for _ in range(n_plain)])
+                    targets = to_tensor([sp.sample() if rng.random() < 0.6 else ss.sample() for _ in range(n_plain)],
+                                        dev)
                     f_plain = enc(targets)
                 if n_mix:
-                    fp = enc(to_tensor([sp_mix.sample() for _ in range(n_mix)]))
-                    fs = enc(to_tensor([ss_mix.sample() for _ in range(n_mix)]))
+                    fp = enc(to_tensor([sp_mix.sample() for _ in range(n_mix)], dev))
+                    fs = enc(to_tensor([ss_mix.sample() for _ in range(n_mix)], dev))
                     f_mix = torch.stack([mix_features(fp[i:i + 1], fs[i:i + 1], rng)[0] for i in range(n_mix)])
-            zero = torch.zeros(())
+            zero = torch.zeros((), device=dev)
             p_loss, f_loss, tv = zero, zero, zero
             # the feature loss needs a backward pass through the encoder: by default only for the
             # mixed samples, which have no target image; plain samples have the (cheaper) pixel loss
@@ -309,7 +321,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 save_grid(run / f"samples_{it:07d}.png", targets, y.detach())
             if it % cfg.eval_every == 0 or it == cfg.iterations:
                 dec.eval()
-                p = eval_holdout(enc, dec, eval_imgs)
+                p = eval_holdout(enc, dec, eval_imgs, dev)
                 dec.train()
                 history.append({"it": it, "psnr": p, "loss": run_loss, "time": time.time()})
                 with open(run / "log.jsonl", "a") as fh:
@@ -336,6 +348,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     p.add_argument("--paintings", default=d.paintings, help="folder of paintings (default: %(default)s)")
     p.add_argument("--out", default="", help="decoder file to write (default: weights/decoder_LAYER.pt)")
     p.add_argument("--run-dir", default="", help="checkpoints, logs, sample grids (default: runs/decoder_LAYER)")
+    p.add_argument("--device", default=d.device, help="cpu or cuda (default: %(default)s)")
     p.add_argument("--encoder-weights", default=None, help="torchvision VGG16/19 file instead of HED's VGG16")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
     p.add_argument("--feat-on-plain", action="store_true",
@@ -344,7 +357,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
               "eval_every"):
         p.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(d, f))
     for f in ("scale_min", "scale_max", "width", "lr", "lr_final", "pixel_weight", "feat_weight", "tv_weight",
-              "mix_prob", "checkpoint_minutes"):
+              "mix_prob", "checkpoint_minutes", "max_minutes"):
         p.add_argument("--" + f.replace("_", "-"), type=float, default=getattr(d, f))
     a = p.parse_args(argv)
     resume = a.resume

@@ -1,0 +1,72 @@
+"""Pack a training set small: every image resized to its shorter side and re-encoded as JPEG.
+
+    python -m training.pack_data --out runs/packed [--photos DIR] [--paintings DIR] [--side 256]
+                                 [--quality 90] [--limit-mib 64]
+
+The trainer reads each image once at ``--load-side`` (256 by default), so nothing is lost by
+storing it at that size; the research set then fits in a few tens of MiB, small enough to
+carry to a lent GPU machine (whose calls carry at most 64 MiB).  Held-out portraits
+(``training/holdout.txt``) are left out.  Output: ``OUT/photos`` and ``OUT/paintings``, written
+to a temporary folder and renamed when complete.  Fails if the result exceeds ``--limit-mib``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import cv2
+
+from training.data import DEFAULT_DATA, holdout_names, iter_folder
+
+
+def pack(photos: str, paintings: str, out: Path, side: int = 256, quality: int = 90,
+         limit_mib: float = 64.0) -> dict:
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    hold = holdout_names()
+    counts = {}
+    for name, folder in (("photos", photos), ("paintings", paintings)):
+        (tmp / name).mkdir(parents=True)
+        n = 0
+        for p, img in iter_folder(folder, side, hold, name):
+            rel = p.relative_to(folder).with_suffix(".jpg")
+            dst = tmp / name / "__".join(rel.parts)       # flat, and distinct for same-named files
+            cv2.imwrite(str(dst), img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            n += 1
+        if not n:
+            raise ValueError(f"no readable images in {folder}")
+        counts[name] = n
+    size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()) / 2 ** 20
+    if size > limit_mib:
+        shutil.rmtree(tmp)
+        raise ValueError(f"packed set is {size:.1f} MiB, over --limit-mib {limit_mib} (lower --side or --quality)")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return {"mib": size, **counts}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.pack_data", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--photos", default=str(DEFAULT_DATA / "photos"))
+    p.add_argument("--paintings", default=str(DEFAULT_DATA / "paintings"))
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--side", type=int, default=256, help="shorter side in pixels (default 256)")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
+    p.add_argument("--limit-mib", type=float, default=64.0)
+    a = p.parse_args(argv)
+    try:
+        r = pack(a.photos, a.paintings, a.out, a.side, a.quality, a.limit_mib)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{a.out}: {r['photos']} photos, {r['paintings']} paintings, {r['mib']:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
