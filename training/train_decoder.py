@@ -226,14 +226,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
     dec = Decoder(cfg.layer, ew.arch, cfg.width).to(dev)
     opt = torch.optim.Adam(dec.parameters(), lr=cfg.lr)
-    it, history, best = 0, [], -1.0
+    it, history = 0, []
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ck["config"]["layer"] != cfg.layer or ck["config"]["width"] != cfg.width:
             raise SystemExit(f"{ckpt_path} is for layer {ck['config']['layer']} width {ck['config']['width']}")
         dec.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optim"])
-        it, history, best = ck["iteration"], ck["history"], ck.get("best", -1.0)
+        it, history = ck["iteration"], ck["history"]
         rng.setstate(ck["py_rng"])
         torch.set_rng_state(ck["torch_rng"])
         log.info("resumed from %s at iteration %d", ckpt_path, it)
@@ -246,9 +246,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     ss_mix = CropSampler(paintings, mix_crop, (cfg.scale_min, cfg.scale_max), rng)
 
     def checkpoint() -> None:
-        nonlocal best
         atomic_torch_save({"config": asdict(cfg), "model": dec.state_dict(), "optim": opt.state_dict(),
-                           "iteration": it, "history": history, "best": best, "py_rng": rng.getstate(),
+                           "iteration": it, "history": history, "py_rng": rng.getstate(),
                            "torch_rng": torch.get_rng_state()}, ckpt_path)
         done = it - loop["start_it"]
         meta = {"iterations": it, "config": asdict(cfg), "holdout_psnr_256": history[-1]["psnr"] if history else None,
