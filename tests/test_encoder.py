@@ -203,3 +203,23 @@ def test_bad_encoder_weights_files(tmp_path):
     torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, p)
     with pytest.raises(W.WeightsError, match="VGG16"):
         W.load_encoder_weights(p)
+
+
+def test_slim_encoder_file_matches_the_full_one_and_refuses_deeper_layers(tmp_path, hed_weights):
+    from engines.weights import WeightsError, build_encoder, export_slim, load_encoder_weights
+    p = export_slim(hed_weights, "relu4_1", tmp_path / "slim.pt")
+    assert p.stat().st_size < 0.25 * (W.weights_dir() / W.HED_FILE).stat().st_size
+    slim = load_encoder_weights(p)
+    assert slim.encoder_id == hed_weights.encoder_id
+    x = torch.rand(1, 3, 40, 56)
+    with torch.no_grad():
+        torch.testing.assert_close(build_encoder("relu4_1", slim)(x), build_encoder("relu4_1", hed_weights)(x),
+                                   rtol=0, atol=0)
+    with pytest.raises(WeightsError, match="stop before relu5_1"):
+        build_encoder("relu5_1", slim)
+    # a damaged slim file is refused
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    p.write_bytes(bytes(data))
+    with pytest.raises(WeightsError):
+        load_encoder_weights(p)

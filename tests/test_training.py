@@ -161,7 +161,11 @@ def test_pack_data_resizes_skips_unreadable_and_trains(tiny_data, tmp_path):
     from training import pack_data
     ph, pa = tiny_data
     out = tmp_path / "packed"
-    assert pack_data.main(["--photos", str(ph), "--paintings", str(pa), "--out", str(out), "--side", "40"]) == 0
+    assert pack_data.main(["--photos", str(ph), "--paintings", str(pa), "--out", str(out), "--side", "40",
+                           "--with-encoder"]) == 0
+    from engines.weights import load_encoder_weights
+    assert load_encoder_weights(out / "encoder.pt").encoder_id == load_decoder(
+        weights_dir() / "decoder_relu3_1.pt").encoder_id
     photos = sorted((out / "photos").iterdir())
     assert len(photos) == 5 and len(list((out / "paintings").iterdir())) == 3     # broken.jpg skipped
     assert all(min(cv2.imread(str(p)).shape[:2]) == 40 for p in photos)

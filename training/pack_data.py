@@ -1,13 +1,16 @@
 """Pack a training set small: every image resized to its shorter side and re-encoded as JPEG.
 
-    python -m training.pack_data --out runs/packed [--photos DIR] [--paintings DIR] [--side 256]
-                                 [--quality 90] [--limit-mib 64]
+    python -m training.pack_data --out gpu_pack [--photos DIR] [--paintings DIR] [--side 256]
+                                 [--quality 90] [--limit-mib 64] [--with-encoder]
 
 The trainer reads each image once at ``--load-side`` (256 by default), so nothing is lost by
 storing it at that size; the research set then fits in a few tens of MiB, small enough to
 carry to a lent GPU machine (whose calls carry at most 64 MiB).  Held-out portraits
 (``training/holdout.txt``) are left out.  Output: ``OUT/photos`` and ``OUT/paintings``, written
 to a temporary folder and renamed when complete.  Fails if the result exceeds ``--limit-mib``.
+``--with-encoder`` adds ``OUT/encoder.pt`` (+ ``.sha256``): the encoder's layers up to relu4_1
+(12 MB instead of 59; ``engines.weights.export_slim``), which is all training and the live
+paths use.  Copy it over ``weights/vgg16_hed_bsds500.pt`` (and its sidecar) on the GPU machine.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from training.data import DEFAULT_DATA, holdout_names, iter_folder
 
 
 def pack(photos: str, paintings: str, out: Path, side: int = 256, quality: int = 90,
-         limit_mib: float = 64.0) -> dict:
+         limit_mib: float = 64.0, with_encoder: bool = False) -> dict:
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -40,6 +43,9 @@ def pack(photos: str, paintings: str, out: Path, side: int = 256, quality: int =
         if not n:
             raise ValueError(f"no readable images in {folder}")
         counts[name] = n
+    if with_encoder:
+        from engines.weights import export_slim, load_hed_weights
+        export_slim(load_hed_weights(), "relu4_1", tmp / "encoder.pt")
     size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()) / 2 ** 20
     if size > limit_mib:
         shutil.rmtree(tmp)
@@ -58,9 +64,10 @@ def main(argv=None) -> int:
     p.add_argument("--side", type=int, default=256, help="shorter side in pixels (default 256)")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
     p.add_argument("--limit-mib", type=float, default=64.0)
+    p.add_argument("--with-encoder", action="store_true", help="add the encoder's layers up to relu4_1")
     a = p.parse_args(argv)
     try:
-        r = pack(a.photos, a.paintings, a.out, a.side, a.quality, a.limit_mib)
+        r = pack(a.photos, a.paintings, a.out, a.side, a.quality, a.limit_mib, a.with_encoder)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
