@@ -47,3 +47,16 @@ def load_clip(path: str | Path, frames: int, longer_side: int) -> list:
         if len(out) >= frames:
             break
     return out
+
+
+def effective_style_masks(smask, min_fraction: float = 0.002):
+    """The painting's region masks as the methods use them: a region the painting (almost) lacks
+    falls back to the whole painting (``StyleStats``' global fallback), so the judges compare
+    that region with the painting's global statistics instead of with an empty Gram matrix.
+    ``min_fraction`` is StyleStats.from_features' default."""
+    import numpy as np
+    m = np.array(smask, dtype=np.float32, copy=True)
+    area = m.reshape(m.shape[0], -1).mean(1)
+    for k in np.flatnonzero(area < min_fraction):
+        m[k] = 1.0
+    return m

@@ -73,7 +73,8 @@ class MobileNetJudge:
         o, c, s = self.features(out_img), self.features(content_img), self.features(style_img)
         sq = lambda m: torch.from_numpy(np.stack([cv2.resize(k, (SIDE, SIDE), interpolation=cv2.INTER_AREA)  # noqa: E731
                                                   for k in m]).astype(np.float32))
-        cm, sm = sq(cmask), sq(smask)
+        from benchmarks.common import effective_style_masks
+        cm, sm = sq(cmask), sq(effective_style_masks(smask))
         area = cm.reshape(cm.shape[0], -1).mean(1)
         style_k = torch.zeros(cm.shape[0])
         for n in STYLE_TENSORS:

@@ -73,10 +73,11 @@ def losses(judge, out_img, content_img, style_img, cmask, smask) -> dict:
     """Per-region style (relu1_1..relu4_1) and content (relu3_1) losses, area-weighted over regions."""
     from realtime.gatys import STYLE_LAYERS, guided_grams
     from realtime.images import bgr_to_tensor
+    from benchmarks.common import effective_style_masks
     to = lambda im: judge(bgr_to_tensor(im), taps=STYLE_LAYERS)  # noqa: E731
     o, c, s = to(out_img), to(content_img), to(style_img)
     cm = torch.from_numpy(cmask)
-    sm = torch.from_numpy(smask)
+    sm = torch.from_numpy(effective_style_masks(smask))
     area = cm.reshape(cm.shape[0], -1).mean(1)
     style_k = torch.zeros(cm.shape[0])
     for name in STYLE_LAYERS:

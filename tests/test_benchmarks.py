@@ -128,3 +128,29 @@ def test_train_speed_quick(tmp_path, portrait_bgr):
     d = json.loads(out.read_text())
     assert set(d["results"]) == set(train_speed.VARIANTS)
     assert all(r["seconds_per_iteration"] > 0 for r in d["results"].values())
+
+
+def test_judges_fall_back_to_the_whole_painting_for_a_region_it_lacks(tmp_path):
+    """A painting without a person: its empty face/person regions are judged against the whole
+    painting (as the methods use it), so the losses stay finite and comparable."""
+    import numpy as np
+    import torch
+    from benchmarks.common import effective_style_masks
+    from benchmarks.judge import MobileNetJudge
+    from benchmarks.quality import losses
+    from engines.weights import build_encoder
+    _, photo, painting = _bundled_pair(tmp_path)
+    sm = np.zeros((3,) + painting.shape[:2], np.float32)
+    sm[0] = 1.0                                     # background only
+    eff = effective_style_masks(sm)
+    assert (eff[0] == 1).all() and (eff[1:] == 1).all()
+    cm = np.zeros((3,) + photo.shape[:2], np.float32)
+    cm[0, :, : photo.shape[1] // 2] = 1.0
+    cm[1, :, photo.shape[1] // 2:] = 1.0
+    vgg = losses(build_encoder("relu4_1"), photo, photo, painting, cm, sm)
+    mob = MobileNetJudge.available().losses(photo, photo, painting, cm, sm)
+    for r in (vgg, mob):
+        assert np.isfinite(r["style"]) and 0 < r["style"] < 1e3
+    with torch.no_grad():
+        same = losses(build_encoder("relu4_1"), painting, painting, painting, np.ones_like(sm[:1]), sm[:1])
+    assert same["style"] < 1e-6
