@@ -4,9 +4,16 @@ and a CUDA C++ implementation built on first use (following pytorch/extension-cp
     stylecam::masked_moments(feat, masks) -> (s1, s2, wsum)    pass 1: per-(region, channel) sums, FP32
     stylecam::masked_affine(feat, masks, A, B) -> out          pass 2: out = f * sum_k W_k A_k + sum_k W_k B_k
 
-Between the two passes, ``fused_reconstruct`` solves the K x C problem in PyTorch (for the
-paper's iterative ``linear`` form, the exact scalar recurrence of its N iterations, so 500
-iterations cost no more than one).  The CUDA code is compiled just in time with
+    stylecam::fused_recon(feat, masks, style_mean, style_std, alpha, mode, iterations, momentum,
+                          prev_mean?, prev_var?, offset0?) -> (out, wsum, mean, var, offset)
+        the whole frame: pass 1, the K x C solve (statistics, their smoothing with the previous
+        frame's, the coefficients; for the paper's iterative ``linear`` form the exact scalar
+        recurrence of its N iterations, so 500 iterations cost no more than one), pass 2.  On a
+        GPU that is four launches (memset, pass 1, solve, pass 2) from one call.
+
+``fused_reconstruct`` carries a ``ReconState`` (the warm start) in and out of ``fused_recon``.
+Each op's CPU implementation is its slow, obviously correct reference (``*_reference`` below),
+which the CUDA code is tested against.  The CUDA code is compiled just in time with
 ``torch.utils.cpp_extension.load`` into ``~/.cache/stylecam/torch_extensions`` for the
 architecture of the running GPU, and runs on PyTorch's current stream with PyTorch's
 allocator.  It replaces pycuda, which the first design named: one allocator, one stream, no
@@ -27,6 +34,11 @@ SOURCE = Path(__file__).resolve().parent / "csrc" / "masked_recon.cu"
 _lib = torch.library.Library("stylecam", "DEF")
 _lib.define("masked_moments(Tensor feat, Tensor masks) -> (Tensor, Tensor, Tensor)")
 _lib.define("masked_affine(Tensor feat, Tensor masks, Tensor A, Tensor B) -> Tensor")
+_lib.define("fused_recon(Tensor feat, Tensor masks, Tensor style_mean, Tensor style_std, float alpha, int mode, "
+            "int iterations, float momentum, Tensor? prev_mean, Tensor? prev_var, Tensor? offset0) "
+            "-> (Tensor, Tensor, Tensor, Tensor, Tensor)")
+
+MODE_CODES = {"linear": 0, "linear_iterative": 1, "adain": 2}
 
 
 def moments_reference(feat: torch.Tensor, masks: torch.Tensor):
@@ -48,8 +60,46 @@ def affine_reference(feat: torch.Tensor, masks: torch.Tensor, A: torch.Tensor, B
                                          and not feat.is_contiguous() else torch.contiguous_format)
 
 
+def solve_reference(s1, s2, wsum, style_mean, style_std, alpha: float, mode: int, iterations: int, momentum: float,
+                    prev_mean=None, prev_var=None, offset0=None):
+    """Between the passes, K x C numbers: region statistics from the sums, their smoothing with the
+    previous frame's (``momentum``), and the coefficients A, B of pass 2 for ``mode`` (0 linear exact,
+    1 linear with ``iterations`` steps of the paper's iteration, 2 adain).
+    Returns (mean, var, offset, A, B); offset is mu^N - mu_c of the iterative form (else zeros)."""
+    from .reconstruct import EPS, linear_iterative_shift, stats_from_sums
+    cs = stats_from_sums(s1, s2, wsum)
+    mean, var = cs.mean, cs.var
+    if prev_mean is not None:
+        mean = momentum * prev_mean.float() + (1 - momentum) * mean
+        var = momentum * prev_var.float() + (1 - momentum) * var
+    sm, sd = style_mean.float().to(mean.device), style_std.float().to(mean.device)
+    off = torch.zeros_like(mean)
+    if mode == 0:
+        A, B = torch.ones_like(mean), alpha * (sm - mean)
+    elif mode == 1:
+        B, off = linear_iterative_shift(mean, sm, alpha, iterations,
+                                        offset0.float() if offset0 is not None else None)
+        A = torch.ones_like(mean)
+    elif mode == 2:
+        a = sd / (var + EPS).sqrt()
+        A, B = (1 - alpha) + alpha * a, alpha * (sm - a * mean)
+    else:
+        raise ValueError(f"fused_recon: mode must be 0, 1 or 2, got {mode}")
+    return mean, var, off, A, B
+
+
+def fused_recon_reference(feat, masks, style_mean, style_std, alpha: float, mode: int, iterations: int,
+                          momentum: float, prev_mean=None, prev_var=None, offset0=None):
+    """The slow, obviously correct form of the CUDA op: pass 1, the solve, pass 2, one after another."""
+    s1, s2, ws = moments_reference(feat, masks)
+    mean, var, off, A, B = solve_reference(s1, s2, ws, style_mean, style_std, alpha, mode, iterations, momentum,
+                                           prev_mean, prev_var, offset0)
+    return affine_reference(feat, masks, A, B), ws, mean, var, off
+
+
 _lib.impl("masked_moments", moments_reference, "CPU")
 _lib.impl("masked_affine", affine_reference, "CPU")
+_lib.impl("fused_recon", fused_recon_reference, "CPU")
 
 
 @torch.library.register_fake("stylecam::masked_moments")
@@ -62,6 +112,13 @@ def _moments_fake(feat, masks):
 @torch.library.register_fake("stylecam::masked_affine")
 def _affine_fake(feat, masks, A, B):
     return torch.empty_like(feat)
+
+
+@torch.library.register_fake("stylecam::fused_recon")
+def _fused_fake(feat, masks, style_mean, style_std, alpha, mode, iterations, momentum, prev_mean, prev_var, offset0):
+    K, C = masks.shape[0], feat.shape[1]
+    kc = lambda: feat.new_empty((K, C), dtype=torch.float32)  # noqa: E731
+    return torch.empty_like(feat), feat.new_empty((K,), dtype=torch.float32), kc(), kc(), kc()
 
 
 _ext = None
@@ -134,33 +191,29 @@ def available() -> bool:
         return False
 
 
-def solve(mode: str, s1, s2, wsum, style_mean, style_std, alpha: float, iterations: int | None = None,
-          state=None):
-    """K x C coefficients (A, B) of pass 2 from pass 1's sums, with temporal smoothing and warm start."""
-    from .reconstruct import linear_iterative_shift, stats_from_sums
-    cs = stats_from_sums(s1, s2, wsum)
-    if state is not None:
-        cs = state.smooth(cs)
-    if mode == "linear":
-        A = torch.ones_like(cs.mean)
-        if iterations is None:
-            B = alpha * (style_mean - cs.mean)
-        else:
-            off0 = state.linear_offset if state is not None and state.linear_offset is not None \
-                and state.linear_offset.shape == cs.mean.shape else None
-            B, off = linear_iterative_shift(cs.mean, style_mean, alpha, iterations, off0)
-            if state is not None:
-                state.linear_offset = off
-        return A, B
-    if mode == "adain":
-        a = style_std / cs.std
-        return (1 - alpha) + alpha * a, alpha * (style_mean - a * cs.mean)
-    raise ValueError(f"the fused op covers linear and adain, not {mode!r}")
-
-
 def fused_reconstruct(feat, masks, style, mode: str, alpha: float, iterations=None, state=None):
-    """linear / adain through the two ops (CUDA kernel on a GPU, reference on the CPU)."""
-    s1, s2, ws = torch.ops.stylecam.masked_moments(feat, masks)
-    A, B = solve(mode, s1, s2, ws, style.stats.mean.to(s1.device), style.stats.std.to(s1.device), alpha,
-                 iterations, state)
-    return torch.ops.stylecam.masked_affine(feat, masks, A, B)
+    """linear / adain through the one fused op (CUDA kernel on a GPU, reference on the CPU), with the
+    warm start of ``state`` (smoothed statistics, the iterative form's offset) carried in and out."""
+    from .reconstruct import RegionStats, linear_beta
+    if mode not in ("linear", "adain"):
+        raise ValueError(f"the fused op covers linear and adain, not {mode!r}")
+    code = MODE_CODES["linear_iterative" if mode == "linear" and iterations is not None else mode]
+    if code == 1:
+        linear_beta(alpha)                        # the reference's error for a strength of 1 or more
+    K, C = masks.shape[0], feat.shape[1]
+    pm = pv = off0 = None
+    if state is not None:
+        prev = state.content
+        if state.momentum > 0 and prev is not None and tuple(prev.mean.shape) == (K, C):
+            pm, pv = prev.mean, prev.var
+        lo = state.linear_offset
+        if code == 1 and lo is not None and tuple(lo.shape) == (K, C):
+            off0 = lo
+    out, ws, mean, var, off = torch.ops.stylecam.fused_recon(
+        feat, masks, style.stats.mean, style.stats.std, float(alpha), code, int(iterations or 0),
+        float(state.momentum if state is not None else 0.0), pm, pv, off0)
+    if state is not None:
+        state.content = RegionStats(ws, mean, var)
+        if code == 1:
+            state.linear_offset = off
+    return out

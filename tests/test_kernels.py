@@ -122,3 +122,59 @@ def test_cuda_kernel_fp16_near_limit_and_odd_sizes():
     assert all(torch.isfinite(t).all() for t in mom)
     ref = kernels.moments_reference(g.cpu(), m)
     torch.testing.assert_close(mom[1].cpu(), ref[1], rtol=1e-3, atol=1.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("K", [1, 2, 3, 4, 5, 8])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_fused_op_matches_cpu_reference_over_frames(dtype, K, channels_last):
+    """The one-call op (memset, pass 1, solve, pass 2): every mode, an empty region, warm start
+    (smoothing and the iterative offset) carried over three frames, at a size with several pixel
+    tiles and channel groups (odd height and width)."""
+    tol = {torch.float32: 2e-4, torch.float16: 3e-3, torch.bfloat16: 2e-2}[dtype]
+    for code, iters in ((0, 0), (1, 37), (2, 0)):
+        prev_cpu = prev_gpu = None
+        for t in range(3):
+            f, m, st = case(K, 96, 67, 301 if t else 45, 100 * K + t, empty=K - 1)
+            fc = f.to(dtype)
+            g = fc.cuda()
+            if channels_last:
+                g = g.contiguous(memory_format=torch.channels_last)
+            alpha = 0.45 if code == 1 else 0.8
+            extra_cpu = prev_cpu if prev_cpu is not None else (None, None, None)
+            extra_gpu = prev_gpu if prev_gpu is not None else (None, None, None)
+            ref = torch.ops.stylecam.fused_recon(fc, m, st.stats.mean, st.stats.std, alpha, code, iters, 0.5, *extra_cpu)
+            got = torch.ops.stylecam.fused_recon(g, m.cuda(), st.stats.mean.cuda(), st.stats.std.cuda(), alpha, code,
+                                                 iters, 0.5, *extra_gpu)
+            assert got[0].dtype == dtype and got[0].shape == g.shape and got[0].stride() == g.stride()
+            for a, b in zip(got[1:], ref[1:]):
+                torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-3)
+            torch.testing.assert_close(got[0].float().cpu(), ref[0].float(), rtol=tol, atol=tol * 10)
+            prev_cpu = (ref[2], ref[3], ref[4] if code == 1 else None)
+            prev_gpu = (got[2], got[3], got[4] if code == 1 else None)
+
+
+@pytest.mark.gpu
+def test_cuda_fused_op_rejects_bad_input():
+    f, m, st = case(3, 8, 5, 7, 0)
+    with pytest.raises(RuntimeError, match="K x H x W"):
+        torch.ops.stylecam.fused_recon(f.cuda(), m[:, :4].cuda(), st.stats.mean, st.stats.std, 1.0, 0, 0, 0.0,
+                                       None, None, None)
+    with pytest.raises(RuntimeError, match="strength in"):
+        torch.ops.stylecam.fused_recon(f.cuda(), m.cuda(), st.stats.mean, st.stats.std, 1.0, 1, 5, 0.0,
+                                       None, None, None)
+
+
+def test_fused_op_cpu_reference_carries_the_warm_start():
+    """CPU: the op's outputs fed back as the next frame's state equal reconstruct() with a ReconState."""
+    s_ref = R.ReconState(momentum=0.5)
+    prev = (None, None, None)
+    for t in range(3):
+        f, m, st = case(3, 16, 9, 13, 50 + t)
+        want = R.reconstruct(f, m, st, "linear", 0.45, iterations=25, state=s_ref, use_kernel=False)
+        out, ws, mean, var, off = torch.ops.stylecam.fused_recon(f, m, st.stats.mean, st.stats.std, 0.45, 1, 25,
+                                                                 0.5, *prev)
+        torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(mean, s_ref.content.mean)
+        prev = (mean, var, off)

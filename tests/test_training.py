@@ -98,6 +98,12 @@ def test_lr_schedule_and_cli_errors(tmp_path, capsys):
     assert T.lr_at(cfg, 0) == T.lr_at(cfg, 49) == 1e-3
     assert T.lr_at(cfg, 100) == pytest.approx(1e-5)
     assert T.lr_at(cfg, 75) < 1e-3
+    # by time: the iteration count no longer matters, this run's elapsed seconds do
+    tcfg = T.TrainConfig(iterations=10**6, lr=1e-3, lr_final=1e-5, max_minutes=10, lr_by_time=True)
+    assert T.lr_at(tcfg, 5, elapsed=299) == 1e-3
+    assert T.lr_at(tcfg, 5, elapsed=600) == pytest.approx(1e-5)
+    assert 1e-5 < T.lr_at(tcfg, 5, elapsed=450) < 1e-3
+    assert T.parse_args(["--lr-by-time", "--max-minutes", "3"])[0].lr_by_time
     assert T.main(["--photos", str(tmp_path / "none"), "--run-dir", str(tmp_path / "r")]) == 2
     assert "not found" in capsys.readouterr().err
 

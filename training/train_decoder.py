@@ -70,6 +70,7 @@ class TrainConfig:
     seed: int = 0
     stop_after: int = 0          # stop (with a checkpoint) after this many iterations in this run; 0 = never
     max_minutes: float = 0.0     # stop (with a checkpoint) after this much wall time in this run; 0 = never
+    lr_by_time: bool = False     # with max_minutes: the schedule follows this run's elapsed time, not iterations
     threads: int = 0
     device: str = "cpu"
     checkpoint_minutes: float = 5.0
@@ -77,12 +78,17 @@ class TrainConfig:
     eval_every: int = 500
 
 
-def lr_at(cfg: TrainConfig, it: int) -> float:
-    """Constant for the first half, then cosine down to ``lr_final``."""
-    half = cfg.iterations // 2
-    if it < half:
+def lr_at(cfg: TrainConfig, it: int, elapsed: float | None = None) -> float:
+    """Constant for the first half, then cosine down to ``lr_final``.  Halves of the iterations, or,
+    with ``lr_by_time`` (and ``max_minutes``), of this run's wall time ``elapsed`` (seconds): a
+    lent GPU's fixed minutes then end on an annealed model whatever its speed turns out to be."""
+    if cfg.lr_by_time and cfg.max_minutes and elapsed is not None:
+        frac = min(1.0, elapsed / (cfg.max_minutes * 60))
+    else:
+        frac = it / max(1, cfg.iterations)
+    if frac < 0.5:
         return cfg.lr
-    t = (it - half) / max(1, cfg.iterations - half)
+    t = (frac - 0.5) / 0.5
     return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * min(1.0, t)))
 
 
@@ -274,7 +280,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 log.info("--max-minutes %.1f reached at iteration %d", cfg.max_minutes, it)
                 break
             for g in opt.param_groups:
-                g["lr"] = lr_at(cfg, it)
+                g["lr"] = lr_at(cfg, it, time.time() - loop["t0"])
             n_mix = sum(rng.random() < cfg.mix_prob for _ in range(cfg.batch))
             n_plain = cfg.batch - n_mix
             targets = y = None
@@ -314,7 +320,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             lv = float(loss.detach())
             run_loss = lv if run_loss is None else 0.98 * run_loss + 0.02 * lv
             bar.set_postfix(loss=f"{run_loss:.4g}", feat=f"{float(f_loss.detach()):.3g}", pix=f"{float(p_loss.detach()):.3g}",
-                            lr=f"{lr_at(cfg, it):.1e}")
+                            lr=f"{lr_at(cfg, it, time.time() - loop['t0']):.1e}")
             bar.update(1)
             if it % cfg.grid_every == 0 and n_plain:
                 save_grid(run / f"samples_{it:07d}.png", targets, y.detach())
@@ -350,6 +356,9 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     p.add_argument("--device", default=d.device, help="cpu or cuda (default: %(default)s)")
     p.add_argument("--encoder-weights", default=None, help="torchvision VGG16/19 file instead of HED's VGG16")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
+    p.add_argument("--lr-by-time", action="store_true",
+                   help="with --max-minutes: the learning-rate schedule (constant, then cosine) follows this "
+                        "run's wall time instead of the iteration count")
     p.add_argument("--feat-on-plain", action="store_true",
                    help="also apply the feature loss to plain samples (default: pixel loss only for them)")
     for f in ("iterations", "batch", "crop", "mix_crop", "cache_crops", "load_side", "seed", "stop_after", "threads", "grid_every",
