@@ -3,13 +3,14 @@
 # session, start-up included): build the fused kernel, the gpu-marked tests (kernel against its
 # CPU reference, FP16 engines, CUDA training), the kernel benchmark; then -- only if the tests
 # passed and the kernel met its targets, so that a failure leaves device time for a fixed rerun --
-# the GPU FPS table and decoder training until the time is up.
+# the GPU FPS table and decoder training until the time is up.  (Other gpu tests -- FP16 engines,
+# CUDA training -- run and are reported but do not stop the session.)
 #
 # Prepare on the CPU machine (once; the pack is ignored by git, never committed):
 #     echo /gpu_pack/ >> .git/info/exclude
 #     python -m training.pack_data --out gpu_pack --quality 70 --limit-mib 34 --with-encoder
 # then call the device tool with
-#     command: BUDGET=570 bash benchmarks/gpu_session.sh      carry: ["gpu_pack"]      timeout_s: 590
+#     command: BUDGET=585 bash benchmarks/gpu_session.sh      carry: ["gpu_pack"]      timeout_s: 600
 # Results come back in $OUT (at most 8 files): session.log, gpu_tests.log, kernel.json,
 # fps_gpu.json, train_log.jsonl, samples.png, decoder_relu3_1.pt, decoder_relu3_1_train.pt.  Copy
 # the last two into weights/ and weights/checkpoints/ only if benchmarks/autoencoder.py says the
@@ -46,10 +47,14 @@ kernels.build_extension(verbose=False)
 print('built')" 2>&1 | tail -20
 echo "build took $(( $(date +%s) - T0 )) s"
 
-echo "== gpu tests ($(left) s left)"
-timeout 240 $PY -m pytest -q -m gpu tests -rs -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" | tail -30
+echo "== gpu tests of the kernel ($(left) s left)"
+timeout 180 $PY -m pytest -q -m gpu tests/test_kernels.py -rs -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" | tail -30
 TESTS_RC=${PIPESTATUS[0]}
-echo "gpu tests exit status $TESTS_RC"
+echo "kernel gpu tests exit status $TESTS_RC"
+echo "== the other gpu tests ($(left) s left)"
+timeout 150 $PY -m pytest -q -m gpu tests --deselect tests/test_kernels.py -rs -p no:cacheprovider 2>&1 \
+  | tee -a "$OUT/gpu_tests.log" | tail -30
+echo "other gpu tests exit status ${PIPESTATUS[0]}"
 
 echo "== kernel benchmark ($(left) s left)"
 timeout 120 $PY benchmarks/kernel.py --json "$OUT/kernel.json" 2>&1 | tail -20
@@ -68,7 +73,7 @@ PYEOF
 )
 echo "kernel targets at 720p: $GATE"
 if [ "$TESTS_RC" != 0 ] || [ "$GATE" != ok ]; then
-  echo "== stopping early (tests or kernel targets failed), $(left) s of the budget left for a fixed rerun"
+  echo "== stopping early (kernel tests or kernel targets failed), $(left) s of the budget left for a fixed rerun"
   exit 1
 fi
 

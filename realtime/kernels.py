@@ -30,7 +30,9 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).resolve().parent / "csrc" / "masked_recon.cu"
+SOURCE = Path(__file__).resolve().parent / "csrc" / "masked_recon.cu"          # the ops (PyTorch glue)
+# the kernels, one translation unit per dtype so that ninja compiles them in parallel
+SOURCES = [SOURCE] + [SOURCE.with_name(f"masked_recon_{t}.cu") for t in ("f32", "f16", "bf16")]
 _lib = torch.library.Library("stylecam", "DEF")
 _lib.define("masked_moments(Tensor feat, Tensor masks) -> (Tensor, Tensor, Tensor)")
 _lib.define("masked_affine(Tensor feat, Tensor masks, Tensor A, Tensor B) -> Tensor")
@@ -167,11 +169,16 @@ def build_extension(verbose: bool = False):
     cpp_extension.CUDA_HOME = home
     os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list()
     from engines.weights import cache_dir
-    build_dir = cache_dir() / "torch_extensions" / f"masked_recon_cu{torch.version.cuda}_sm{arch_list().replace(';', '_').replace('.', '')}"
+    # the folder names the sources' hash too: torch's own rebuild check does not look at the header
+    import hashlib
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(SOURCE.parent.glob("*.cu*")))).hexdigest()[:10]
+    build_dir = (cache_dir() / "torch_extensions" /
+                 f"masked_recon_cu{torch.version.cuda}_sm{arch_list().replace(';', '_').replace('.', '')}_{digest}")
     build_dir.mkdir(parents=True, exist_ok=True)
     log.info("building the fused CUDA kernel (first use only, about two minutes) in %s", build_dir)
     try:
-        _ext = cpp_extension.load(name="stylecam_masked_recon", sources=[str(SOURCE)], build_directory=str(build_dir),
+        _ext = cpp_extension.load(name="stylecam_masked_recon", sources=[str(p) for p in SOURCES],
+                                  build_directory=str(build_dir), extra_include_paths=[str(SOURCE.parent)],
                                   extra_cuda_cflags=["-O3", "-lineinfo"], verbose=verbose)
     except Exception as e:
         _ext_error = f"{type(e).__name__}: {e}"

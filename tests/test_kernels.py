@@ -130,13 +130,15 @@ def test_cuda_kernel_fp16_near_limit_and_odd_sizes():
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_cuda_fused_op_matches_cpu_reference_over_frames(dtype, K, channels_last):
     """The one-call op (memset, pass 1, solve, pass 2): every mode, an empty region, warm start
-    (smoothing and the iterative offset) carried over three frames, at a size with several pixel
-    tiles and channel groups (odd height and width)."""
+    (smoothing and the iterative offset) carried over three frames, at sizes with several pixel
+    tiles and channel groups: odd ones (every pixel through the strides) and 45 x 120, whose
+    H*W is a multiple of 8 (NCHW then takes the 16-byte vector path, with runs across rows)."""
     tol = {torch.float32: 2e-4, torch.float16: 3e-3, torch.bfloat16: 2e-2}[dtype]
     for code, iters in ((0, 0), (1, 37), (2, 0)):
         prev_cpu = prev_gpu = None
         for t in range(3):
-            f, m, st = case(K, 96, 67, 301 if t else 45, 100 * K + t, empty=K - 1)
+            h, w = [(67, 45), (45, 120), (67, 301)][t]
+            f, m, st = case(K, 96, h, w, 100 * K + t, empty=K - 1)
             fc = f.to(dtype)
             g = fc.cuda()
             if channels_last:
@@ -178,3 +180,24 @@ def test_fused_op_cpu_reference_carries_the_warm_start():
         torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-4)
         torch.testing.assert_close(mean, s_ref.content.mean)
         prev = (mean, var, off)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("K", [1, 3, 4, 5, 8])
+def test_cuda_vector_path_and_misaligned_input_match_reference(dtype, K):
+    """Both passes on their 16-byte vector path (NCHW, H*W a multiple of 8, many tiles and channel
+    groups, a partial last tile) and the same data 2 bytes off alignment (strided path)."""
+    f, m, st = case(K, 256, 96, 136, 7 * K, empty=K - 1)
+    fc = f.to(dtype)
+    A, B = torch.rand(K, 256) + 0.5, torch.randn(K, 256)
+    ref_mom = kernels.moments_reference(fc, m)
+    ref = kernels.affine_reference(fc, m, A, B)
+    tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
+    flat = torch.empty(fc.numel() + 1, dtype=dtype, device="cuda")
+    for g in (fc.cuda(), flat[1:].view_as(fc).copy_(fc.cuda())):
+        mom = torch.ops.stylecam.masked_moments(g, m.cuda())
+        for a, b in zip(mom, ref_mom):
+            torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-2)
+        out = torch.ops.stylecam.masked_affine(g, m.cuda(), A.cuda(), B.cuda())
+        torch.testing.assert_close(out.float().cpu(), ref.float(), rtol=tol, atol=tol * 10)

@@ -1,0 +1,268 @@
+// Kernels of stylecam's fused masked reconstruction (see masked_recon.cu for the ops and the maths).
+// This header needs only CUDA's own headers, so each dtype's translation unit (masked_recon_f32.cu,
+// _f16.cu, _bf16.cu) compiles fast and in parallel with the others; PyTorch's headers are parsed
+// once, in masked_recon.cu.
+//
+// Both big passes give each block a tile of pixels and a group of channels: a thread loads the K
+// mask values of its PPT pixels into registers once and reuses them for every channel of the
+// group, so the masks are not re-read per channel.  Where a channel's plane is contiguous and
+// 16-byte aligned (NCHW, H*W a multiple of the vector width), a thread's pixels come in runs of
+// VEC = 16 / sizeof(T) and each run is one 16-byte load or store; otherwise (channels_last, odd
+// sizes) VEC = 1 and every pixel goes through the strides.  Pass 1 reduces within warps
+// (shuffles), then within the block (shared memory), then one atomicAdd per block and sum.
+#pragma once
+#include <cstdint>
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+namespace stylecam {
+
+constexpr int kMaxK = 8;
+constexpr int kThreads = 256;
+constexpr int kMaxGroup = 64;        // channels per block, at most
+constexpr float kEps = 1e-5f;        // realtime/reconstruct.py EPS
+
+__host__ __device__ constexpr int pixels_per_thread(int K) { return K <= 4 ? 16 : 8; }
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+  return v;
+}
+
+// Pixel i (0 <= i < PPT) of this thread in the tile starting at tile0: runs of VEC consecutive pixels.
+template <int VEC>
+__device__ __forceinline__ int64_t pixel_of(int64_t tile0, int i) {
+  return tile0 + (static_cast<int64_t>(i / VEC) * kThreads + threadIdx.x) * VEC + (i % VEC);
+}
+
+// A thread's PPT pixels: offsets from the channel's base (through the strides), validity, and
+// the K mask weights of each (zero past the end).
+template <int K, int PPT, int VEC>
+__device__ __forceinline__ void load_tile(const float* __restrict__ w, int64_t P, int W, int64_t sh, int64_t sw,
+                                          int64_t tile0, int64_t (&off)[PPT], bool (&ok)[PPT], float (&m)[K][PPT]) {
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) {
+    const int64_t p = pixel_of<VEC>(tile0, i);
+    ok[i] = p < P;
+    const int64_t q = ok[i] ? p : 0;
+    off[i] = (q / W) * sh + (q % W) * sw;
+#pragma unroll
+    for (int k = 0; k < K; ++k) m[k][i] = ok[i] ? w[k * P + q] : 0.f;
+  }
+}
+
+// The PPT feature values of one channel (base fc) as floats.
+template <typename T, int PPT, int VEC>
+__device__ __forceinline__ void load_values(const T* __restrict__ fc, const int64_t (&off)[PPT], float (&v)[PPT]) {
+  if constexpr (VEC == 1) {
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) v[i] = to_f(fc[off[i]]);     // past the end: offset 0, weight 0
+  } else {
+#pragma unroll
+    for (int u = 0; u < PPT / VEC; ++u) {
+      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(fc + off[u * VEC]));
+      const T* t = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) v[u * VEC + e] = to_f(t[e]);
+    }
+  }
+}
+
+// grid: (pixel tiles, channel groups). s1, s2 (K x C) and wsum (K) must be zero on entry.
+template <typename T, int K, int VEC>
+__global__ void __launch_bounds__(kThreads) moments_kernel(
+    const T* __restrict__ f, int64_t sc, int64_t sh, int64_t sw, const float* __restrict__ w, int C, int H, int W,
+    int group, float* __restrict__ s1, float* __restrict__ s2, float* __restrict__ wsum) {
+  constexpr int PPT = pixels_per_thread(K);
+  static_assert(PPT % VEC == 0, "a thread's pixels are whole runs");
+  __shared__ float acc[2 * K + 1][kMaxGroup];
+  const int64_t P = static_cast<int64_t>(H) * W;
+  const int64_t tile0 = static_cast<int64_t>(blockIdx.x) * kThreads * PPT;
+  const int c0 = blockIdx.y * group, nc = min(group, C - c0);
+  for (int i = threadIdx.x; i < (2 * K + 1) * kMaxGroup; i += kThreads) (&acc[0][0])[i] = 0.f;
+  int64_t off[PPT];
+  bool ok[PPT];
+  float m[K][PPT];
+  load_tile<K, PPT, VEC>(w, P, W, sh, sw, tile0, off, ok, m);
+  __syncthreads();
+  const int lane = threadIdx.x & 31;
+  if (blockIdx.y == 0) {                        // region areas, once per pixel tile
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      float t = 0.f;
+#pragma unroll
+      for (int i = 0; i < PPT; ++i) t += m[k][i];
+      t = warp_sum(t);
+      if (lane == 0) atomicAdd(&acc[2 * K][k], t);
+    }
+  }
+  // the next channel's values are loaded before this one's reduction: more bytes in flight per thread
+  float nxt[PPT];
+  load_values<T, PPT, VEC>(f + static_cast<int64_t>(c0) * sc, off, nxt);
+  for (int j = 0; j < nc; ++j) {
+    float v[PPT];
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) v[i] = nxt[i];
+    if (j + 1 < nc) load_values<T, PPT, VEC>(f + static_cast<int64_t>(c0 + j + 1) * sc, off, nxt);
+    float a1[K], a2[K];
+#pragma unroll
+    for (int k = 0; k < K; ++k) { a1[k] = 0.f; a2[k] = 0.f; }
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) {
+      const float x = ok[(i / VEC) * VEC] ? v[i] : 0.f, xx = x * x;   // a run is wholly in or out
+#pragma unroll
+      for (int k = 0; k < K; ++k) { a1[k] = fmaf(m[k][i], x, a1[k]); a2[k] = fmaf(m[k][i], xx, a2[k]); }
+    }
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const float r1 = warp_sum(a1[k]), r2 = warp_sum(a2[k]);
+      if (lane == 0) { atomicAdd(&acc[k][j], r1); atomicAdd(&acc[K + k][j], r2); }
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < 2 * K * nc; i += kThreads) {
+    const int row = i / nc, j = i % nc, k = row % K;
+    float* dst = row < K ? s1 : s2;
+    atomicAdd(&dst[k * C + c0 + j], acc[row][j]);
+  }
+  if (blockIdx.y == 0 && threadIdx.x < K) atomicAdd(&wsum[threadIdx.x], acc[2 * K][threadIdx.x]);
+}
+
+// grid: (pixel tiles, channel groups). out[c,p] = f * sum_k W[k,p] A[k,c] + sum_k W[k,p] B[k,c],
+// clamped to [lo, hi] (FP16's finite range for FP16); out has f's strides.
+template <typename T, int K, int VEC>
+__global__ void __launch_bounds__(kThreads) affine_kernel(
+    const T* __restrict__ f, int64_t sc, int64_t sh, int64_t sw, const float* __restrict__ w,
+    const float* __restrict__ A, const float* __restrict__ B, int C, int H, int W, int group,
+    T* __restrict__ out, float lo, float hi) {
+  constexpr int PPT = pixels_per_thread(K);
+  static_assert(PPT % VEC == 0, "a thread's pixels are whole runs");
+  const int64_t P = static_cast<int64_t>(H) * W;
+  const int64_t tile0 = static_cast<int64_t>(blockIdx.x) * kThreads * PPT;
+  const int c0 = blockIdx.y * group, nc = min(group, C - c0);
+  int64_t off[PPT];
+  bool ok[PPT];
+  float m[K][PPT];
+  load_tile<K, PPT, VEC>(w, P, W, sh, sw, tile0, off, ok, m);
+  for (int j = 0; j < nc; ++j) {
+    const int c = c0 + j;
+    float a[K], b[K];
+#pragma unroll
+    for (int k = 0; k < K; ++k) { a[k] = __ldg(&A[k * C + c]); b[k] = __ldg(&B[k * C + c]); }
+    float v[PPT];
+    load_values<T, PPT, VEC>(f + static_cast<int64_t>(c) * sc, off, v);
+    float r[PPT];
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) {
+      float ga = 0.f, gb = 0.f;
+#pragma unroll
+      for (int k = 0; k < K; ++k) { ga = fmaf(m[k][i], a[k], ga); gb = fmaf(m[k][i], b[k], gb); }
+      r[i] = fminf(fmaxf(fmaf(v[i], ga, gb), lo), hi);
+    }
+    T* oc = out + static_cast<int64_t>(c) * sc;
+    if constexpr (VEC == 1) {
+#pragma unroll
+      for (int i = 0; i < PPT; ++i)
+        if (ok[i]) oc[off[i]] = from_f<T>(r[i]);
+    } else {
+#pragma unroll
+      for (int u = 0; u < PPT / VEC; ++u) {
+        if (!ok[u * VEC]) continue;             // a run is wholly in or wholly past the end
+        uint4 raw;
+        T* t = reinterpret_cast<T*>(&raw);
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) t[e] = from_f<T>(r[u * VEC + e]);
+        *reinterpret_cast<uint4*>(oc + off[u * VEC]) = raw;
+      }
+    }
+  }
+}
+
+// Launch shape of both passes: tiles of kThreads * PPT pixels times groups of channels, with
+// about four blocks per multiprocessor (fewer, larger groups re-read the masks less often).
+struct Shape { int tiles, groups, group; };
+inline Shape launch_shape(int64_t P, int C, int K, int sms) {
+  const int64_t tile = static_cast<int64_t>(kThreads) * pixels_per_thread(K);
+  const int tiles = static_cast<int>((P + tile - 1) / tile);
+  int want = static_cast<int>((4LL * sms + tiles - 1) / tiles);
+  want = want < 1 ? 1 : (want > C ? C : want);
+  int group = (C + want - 1) / want;
+  group = group > kMaxGroup ? kMaxGroup : group;
+  return {tiles, (C + group - 1) / group, group};
+}
+
+// What the torch glue passes to the launchers of one dtype (T = float, __half or __nv_bfloat16).
+struct Geometry {
+  int K, C, H, W;
+  int64_t sc, sh, sw;   // feature strides (batch 1)
+  bool vec;             // contiguous NCHW planes, 16-byte aligned, H*W a multiple of 16 / sizeof(T)
+  int sms;              // multiprocessors of the device
+};
+
+// One overload per dtype, each defined in its own translation unit by STYLECAM_INSTANTIATE.
+#define STYLECAM_DECLARE(T)                                                                                       \
+  void launch_moments(const T* f, const float* w, const Geometry& g, float* s1, float* s2, float* ws,            \
+                      cudaStream_t s);                                                                            \
+  void launch_affine(const T* f, const float* w, const float* A, const float* B, const Geometry& g, T* out,       \
+                     float lo, float hi, cudaStream_t s);
+STYLECAM_DECLARE(float)
+STYLECAM_DECLARE(__half)
+STYLECAM_DECLARE(__nv_bfloat16)
+// Between the passes (defined in masked_recon_f32.cu): one thread per (region, channel).
+void launch_solve(const float* s1, const float* s2, const float* ws, const float* smean, const float* sstd, int K, int C,
+                  float alpha, int mode, int iterations, float momentum, const float* prev_mean, const float* prev_var,
+                  const float* off0, float* mean_out, float* var_out, float* off_out, float* A, float* B,
+                  cudaStream_t s);
+
+// The body of each dtype's translation unit: the launchers with their K (and VEC) dispatch.
+#define STYLECAM_DISPATCH_K(K, ...)                         \
+  switch (K) {                                              \
+    case 1: { constexpr int KK = 1; __VA_ARGS__; } break;   \
+    case 2: { constexpr int KK = 2; __VA_ARGS__; } break;   \
+    case 3: { constexpr int KK = 3; __VA_ARGS__; } break;   \
+    case 4: { constexpr int KK = 4; __VA_ARGS__; } break;   \
+    case 5: { constexpr int KK = 5; __VA_ARGS__; } break;   \
+    case 6: { constexpr int KK = 6; __VA_ARGS__; } break;   \
+    case 7: { constexpr int KK = 7; __VA_ARGS__; } break;   \
+    default: { constexpr int KK = 8; __VA_ARGS__; } break;  \
+  }
+
+#define STYLECAM_INSTANTIATE(T)                                                                                   \
+  void launch_moments(const T* f, const float* w, const Geometry& g, float* s1, float* s2, float* ws,          \
+                         cudaStream_t s) {                                                                        \
+    const Shape sh = launch_shape(static_cast<int64_t>(g.H) * g.W, g.C, g.K, g.sms);                              \
+    const dim3 grid(sh.tiles, sh.groups);                                                                         \
+    constexpr int V = 16 / sizeof(T);                                                                             \
+    if (g.vec) {                                                                                                  \
+      STYLECAM_DISPATCH_K(g.K, (moments_kernel<T, KK, V><<<grid, kThreads, 0, s>>>(                               \
+          f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws)));                                         \
+    } else {                                                                                                      \
+      STYLECAM_DISPATCH_K(g.K, (moments_kernel<T, KK, 1><<<grid, kThreads, 0, s>>>(                               \
+          f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws)));                                         \
+    }                                                                                                             \
+  }                                                                                                               \
+  void launch_affine(const T* f, const float* w, const float* A, const float* B, const Geometry& g, T* out,    \
+                        float lo, float hi, cudaStream_t s) {                                                     \
+    const Shape sh = launch_shape(static_cast<int64_t>(g.H) * g.W, g.C, g.K, g.sms);                              \
+    const dim3 grid(sh.tiles, sh.groups);                                                                         \
+    constexpr int V = 16 / sizeof(T);                                                                             \
+    if (g.vec) {                                                                                                  \
+      STYLECAM_DISPATCH_K(g.K, (affine_kernel<T, KK, V><<<grid, kThreads, 0, s>>>(                                \
+          f, g.sc, g.sh, g.sw, w, A, B, g.C, g.H, g.W, sh.group, out, lo, hi)));                                  \
+    } else {                                                                                                      \
+      STYLECAM_DISPATCH_K(g.K, (affine_kernel<T, KK, 1><<<grid, kThreads, 0, s>>>(                                \
+          f, g.sc, g.sh, g.sw, w, A, B, g.C, g.H, g.W, sh.group, out, lo, hi)));                                  \
+    }                                                                                                             \
+  }
+
+}  // namespace stylecam
