@@ -11,8 +11,10 @@
 #     python -m training.pack_data --out gpu_pack --quality 70 --limit-mib 34 --with-encoder
 # then call the device tool with
 #     command: BUDGET=585 bash benchmarks/gpu_session.sh      carry: ["gpu_pack"]      timeout_s: 600
-# Results come back in $OUT (at most 8 files): session.log, gpu_tests.log, kernel.json,
-# fps_gpu.json, train_log.jsonl, samples.png, decoder_relu3_1.pt, decoder_relu3_1_train.pt.  Copy
+# (GATE_ON_KERNEL=0: go on whatever the kernel did, for a last call; SKIP_OTHER_TESTS=1: only the
+# kernel's gpu tests.)  Results come back in $OUT (at most 8 files): session.log, gpu_tests.log,
+# kernel.json, kernel.log, fps_gpu.json, train_log.jsonl, decoder_relu3_1.pt,
+# decoder_relu3_1_train.pt.  Copy
 # the last two into weights/ and weights/checkpoints/ only if benchmarks/autoencoder.py says the
 # decoder improved.
 #
@@ -51,13 +53,15 @@ echo "== gpu tests of the kernel ($(left) s left)"
 timeout 180 $PY -m pytest -q -m gpu tests/test_kernels.py -rs -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" | tail -30
 TESTS_RC=${PIPESTATUS[0]}
 echo "kernel gpu tests exit status $TESTS_RC"
-echo "== the other gpu tests ($(left) s left)"
-timeout 150 $PY -m pytest -q -m gpu tests --deselect tests/test_kernels.py -rs -p no:cacheprovider 2>&1 \
-  | tee -a "$OUT/gpu_tests.log" | tail -30
-echo "other gpu tests exit status ${PIPESTATUS[0]}"
+if [ "${SKIP_OTHER_TESTS:-0}" != 1 ]; then
+  echo "== the other gpu tests ($(left) s left)"
+  timeout 150 $PY -m pytest -q -m gpu tests --deselect tests/test_kernels.py -rs -p no:cacheprovider 2>&1 \
+    | tee -a "$OUT/gpu_tests.log" | tail -30
+  echo "other gpu tests exit status ${PIPESTATUS[0]}"
+fi
 
 echo "== kernel benchmark ($(left) s left)"
-timeout 120 $PY benchmarks/kernel.py --json "$OUT/kernel.json" 2>&1 | tail -20
+timeout 120 $PY benchmarks/kernel.py --profile --json "$OUT/kernel.json" 2>&1 | tee "$OUT/kernel.log" | tail -12
 
 GATE=$($PY - "$OUT/kernel.json" <<'PYEOF'
 import json, sys
@@ -72,7 +76,7 @@ print("; ".join(bad) if bad else "ok")
 PYEOF
 )
 echo "kernel targets at 720p: $GATE"
-if [ "$TESTS_RC" != 0 ] || [ "$GATE" != ok ]; then
+if [ "${GATE_ON_KERNEL:-1}" = 1 ] && { [ "$TESTS_RC" != 0 ] || [ "$GATE" != ok ]; }; then
   echo "== stopping early (kernel tests or kernel targets failed), $(left) s of the budget left for a fixed rerun"
   exit 1
 fi
@@ -94,7 +98,5 @@ if [ "$T" -gt 60 ] && [ -d gpu_pack/photos ]; then
     | tr '\r' '\n' | awk '/^decoder relu3_1:/ {bar=$0; next} {print} END {print bar}' | tail -25
   cp runs/gpu_relu3_1/checkpoint.pt "$OUT/decoder_relu3_1_train.pt" 2>/dev/null || true
   cp runs/gpu_relu3_1/log.jsonl "$OUT/train_log.jsonl" 2>/dev/null || true
-  last=$(ls runs/gpu_relu3_1/samples_*.png 2>/dev/null | tail -1)
-  [ -n "$last" ] && cp "$last" "$OUT/samples.png"
 fi
 echo "== done in $(( $(date +%s) - START )) s"

@@ -82,12 +82,36 @@ def unfused(f, m, style, mode: str):
     return out.to(f.dtype)[None]
 
 
+def profile_720p(kernels, R, dtype) -> None:
+    """Per-kernel CUDA times (torch.profiler) of the fused op and the reference at 720p, adain."""
+    from torch.profiler import ProfilerActivity, profile
+    h, w = 180, 320
+    f = (torch.randn(1, 256, h, w, device="cuda") * 10).relu().to(dtype)
+    m = torch.rand(3, h, w, device="cuda")
+    m = m / m.sum(0, keepdim=True)
+    fs = (torch.randn(256, 64, 64, device="cuda") * 10).relu()
+    style = R.StyleStats.from_features(fs, torch.ones(3, 64, 64, device="cuda") / 3)
+    for name, fn in (("fused", lambda: kernels.fused_reconstruct(f, m, style, "adain", 1.0)),
+                     ("reference", lambda: unfused(f, m, style, "adain"))):
+        for _ in range(5):
+            fn()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(20):
+                fn()
+            torch.cuda.synchronize()
+        print(f"\n{name}, 720p adain, 20 calls:")
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
+
+
 def main(argv=None) -> int:
     from realtime import kernels
     from realtime import reconstruct as R
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dtype", choices=["fp16", "fp32", "bf16"], default="fp16")
     p.add_argument("--json", default=None)
+    p.add_argument("--profile", action="store_true",
+                   help="also print the CUDA time of every kernel of one fused call and one reference call (720p)")
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("benchmarks/kernel.py needs a CUDA GPU", file=sys.stderr)
@@ -117,6 +141,8 @@ def main(argv=None) -> int:
                          "speedup_graph": ref_g / fused_g if fused_g and ref_g else None,
                          "max_abs_diff": err, "MB": nbytes / 1e6,
                          "GBps": nbytes / (t / 1000) / 1e9, "pct_copy_bw": 100 * nbytes / (t / 1000) / 1e9 / bw})
+    if a.profile:
+        profile_720p(kernels, R, dtype)
     info = machine_info()
     print(f"device copy bandwidth: {bw:.0f} GB/s on {info.get('gpu')}\n")
     fmt = lambda v, f="{:.3f}": "n/a" if v is None else f.format(v)  # noqa: E731

@@ -38,6 +38,7 @@ void check_inputs(const at::Tensor& f, const at::Tensor& w) {
   TORCH_CHECK(w.size(0) >= 1 && w.size(0) <= kMaxK, "masked_recon: 1 to 8 regions, got ", w.size(0));
   TORCH_CHECK(w.scalar_type() == at::kFloat && w.is_contiguous(), "masked_recon: masks must be contiguous float32");
   TORCH_CHECK(f.get_device() == w.get_device(), "masked_recon: features and masks on different devices");
+  TORCH_CHECK(f.size(2) * f.size(3) < (int64_t{1} << 31), "masked_recon: at most 2^31 pixels, got ", f.sizes());
   TORCH_CHECK(f.scalar_type() == at::kFloat || f.scalar_type() == at::kHalf || f.scalar_type() == at::kBFloat16,
               "masked_recon: features must be float32, float16 or bfloat16, got ", f.scalar_type());
 }

@@ -46,7 +46,8 @@ __device__ __forceinline__ int64_t pixel_of(int64_t tile0, int i) {
 }
 
 // A thread's PPT pixels: offsets from the channel's base (through the strides), validity, and
-// the K mask weights of each (zero past the end).
+// the K mask weights of each (zero past the end).  On the vector path the plane is contiguous, so
+// the offset is the pixel index; otherwise a 32-bit division (H*W < 2^31 is checked by the host).
 template <int K, int PPT, int VEC>
 __device__ __forceinline__ void load_tile(const float* __restrict__ w, int64_t P, int W, int64_t sh, int64_t sw,
                                           int64_t tile0, int64_t (&off)[PPT], bool (&ok)[PPT], float (&m)[K][PPT]) {
@@ -55,7 +56,12 @@ __device__ __forceinline__ void load_tile(const float* __restrict__ w, int64_t P
     const int64_t p = pixel_of<VEC>(tile0, i);
     ok[i] = p < P;
     const int64_t q = ok[i] ? p : 0;
-    off[i] = (q / W) * sh + (q % W) * sw;
+    if constexpr (VEC > 1) {
+      off[i] = q;
+    } else {
+      const int qi = static_cast<int>(q);
+      off[i] = static_cast<int64_t>(qi / W) * sh + static_cast<int64_t>(qi % W) * sw;
+    }
 #pragma unroll
     for (int k = 0; k < K; ++k) m[k][i] = ok[i] ? w[k * P + q] : 0.f;
   }
@@ -188,17 +194,29 @@ __global__ void __launch_bounds__(kThreads) affine_kernel(
   }
 }
 
-// Launch shape of both passes: tiles of kThreads * PPT pixels times groups of channels, with
-// about four blocks per multiprocessor (fewer, larger groups re-read the masks less often).
+// Launch shape of both passes: tiles of kThreads * PPT pixels times groups of channels, as few
+// groups as fill the GPU in one wave (`slots` = resident blocks per multiprocessor times
+// multiprocessors): each block loads its masks once, so larger groups amortise that better, and a
+// single wave has no tail.
 struct Shape { int tiles, groups, group; };
-inline Shape launch_shape(int64_t P, int C, int K, int sms) {
+inline Shape launch_shape(int64_t P, int C, int K, int slots) {
   const int64_t tile = static_cast<int64_t>(kThreads) * pixels_per_thread(K);
   const int tiles = static_cast<int>((P + tile - 1) / tile);
-  int want = static_cast<int>((4LL * sms + tiles - 1) / tiles);
+  int want = slots / tiles;
   want = want < 1 ? 1 : (want > C ? C : want);
   int group = (C + want - 1) / want;
   group = group > kMaxGroup ? kMaxGroup : group;
   return {tiles, (C + group - 1) / group, group};
+}
+
+template <typename Kernel>
+inline int blocks_per_sm(Kernel kernel) {
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0) != cudaSuccess || per_sm < 1) {
+    cudaGetLastError();   // clear it: one block per multiprocessor is a safe guess
+    per_sm = 1;
+  }
+  return per_sm;
 }
 
 // What the torch glue passes to the launchers of one dtype (T = float, __half or __nv_bfloat16).
@@ -237,31 +255,35 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const float
     default: { constexpr int KK = 8; __VA_ARGS__; } break;  \
   }
 
+#define STYLECAM_LAUNCH(kernel, ...)                                                                              \
+  do {                                                                                                            \
+    static int per_sm = 0;                 /* one per kernel instantiation: asked once */                       \
+    if (per_sm == 0) per_sm = blocks_per_sm(kernel);                                                              \
+    const Shape sh = launch_shape(static_cast<int64_t>(g.H) * g.W, g.C, g.K, per_sm * g.sms);                     \
+    kernel<<<dim3(sh.tiles, sh.groups), kThreads, 0, s>>>(__VA_ARGS__);                                           \
+  } while (0)
+
 #define STYLECAM_INSTANTIATE(T)                                                                                   \
   void launch_moments(const T* f, const float* w, const Geometry& g, float* s1, float* s2, float* ws,          \
                          cudaStream_t s) {                                                                        \
-    const Shape sh = launch_shape(static_cast<int64_t>(g.H) * g.W, g.C, g.K, g.sms);                              \
-    const dim3 grid(sh.tiles, sh.groups);                                                                         \
     constexpr int V = 16 / sizeof(T);                                                                             \
     if (g.vec) {                                                                                                  \
-      STYLECAM_DISPATCH_K(g.K, (moments_kernel<T, KK, V><<<grid, kThreads, 0, s>>>(                               \
-          f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws)));                                         \
+      STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH((moments_kernel<T, KK, V>),                                        \
+          f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws));                                          \
     } else {                                                                                                      \
-      STYLECAM_DISPATCH_K(g.K, (moments_kernel<T, KK, 1><<<grid, kThreads, 0, s>>>(                               \
-          f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws)));                                         \
+      STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH((moments_kernel<T, KK, 1>),                                        \
+          f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws));                                          \
     }                                                                                                             \
   }                                                                                                               \
   void launch_affine(const T* f, const float* w, const float* A, const float* B, const Geometry& g, T* out,    \
                         float lo, float hi, cudaStream_t s) {                                                     \
-    const Shape sh = launch_shape(static_cast<int64_t>(g.H) * g.W, g.C, g.K, g.sms);                              \
-    const dim3 grid(sh.tiles, sh.groups);                                                                         \
     constexpr int V = 16 / sizeof(T);                                                                             \
     if (g.vec) {                                                                                                  \
-      STYLECAM_DISPATCH_K(g.K, (affine_kernel<T, KK, V><<<grid, kThreads, 0, s>>>(                                \
-          f, g.sc, g.sh, g.sw, w, A, B, g.C, g.H, g.W, sh.group, out, lo, hi)));                                  \
+      STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH((affine_kernel<T, KK, V>),                                         \
+          f, g.sc, g.sh, g.sw, w, A, B, g.C, g.H, g.W, sh.group, out, lo, hi));                                   \
     } else {                                                                                                      \
-      STYLECAM_DISPATCH_K(g.K, (affine_kernel<T, KK, 1><<<grid, kThreads, 0, s>>>(                                \
-          f, g.sc, g.sh, g.sw, w, A, B, g.C, g.H, g.W, sh.group, out, lo, hi)));                                  \
+      STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH((affine_kernel<T, KK, 1>),                                         \
+          f, g.sc, g.sh, g.sw, w, A, B, g.C, g.H, g.W, sh.group, out, lo, hi));                                   \
     }                                                                                                             \
   }
 
