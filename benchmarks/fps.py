@@ -66,6 +66,8 @@ def time_frames(st, seg, frames: list, size: tuple[int, int], device: str, warmu
     sink = NullSink()
     dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    if dev.type == "cuda":
+        st.times.sync = sync          # each stage waits for the GPU before it is read
     rows = []
     for i, f in enumerate([frames[0]] * warmup + frames):
         t = time.perf_counter()

@@ -91,7 +91,7 @@ if [ "$T" -gt 60 ] && [ -d gpu_pack/photos ]; then
   mkdir -p runs/gpu_relu3_1
   cp weights/checkpoints/decoder_relu3_1_train.pt runs/gpu_relu3_1/checkpoint.pt
   timeout $(( T + 40 )) $PY -m training.train_decoder --layer relu3_1 --device cuda --resume \
-    --photos gpu_pack/photos --paintings gpu_pack/paintings --run-dir runs/gpu_relu3_1 \
+    --photos gpu_pack/photos --paintings gpu_pack/paintings --holdout-dir gpu_pack/holdout --run-dir runs/gpu_relu3_1 \
     --out "$OUT/decoder_relu3_1.pt" --crop 256 --batch 16 --mix-prob 0.2 --mix-crop 128 \
     --iterations 1000000 --lr 5e-4 --lr-final 2e-5 --lr-by-time \
     --max-minutes "$(awk "BEGIN{print ($T - 15)/60}")" --checkpoint-minutes 2 --eval-every 1000 --grid-every 2000 2>&1 \

@@ -198,6 +198,27 @@ def available() -> bool:
         return False
 
 
+def check_fused_inputs(feat: torch.Tensor, masks: torch.Tensor, style_mean: torch.Tensor) -> None:
+    """The op's own checks, in Python, with ValueError: the product never relies on the CUDA code's
+    TORCH_CHECK error path (which crashed the process on the lent GPU's torch 2.11, see the README)."""
+    if feat.dim() != 4 or feat.shape[0] != 1:
+        raise ValueError(f"fused reconstruction: features must be 1 x C x H x W, got {tuple(feat.shape)}")
+    if feat.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"fused reconstruction: features must be float32, float16 or bfloat16, got {feat.dtype}")
+    if masks.dim() != 3 or tuple(masks.shape[1:]) != tuple(feat.shape[2:]):
+        raise ValueError(f"fused reconstruction: masks must be K x H x W at the feature size {tuple(feat.shape[2:])}, "
+                         f"got {tuple(masks.shape)}")
+    if not 1 <= masks.shape[0] <= 8:
+        raise ValueError(f"fused reconstruction: 1 to 8 regions, got {masks.shape[0]}")
+    if masks.dtype != torch.float32 or not masks.is_contiguous() or masks.device != feat.device:
+        raise ValueError("fused reconstruction: masks must be contiguous float32 on the features' device")
+    if tuple(style_mean.shape) != (masks.shape[0], feat.shape[1]):
+        raise ValueError(f"fused reconstruction: the style has {tuple(style_mean.shape)} (regions x channels) "
+                         f"statistics, the frame {masks.shape[0]} x {feat.shape[1]}")
+    if feat.shape[2] * feat.shape[3] >= 2 ** 31:
+        raise ValueError("fused reconstruction: at most 2^31 pixels")
+
+
 def _style_std(style) -> torch.Tensor:
     """The style's per-region std, computed once per style (not two small kernels every frame)."""
     var = style.stats.var
@@ -217,6 +238,7 @@ def fused_reconstruct(feat, masks, style, mode: str, alpha: float, iterations=No
     code = MODE_CODES["linear_iterative" if mode == "linear" and iterations is not None else mode]
     if code == 1:
         linear_beta(alpha)                        # the reference's error for a strength of 1 or more
+    check_fused_inputs(feat, masks, style.stats.mean)
     K, C = masks.shape[0], feat.shape[1]
     pm = pv = off0 = None
     if state is not None:

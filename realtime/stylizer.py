@@ -42,9 +42,15 @@ class StylizerConfig:
 
 @dataclass
 class StageTimes:
+    """Wall milliseconds per stage of the last frame.  ``sync``: a callable run before each reading
+    (``torch.cuda.synchronize`` for benchmarks on a GPU, where work is asynchronous and a stage's
+    time would otherwise show up in whichever later stage first waits for the GPU)."""
     ms: dict = field(default_factory=dict)
+    sync: object = None
 
     def add(self, name: str, t0: float) -> float:
+        if self.sync is not None:
+            self.sync()
         t = time.perf_counter()
         self.ms[name] = (t - t0) * 1000.0
         return t

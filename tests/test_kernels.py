@@ -228,3 +228,20 @@ def test_cuda_vector_path_and_misaligned_input_match_reference(dtype, K):
             torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-2)
         out = torch.ops.stylecam.masked_affine(g, m.cuda(), A.cuda(), B.cuda())
         torch.testing.assert_close(out.float().cpu(), ref.float(), rtol=tol, atol=tol * 10)
+
+
+def test_fused_reconstruct_rejects_bad_input_with_clear_errors():
+    """CPU and GPU alike: the Python wrapper refuses bad shapes before any op runs."""
+    f, m, st = case(3, 8, 5, 7, 0)
+    with pytest.raises(ValueError, match="K x H x W"):
+        kernels.fused_reconstruct(f, m[:, :4].contiguous(), st, "adain", 1.0)
+    with pytest.raises(ValueError, match="1 x C x H x W"):
+        kernels.fused_reconstruct(f[0], m, st, "adain", 1.0)
+    with pytest.raises(ValueError, match="float32, float16 or bfloat16"):
+        kernels.fused_reconstruct(f.double(), m, st, "adain", 1.0)
+    with pytest.raises(ValueError, match="regions x channels"):
+        kernels.fused_reconstruct(f[:, :4], m, st, "adain", 1.0)
+    with pytest.raises(ValueError, match="strength in"):
+        kernels.fused_reconstruct(f, m, st, "linear", 1.0, iterations=5)
+    with pytest.raises(ValueError, match="covers linear and adain"):
+        kernels.fused_reconstruct(f, m, st, "wct", 1.0)

@@ -181,3 +181,26 @@ def test_pack_data_resizes_skips_unreadable_and_trains(tiny_data, tmp_path):
     T.train(_cfg(tmp_path, out / "photos", out / "paintings", out=str(tmp_path / "p.pt"), run_dir=str(tmp_path / "rp"),
                  load_side=40, iterations=2))
     assert load_decoder(tmp_path / "p.pt").meta["iterations"] == 2
+
+
+def test_pack_keeps_heldout_portraits_for_evaluation(tiny_data, tmp_path, monkeypatch, caplog):
+    """Held-out photos are left out of the packed training photos but packed apart, and training
+    measures its held-out PSNR from --holdout-dir (without one it says it cannot)."""
+    import json
+    import math
+    from training import pack_data
+    ph, pa = tiny_data
+    monkeypatch.setattr(pack_data, "holdout_names", lambda: {"p0.jpg"})
+    monkeypatch.setattr(T, "holdout_names", lambda: {"p0.jpg"})
+    out = tmp_path / "packed"
+    assert pack_data.main(["--photos", str(ph), "--paintings", str(pa), "--out", str(out), "--side", "40"]) == 0
+    assert len(list((out / "photos").iterdir())) == 4 and max(cv2.imread(str(out / "holdout" / "p0.jpg")).shape[:2]) == 256
+    cfg = _cfg(tmp_path, out / "photos", out / "paintings", out=str(tmp_path / "h.pt"), run_dir=str(tmp_path / "rh"),
+               load_side=40, iterations=2, eval_every=1, holdout_dir=str(out / "holdout"))
+    T.train(cfg)
+    psnrs = [json.loads(line)["psnr"] for line in (tmp_path / "rh" / "log.jsonl").read_text().splitlines()]
+    assert len(psnrs) == 2 and all(math.isfinite(p) and p > 5 for p in psnrs)
+    with caplog.at_level("WARNING"):
+        T.train(_cfg(tmp_path, out / "photos", out / "paintings", out=str(tmp_path / "n.pt"),
+                     run_dir=str(tmp_path / "rn"), load_side=40, iterations=1))
+    assert "no held-out portraits found" in caplog.text

@@ -6,7 +6,8 @@
 The trainer reads each image once at ``--load-side`` (256 by default), so nothing is lost by
 storing it at that size; the research set then fits in a few tens of MiB, small enough to
 carry to a lent GPU machine (whose calls carry at most 64 MiB).  Held-out portraits
-(``training/holdout.txt``) are left out.  Output: ``OUT/photos`` and ``OUT/paintings``, written
+(``training/holdout.txt``) are left out (8 of them go to ``OUT/holdout``, for ``train_decoder
+--holdout-dir``).  Output: ``OUT/photos`` and ``OUT/paintings``, written
 to a temporary folder and renamed when complete.  Fails if the result exceeds ``--limit-mib``.
 ``--with-encoder`` adds ``OUT/encoder.pt`` (+ ``.sha256``): the encoder's layers up to relu4_1
 (12 MB instead of 59; ``engines.weights.export_slim``), which is all training and the live
@@ -43,6 +44,19 @@ def pack(photos: str, paintings: str, out: Path, side: int = 256, quality: int =
         if not n:
             raise ValueError(f"no readable images in {folder}")
         counts[name] = n
+    # the 8 held-out portraits that training evaluates on (never trained on), at the size it uses
+    n = 0
+    for name in sorted(hold)[:8]:
+        img = cv2.imread(str(Path(photos) / name))
+        if img is None:
+            continue
+        s = 256 / max(img.shape[:2])
+        dst = tmp / "holdout" / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(dst), cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)),
+                                         interpolation=cv2.INTER_AREA), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        n += 1
+    counts["holdout"] = n
     if with_encoder:
         from engines.weights import export_slim, load_hed_weights
         export_slim(load_hed_weights(), "relu4_1", tmp / "encoder.pt")

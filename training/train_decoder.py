@@ -50,6 +50,7 @@ class TrainConfig:
     paintings: str = str(DEFAULT_DATA / "paintings")
     out: str = ""
     run_dir: str = ""
+    holdout_dir: str = ""        # where the held-out portraits are (default: the photos folder)
     encoder_weights: str | None = None
     iterations: int = 20000
     batch: int = 4
@@ -222,7 +223,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     sp = CropSampler(photos, cfg.crop, (cfg.scale_min, cfg.scale_max), rng)
     ss = CropSampler(paintings, cfg.crop, (cfg.scale_min, cfg.scale_max), rng)
     eval_imgs = []
-    hdir = Path(cfg.photos)
+    hdir = Path(cfg.holdout_dir or cfg.photos)
     for name in sorted(hold)[:8]:
         img = cv2.imread(str(hdir / name))
         if img is not None:
@@ -230,6 +231,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             eval_imgs.append(cv2.resize(img, (round(img.shape[1] * s) // 4 * 4, round(img.shape[0] * s) // 4 * 4),
                                         interpolation=cv2.INTER_AREA))
 
+    if not eval_imgs:
+        log.warning("no held-out portraits found in %s: the held-out PSNR will not be measured "
+                    "(--holdout-dir names their folder)", hdir)
     dec = Decoder(cfg.layer, ew.arch, cfg.width).to(dev)
     opt = torch.optim.Adam(dec.parameters(), lr=cfg.lr)
     it, history = 0, []
@@ -353,6 +357,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     p.add_argument("--paintings", default=d.paintings, help="folder of paintings (default: %(default)s)")
     p.add_argument("--out", default="", help="decoder file to write (default: weights/decoder_LAYER.pt)")
     p.add_argument("--run-dir", default="", help="checkpoints, logs, sample grids (default: runs/decoder_LAYER)")
+    p.add_argument("--holdout-dir", default="", help="folder with the held-out portraits of training/holdout.txt "
+                                                     "(default: the photos folder)")
     p.add_argument("--device", default=d.device, help="cpu or cuda (default: %(default)s)")
     p.add_argument("--encoder-weights", default=None, help="torchvision VGG16/19 file instead of HED's VGG16")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
