@@ -1,4 +1,6 @@
 """Decoder network and training loop: structure, files, checkpoints and an exact resume."""
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -138,6 +140,13 @@ def test_feature_cache_matches_the_encoder_is_reused_and_resumes_exactly(tiny_da
                      iterations=1, **kw))
     assert "rebuilding" in caplog.text
     assert np.load(str(feat_files[0]).replace("ra", "rb").replace(".feat.npy", ".img.npy")).shape[1] == 24
+    # a damaged key (a write cut short) means "rebuild", never a crash or a wrong cache
+    key = next((tmp_path / "ra").glob("feature_cache_*.json"))
+    key.write_text('{"layer": "relu3')
+    caplog.clear()
+    with caplog.at_level("INFO", logger="training"):
+        T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "d.pt"), run_dir=str(tmp_path / "ra"), iterations=1, **kw))
+    assert "rebuilding" in caplog.text and json.loads(key.read_text())["crop"] == 32
 
 
 def test_max_minutes_stops_with_a_checkpoint_and_no_cuda_is_a_clear_error(tiny_data, tmp_path, capsys):
@@ -186,7 +195,6 @@ def test_pack_data_resizes_skips_unreadable_and_trains(tiny_data, tmp_path):
 def test_pack_keeps_heldout_portraits_for_evaluation(tiny_data, tmp_path, monkeypatch, caplog):
     """Held-out photos are left out of the packed training photos but packed apart, and training
     measures its held-out PSNR from --holdout-dir (without one it says it cannot)."""
-    import json
     import math
     from training import pack_data
     ph, pa = tiny_data

@@ -173,10 +173,17 @@ class FeatureCache:
         stem = run / f"feature_cache_{cfg.layer}_{cfg.cache_crops}"
         meta_p, img_p, feat_p = stem.with_suffix(".json"), stem.with_suffix(".img.npy"), stem.with_suffix(".feat.npy")
         if meta_p.exists() and img_p.exists() and feat_p.exists():
-            if json.loads(meta_p.read_text()) == key:
+            try:
+                same = json.loads(meta_p.read_text()) == key
+            except ValueError:
+                same = False
+            if same:
                 log.info("using the feature cache %s (%d crops)", stem, cfg.cache_crops)
                 return FeatureCache(np.load(img_p, mmap_mode="r"), np.load(feat_p, mmap_mode="r"))
             log.info("feature cache %s is for another configuration: rebuilding", stem)
+        # the key goes first and comes back last: a rebuild cut short never leaves an old key
+        # beside new data (or the reverse)
+        meta_p.unlink(missing_ok=True)
         rng = random.Random(cfg.seed + 1)
         sp = CropSampler(photos, cfg.crop, (cfg.scale_min, cfg.scale_max), rng)
         ss = CropSampler(paintings, cfg.crop, (cfg.scale_min, cfg.scale_max), rng)
@@ -197,7 +204,8 @@ class FeatureCache:
         os.replace(feat_p.with_suffix(".tmp.npy"), feat_p)
         np.save(img_p.with_suffix(".tmp.npy"), imgs)
         os.replace(img_p.with_suffix(".tmp.npy"), img_p)
-        meta_p.write_text(json.dumps(key))
+        meta_p.with_suffix(".tmp.json").write_text(json.dumps(key))
+        os.replace(meta_p.with_suffix(".tmp.json"), meta_p)
         return FeatureCache(np.load(img_p, mmap_mode="r"), np.load(feat_p, mmap_mode="r"))
 
 
