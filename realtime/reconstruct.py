@@ -106,13 +106,16 @@ def stats_from_sums(s1: torch.Tensor, s2: torch.Tensor, wsum: torch.Tensor) -> R
     return RegionStats(wsum, mean, (s2 / nz - mean * mean).clamp_min(0))
 
 
-def masked_stats(feat: torch.Tensor, masks: torch.Tensor, with_cov: bool = False) -> RegionStats:
-    """Weighted per-region mean, variance (and covariance) of ``feat`` (C x h x w), in float32."""
+def masked_stats(feat: torch.Tensor, masks: torch.Tensor, with_cov: bool = False, sums=None) -> RegionStats:
+    """Weighted per-region mean, variance (and covariance) of ``feat`` (C x h x w), in float32.
+    ``sums``: (s1, s2, wsum) already computed (on a GPU, by the fused kernel's first pass)."""
     f = feat.reshape(feat.shape[0], -1).float()       # C x N
     w = masks.reshape(masks.shape[0], -1).float()     # K x N
-    n = w.sum(1)                                      # K
+    if sums is None:
+        sums = (w @ f.T, w @ (f * f).T, w.sum(1))
+    n = sums[2]                                       # K
     nz = n.clamp_min(EPS)
-    st = stats_from_sums(w @ f.T, w @ (f * f).T, n)
+    st = stats_from_sums(*sums)
     mean, var = st.mean, st.var
     cov = None
     if with_cov:
@@ -395,7 +398,8 @@ def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mo
     iteration N times instead of the exact closed form; for ``gram``, the
     number of descent steps (default ``gram_steps``).  ``state``: carries
     smoothed statistics and the warm start between frames.  ``use_kernel``: on a GPU, run
-    ``linear``/``adain`` through the fused CUDA op when it is available.  Returns a tensor of
+    ``linear``/``adain`` through the fused CUDA op when it is available, and take ``wct``/``gram``'s
+    region statistics from its first pass.  Returns a tensor of
     ``fc``'s shape and dtype; all statistics are float32.
     """
     if mode not in MODES:
@@ -422,7 +426,12 @@ def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mo
     f32 = f.float()
     ss = style.stats
     need_cov = mode == "wct"
-    cs = masked_stats(f32, wc, with_cov=need_cov)
+    sums = None
+    if mode in ("wct", "gram") and f.is_cuda and use_kernel:
+        from . import kernels
+        if kernels.available():   # the kernel's masked statistics; the covariance by cuBLAS (below)
+            sums = torch.ops.stylecam.masked_moments(f[None], wc.contiguous())
+    cs = masked_stats(f32, wc, with_cov=need_cov, sums=sums)
     if state is not None:
         cs = state.smooth(cs)
 

@@ -245,3 +245,26 @@ def test_fused_reconstruct_rejects_bad_input_with_clear_errors():
         kernels.fused_reconstruct(f, m, st, "linear", 1.0, iterations=5)
     with pytest.raises(ValueError, match="covers linear and adain"):
         kernels.fused_reconstruct(f, m, st, "wct", 1.0)
+
+
+def test_masked_stats_from_the_ops_sums_equal_the_reference():
+    """wct and gram take their statistics from the kernel's first pass on a GPU: the same numbers
+    (here through the op's CPU implementation), covariance included."""
+    f, m, _ = case(3, 16, 9, 13, 4, empty=2)
+    sums = torch.ops.stylecam.masked_moments(f, m)
+    a = R.masked_stats(f[0], m, with_cov=True, sums=sums)
+    b = R.masked_stats(f[0], m, with_cov=True)
+    for x, y in ((a.weight, b.weight), (a.mean, b.mean), (a.var, b.var), (a.cov, b.cov)):
+        torch.testing.assert_close(x, y)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["wct", "gram"])
+def test_cuda_wct_and_gram_with_the_kernels_statistics_match_cpu(mode):
+    f, m, style = case(3, 32, 21, 17, 3)
+    style_gpu = R.StyleStats(R.RegionStats(*(t.cuda() if t is not None else None for t in
+                                              (style.stats.weight, style.stats.mean, style.stats.var, style.stats.cov))),
+                             style.features.cuda(), style.masks.cuda(), style.fallback)
+    a = R.reconstruct(f, m, style, mode, 0.7)
+    b = R.reconstruct(f.cuda(), m.cuda(), style_gpu, mode, 0.7)
+    torch.testing.assert_close(b.cpu(), a, rtol=1e-3, atol=1e-2)
