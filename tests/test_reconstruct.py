@@ -317,6 +317,9 @@ def test_bad_inputs_raise_value_error_naming_expectation():
         R.reconstruct(fc, torch.full((2, 10, 10), 0.9), R.StyleStats.from_features(feats(8, 10, 10), hard_masks(10, 10, 2)))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         R.reconstruct(fc, torch.full((1, 10, 10), float("nan")), st)
+    two = torch.stack([torch.full((10, 10), 1.5), torch.full((10, 10), -0.5)])    # sums to 1, out of range
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        R.reconstruct(fc, two, R.StyleStats.from_features(feats(8, 10, 10), hard_masks(10, 10, 2)))
     with pytest.raises(ValueError, match="regions"):
         R.reconstruct(fc, hard_masks(10, 10, 3), st)
     with pytest.raises(ValueError, match="K x H x W"):
