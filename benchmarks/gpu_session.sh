@@ -69,8 +69,13 @@ try:
     rows = [r for r in json.load(open(sys.argv[1]))["rows"] if r["frame"] == "720p"]
 except Exception as e:  # noqa: BLE001
     print(f"no kernel results ({e})"); raise SystemExit
-bad = [f"{r['mode']}: {r['pct_copy_bw']:.0f} % of copy bandwidth, {r['speedup']:.1f}x eager / "
-       f"{r['speedup_graph'] or 0:.1f}x graph" for r in rows
+# per mode, the best pass-1 layout
+best = {}
+for r in rows:
+    if r["mode"] not in best or r["pct_copy_bw"] > best[r["mode"]]["pct_copy_bw"]:
+        best[r["mode"]] = r
+bad = [f"{r['mode']} ({r.get('moments', 'warp')}): {r['pct_copy_bw']:.0f} % of copy bandwidth, "
+       f"{r['speedup']:.1f}x eager / {r['speedup_graph'] or 0:.1f}x graph" for r in best.values()
        if r["pct_copy_bw"] < 80 or max(r["speedup"], r["speedup_graph"] or 0) < 3]
 print("; ".join(bad) if bad else "ok")
 PYEOF

@@ -15,6 +15,7 @@ device-to-device copy bandwidth.  Targets (the kernel issue): >= 80 % of copy ba
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -110,6 +111,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dtype", choices=["fp16", "fp32", "bf16"], default="fp16")
     p.add_argument("--json", default=None)
+    p.add_argument("--moments", default="warp,lanes",
+                   help="pass-1 layouts to time, comma-separated: warp (the default layout), lanes "
+                        "(thread per channel, opt-in through STYLECAM_MOMENTS=lanes)")
     p.add_argument("--profile", action="store_true",
                    help="also print the CUDA time of every kernel of one fused call and one reference call (720p)")
     a = p.parse_args(argv)
@@ -127,7 +131,8 @@ def main(argv=None) -> int:
         m = m / m.sum(0, keepdim=True)
         fs = (torch.randn(256, 64, 64, device="cuda") * 10).relu()
         style = R.StyleStats.from_features(fs, torch.ones(3, 64, 64, device="cuda") / 3)
-        for mode in ("adain", "linear"):
+        for layout, mode in [(lay, md) for lay in a.moments.split(",") for md in ("adain", "linear")]:
+            os.environ["STYLECAM_MOMENTS"] = layout          # read by the op on every call
             fused_fn = lambda: kernels.fused_reconstruct(f, m, style, mode, 1.0)  # noqa: E731
             ref_fn = lambda: unfused(f, m, style, mode)  # noqa: E731
             err = (fused_fn().float() - ref_fn().float()).abs().max().item()
@@ -135,21 +140,25 @@ def main(argv=None) -> int:
             fused_g, ref_g = graph_time(fused_fn), graph_time(ref_fn)
             t = fused_g if fused_g is not None else fused
             nbytes = 3 * f.numel() * f.element_size() + 2 * m.numel() * 4
-            rows.append({"frame": name, "features": f"256x{h}x{w}", "mode": mode, "dtype": a.dtype,
+            rows.append({"frame": name, "features": f"256x{h}x{w}", "mode": mode, "moments": layout, "dtype": a.dtype,
                          "fused_ms": fused, "reference_ms": ref, "speedup": ref / fused,
                          "fused_graph_ms": fused_g, "reference_graph_ms": ref_g,
                          "speedup_graph": ref_g / fused_g if fused_g and ref_g else None,
                          "max_abs_diff": err, "MB": nbytes / 1e6,
                          "GBps": nbytes / (t / 1000) / 1e9, "pct_copy_bw": 100 * nbytes / (t / 1000) / 1e9 / bw})
     if a.profile:
-        profile_720p(kernels, R, dtype)
+        for layout in a.moments.split(","):
+            os.environ["STYLECAM_MOMENTS"] = layout
+            print(f"\n== pass-1 layout: {layout}")
+            profile_720p(kernels, R, dtype)
+    os.environ.pop("STYLECAM_MOMENTS", None)
     info = machine_info()
     print(f"device copy bandwidth: {bw:.0f} GB/s on {info.get('gpu')}\n")
     fmt = lambda v, f="{:.3f}": "n/a" if v is None else f.format(v)  # noqa: E731
     print("| frame | features | mode | fused ms eager / graph | reference ms eager / graph | speed-up eager / graph "
           "| GB/s (graph) | % of copy bw | max abs diff |\n|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['frame']} | {r['features']} | {r['mode']} | {r['fused_ms']:.3f} / {fmt(r['fused_graph_ms'])} | "
+        print(f"| {r['frame']} | {r['features']} | {r['mode']} ({r['moments']}) | {r['fused_ms']:.3f} / {fmt(r['fused_graph_ms'])} | "
               f"{r['reference_ms']:.3f} / {fmt(r['reference_graph_ms'])} | {r['speedup']:.1f}x / "
               f"{fmt(r['speedup_graph'], '{:.1f}x')} | {r['GBps']:.0f} | {r['pct_copy_bw']:.0f} % | {r['max_abs_diff']:.2g} |")
     if a.json:

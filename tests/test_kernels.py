@@ -131,11 +131,18 @@ def test_cuda_kernel_fp16_near_limit_and_odd_sizes():
     torch.testing.assert_close(mom[1].cpu(), ref[1], rtol=1e-3, atol=1.0)
 
 
+@pytest.fixture(params=["warp", "lanes"])
+def moments_layout(request, monkeypatch):
+    """Both layouts of pass 1 (the op reads STYLECAM_MOMENTS on every call)."""
+    monkeypatch.setenv("STYLECAM_MOMENTS", request.param)
+    return request.param
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("K", [1, 2, 3, 4, 5, 8])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_cuda_fused_op_matches_cpu_reference_over_frames(dtype, K, channels_last):
+def test_cuda_fused_op_matches_cpu_reference_over_frames(dtype, K, channels_last, moments_layout):
     """The one-call op (memset, pass 1, solve, pass 2): every mode, an empty region, warm start
     (smoothing and the iterative offset) carried over three frames, at sizes with several pixel
     tiles and channel groups: odd ones (every pixel through the strides) and 45 x 120, whose
@@ -212,7 +219,7 @@ def test_fused_op_cpu_reference_carries_the_warm_start():
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("K", [1, 3, 4, 5, 8])
-def test_cuda_vector_path_and_misaligned_input_match_reference(dtype, K):
+def test_cuda_vector_path_and_misaligned_input_match_reference(dtype, K, moments_layout):
     """Both passes on their 16-byte vector path (NCHW, H*W a multiple of 8, many tiles and channel
     groups, a partial last tile) and the same data 2 bytes off alignment (strided path)."""
     f, m, st = case(K, 256, 96, 136, 7 * K, empty=K - 1)

@@ -400,3 +400,26 @@ def test_outputs_get_ordinary_permissions(tmp_path):
         os.umask(mask)
     assert oct(p.stat().st_mode & 0o777) == oct(0o644)
     assert oct((tmp_path / "v.avi").stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_decoder_only_ever_sees_non_negative_features(stylizer_parts, portrait_bgr):
+    """A strong linear mean shift makes some reconstructed features negative; the stylizer clamps
+    them (they come from a ReLU), and the decoder receives none below zero."""
+    from realtime import reconstruct as R
+    from realtime.stylizer import Stylizer, StylizerConfig
+    enc, dec, bank = stylizer_parts
+    seen = []
+
+    class Recording(torch.nn.Module):
+        layer = dec.layer
+
+        def forward(self, x):
+            seen.append(float(x.min()))
+            return dec(x)
+
+    f = cv2.resize(portrait_bgr, (96, 112))
+    feat = enc(torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255)
+    shifted = R.reconstruct(feat[0], None, bank.current.stats, "linear", 1.0)
+    assert float(shifted.min()) < 0                    # the shift alone does go below zero
+    Stylizer(StylizerConfig(mode="linear", size=(96, 0)), enc, Recording(), bank).stylize(f)
+    assert seen and min(seen) >= 0

@@ -16,6 +16,9 @@
 // The kernels live in masked_recon_kernels.cuh, instantiated per dtype in masked_recon_{f32,f16,
 // bf16}.cu.  Launched on PyTorch's current stream; memory comes from PyTorch's allocator; any H,
 // W, K <= 8, NCHW or channels_last (through strides), FP16 / BF16 / FP32 features.
+#include <cstdlib>
+#include <string>
+
 #include <torch/extension.h>
 // c10's CUDA headers only: ATen/cuda/CUDAContext.h pulls in cuBLAS/cuSPARSE headers, which a
 // minimal CUDA toolkit (nvcc + cudart) does not have.
@@ -54,8 +57,12 @@ Geometry geometry(const at::Tensor& f, int K, const at::Tensor* out = nullptr) {
   const int64_t P = f.size(2) * f.size(3), vec = 16 / static_cast<int64_t>(f.element_size());
   const bool v = f.is_contiguous() && P % vec == 0 && aligned16(f.data_ptr()) &&
                  (out == nullptr || aligned16(out->data_ptr()));
+  // pass 1's layout: STYLECAM_MOMENTS=lanes picks the thread-per-channel one (read on every call,
+  // so a benchmark can compare both in one process)
+  const char* env = std::getenv("STYLECAM_MOMENTS");
+  const bool lanes = env != nullptr && std::string(env) == "lanes";
   return {K, static_cast<int>(f.size(1)), static_cast<int>(f.size(2)), static_cast<int>(f.size(3)),
-          f.stride(1), f.stride(2), f.stride(3), v, sms};
+          f.stride(1), f.stride(2), f.stride(3), v, lanes, sms};
 }
 
 void moments(const at::Tensor& f, const at::Tensor& w, float* s1, float* s2, float* ws, cudaStream_t s) {

@@ -144,6 +144,82 @@ __global__ void __launch_bounds__(kThreads) moments_kernel(
   if (blockIdx.y == 0 && threadIdx.x < K) atomicAdd(&wsum[threadIdx.x], acc[2 * K][threadIdx.x]);
 }
 
+// Pass 1, second layout ("lanes", STYLECAM_MOMENTS=lanes; vector path only): a thread per channel
+// instead of a warp per channel, so that no warp shuffles are needed.  Block = 32 channels
+// (threadIdx.x) x 8 pixel lanes (threadIdx.y) over a tile of TILE pixels whose masks sit in shared
+// memory (every lane of a warp reads the same mask value: a broadcast).  Each thread walks its
+// channel's tile in 16-byte runs; the 8 lanes' partial sums meet in shared memory, and one
+// atomicAdd per block and sum goes to global memory.  Written after the lent H200 showed the
+// warp layout's pass 1 at ~1 TB/s (shuffle-bound); NOT yet run on a GPU: it stays opt-in until
+// its GPU tests pass and benchmarks/kernel.py shows it faster.
+constexpr int kLanes = 32;
+constexpr int kRows = 8;
+__host__ __device__ constexpr int lanes_tile(int K) { return K <= 4 ? 1024 : 512; }
+
+template <typename T, int K>
+__global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
+    const T* __restrict__ f, int64_t sc, const float* __restrict__ w, int C, int64_t P,
+    float* __restrict__ s1, float* __restrict__ s2, float* __restrict__ wsum) {
+  constexpr int VEC = 16 / sizeof(T);
+  constexpr int TILE = lanes_tile(K);
+  static_assert(VEC % 4 == 0 && TILE % VEC == 0, "runs of whole float4 mask groups");
+  __shared__ __align__(16) float ms[K][TILE];
+  __shared__ float red[kRows][2 * K][kLanes + 1];
+  const int64_t p0 = static_cast<int64_t>(blockIdx.x) * TILE;
+  const int n = static_cast<int>(P - p0 < TILE ? P - p0 : TILE);     // a multiple of VEC
+  const int tid = threadIdx.y * kLanes + threadIdx.x;
+  for (int i = tid; i < K * TILE; i += kLanes * kRows) {
+    const int k = i / TILE, j = i % TILE;
+    ms[k][j] = j < n ? w[k * P + p0 + j] : 0.f;
+  }
+  __syncthreads();
+  if (blockIdx.y == 0 && threadIdx.y == 0) {    // region areas, once per tile, by one warp
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      float t = 0.f;
+      for (int j = threadIdx.x; j < n; j += kLanes) t += ms[k][j];
+      t = warp_sum(t);
+      if (threadIdx.x == 0) atomicAdd(&wsum[k], t);
+    }
+  }
+  const int c = blockIdx.y * kLanes + threadIdx.x;
+  float a1[K], a2[K];
+#pragma unroll
+  for (int k = 0; k < K; ++k) { a1[k] = 0.f; a2[k] = 0.f; }
+  if (c < C) {
+    const T* fc = f + static_cast<int64_t>(c) * sc + p0;
+#pragma unroll 2
+    for (int j = threadIdx.y * VEC; j < n; j += kRows * VEC) {
+      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(fc + j));
+      const T* t = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int e = 0; e < VEC; e += 4) {
+        float x[4], xx[4];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) { x[q] = to_f(t[e + q]); xx[q] = x[q] * x[q]; }
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+          const float4 m4 = *reinterpret_cast<const float4*>(&ms[k][j + e]);
+          a1[k] = fmaf(m4.x, x[0], fmaf(m4.y, x[1], fmaf(m4.z, x[2], fmaf(m4.w, x[3], a1[k]))));
+          a2[k] = fmaf(m4.x, xx[0], fmaf(m4.y, xx[1], fmaf(m4.z, xx[2], fmaf(m4.w, xx[3], a2[k]))));
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < K; ++k) { red[threadIdx.y][k][threadIdx.x] = a1[k]; red[threadIdx.y][K + k][threadIdx.x] = a2[k]; }
+  __syncthreads();
+  for (int i = tid; i < 2 * K * kLanes; i += kLanes * kRows) {
+    const int row = i / kLanes, lane = i % kLanes, cc = blockIdx.y * kLanes + lane;
+    if (cc < C) {
+      float t = 0.f;
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) t += red[r][row][lane];
+      atomicAdd(&(row < K ? s1 : s2)[(row % K) * C + cc], t);
+    }
+  }
+}
+
 // grid: (pixel tiles, channel groups). out[c,p] = f * sum_k W[k,p] A[k,c] + sum_k W[k,p] B[k,c],
 // clamped to [lo, hi] (FP16's finite range for FP16); out has f's strides.
 template <typename T, int K, int VEC>
@@ -224,6 +300,7 @@ struct Geometry {
   int K, C, H, W;
   int64_t sc, sh, sw;   // feature strides (batch 1)
   bool vec;             // contiguous NCHW planes, 16-byte aligned, H*W a multiple of 16 / sizeof(T)
+  bool lanes;           // pass 1 in the thread-per-channel layout (vector path only)
   int sms;              // multiprocessors of the device
 };
 
@@ -267,7 +344,12 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const float
   void launch_moments(const T* f, const float* w, const Geometry& g, float* s1, float* s2, float* ws,          \
                          cudaStream_t s) {                                                                        \
     constexpr int V = 16 / sizeof(T);                                                                             \
-    if (g.vec) {                                                                                                  \
+    if (g.vec && g.lanes) {                                                                                       \
+      const int64_t P = static_cast<int64_t>(g.H) * g.W;                                                          \
+      STYLECAM_DISPATCH_K(g.K, (moments_lanes_kernel<T, KK><<<dim3(static_cast<unsigned>(                         \
+          (P + lanes_tile(KK) - 1) / lanes_tile(KK)), (g.C + kLanes - 1) / kLanes), dim3(kLanes, kRows), 0, s>>>( \
+          f, g.sc, w, g.C, P, s1, s2, ws)));                                                                      \
+    } else if (g.vec) {                                                                                           \
       STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH((moments_kernel<T, KK, V>),                                        \
           f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws));                                          \
     } else {                                                                                                      \
