@@ -31,7 +31,9 @@ START=$(date +%s)
 BUDGET=${BUDGET:-560}          # seconds for the whole script
 left() { echo $(( BUDGET - ($(date +%s) - START) )); }
 
-if [ -f gpu_pack/encoder.pt ]; then
+# the packed encoder stands in for the full one only where there is none (a fresh device machine);
+# never over a full encoder (its HED side outputs are what tests/test_encoder.py checks)
+if [ -f gpu_pack/encoder.pt ] && [ ! -f weights/vgg16_hed_bsds500.pt ]; then
   cp gpu_pack/encoder.pt weights/vgg16_hed_bsds500.pt
   cp gpu_pack/encoder.pt.sha256 weights/vgg16_hed_bsds500.pt.sha256
 fi
