@@ -2,6 +2,9 @@
 # The commands behind every figure in the README, in the order they were run.
 # Results land in docs/results/ (JSON) and docs/ (pictures).  Needs ../shared for the held-out
 # portraits and the research-set pairs; everything else uses the bundled assets.
+# The GPU section's figures (docs/results/kernel_gpu*.json|txt, fps_gpu.json) come from one call of
+# `BUDGET=... bash benchmarks/gpu_session.sh` on a lent GPU (its $OUT/kernel.json, kernel.log and
+# fps_gpu.json, copied into docs/results/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
