@@ -68,12 +68,12 @@ def solve_reference(s1, s2, wsum, style_mean, style_std, alpha: float, mode: int
     previous frame's (``momentum``), and the coefficients A, B of pass 2 for ``mode`` (0 linear exact,
     1 linear with ``iterations`` steps of the paper's iteration, 2 adain).
     Returns (mean, var, offset, A, B); offset is mu^N - mu_c of the iterative form (else zeros)."""
-    from .reconstruct import EPS, linear_iterative_shift, stats_from_sums
+    from .reconstruct import RegionStats, linear_iterative_shift, stats_from_sums
     cs = stats_from_sums(s1, s2, wsum)
-    mean, var = cs.mean, cs.var
     if prev_mean is not None:
-        mean = momentum * prev_mean.float() + (1 - momentum) * mean
-        var = momentum * prev_var.float() + (1 - momentum) * var
+        m = momentum
+        cs = RegionStats(wsum, m * prev_mean.float() + (1 - m) * cs.mean, m * prev_var.float() + (1 - m) * cs.var)
+    mean, var = cs.mean, cs.var
     sm, sd = style_mean.float().to(mean.device), style_std.float().to(mean.device)
     off = torch.zeros_like(mean)
     if mode == 0:
@@ -83,7 +83,7 @@ def solve_reference(s1, s2, wsum, style_mean, style_std, alpha: float, mode: int
                                         offset0.float() if offset0 is not None else None)
         A = torch.ones_like(mean)
     elif mode == 2:
-        a = sd / (var + EPS).sqrt()
+        a = sd / cs.std
         A, B = (1 - alpha) + alpha * a, alpha * (sm - a * mean)
     else:
         raise ValueError(f"fused_recon: mode must be 0, 1 or 2, got {mode}")
