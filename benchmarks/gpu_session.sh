@@ -12,7 +12,7 @@
 # then call the device tool with
 #     command: BUDGET=585 bash benchmarks/gpu_session.sh      carry: ["gpu_pack"]      timeout_s: 600
 # (GATE_ON_KERNEL=0: go on whatever the kernel did, for a last call; SKIP_OTHER_TESTS=1: only the
-# kernel's gpu tests.)  Results come back in $OUT (at most 8 files): session.log, gpu_tests.log,
+# kernel's gpu tests; SKIP_FPS=1: no FPS table.)  Results come back in $OUT (at most 8 files): session.log, gpu_tests.log,
 # kernel.json, kernel.log, fps_gpu.json, train_log.jsonl, decoder_relu3_1.pt,
 # decoder_relu3_1_train.pt.  Copy
 # the last two into weights/ and weights/checkpoints/ only if benchmarks/autoencoder.py says the
@@ -92,9 +92,11 @@ if [ "${GATE_ON_KERNEL:-1}" = 1 ] && { [ "$TESTS_RC" != 0 ] || [ "$GATE" != ok ]
   exit 1
 fi
 
-echo "== fps ($(left) s left)"
-timeout 120 $PY benchmarks/fps.py --devices cuda --fp16 --backends torch --regions none \
-  --sizes 480,720,1080 --frames 20 --json "$OUT/fps_gpu.json" 2>&1 | tail -12
+if [ "${SKIP_FPS:-0}" != 1 ]; then
+  echo "== fps ($(left) s left)"
+  timeout 120 $PY benchmarks/fps.py --devices cuda --fp16 --backends torch --regions none \
+    --sizes 480,720,1080 --frames 20 --json "$OUT/fps_gpu.json" 2>&1 | tail -12
+fi
 
 T=$(( $(left) - 45 ))
 if [ "$T" -gt 60 ] && [ -d gpu_pack/photos ]; then

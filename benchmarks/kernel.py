@@ -83,7 +83,14 @@ def unfused(f, m, style, mode: str):
     return out.to(f.dtype)[None]
 
 
-def profile_720p(kernels, R, dtype) -> None:
+def set_layout(layout: str) -> None:
+    if layout == "default":
+        os.environ.pop("STYLECAM_MOMENTS", None)
+    else:
+        os.environ["STYLECAM_MOMENTS"] = layout
+
+
+def profile_720p(kernels, R, dtype, reference: bool = True) -> None:
     """Per-kernel CUDA times (torch.profiler) of the fused op and the reference at 720p, adain."""
     from torch.profiler import ProfilerActivity, profile
     h, w = 180, 320
@@ -92,8 +99,10 @@ def profile_720p(kernels, R, dtype) -> None:
     m = m / m.sum(0, keepdim=True)
     fs = (torch.randn(256, 64, 64, device="cuda") * 10).relu()
     style = R.StyleStats.from_features(fs, torch.ones(3, 64, 64, device="cuda") / 3)
-    for name, fn in (("fused", lambda: kernels.fused_reconstruct(f, m, style, "adain", 1.0)),
-                     ("reference", lambda: unfused(f, m, style, "adain"))):
+    runs = [("fused", lambda: kernels.fused_reconstruct(f, m, style, "adain", 1.0))]
+    if reference:
+        runs.append(("reference", lambda: unfused(f, m, style, "adain")))
+    for name, fn in runs:
         for _ in range(5):
             fn()
         torch.cuda.synchronize()
@@ -111,9 +120,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dtype", choices=["fp16", "fp32", "bf16"], default="fp16")
     p.add_argument("--json", default=None)
-    p.add_argument("--moments", default="warp,lanes",
-                   help="pass-1 layouts to time, comma-separated: warp (the default layout), lanes "
-                        "(thread per channel, opt-in through STYLECAM_MOMENTS=lanes)")
+    p.add_argument("--moments", default="default,warp,lanes1,lanes2,lanes4",
+                   help="pass-1 layouts to time, comma-separated (STYLECAM_MOMENTS): default (the op's own "
+                        "choice), warp (a warp per channel), lanes1/lanes2/lanes4 (a thread per channel, "
+                        "the largest tile / 2 / 4)")
     p.add_argument("--profile", action="store_true",
                    help="also print the CUDA time of every kernel of one fused call and one reference call (720p)")
     a = p.parse_args(argv)
@@ -132,7 +142,7 @@ def main(argv=None) -> int:
         fs = (torch.randn(256, 64, 64, device="cuda") * 10).relu()
         style = R.StyleStats.from_features(fs, torch.ones(3, 64, 64, device="cuda") / 3)
         for layout, mode in [(lay, md) for lay in a.moments.split(",") for md in ("adain", "linear")]:
-            os.environ["STYLECAM_MOMENTS"] = layout          # read by the op on every call
+            set_layout(layout)                                # read by the op on every call
             fused_fn = lambda: kernels.fused_reconstruct(f, m, style, mode, 1.0)  # noqa: E731
             ref_fn = lambda: unfused(f, m, style, mode)  # noqa: E731
             err = (fused_fn().float() - ref_fn().float()).abs().max().item()
@@ -147,10 +157,10 @@ def main(argv=None) -> int:
                          "max_abs_diff": err, "MB": nbytes / 1e6,
                          "GBps": nbytes / (t / 1000) / 1e9, "pct_copy_bw": 100 * nbytes / (t / 1000) / 1e9 / bw})
     if a.profile:
-        for layout in a.moments.split(","):
-            os.environ["STYLECAM_MOMENTS"] = layout
+        for i, layout in enumerate(a.moments.split(",")):
+            set_layout(layout)
             print(f"\n== pass-1 layout: {layout}")
-            profile_720p(kernels, R, dtype)
+            profile_720p(kernels, R, dtype, reference=i == 0)
     os.environ.pop("STYLECAM_MOMENTS", None)
     info = machine_info()
     print(f"device copy bandwidth: {bw:.0f} GB/s on {info.get('gpu')}\n")

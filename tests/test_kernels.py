@@ -131,9 +131,9 @@ def test_cuda_kernel_fp16_near_limit_and_odd_sizes():
     torch.testing.assert_close(mom[1].cpu(), ref[1], rtol=1e-3, atol=1.0)
 
 
-@pytest.fixture(params=["warp", "lanes"])
+@pytest.fixture(params=["warp", "lanes1", "lanes2", "lanes4"])
 def moments_layout(request, monkeypatch):
-    """Both layouts of pass 1 (the op reads STYLECAM_MOMENTS on every call)."""
+    """Every layout of pass 1 (the op reads STYLECAM_MOMENTS on every call)."""
     monkeypatch.setenv("STYLECAM_MOMENTS", request.param)
     return request.param
 

@@ -213,3 +213,18 @@ def test_pack_keeps_heldout_portraits_for_evaluation(tiny_data, tmp_path, monkey
         T.train(_cfg(tmp_path, out / "photos", out / "paintings", out=str(tmp_path / "n.pt"),
                      run_dir=str(tmp_path / "rn"), load_side=40, iterations=1))
     assert "no held-out portraits found" in caplog.text
+
+
+def test_mixed_training_features_are_clamped_like_the_stylizers():
+    """The decoder is trained on what the stylizer feeds it: mixed features clamped at zero (linear
+    and wct push some ReLU features negative; unclamped, they decoded as flat grey patches)."""
+    import random
+    from realtime import reconstruct as R
+    g = torch.Generator().manual_seed(3)
+    fp = torch.rand(1, 16, 12, 12, generator=g) * 3 + 2          # bright photo features, dim painting:
+    fs = torch.rand(1, 16, 12, 12, generator=g) * 0.1            # the modes pull them below zero
+    raw = R.reconstruct(fp, None, R.StyleStats.from_features(fs), mode="linear", strength=1.0, use_kernel=False)
+    assert float(raw.min()) < 0.0
+    rng = random.Random(0)
+    mins = [float(T.mix_features(fp, fs, rng).min()) for _ in range(40)]
+    assert min(mins) == 0.0

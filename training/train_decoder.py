@@ -99,11 +99,12 @@ def to_tensor(batch: list[np.ndarray], device=None) -> torch.Tensor:
 
 
 def mix_features(fp: torch.Tensor, fs: torch.Tensor, rng: random.Random) -> torch.Tensor:
-    """One (photo, painting) feature pair mixed by a random reconstruction mode and strength."""
+    """One (photo, painting) feature pair mixed by a random reconstruction mode and strength, clamped
+    at zero as the stylizer clamps them before decoding (they stand for ReLU features)."""
     mode = rng.choice(MIX_MODES)
     strength = 1.0 if mode == "patchswap" else rng.uniform(0.3, 1.0)
     style = R.StyleStats.from_features(fs)
-    return R.reconstruct(fp, None, style, mode=mode, strength=strength, use_kernel=False)
+    return R.reconstruct(fp, None, style, mode=mode, strength=strength, use_kernel=False).clamp_min(0)
 
 
 def _tv(y: torch.Tensor) -> torch.Tensor:

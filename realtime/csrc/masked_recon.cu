@@ -16,6 +16,7 @@
 // The kernels live in masked_recon_kernels.cuh, instantiated per dtype in masked_recon_{f32,f16,
 // bf16}.cu.  Launched on PyTorch's current stream; memory comes from PyTorch's allocator; any H,
 // W, K <= 8, NCHW or channels_last (through strides), FP16 / BF16 / FP32 features.
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
@@ -33,17 +34,43 @@ using stylecam::kMaxK;
 
 namespace {
 
+// Error messages are formatted here with snprintf and handed to TORCH_CHECK as ONE const char*,
+// which c10 passes through untouched.  TORCH_CHECK's own formatting of extra arguments (numbers,
+// f.sizes()) streams them through std::ostream code compiled into this library, and on the lent
+// device (torch 2.11 + nvcc 13.0) that crashed the process with SIGSEGV instead of raising:
+// cuda-gdb put the fault in check_inputs -> c10::detail::_str_wrapper<const char*,
+// ArrayRef<long>>::call -> std::ostream::_M_insert<long> (README, known issues).
+#define STYLECAM_CHECK(cond, ...)                                  \
+  do {                                                             \
+    if (!(cond)) {                                                 \
+      char stylecam_msg_[512];                                     \
+      std::snprintf(stylecam_msg_, sizeof stylecam_msg_, __VA_ARGS__); \
+      TORCH_CHECK(false, static_cast<const char*>(stylecam_msg_)); \
+    }                                                              \
+  } while (0)
+
+// "[1, 8, 5, 7]" without iostreams
+std::string shape(const at::Tensor& t) {
+  std::string s = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+  return s + "]";
+}
+
 void check_inputs(const at::Tensor& f, const at::Tensor& w) {
-  TORCH_CHECK(f.is_cuda() && w.is_cuda(), "masked_recon: tensors must be on a CUDA device");
-  TORCH_CHECK(f.dim() == 4 && f.size(0) == 1, "masked_recon: features must be 1 x C x H x W, got ", f.sizes());
-  TORCH_CHECK(w.dim() == 3 && w.size(1) == f.size(2) && w.size(2) == f.size(3),
-              "masked_recon: masks must be K x H x W at the feature size, got ", w.sizes());
-  TORCH_CHECK(w.size(0) >= 1 && w.size(0) <= kMaxK, "masked_recon: 1 to 8 regions, got ", w.size(0));
-  TORCH_CHECK(w.scalar_type() == at::kFloat && w.is_contiguous(), "masked_recon: masks must be contiguous float32");
-  TORCH_CHECK(f.get_device() == w.get_device(), "masked_recon: features and masks on different devices");
-  TORCH_CHECK(f.size(2) * f.size(3) < (int64_t{1} << 31), "masked_recon: at most 2^31 pixels, got ", f.sizes());
-  TORCH_CHECK(f.scalar_type() == at::kFloat || f.scalar_type() == at::kHalf || f.scalar_type() == at::kBFloat16,
-              "masked_recon: features must be float32, float16 or bfloat16, got ", f.scalar_type());
+  STYLECAM_CHECK(f.is_cuda() && w.is_cuda(), "masked_recon: tensors must be on a CUDA device");
+  STYLECAM_CHECK(f.dim() == 4 && f.size(0) == 1, "masked_recon: features must be 1 x C x H x W, got %s",
+                 shape(f).c_str());
+  STYLECAM_CHECK(w.dim() == 3 && w.size(1) == f.size(2) && w.size(2) == f.size(3),
+                 "masked_recon: masks must be K x H x W at the feature size, got %s for features %s",
+                 shape(w).c_str(), shape(f).c_str());
+  STYLECAM_CHECK(w.size(0) >= 1 && w.size(0) <= kMaxK, "masked_recon: 1 to 8 regions, got %lld",
+                 static_cast<long long>(w.size(0)));
+  STYLECAM_CHECK(w.scalar_type() == at::kFloat && w.is_contiguous(), "masked_recon: masks must be contiguous float32");
+  STYLECAM_CHECK(f.get_device() == w.get_device(), "masked_recon: features and masks on different devices");
+  STYLECAM_CHECK(f.size(2) * f.size(3) < (int64_t{1} << 31), "masked_recon: at most 2^31 pixels, got %s",
+                 shape(f).c_str());
+  STYLECAM_CHECK(f.scalar_type() == at::kFloat || f.scalar_type() == at::kHalf || f.scalar_type() == at::kBFloat16,
+                 "masked_recon: features must be float32, float16 or bfloat16, got %s", c10::toString(f.scalar_type()));
 }
 
 // a dense tensor keeps its memory format (NCHW or channels_last); anything else is made contiguous
@@ -57,12 +84,26 @@ Geometry geometry(const at::Tensor& f, int K, const at::Tensor* out = nullptr) {
   const int64_t P = f.size(2) * f.size(3), vec = 16 / static_cast<int64_t>(f.element_size());
   const bool v = f.is_contiguous() && P % vec == 0 && aligned16(f.data_ptr()) &&
                  (out == nullptr || aligned16(out->data_ptr()));
-  // pass 1's layout: STYLECAM_MOMENTS=lanes picks the thread-per-channel one (read on every call,
-  // so a benchmark can compare both in one process)
+  // Pass 1's layout on the vector path: lanes (moments_lanes_kernel) with its largest tile, or half
+  // that tile once the largest gives more than a wave (6 blocks of 256 threads per multiprocessor, the
+  // register limit at 40 registers): fitted to the lent H100 (benchmarks/kernel.py, 2026-11-26):
+  // 480p and 720p were fastest with the largest tile (68 % of copy bandwidth at 720p; half: 65 %),
+  // 1080p with half of it (73 %; largest: 68 %).  STYLECAM_MOMENTS (read on every call, so that a
+  // benchmark can compare them in one process): warp = moments_kernel (a warp per channel, the
+  // first layout: 55 % at 720p), lanes1 / lanes2 / lanes4 = lanes with the largest tile / 2 / 4.
   const char* env = std::getenv("STYLECAM_MOMENTS");
-  const bool lanes = env != nullptr && std::string(env) == "lanes";
+  const std::string layout = env == nullptr ? "" : env;
+  int lanes_div;
+  if (layout == "warp") lanes_div = 0;
+  else if (layout == "lanes1") lanes_div = 1;
+  else if (layout == "lanes2") lanes_div = 2;
+  else if (layout == "lanes4") lanes_div = 4;
+  else {
+    const int64_t tile = stylecam::lanes_max_tile(K), groups = (f.size(1) + stylecam::kLanes - 1) / stylecam::kLanes;
+    lanes_div = (P + tile - 1) / tile * groups > 6 * static_cast<int64_t>(sms) ? 2 : 1;
+  }
   return {K, static_cast<int>(f.size(1)), static_cast<int>(f.size(2)), static_cast<int>(f.size(3)),
-          f.stride(1), f.stride(2), f.stride(3), v, lanes, sms};
+          f.stride(1), f.stride(2), f.stride(3), v, lanes_div, sms};
 }
 
 void moments(const at::Tensor& f, const at::Tensor& w, float* s1, float* s2, float* ws, cudaStream_t s) {
@@ -107,7 +148,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_moments_cuda(const at::Ten
 at::Tensor masked_affine_cuda(const at::Tensor& f, const at::Tensor& w, const at::Tensor& A, const at::Tensor& B) {
   check_inputs(f, w);
   const int64_t K = w.size(0), C = f.size(1);
-  TORCH_CHECK(A.sizes() == B.sizes() && A.size(0) == K && A.size(1) == C, "masked_affine: A and B must be K x C");
+  STYLECAM_CHECK(A.sizes() == B.sizes() && A.size(0) == K && A.size(1) == C, "masked_affine: A and B must be K x C");
   const c10::cuda::OptionalCUDAGuard guard(f.device());
   at::Tensor a = A.to(f.device(), at::kFloat).contiguous(), b = B.to(f.device(), at::kFloat).contiguous();
   const at::Tensor fin = dense(f);
@@ -125,17 +166,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_rec
     const std::optional<at::Tensor>& prev_var, const std::optional<at::Tensor>& offset0) {
   check_inputs(f, w);
   const int64_t K = w.size(0), C = f.size(1);
-  TORCH_CHECK(mode >= 0 && mode <= 2, "fused_recon: mode must be 0 (linear), 1 (linear, iterative) or 2 (adain)");
-  TORCH_CHECK(mode != 1 || (alpha >= 0 && alpha < 1), "fused_recon: the iterative linear solve needs strength in [0, 1)");
+  STYLECAM_CHECK(mode >= 0 && mode <= 2, "fused_recon: mode must be 0 (linear), 1 (linear, iterative) or 2 (adain)");
+  STYLECAM_CHECK(mode != 1 || (alpha >= 0 && alpha < 1),
+                 "fused_recon: the iterative linear solve needs strength in [0, 1)");
   auto kc = [&](const at::Tensor& t, const char* what) {
-    TORCH_CHECK(t.dim() == 2 && t.size(0) == K && t.size(1) == C, "fused_recon: ", what, " must be K x C = ", K, " x ",
-                C, ", got ", t.sizes());
+    STYLECAM_CHECK(t.dim() == 2 && t.size(0) == K && t.size(1) == C, "fused_recon: %s must be K x C = %lld x %lld, got %s",
+                   what, static_cast<long long>(K), static_cast<long long>(C), shape(t).c_str());
     return t.to(f.device(), at::kFloat).contiguous();
   };
   const c10::cuda::OptionalCUDAGuard guard(f.device());
   const at::Tensor sm = kc(style_mean, "style_mean"), sd = kc(style_std, "style_std");
   at::Tensor pm, pv, o0;
-  if (prev_mean.has_value() != prev_var.has_value()) TORCH_CHECK(false, "fused_recon: give both prev_mean and prev_var");
+  STYLECAM_CHECK(prev_mean.has_value() == prev_var.has_value(), "fused_recon: give both prev_mean and prev_var");
   if (prev_mean.has_value()) { pm = kc(*prev_mean, "prev_mean"); pv = kc(*prev_var, "prev_var"); }
   if (offset0.has_value()) o0 = kc(*offset0, "offset0");
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();

@@ -3,13 +3,15 @@
 // _f16.cu, _bf16.cu) compiles fast and in parallel with the others; PyTorch's headers are parsed
 // once, in masked_recon.cu.
 //
-// Both big passes give each block a tile of pixels and a group of channels: a thread loads the K
-// mask values of its PPT pixels into registers once and reuses them for every channel of the
-// group, so the masks are not re-read per channel.  Where a channel's plane is contiguous and
-// 16-byte aligned (NCHW, H*W a multiple of the vector width), a thread's pixels come in runs of
-// VEC = 16 / sizeof(T) and each run is one 16-byte load or store; otherwise (channels_last, odd
-// sizes) VEC = 1 and every pixel goes through the strides.  Pass 1 reduces within warps
-// (shuffles), then within the block (shared memory), then one atomicAdd per block and sum.
+// moments_kernel (pass 1 off the vector path) and affine_kernel (pass 2) give each block a tile of
+// pixels and a group of channels: a thread loads the K mask values of its PPT pixels into
+// registers once and reuses them for every channel of the group, so the masks are not re-read per
+// channel.  Where a channel's plane is contiguous and 16-byte aligned (NCHW, H*W a multiple of the
+// vector width), a thread's pixels come in runs of VEC = 16 / sizeof(T) and each run is one 16-byte
+// load or store; otherwise (channels_last, odd sizes) VEC = 1 and every pixel goes through the
+// strides.  moments_kernel reduces within warps (shuffles), then within the block (shared memory),
+// then one atomicAdd per block and sum.  On the vector path pass 1 is moments_lanes_kernel (a
+// thread per channel, no shuffles; faster on the H100 we measured), described above it.
 #pragma once
 #include <cstdint>
 #include <cuda_runtime.h>
@@ -144,25 +146,27 @@ __global__ void __launch_bounds__(kThreads) moments_kernel(
   if (blockIdx.y == 0 && threadIdx.x < K) atomicAdd(&wsum[threadIdx.x], acc[2 * K][threadIdx.x]);
 }
 
-// Pass 1, second layout ("lanes", STYLECAM_MOMENTS=lanes; vector path only): a thread per channel
-// instead of a warp per channel, so that no warp shuffles are needed.  Block = 32 channels
-// (threadIdx.x) x 8 pixel lanes (threadIdx.y) over a tile of TILE pixels whose masks sit in shared
-// memory (every lane of a warp reads the same mask value: a broadcast).  Each thread walks its
-// channel's tile in 16-byte runs; the 8 lanes' partial sums meet in shared memory, and one
-// atomicAdd per block and sum goes to global memory.  Written after the lent H200 showed the
-// warp layout's pass 1 at ~1 TB/s (shuffle-bound); NOT yet run on a GPU: it stays opt-in until
-// its GPU tests pass and benchmarks/kernel.py shows it faster.
+// Pass 1 on the vector path ("lanes", the default; STYLECAM_MOMENTS=warp picks moments_kernel
+// above): a thread per channel instead of a warp per channel, so that no warp shuffles are needed.
+// Block = 32 channels (threadIdx.x) x 8 pixel lanes (threadIdx.y) over a tile of TILE pixels whose
+// masks sit in shared memory (every lane of a warp reads the same mask value: a broadcast).  Each
+// thread walks its channel's tile in 16-byte runs; the 8 lanes' partial sums meet in shared memory,
+// and one atomicAdd per block and sum goes to global memory.  Written after the lent H200 showed
+// the warp layout's pass 1 at ~1 TB/s (shuffle-bound); on the lent H100 it took pass 1 from 30.6 to
+// 18.8 us at 720p (benchmarks/kernel.py --profile).  TILE is a launch choice
+// (masked_recon.cu, lanes_div; STYLECAM_MOMENTS=lanes1/lanes2/lanes4 force the largest tile / 2 / 4):
+// smaller tiles give more blocks, larger ones load fewer masks per byte of features.
 constexpr int kLanes = 32;
 constexpr int kRows = 8;
-__host__ __device__ constexpr int lanes_tile(int K) { return K <= 4 ? 1024 : 512; }
+// the largest tile: K x TILE masks plus the reduction buffer stay under 48 KB of shared memory
+__host__ __device__ constexpr int lanes_max_tile(int K) { return K <= 4 ? 1024 : 512; }
 
-template <typename T, int K>
+template <typename T, int K, int TILE>
 __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
     const T* __restrict__ f, int64_t sc, const float* __restrict__ w, int C, int64_t P,
     float* __restrict__ s1, float* __restrict__ s2, float* __restrict__ wsum) {
   constexpr int VEC = 16 / sizeof(T);
-  constexpr int TILE = lanes_tile(K);
-  static_assert(VEC % 4 == 0 && TILE % VEC == 0, "runs of whole float4 mask groups");
+  static_assert(VEC % 4 == 0 && TILE % (kRows * VEC) == 0, "runs of whole float4 mask groups");
   __shared__ __align__(16) float ms[K][TILE];
   __shared__ float red[kRows][2 * K][kLanes + 1];
   const int64_t p0 = static_cast<int64_t>(blockIdx.x) * TILE;
@@ -300,7 +304,7 @@ struct Geometry {
   int K, C, H, W;
   int64_t sc, sh, sw;   // feature strides (batch 1)
   bool vec;             // contiguous NCHW planes, 16-byte aligned, H*W a multiple of 16 / sizeof(T)
-  bool lanes;           // pass 1 in the thread-per-channel layout (vector path only)
+  int lanes_div;        // pass 1 on the vector path: 0 = warp layout, else lanes with tiles of lanes_max_tile(K) / lanes_div
   int sms;              // multiprocessors of the device
 };
 
@@ -344,11 +348,18 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const float
   void launch_moments(const T* f, const float* w, const Geometry& g, float* s1, float* s2, float* ws,          \
                          cudaStream_t s) {                                                                        \
     constexpr int V = 16 / sizeof(T);                                                                             \
-    if (g.vec && g.lanes) {                                                                                       \
+    if (g.vec && g.lanes_div) {                                                                                      \
       const int64_t P = static_cast<int64_t>(g.H) * g.W;                                                          \
-      STYLECAM_DISPATCH_K(g.K, (moments_lanes_kernel<T, KK><<<dim3(static_cast<unsigned>(                         \
-          (P + lanes_tile(KK) - 1) / lanes_tile(KK)), (g.C + kLanes - 1) / kLanes), dim3(kLanes, kRows), 0, s>>>( \
-          f, g.sc, w, g.C, P, s1, s2, ws)));                                                                      \
+      const dim3 block(kLanes, kRows);                                                                            \
+      const unsigned cg = static_cast<unsigned>((g.C + kLanes - 1) / kLanes);                                     \
+      STYLECAM_DISPATCH_K(g.K,                                                                                    \
+        constexpr int MT = lanes_max_tile(KK);                                                                    \
+        const int tile = g.lanes_div <= 1 ? MT : g.lanes_div == 2 ? MT / 2 : MT / 4;                              \
+        const dim3 grid(static_cast<unsigned>((P + tile - 1) / tile), cg);                                        \
+        if (tile == MT) moments_lanes_kernel<T, KK, MT><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);   \
+        else if (tile == MT / 2)                                                                                  \
+          moments_lanes_kernel<T, KK, MT / 2><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);             \
+        else moments_lanes_kernel<T, KK, MT / 4><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws));         \
     } else if (g.vec) {                                                                                           \
       STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH((moments_kernel<T, KK, V>),                                        \
           f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws));                                          \
