@@ -199,8 +199,9 @@ def available() -> bool:
 
 
 def check_fused_inputs(feat: torch.Tensor, masks: torch.Tensor, style_mean: torch.Tensor) -> None:
-    """The op's own checks, in Python, with ValueError: the product never relies on the CUDA code's
-    TORCH_CHECK error path (which crashed the process on the lent GPU's torch 2.11, see the README)."""
+    """The op's checks, in Python, raising ValueError (the product's error for bad input) on every
+    device before any work is queued; the CUDA op repeats them for direct callers (RuntimeError).
+    (They were added when the CUDA op's error path crashed on torch 2.11: fixed, see the README.)"""
     if feat.dim() != 4 or feat.shape[0] != 1:
         raise ValueError(f"fused reconstruction: features must be 1 x C x H x W, got {tuple(feat.shape)}")
     if feat.dtype not in (torch.float32, torch.float16, torch.bfloat16):

@@ -39,7 +39,7 @@ namespace {
 // f.sizes()) streams them through std::ostream code compiled into this library, and on the lent
 // device (torch 2.11 + nvcc 13.0) that crashed the process with SIGSEGV instead of raising:
 // cuda-gdb put the fault in check_inputs -> c10::detail::_str_wrapper<const char*,
-// ArrayRef<long>>::call -> std::ostream::_M_insert<long> (README, known issues).
+// ArrayRef<long>>::call -> std::ostream::_M_insert<long> (README: "Fixed: the op's error path").
 #define STYLECAM_CHECK(cond, ...)                                  \
   do {                                                             \
     if (!(cond)) {                                                 \
