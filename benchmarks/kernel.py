@@ -120,10 +120,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dtype", choices=["fp16", "fp32", "bf16"], default="fp16")
     p.add_argument("--json", default=None)
-    p.add_argument("--moments", default="default,warp,lanes1,lanes2,lanes4",
+    p.add_argument("--moments", default="default,warp,lanes1,lanes2,lanes4,direct1,direct2",
                    help="pass-1 layouts to time, comma-separated (STYLECAM_MOMENTS): default (the op's own "
                         "choice), warp (a warp per channel), lanes1/lanes2/lanes4 (a thread per channel, "
-                        "the largest tile / 2 / 4)")
+                        "the largest tile / 2 / 4), direct1/direct2 (lanes without the masks' shared-memory "
+                        "stage)")
     p.add_argument("--profile", action="store_true",
                    help="also print the CUDA time of every kernel of one fused call and one reference call (720p)")
     a = p.parse_args(argv)

@@ -131,7 +131,7 @@ def test_cuda_kernel_fp16_near_limit_and_odd_sizes():
     torch.testing.assert_close(mom[1].cpu(), ref[1], rtol=1e-3, atol=1.0)
 
 
-@pytest.fixture(params=["warp", "lanes1", "lanes2", "lanes4"])
+@pytest.fixture(params=["warp", "lanes1", "lanes2", "lanes4", "direct1", "direct2"])
 def moments_layout(request, monkeypatch):
     """Every layout of pass 1 (the op reads STYLECAM_MOMENTS on every call)."""
     monkeypatch.setenv("STYLECAM_MOMENTS", request.param)
@@ -221,7 +221,8 @@ def test_fused_op_cpu_reference_carries_the_warm_start():
 @pytest.mark.parametrize("K", [1, 3, 4, 5, 8])
 def test_cuda_vector_path_and_misaligned_input_match_reference(dtype, K, moments_layout):
     """Both passes on their 16-byte vector path (NCHW, H*W a multiple of 8, many tiles and channel
-    groups, a partial last tile) and the same data 2 bytes off alignment (strided path)."""
+    groups, a partial last tile), the same data 2 bytes off alignment (strided path), and aligned
+    features with masks 4 bytes off alignment (the direct pass-1 layout falls back to staging)."""
     f, m, st = case(K, 256, 96, 136, 7 * K, empty=K - 1)
     fc = f.to(dtype)
     A, B = torch.rand(K, 256) + 0.5, torch.randn(K, 256)
@@ -229,11 +230,14 @@ def test_cuda_vector_path_and_misaligned_input_match_reference(dtype, K, moments
     ref = kernels.affine_reference(fc, m, A, B)
     tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
     flat = torch.empty(fc.numel() + 1, dtype=dtype, device="cuda")
-    for g in (fc.cuda(), flat[1:].view_as(fc).copy_(fc.cuda())):
-        mom = torch.ops.stylecam.masked_moments(g, m.cuda())
+    mflat = torch.empty(m.numel() + 1, device="cuda")
+    m_off = mflat[1:].view_as(m).copy_(m.cuda())
+    assert m_off.is_contiguous() and m_off.data_ptr() % 16 == 4
+    for g, mg in ((fc.cuda(), m.cuda()), (flat[1:].view_as(fc).copy_(fc.cuda()), m.cuda()), (fc.cuda(), m_off)):
+        mom = torch.ops.stylecam.masked_moments(g, mg)
         for a, b in zip(mom, ref_mom):
             torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-2)
-        out = torch.ops.stylecam.masked_affine(g, m.cuda(), A.cuda(), B.cuda())
+        out = torch.ops.stylecam.masked_affine(g, mg, A.cuda(), B.cuda())
         torch.testing.assert_close(out.float().cpu(), ref.float(), rtol=tol, atol=tol * 10)
 
 

@@ -90,20 +90,22 @@ Geometry geometry(const at::Tensor& f, int K, const at::Tensor* out = nullptr) {
   // 480p and 720p were fastest with the largest tile (68 % of copy bandwidth at 720p; half: 65 %),
   // 1080p with half of it (73 %; largest: 68 %).  STYLECAM_MOMENTS (read on every call, so that a
   // benchmark can compare them in one process): warp = moments_kernel (a warp per channel, the
-  // first layout: 55 % at 720p), lanes1 / lanes2 / lanes4 = lanes with the largest tile / 2 / 4.
+  // first layout: 55 % at 720p), lanes1 / lanes2 / lanes4 = lanes with the largest tile / 2 / 4,
+  // direct1 / direct2 = lanes without the masks' shared-memory stage (not yet measured).
   const char* env = std::getenv("STYLECAM_MOMENTS");
   const std::string layout = env == nullptr ? "" : env;
   int lanes_div;
+  const bool direct = layout == "direct1" || layout == "direct2";
   if (layout == "warp") lanes_div = 0;
-  else if (layout == "lanes1") lanes_div = 1;
-  else if (layout == "lanes2") lanes_div = 2;
+  else if (layout == "lanes1" || layout == "direct1") lanes_div = 1;
+  else if (layout == "lanes2" || layout == "direct2") lanes_div = 2;
   else if (layout == "lanes4") lanes_div = 4;
   else {
     const int64_t tile = stylecam::lanes_max_tile(K), groups = (f.size(1) + stylecam::kLanes - 1) / stylecam::kLanes;
     lanes_div = (P + tile - 1) / tile * groups > 6 * static_cast<int64_t>(sms) ? 2 : 1;
   }
   return {K, static_cast<int>(f.size(1)), static_cast<int>(f.size(2)), static_cast<int>(f.size(3)),
-          f.stride(1), f.stride(2), f.stride(3), v, lanes_div, sms};
+          f.stride(1), f.stride(2), f.stride(3), v, lanes_div, direct, sms};
 }
 
 void moments(const at::Tensor& f, const at::Tensor& w, float* s1, float* s2, float* ws, cudaStream_t s) {

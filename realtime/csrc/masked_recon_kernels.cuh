@@ -161,37 +161,50 @@ constexpr int kRows = 8;
 // the largest tile: K x TILE masks plus the reduction buffer stay under 48 KB of shared memory
 __host__ __device__ constexpr int lanes_max_tile(int K) { return K <= 4 ? 1024 : 512; }
 
-template <typename T, int K, int TILE>
+//
+// STAGED = false ("direct", STYLECAM_MOMENTS=direct1/direct2; NOT yet run on a GPU, opt-in until
+// its GPU tests pass and benchmarks/kernel.py shows it faster): no shared-memory stage for the
+// masks.  The H100 profile left pass 1 at 1.55 TB/s with every block first loading its tile's masks
+// and waiting at a barrier before its first feature load; here each thread reads the masks of its
+// own 16-byte run straight from global memory as float4s, next to the run's feature load (the 32
+// threads of a warp read the same mask address: one broadcast transaction; each mask value is
+// still read once per block), so nothing waits.  The region areas come from the same mask loads
+// (lane 0 of each row, blocks of the first channel group).  Masks must be 16-byte aligned.
+template <typename T, int K, int TILE, bool STAGED>
 __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
     const T* __restrict__ f, int64_t sc, const float* __restrict__ w, int C, int64_t P,
     float* __restrict__ s1, float* __restrict__ s2, float* __restrict__ wsum) {
   constexpr int VEC = 16 / sizeof(T);
   static_assert(VEC % 4 == 0 && TILE % (kRows * VEC) == 0, "runs of whole float4 mask groups");
-  __shared__ __align__(16) float ms[K][TILE];
-  __shared__ float red[kRows][2 * K][kLanes + 1];
+  constexpr int ROWS = STAGED ? 2 * K : 3 * K;            // s1, s2 (and the region areas, direct)
+  __shared__ __align__(16) float ms[K][STAGED ? TILE : 4];
+  __shared__ float red[kRows][ROWS][kLanes + 1];
   const int64_t p0 = static_cast<int64_t>(blockIdx.x) * TILE;
   const int n = static_cast<int>(P - p0 < TILE ? P - p0 : TILE);     // a multiple of VEC
   const int tid = threadIdx.y * kLanes + threadIdx.x;
-  for (int i = tid; i < K * TILE; i += kLanes * kRows) {
-    const int k = i / TILE, j = i % TILE;
-    ms[k][j] = j < n ? w[k * P + p0 + j] : 0.f;
-  }
-  __syncthreads();
-  if (blockIdx.y == 0 && threadIdx.y == 0) {    // region areas, once per tile, by one warp
+  if constexpr (STAGED) {
+    for (int i = tid; i < K * TILE; i += kLanes * kRows) {
+      const int k = i / TILE, j = i % TILE;
+      ms[k][j] = j < n ? w[k * P + p0 + j] : 0.f;
+    }
+    __syncthreads();
+    if (blockIdx.y == 0 && threadIdx.y == 0) {    // region areas, once per tile, by one warp
 #pragma unroll
-    for (int k = 0; k < K; ++k) {
-      float t = 0.f;
-      for (int j = threadIdx.x; j < n; j += kLanes) t += ms[k][j];
-      t = warp_sum(t);
-      if (threadIdx.x == 0) atomicAdd(&wsum[k], t);
+      for (int k = 0; k < K; ++k) {
+        float t = 0.f;
+        for (int j = threadIdx.x; j < n; j += kLanes) t += ms[k][j];
+        t = warp_sum(t);
+        if (threadIdx.x == 0) atomicAdd(&wsum[k], t);
+      }
     }
   }
   const int c = blockIdx.y * kLanes + threadIdx.x;
-  float a1[K], a2[K];
+  float a1[K], a2[K], area[K];
 #pragma unroll
-  for (int k = 0; k < K; ++k) { a1[k] = 0.f; a2[k] = 0.f; }
+  for (int k = 0; k < K; ++k) { a1[k] = 0.f; a2[k] = 0.f; area[k] = 0.f; }
   if (c < C) {
     const T* fc = f + static_cast<int64_t>(c) * sc + p0;
+    const float* wt = w + p0;
 #pragma unroll 2
     for (int j = threadIdx.y * VEC; j < n; j += kRows * VEC) {
       const uint4 raw = __ldg(reinterpret_cast<const uint4*>(fc + j));
@@ -203,7 +216,13 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
         for (int q = 0; q < 4; ++q) { x[q] = to_f(t[e + q]); xx[q] = x[q] * x[q]; }
 #pragma unroll
         for (int k = 0; k < K; ++k) {
-          const float4 m4 = *reinterpret_cast<const float4*>(&ms[k][j + e]);
+          float4 m4;
+          if constexpr (STAGED) {
+            m4 = *reinterpret_cast<const float4*>(&ms[k][j + e]);
+          } else {
+            m4 = __ldg(reinterpret_cast<const float4*>(wt + k * P + j + e));
+            area[k] += (m4.x + m4.y) + (m4.z + m4.w);
+          }
           a1[k] = fmaf(m4.x, x[0], fmaf(m4.y, x[1], fmaf(m4.z, x[2], fmaf(m4.w, x[3], a1[k]))));
           a2[k] = fmaf(m4.x, xx[0], fmaf(m4.y, xx[1], fmaf(m4.z, xx[2], fmaf(m4.w, xx[3], a2[k]))));
         }
@@ -211,7 +230,11 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
     }
   }
 #pragma unroll
-  for (int k = 0; k < K; ++k) { red[threadIdx.y][k][threadIdx.x] = a1[k]; red[threadIdx.y][K + k][threadIdx.x] = a2[k]; }
+  for (int k = 0; k < K; ++k) {
+    red[threadIdx.y][k][threadIdx.x] = a1[k];
+    red[threadIdx.y][K + k][threadIdx.x] = a2[k];
+    if constexpr (!STAGED) red[threadIdx.y][2 * K + k][threadIdx.x] = area[k];
+  }
   __syncthreads();
   for (int i = tid; i < 2 * K * kLanes; i += kLanes * kRows) {
     const int row = i / kLanes, lane = i % kLanes, cc = blockIdx.y * kLanes + lane;
@@ -220,6 +243,14 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
 #pragma unroll
       for (int r = 0; r < kRows; ++r) t += red[r][row][lane];
       atomicAdd(&(row < K ? s1 : s2)[(row % K) * C + cc], t);
+    }
+  }
+  if constexpr (!STAGED) {        // every lane of a row saw the same masks: lane 0's areas (channel 0 <= C)
+    if (blockIdx.y == 0 && tid < K) {
+      float t = 0.f;
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) t += red[r][2 * K + tid][0];
+      atomicAdd(&wsum[tid], t);
     }
   }
 }
@@ -305,6 +336,7 @@ struct Geometry {
   int64_t sc, sh, sw;   // feature strides (batch 1)
   bool vec;             // contiguous NCHW planes, 16-byte aligned, H*W a multiple of 16 / sizeof(T)
   int lanes_div;        // pass 1 on the vector path: 0 = warp layout, else lanes with tiles of lanes_max_tile(K) / lanes_div
+  bool direct;          // lanes without the masks' shared-memory stage (tiles of the largest or half; opt-in)
   int sms;              // multiprocessors of the device
 };
 
@@ -348,18 +380,25 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const float
   void launch_moments(const T* f, const float* w, const Geometry& g, float* s1, float* s2, float* ws,          \
                          cudaStream_t s) {                                                                        \
     constexpr int V = 16 / sizeof(T);                                                                             \
-    if (g.vec && g.lanes_div) {                                                                                      \
+    if (g.vec && g.lanes_div) {                                                                                   \
       const int64_t P = static_cast<int64_t>(g.H) * g.W;                                                          \
       const dim3 block(kLanes, kRows);                                                                            \
       const unsigned cg = static_cast<unsigned>((g.C + kLanes - 1) / kLanes);                                     \
+      const bool direct = g.direct && reinterpret_cast<uintptr_t>(w) % 16 == 0;                                   \
       STYLECAM_DISPATCH_K(g.K,                                                                                    \
         constexpr int MT = lanes_max_tile(KK);                                                                    \
         const int tile = g.lanes_div <= 1 ? MT : g.lanes_div == 2 ? MT / 2 : MT / 4;                              \
         const dim3 grid(static_cast<unsigned>((P + tile - 1) / tile), cg);                                        \
-        if (tile == MT) moments_lanes_kernel<T, KK, MT><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);   \
+        if (direct && tile == MT)                                                                                 \
+          moments_lanes_kernel<T, KK, MT, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);          \
+        else if (direct)                                                                                          \
+          moments_lanes_kernel<T, KK, MT / 2, false><<<dim3(static_cast<unsigned>((P + MT / 2 - 1) / (MT / 2)),   \
+                                                            cg), block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);  \
+        else if (tile == MT)                                                                                      \
+          moments_lanes_kernel<T, KK, MT, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);           \
         else if (tile == MT / 2)                                                                                  \
-          moments_lanes_kernel<T, KK, MT / 2><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);             \
-        else moments_lanes_kernel<T, KK, MT / 4><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws));         \
+          moments_lanes_kernel<T, KK, MT / 2, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);       \
+        else moments_lanes_kernel<T, KK, MT / 4, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws));   \
     } else if (g.vec) {                                                                                           \
       STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH((moments_kernel<T, KK, V>),                                        \
           f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws));                                          \
