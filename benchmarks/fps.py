@@ -90,12 +90,35 @@ def time_frames(st, seg, frames: list, size: tuple[int, int], device: str, warmu
     return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 
 
+def profile_frames(st, seg, frames: list, size: tuple[int, int], device: str, rows: int = 25) -> str:
+    """torch.profiler over the stylizer on ``frames`` (after timing, so warm): the operators and
+    kernels that take the host's and the GPU's time, each call marked ``stylize``."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.device(device).type == "cuda" else [])
+    small = [cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in frames]
+    maps = [seg(f) for f in small]
+    with profile(activities=acts) as prof:
+        for f, m in zip(small, maps):
+            with record_function("stylize"):
+                st.stylize(f, m)
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+    avg = prof.key_averages()
+    out = [avg.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60)]
+    if torch.device(device).type == "cuda":
+        out.append(avg.table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=60))
+    return "\n".join(out)
+
+
 def bench_one(backend: str, device: str, fp16: bool, height: int, frames: list, layer: str, mode: str,
-              regions: str, warmup: int = 3) -> dict:
+              regions: str, warmup: int = 3, profile: bool = False) -> dict:
     width = round(height * 16 / 9) // 2 * 2
     st, seg = build(backend, device, fp16, layer, mode, regions, (width, height))
     try:
         med = time_frames(st, seg, frames, (width, height), device, warmup)
+        if profile:
+            print(f"\n== profile: {backend}/{device}/{'fp16' if fp16 else 'fp32'} {width}x{height}, "
+                  f"{len(frames)} frames\n{profile_frames(st, seg, frames, (width, height), device)}", flush=True)
     finally:
         seg.close()
     return {"backend": backend, "device": device, "precision": "fp16" if fp16 else "fp32", "height": height,
@@ -146,6 +169,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None)
     p.add_argument("--png", default=None)
     p.add_argument("--quick", action="store_true", help="smoke test: 240p, 3 frames, torch only")
+    p.add_argument("--profile", type=int, default=0, metavar="HEIGHT",
+                   help="also print a torch.profiler table (host time, and GPU time on CUDA) of the stylizer "
+                        "at this processing height, for every backend and precision")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -165,7 +191,7 @@ def main(argv=None) -> int:
         for b in backends:
             for fp16 in ([False, True] if a.fp16 and dev == "cuda" else [False]):
                 for h in (int(s) for s in a.sizes.split(",")):
-                    r = bench_one(b, dev, fp16, h, frames, a.layer, a.mode, a.regions)
+                    r = bench_one(b, dev, fp16, h, frames, a.layer, a.mode, a.regions, profile=h == a.profile)
                     results.append(r)
                     print(f"{b}/{dev}/{r['precision']} {r['width']}x{h}: {r['median_ms']['total']:.1f} ms, "
                           f"{r['fps']:.2f} FPS", flush=True)

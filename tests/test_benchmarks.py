@@ -6,6 +6,13 @@ import cv2
 from benchmarks import autoencoder, fps, still, temporal
 
 
+def test_fps_profile_names_the_stylizers_operators(capsys):
+    assert fps.main(["--quick", "--profile", "240"]) == 0
+    out = capsys.readouterr().out
+    assert "== profile: torch/cpu/fp32 426x240, 3 frames" in out
+    assert "stylize" in out and "aten::" in out
+
+
 def test_fps_quick(tmp_path):
     out = tmp_path / "fps.json"
     assert fps.main(["--quick", "--json", str(out), "--png", str(tmp_path / "fps.png")]) == 0
