@@ -2,9 +2,10 @@
 # The commands behind every figure in the README, in the order they were run.
 # Results land in docs/results/ (JSON) and docs/ (pictures).  Needs ../shared for the held-out
 # portraits and the research-set pairs; everything else uses the bundled assets.
-# The GPU section's figures (docs/results/kernel_gpu*.json|txt, fps_gpu.json) come from one call of
-# `BUDGET=... bash benchmarks/gpu_session.sh` on a lent GPU (its $OUT/kernel.json, kernel.log and
-# fps_gpu.json, copied into docs/results/).
+# The GPU section's figures (docs/results/kernel_gpu*.json|txt, fps_gpu*.json) come from calls of
+# `BUDGET=... bash benchmarks/gpu_session.sh` on lent GPUs (its $OUT/kernel.json, kernel.log and
+# fps_gpu.json, copied into docs/results/: kernel_gpu*, fps_gpu.json from the H200 of session 3,
+# *_h100* from the H100 of session 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
