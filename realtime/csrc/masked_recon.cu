@@ -95,7 +95,7 @@ Geometry geometry(const at::Tensor& f, int K, const at::Tensor* out = nullptr) {
   const char* env = std::getenv("STYLECAM_MOMENTS");
   const std::string layout = env == nullptr ? "" : env;
   int lanes_div;
-  const bool direct = layout == "direct1" || layout == "direct2";
+  const bool direct = layout == "direct1" || layout == "direct2";     // lanes_div 1 or 2, never 4
   if (layout == "warp") lanes_div = 0;
   else if (layout == "lanes1" || layout == "direct1") lanes_div = 1;
   else if (layout == "lanes2" || layout == "direct2") lanes_div = 2;

@@ -389,11 +389,10 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const float
         constexpr int MT = lanes_max_tile(KK);                                                                    \
         const int tile = g.lanes_div <= 1 ? MT : g.lanes_div == 2 ? MT / 2 : MT / 4;                              \
         const dim3 grid(static_cast<unsigned>((P + tile - 1) / tile), cg);                                        \
-        if (direct && tile == MT)                                                                                 \
+        if (direct && tile == MT)      /* direct comes with the largest tile or half of it (geometry()) */       \
           moments_lanes_kernel<T, KK, MT, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);          \
         else if (direct)                                                                                          \
-          moments_lanes_kernel<T, KK, MT / 2, false><<<dim3(static_cast<unsigned>((P + MT / 2 - 1) / (MT / 2)),   \
-                                                            cg), block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);  \
+          moments_lanes_kernel<T, KK, MT / 2, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);      \
         else if (tile == MT)                                                                                      \
           moments_lanes_kernel<T, KK, MT, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);           \
         else if (tile == MT / 2)                                                                                  \
