@@ -15,7 +15,6 @@ device-to-device copy bandwidth.  Targets (the kernel issue): >= 80 % of copy ba
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -83,11 +82,12 @@ def unfused(f, m, style, mode: str):
     return out.to(f.dtype)[None]
 
 
-def set_layout(layout: str) -> None:
-    if layout == "default":
-        os.environ.pop("STYLECAM_MOMENTS", None)
-    else:
-        os.environ["STYLECAM_MOMENTS"] = layout
+def set_variant(kernels, variant: str) -> None:
+    """``LAYOUT`` or ``LAYOUT+fold`` (kernels.MOMENTS_LAYOUTS; +fold: the solve in pass 1's last block)."""
+    layout, _, extra = variant.partition("+")
+    if extra not in ("", "fold"):
+        raise SystemExit(f"unknown variant {variant!r}: LAYOUT or LAYOUT+fold")
+    kernels.set_tuning(layout, fold=extra == "fold")
 
 
 def profile_720p(kernels, R, dtype, reference: bool = True) -> None:
@@ -120,11 +120,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dtype", choices=["fp16", "fp32", "bf16"], default="fp16")
     p.add_argument("--json", default=None)
-    p.add_argument("--moments", default="default,warp,lanes1,lanes2,lanes4,direct1,direct2",
-                   help="pass-1 layouts to time, comma-separated (STYLECAM_MOMENTS): default (the op's own "
-                        "choice), warp (a warp per channel), lanes1/lanes2/lanes4 (a thread per channel, "
-                        "the largest tile / 2 / 4), direct1/direct2 (lanes without the masks' shared-memory "
-                        "stage)")
+    p.add_argument("--moments", default="auto,auto+fold,warp,lanes1,lanes2,lanes4,direct1,direct2,direct1+fold",
+                   help="variants to time, comma-separated: a pass-1 layout (kernels.set_tuning): auto (the "
+                        "op's own choice), warp (a warp per channel), lanes1/lanes2/lanes4 (a thread per "
+                        "channel, the largest tile / 2 / 4), direct1/direct2 (lanes without the masks' "
+                        "shared-memory stage); +fold: with the solve folded into pass 1's last block")
     p.add_argument("--profile", action="store_true",
                    help="also print the CUDA time of every kernel of one fused call and one reference call (720p)")
     a = p.parse_args(argv)
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
         fs = (torch.randn(256, 64, 64, device="cuda") * 10).relu()
         style = R.StyleStats.from_features(fs, torch.ones(3, 64, 64, device="cuda") / 3)
         for layout, mode in [(lay, md) for lay in a.moments.split(",") for md in ("adain", "linear")]:
-            set_layout(layout)                                # read by the op on every call
+            set_variant(kernels, layout)
             fused_fn = lambda: kernels.fused_reconstruct(f, m, style, mode, 1.0)  # noqa: E731
             ref_fn = lambda: unfused(f, m, style, mode)  # noqa: E731
             err = (fused_fn().float() - ref_fn().float()).abs().max().item()
@@ -159,10 +159,10 @@ def main(argv=None) -> int:
                          "GBps": nbytes / (t / 1000) / 1e9, "pct_copy_bw": 100 * nbytes / (t / 1000) / 1e9 / bw})
     if a.profile:
         for i, layout in enumerate(a.moments.split(",")):
-            set_layout(layout)
-            print(f"\n== pass-1 layout: {layout}")
+            set_variant(kernels, layout)
+            print(f"\n== pass-1 variant: {layout}")
             profile_720p(kernels, R, dtype, reference=i == 0)
-    os.environ.pop("STYLECAM_MOMENTS", None)
+    kernels.set_tuning()
     info = machine_info()
     print(f"device copy bandwidth: {bw:.0f} GB/s on {info.get('gpu')}\n")
     fmt = lambda v, f="{:.3f}": "n/a" if v is None else f.format(v)  # noqa: E731

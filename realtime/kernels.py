@@ -5,11 +5,13 @@ and a CUDA C++ implementation built on first use (following pytorch/extension-cp
     stylecam::masked_affine(feat, masks, A, B) -> out          pass 2: out = f * sum_k W_k A_k + sum_k W_k B_k
 
     stylecam::fused_recon(feat, masks, style_mean, style_std, alpha, mode, iterations, momentum,
-                          prev_mean?, prev_var?, offset0?) -> (out, wsum, mean, var, offset)
+                          prev_mean?, prev_var?, offset0?, floor?) -> (out, wsum, mean, var, offset)
         the whole frame: pass 1, the K x C solve (statistics, their smoothing with the previous
         frame's, the coefficients; for the paper's iterative ``linear`` form the exact scalar
-        recurrence of its N iterations, so 500 iterations cost no more than one), pass 2.  On a
-        GPU that is four launches (memset, pass 1, solve, pass 2) from one call.
+        recurrence of its N iterations, so 500 iterations cost no more than one), pass 2, whose
+        results below ``floor`` are raised to it (the stylizer's clamp at zero, without a pass of
+        its own).  On a GPU that is four launches (memset, pass 1, solve, pass 2) from one call,
+        three with the solve folded into pass 1 (``set_tuning(fold=True)``).
 
 ``fused_reconstruct`` carries a ``ReconState`` (the warm start) in and out of ``fused_recon``.
 Each op's CPU implementation is its slow, obviously correct reference (``*_reference`` below),
@@ -37,7 +39,7 @@ _lib = torch.library.Library("stylecam", "DEF")
 _lib.define("masked_moments(Tensor feat, Tensor masks) -> (Tensor, Tensor, Tensor)")
 _lib.define("masked_affine(Tensor feat, Tensor masks, Tensor A, Tensor B) -> Tensor")
 _lib.define("fused_recon(Tensor feat, Tensor masks, Tensor style_mean, Tensor style_std, float alpha, int mode, "
-            "int iterations, float momentum, Tensor? prev_mean, Tensor? prev_var, Tensor? offset0) "
+            "int iterations, float momentum, Tensor? prev_mean, Tensor? prev_var, Tensor? offset0, float? floor=None) "
             "-> (Tensor, Tensor, Tensor, Tensor, Tensor)")
 
 MODE_CODES = {"linear": 0, "linear_iterative": 1, "adain": 2}
@@ -50,11 +52,15 @@ def moments_reference(feat: torch.Tensor, masks: torch.Tensor):
     return w @ f.T, w @ (f * f).T, w.sum(1)
 
 
-def affine_reference(feat: torch.Tensor, masks: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+def affine_reference(feat: torch.Tensor, masks: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                     floor: float | None = None) -> torch.Tensor:
+    """out = f * sum_k W_k A_k + sum_k W_k B_k, raised to ``floor`` where below it."""
     f = feat.float()
     ga = torch.einsum("kc,khw->chw", A.float(), masks.float())[None]
     gb = torch.einsum("kc,khw->chw", B.float(), masks.float())[None]
     out = f * ga + gb
+    if floor is not None:
+        out = out.clamp_min(floor)
     if feat.dtype == torch.float16:
         out = out.clamp(-65504, 65504)
     return out.to(feat.dtype).contiguous(memory_format=torch.channels_last
@@ -91,12 +97,12 @@ def solve_reference(s1, s2, wsum, style_mean, style_std, alpha: float, mode: int
 
 
 def fused_recon_reference(feat, masks, style_mean, style_std, alpha: float, mode: int, iterations: int,
-                          momentum: float, prev_mean=None, prev_var=None, offset0=None):
+                          momentum: float, prev_mean=None, prev_var=None, offset0=None, floor=None):
     """The slow, obviously correct form of the CUDA op: pass 1, the solve, pass 2, one after another."""
     s1, s2, ws = moments_reference(feat, masks)
     mean, var, off, A, B = solve_reference(s1, s2, ws, style_mean, style_std, alpha, mode, iterations, momentum,
                                            prev_mean, prev_var, offset0)
-    return affine_reference(feat, masks, A, B), ws, mean, var, off
+    return affine_reference(feat, masks, A, B, floor), ws, mean, var, off
 
 
 _lib.impl("masked_moments", moments_reference, "CPU")
@@ -117,7 +123,8 @@ def _affine_fake(feat, masks, A, B):
 
 
 @torch.library.register_fake("stylecam::fused_recon")
-def _fused_fake(feat, masks, style_mean, style_std, alpha, mode, iterations, momentum, prev_mean, prev_var, offset0):
+def _fused_fake(feat, masks, style_mean, style_std, alpha, mode, iterations, momentum, prev_mean, prev_var, offset0,
+                floor=None):
     K, C = masks.shape[0], feat.shape[1]
     kc = lambda: feat.new_empty((K, C), dtype=torch.float32)  # noqa: E731
     return torch.empty_like(feat), feat.new_empty((K,), dtype=torch.float32), kc(), kc(), kc()
@@ -183,7 +190,31 @@ def build_extension(verbose: bool = False):
     except Exception as e:
         _ext_error = f"{type(e).__name__}: {e}"
         raise
+    layout = os.environ.get("STYLECAM_MOMENTS", "") or "auto"
+    if layout not in MOMENTS_LAYOUTS:
+        log.warning("STYLECAM_MOMENTS=%s is not a pass-1 layout (%s): using auto", layout, ", ".join(MOMENTS_LAYOUTS))
+        layout = "auto"
+    set_tuning(layout, os.environ.get("STYLECAM_FOLD", "0") not in ("", "0"))
     return _ext
+
+
+# Pass 1's layouts on the vector path (see masked_recon.cu, Tuning): auto = the op's own choice (lanes,
+# its tile fitted to the lent H100), warp = a warp per channel, lanes1/2/4 = a thread per channel
+# with the largest tile / 2 / 4, direct1/2 = lanes without the masks' shared-memory stage.
+MOMENTS_LAYOUTS = {"auto": -1, "warp": 0, "lanes1": 1, "lanes2": 2, "lanes4": 4, "direct1": 11, "direct2": 12}
+
+
+def set_tuning(moments: str = "auto", fold: bool = False) -> None:
+    """Launch choices of the CUDA op, for benchmarks and tests that compare them in one process:
+    ``moments``, pass 1's layout (MOMENTS_LAYOUTS); ``fold``, run the between-pass solve in pass 1's
+    last block instead of its own launch (linear exact and adain).  Read from STYLECAM_MOMENTS and
+    STYLECAM_FOLD=1 when the extension is loaded.  The CPU reference has no such choices."""
+    if moments not in MOMENTS_LAYOUTS:
+        raise ValueError(f"unknown pass-1 layout {moments!r}: one of {', '.join(MOMENTS_LAYOUTS)}")
+    if _ext is None:
+        raise RuntimeError("the CUDA extension is not loaded (kernels.build_extension())")
+    if not _ext.set_tuning(MOMENTS_LAYOUTS[moments], bool(fold)):
+        raise RuntimeError(f"the CUDA extension refused the layout {moments!r}: rebuild it")
 
 
 def available() -> bool:
@@ -230,9 +261,11 @@ def _style_std(style) -> torch.Tensor:
     return cached[1]
 
 
-def fused_reconstruct(feat, masks, style, mode: str, alpha: float, iterations=None, state=None):
+def fused_reconstruct(feat, masks, style, mode: str, alpha: float, iterations=None, state=None,
+                      floor: float | None = None):
     """linear / adain through the one fused op (CUDA kernel on a GPU, reference on the CPU), with the
-    warm start of ``state`` (smoothed statistics, the iterative form's offset) carried in and out."""
+    warm start of ``state`` (smoothed statistics, the iterative form's offset) carried in and out;
+    results below ``floor`` are raised to it."""
     from .reconstruct import RegionStats, linear_beta
     if mode not in ("linear", "adain"):
         raise ValueError(f"the fused op covers linear and adain, not {mode!r}")
@@ -251,7 +284,7 @@ def fused_reconstruct(feat, masks, style, mode: str, alpha: float, iterations=No
             off0 = lo
     out, ws, mean, var, off = torch.ops.stylecam.fused_recon(
         feat, masks, style.stats.mean, _style_std(style), float(alpha), code, int(iterations or 0),
-        float(state.momentum if state is not None else 0.0), pm, pv, off0)
+        float(state.momentum if state is not None else 0.0), pm, pv, off0, None if floor is None else float(floor))
     if state is not None:
         state.content = RegionStats(ws, mean, var)
         if code == 1:

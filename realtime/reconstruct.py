@@ -394,7 +394,8 @@ def patch_swap(fc: torch.Tensor, fs: torch.Tensor, wc: torch.Tensor | None = Non
 
 def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mode: str = "linear",
                 strength: float = 1.0, *, iterations: int | None = None, state: ReconState | None = None,
-                gram_steps: int = 10, gram_weight: float = 10.0, use_kernel: bool = True) -> torch.Tensor:
+                gram_steps: int = 10, gram_weight: float = 10.0, use_kernel: bool = True,
+                floor: float | None = None) -> torch.Tensor:
     """Masked reconstruction of content features ``fc`` towards ``style`` (see module doc).
 
     ``wc``: K x h x w content regions (any resolution; area-resized), or None for
@@ -403,8 +404,9 @@ def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mo
     number of descent steps (default ``gram_steps``).  ``state``: carries
     smoothed statistics and the warm start between frames.  ``use_kernel``: on a GPU, run
     ``linear``/``adain`` through the fused CUDA op when it is available, and take ``wct``/``gram``'s
-    region statistics from its first pass.  Returns a tensor of
-    ``fc``'s shape and dtype; all statistics are float32.
+    region statistics from its first pass.  ``floor``: results below it are raised to it (the
+    stylizer passes 0: features of a ReLU are never negative; the fused op does it in its second
+    pass).  Returns a tensor of ``fc``'s shape and dtype; all statistics are float32.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -423,7 +425,7 @@ def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mo
     if mode in ("linear", "adain") and f.is_cuda and use_kernel:
         from . import kernels
         if kernels.available():   # the fused two-pass CUDA op (realtime/csrc/masked_recon.cu)
-            out = kernels.fused_reconstruct(f[None], wc, style, mode, alpha, iterations, state)
+            out = kernels.fused_reconstruct(f[None], wc, style, mode, alpha, iterations, state, floor=floor)
             if state is not None:
                 state.frames += 1
             return out.reshape(shape)
@@ -472,6 +474,8 @@ def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mo
         out = (1 - alpha) * f32 + alpha * sw
     if state is not None:
         state.frames += 1
+    if floor is not None:
+        out = out.clamp_min(floor)
     if dtype == torch.float16:
         out = out.clamp(-FP16_MAX, FP16_MAX)
     return out.to(dtype).reshape(shape)

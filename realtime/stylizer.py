@@ -107,13 +107,13 @@ class Stylizer:
         wc = None
         if regions is not None:
             wc = torch.from_numpy(np.ascontiguousarray(regions, dtype=np.float32)).to(self.device)
+        # floor=0: encoder features come out of a ReLU, so they are never negative, and the decoder
+        # never saw a negative input in training; but a mean shift (linear) or a whitening-colouring
+        # (wct) pushes some below zero.  Decoded as they are, they made flat grey patches (README
+        # grid, linear mode, on hair); clamped, the patches are gone and adain barely changes.  On a
+        # GPU the fused op clamps in its second pass, saving a pass over the features.
         out = reconstruct(feat, wc, self.bank.current.stats, cfg.mode, cfg.strength,
-                          iterations=cfg.iterations, state=self.state)
-        # Encoder features come out of a ReLU, so they are never negative, and the decoder never saw
-        # a negative input in training; but a mean shift (linear) or a whitening-colouring (wct)
-        # pushes some below zero.  Decoded as they are, they made flat grey patches (README grid,
-        # linear mode, on hair); clamped, the patches are gone and adain barely changes.
-        out = out.clamp_min(0)
+                          iterations=cfg.iterations, state=self.state, floor=0.0)
         t = self.times.add("reconstruct", t)
         y = self.decoder(out)[..., :ph, :pw]   # ceil-mode pooling: odd sizes come back slightly larger
         t = self.times.add("decoder", t)

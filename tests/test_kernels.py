@@ -40,6 +40,28 @@ def test_two_pass_op_equals_reference_reconstruction(K, mode, iterations):
     torch.testing.assert_close(fused, ref, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("mode,iterations", [("linear", None), ("linear", 7), ("adain", None), ("wct", None),
+                                              ("gram", 3), ("patchswap", None)])
+def test_floor_raises_results_below_it_in_every_mode(mode, iterations):
+    """reconstruct(floor=0) equals the unfloored result clamped at zero, in every mode, and the fused
+    op's reference does the same in its second pass (on a GPU, the kernel's clamp; tested below)."""
+    g = torch.Generator().manual_seed(5)
+    f = torch.rand(1, 16, 9, 13, generator=g) * 3 + 2               # bright content, dim style:
+    fs = torch.rand(16, 11, 7, generator=g) * 0.1                   # linear/wct pull features below zero
+    m = torch.rand(2, 9, 13, generator=g)
+    m = m / m.sum(0, keepdim=True)
+    st = R.StyleStats.from_features(fs, torch.stack([torch.ones(11, 7), torch.zeros(11, 7)]))
+    alpha = 0.6 if (mode, iterations) == ("linear", 7) else 1.0
+    raw = R.reconstruct(f, m, st, mode, alpha, iterations=iterations, use_kernel=False)
+    got = R.reconstruct(f, m, st, mode, alpha, iterations=iterations, use_kernel=False, floor=0.0)
+    torch.testing.assert_close(got, raw.clamp_min(0))
+    if mode == "linear":
+        assert float(raw.min()) < 0            # the floor had something to do
+    if mode in ("linear", "adain"):
+        fused = kernels.fused_reconstruct(f, m, st, mode, alpha, iterations, floor=0.0)
+        torch.testing.assert_close(fused, raw.clamp_min(0), rtol=1e-4, atol=1e-3)
+
+
 def test_reference_ops_match_the_statistics_and_keep_channels_last():
     f, m, _ = case(3, 8, 7, 5, 1)
     s1, s2, ws = torch.ops.stylecam.masked_moments(f, m)
@@ -131,22 +153,28 @@ def test_cuda_kernel_fp16_near_limit_and_odd_sizes():
     torch.testing.assert_close(mom[1].cpu(), ref[1], rtol=1e-3, atol=1.0)
 
 
-@pytest.fixture(params=["warp", "lanes1", "lanes2", "lanes4", "direct1", "direct2"])
-def moments_layout(request, monkeypatch):
-    """Every layout of pass 1 (the op reads STYLECAM_MOMENTS on every call)."""
-    monkeypatch.setenv("STYLECAM_MOMENTS", request.param)
-    return request.param
+@pytest.fixture(params=["auto", "warp", "lanes1", "lanes2", "lanes4", "direct1", "direct2"])
+def moments_layout(request):
+    """Every layout of pass 1 (kernels.set_tuning; the default set back afterwards)."""
+    kernels.set_tuning(request.param)
+    yield request.param
+    kernels.set_tuning()
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("K", [1, 2, 3, 4, 5, 8])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_cuda_fused_op_matches_cpu_reference_over_frames(dtype, K, channels_last, moments_layout):
-    """The one-call op (memset, pass 1, solve, pass 2): every mode, an empty region, warm start
-    (smoothing and the iterative offset) carried over three frames, at sizes with several pixel
-    tiles and channel groups: odd ones (every pixel through the strides) and 45 x 120, whose
-    H*W is a multiple of 8 (NCHW then takes the 16-byte vector path, with runs across rows)."""
+@pytest.mark.parametrize("fold", [False, True], ids=["solve-launch", "solve-folded"])
+def test_cuda_fused_op_matches_cpu_reference_over_frames(dtype, K, channels_last, moments_layout, fold):
+    """The one-call op (memset, pass 1, solve, pass 2 -- or the solve folded into pass 1's last
+    block): every mode, an empty region, warm start (smoothing and the iterative offset) carried
+    over three frames, at sizes with several pixel tiles and channel groups: odd ones (every pixel
+    through the strides) and 45 x 120, whose H*W is a multiple of 8 (NCHW then takes the 16-byte
+    vector path, with runs across rows).  The second frame is floored at zero (the stylizer's clamp)."""
+    if channels_last and moments_layout != "auto":
+        pytest.skip("channels_last features take the strided pass 1 whatever the vector-path layout")
+    kernels.set_tuning(moments_layout, fold)
     tol = {torch.float32: 2e-4, torch.float16: 3e-3, torch.bfloat16: 2e-2}[dtype]
     for code, iters in ((0, 0), (1, 37), (2, 0)):
         prev_cpu = prev_gpu = None
@@ -160,9 +188,11 @@ def test_cuda_fused_op_matches_cpu_reference_over_frames(dtype, K, channels_last
             alpha = 0.45 if code == 1 else 0.8
             extra_cpu = prev_cpu if prev_cpu is not None else (None, None, None)
             extra_gpu = prev_gpu if prev_gpu is not None else (None, None, None)
-            ref = torch.ops.stylecam.fused_recon(fc, m, st.stats.mean, st.stats.std, alpha, code, iters, 0.5, *extra_cpu)
+            floor = 0.0 if t == 1 else None
+            ref = torch.ops.stylecam.fused_recon(fc, m, st.stats.mean, st.stats.std, alpha, code, iters, 0.5, *extra_cpu,
+                                                 floor)
             got = torch.ops.stylecam.fused_recon(g, m.cuda(), st.stats.mean.cuda(), st.stats.std.cuda(), alpha, code,
-                                                 iters, 0.5, *extra_gpu)
+                                                 iters, 0.5, *extra_gpu, floor)
             assert got[0].dtype == dtype and got[0].shape == g.shape and got[0].stride() == g.stride()
             for a, b in zip(got[1:], ref[1:]):
                 torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-3)

@@ -104,7 +104,7 @@ def mix_features(fp: torch.Tensor, fs: torch.Tensor, rng: random.Random) -> torc
     mode = rng.choice(MIX_MODES)
     strength = 1.0 if mode == "patchswap" else rng.uniform(0.3, 1.0)
     style = R.StyleStats.from_features(fs)
-    return R.reconstruct(fp, None, style, mode=mode, strength=strength, use_kernel=False).clamp_min(0)
+    return R.reconstruct(fp, None, style, mode=mode, strength=strength, use_kernel=False, floor=0.0)
 
 
 def _tv(y: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@
 // The kernels live in masked_recon_kernels.cuh, instantiated per dtype in masked_recon_{f32,f16,
 // bf16}.cu.  Launched on PyTorch's current stream; memory comes from PyTorch's allocator; any H,
 // W, K <= 8, NCHW or channels_last (through strides), FP16 / BF16 / FP32 features.
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -31,6 +32,7 @@
 
 using stylecam::Geometry;
 using stylecam::kMaxK;
+using stylecam::SolveArgs;
 
 namespace {
 
@@ -78,29 +80,48 @@ at::Tensor dense(const at::Tensor& f) { return f.is_non_overlapping_and_dense() 
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// Launch choices, set from Python (kernels.set_tuning; STYLECAM_MOMENTS and STYLECAM_FOLD when the
+// extension loads) instead of read from the environment on every call.
+// moments: pass 1's layout on the vector path.  -1 (auto, the default): lanes (moments_lanes_kernel)
+// with its largest tile, or half that tile once the largest gives more than a wave (6 blocks of 256
+// threads per multiprocessor, the register limit at 40 registers): fitted to the lent H100
+// (benchmarks/kernel.py, 2026-11-26): 480p and 720p were fastest with the largest tile (68 % of
+// copy bandwidth at 720p; half: 65 %), 1080p with half of it (73 %; largest: 68 %).  0 = warp
+// (moments_kernel, a warp per channel, the first layout: 55 % at 720p); 1 / 2 / 4 = lanes with the
+// largest tile / 2 / 4; 11 / 12 = direct (lanes without the masks' shared-memory stage, largest
+// tile / 2; not yet measured).  fold: the solve runs in pass 1's last block (fold_solve) instead of
+// its own launch, for modes 0 and 2 (not yet measured).
+struct Tuning { int moments = -1; bool fold = false; };
+Tuning tuning;
+
+// codes as above (kernels.py maps the names); false for an unknown code, which changes nothing
+bool set_tuning(int moments, bool fold) {
+  if (moments != -1 && moments != 0 && moments != 1 && moments != 2 && moments != 4 && moments != 11 && moments != 12)
+    return false;
+  tuning = {moments, fold};
+  return true;
+}
+
+// multiprocessors per device, asked once per device
+int multiprocessors(int device) {
+  static int cache[64] = {0};
+  if (device < 0 || device >= 64) {
+    int n = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+    return n;
+  }
+  if (cache[device] == 0) C10_CUDA_CHECK(cudaDeviceGetAttribute(&cache[device], cudaDevAttrMultiProcessorCount, device));
+  return cache[device];
+}
+
 Geometry geometry(const at::Tensor& f, int K, const at::Tensor* out = nullptr) {
-  int sms = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, f.get_device()));
+  const int sms = multiprocessors(f.get_device());
   const int64_t P = f.size(2) * f.size(3), vec = 16 / static_cast<int64_t>(f.element_size());
   const bool v = f.is_contiguous() && P % vec == 0 && aligned16(f.data_ptr()) &&
                  (out == nullptr || aligned16(out->data_ptr()));
-  // Pass 1's layout on the vector path: lanes (moments_lanes_kernel) with its largest tile, or half
-  // that tile once the largest gives more than a wave (6 blocks of 256 threads per multiprocessor, the
-  // register limit at 40 registers): fitted to the lent H100 (benchmarks/kernel.py, 2026-11-26):
-  // 480p and 720p were fastest with the largest tile (68 % of copy bandwidth at 720p; half: 65 %),
-  // 1080p with half of it (73 %; largest: 68 %).  STYLECAM_MOMENTS (read on every call, so that a
-  // benchmark can compare them in one process): warp = moments_kernel (a warp per channel, the
-  // first layout: 55 % at 720p), lanes1 / lanes2 / lanes4 = lanes with the largest tile / 2 / 4,
-  // direct1 / direct2 = lanes without the masks' shared-memory stage (not yet measured).
-  const char* env = std::getenv("STYLECAM_MOMENTS");
-  const std::string layout = env == nullptr ? "" : env;
-  int lanes_div;
-  const bool direct = layout == "direct1" || layout == "direct2";     // lanes_div 1 or 2, never 4
-  if (layout == "warp") lanes_div = 0;
-  else if (layout == "lanes1" || layout == "direct1") lanes_div = 1;
-  else if (layout == "lanes2" || layout == "direct2") lanes_div = 2;
-  else if (layout == "lanes4") lanes_div = 4;
-  else {
+  int lanes_div = tuning.moments % 10;          // 0 warp, 1 / 2 / 4 tile divisor (direct: 11, 12)
+  const bool direct = tuning.moments >= 10;
+  if (tuning.moments < 0) {
     const int64_t tile = stylecam::lanes_max_tile(K), groups = (f.size(1) + stylecam::kLanes - 1) / stylecam::kLanes;
     lanes_div = (P + tile - 1) / tile * groups > 6 * static_cast<int64_t>(sms) ? 2 : 1;
   }
@@ -108,30 +129,37 @@ Geometry geometry(const at::Tensor& f, int K, const at::Tensor* out = nullptr) {
           f.stride(1), f.stride(2), f.stride(3), v, lanes_div, direct, sms};
 }
 
-void moments(const at::Tensor& f, const at::Tensor& w, float* s1, float* s2, float* ws, cudaStream_t s) {
+// sa: the solve folded into pass 1 (sa.counter set), or a no-fold SolveArgs (counter nullptr)
+void moments(const at::Tensor& f, const at::Tensor& w, float* s1, float* s2, float* ws, const SolveArgs& sa,
+             cudaStream_t s) {
   const Geometry g = geometry(f, w.size(0));
   const float* wp = w.data_ptr<float>();
   if (f.scalar_type() == at::kHalf)
-    stylecam::launch_moments(reinterpret_cast<const __half*>(f.data_ptr<at::Half>()), wp, g, s1, s2, ws, s);
+    stylecam::launch_moments(reinterpret_cast<const __half*>(f.data_ptr<at::Half>()), wp, g, s1, s2, ws, sa, s);
   else if (f.scalar_type() == at::kBFloat16)
-    stylecam::launch_moments(reinterpret_cast<const __nv_bfloat16*>(f.data_ptr<at::BFloat16>()), wp, g, s1, s2, ws, s);
+    stylecam::launch_moments(reinterpret_cast<const __nv_bfloat16*>(f.data_ptr<at::BFloat16>()), wp, g, s1, s2, ws, sa,
+                             s);
   else
-    stylecam::launch_moments(f.data_ptr<float>(), wp, g, s1, s2, ws, s);
+    stylecam::launch_moments(f.data_ptr<float>(), wp, g, s1, s2, ws, sa, s);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// out must have f's strides
-void affine(const at::Tensor& f, const at::Tensor& w, const float* A, const float* B, at::Tensor& out, cudaStream_t s) {
+// out must have f's strides; results below `floor` are raised to it (the stylizer's clamp at zero,
+// done here instead of in a pass of its own), and FP16 results are kept finite
+void affine(const at::Tensor& f, const at::Tensor& w, const float* A, const float* B, at::Tensor& out, float floor,
+            cudaStream_t s) {
   const Geometry g = geometry(f, w.size(0), &out);
   const float* wp = w.data_ptr<float>();
   if (f.scalar_type() == at::kHalf)
     stylecam::launch_affine(reinterpret_cast<const __half*>(f.data_ptr<at::Half>()), wp, A, B, g,
-                            reinterpret_cast<__half*>(out.data_ptr<at::Half>()), -65504.f, 65504.f, s);
+                            reinterpret_cast<__half*>(out.data_ptr<at::Half>()), std::fmax(floor, -65504.f), 65504.f, s);
   else if (f.scalar_type() == at::kBFloat16)
     stylecam::launch_affine(reinterpret_cast<const __nv_bfloat16*>(f.data_ptr<at::BFloat16>()), wp, A, B, g,
-                            reinterpret_cast<__nv_bfloat16*>(out.data_ptr<at::BFloat16>()), -3.0e38f, 3.0e38f, s);
+                            reinterpret_cast<__nv_bfloat16*>(out.data_ptr<at::BFloat16>()), std::fmax(floor, -3.0e38f),
+                            3.0e38f, s);
   else
-    stylecam::launch_affine(f.data_ptr<float>(), wp, A, B, g, out.data_ptr<float>(), -3.0e38f, 3.0e38f, s);
+    stylecam::launch_affine(f.data_ptr<float>(), wp, A, B, g, out.data_ptr<float>(), std::fmax(floor, -3.0e38f),
+                            3.0e38f, s);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -143,7 +171,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_moments_cuda(const at::Ten
   const int64_t K = w.size(0), C = f.size(1);
   at::Tensor buf = at::zeros({2 * K * C + K}, f.options().dtype(at::kFloat));
   float* p = buf.data_ptr<float>();
-  moments(dense(f), w, p, p + K * C, p + 2 * K * C, c10::cuda::getCurrentCUDAStream());
+  moments(dense(f), w, p, p + K * C, p + 2 * K * C, SolveArgs{}, c10::cuda::getCurrentCUDAStream());
   return {buf.narrow(0, 0, K * C).view({K, C}), buf.narrow(0, K * C, K * C).view({K, C}), buf.narrow(0, 2 * K * C, K)};
 }
 
@@ -155,17 +183,20 @@ at::Tensor masked_affine_cuda(const at::Tensor& f, const at::Tensor& w, const at
   at::Tensor a = A.to(f.device(), at::kFloat).contiguous(), b = B.to(f.device(), at::kFloat).contiguous();
   const at::Tensor fin = dense(f);
   at::Tensor out = at::empty_like(fin);
-  affine(fin, w, a.data_ptr<float>(), b.data_ptr<float>(), out, c10::cuda::getCurrentCUDAStream());
+  affine(fin, w, a.data_ptr<float>(), b.data_ptr<float>(), out, -3.0e38f, c10::cuda::getCurrentCUDAStream());
   return out;
 }
 
-// The whole frame in four launches (memset, pass 1, solve, pass 2) from one call.
-// Returns (out, wsum, mean, var, offset): the statistics used (after smoothing) and, for the
-// iterative linear mode, the region mean's offset mu^N - mu_c for the next frame's warm start.
+// The whole frame from one call: memset, pass 1, solve, pass 2 -- or three launches with the solve
+// folded into pass 1 (tuning.fold, modes 0 and 2; the iterative mode's N-step recurrence keeps its
+// own launch, a thread per entry).  Returns (out, wsum, mean, var, offset): the statistics used
+// (after smoothing) and, for the iterative linear mode, the region mean's offset mu^N - mu_c for the
+// next frame's warm start.  `floor` (optional): results below it are raised to it in pass 2.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_recon_cuda(
     const at::Tensor& f, const at::Tensor& w, const at::Tensor& style_mean, const at::Tensor& style_std,
     double alpha, int64_t mode, int64_t iterations, double momentum, const std::optional<at::Tensor>& prev_mean,
-    const std::optional<at::Tensor>& prev_var, const std::optional<at::Tensor>& offset0) {
+    const std::optional<at::Tensor>& prev_var, const std::optional<at::Tensor>& offset0,
+    std::optional<double> floor) {
   check_inputs(f, w);
   const int64_t K = w.size(0), C = f.size(1);
   STYLECAM_CHECK(mode >= 0 && mode <= 2, "fused_recon: mode must be 0 (linear), 1 (linear, iterative) or 2 (adain)");
@@ -184,22 +215,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_rec
   if (offset0.has_value()) o0 = kc(*offset0, "offset0");
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const auto fopt = f.options().dtype(at::kFloat);
-  at::Tensor sums = at::zeros({2 * K * C + K}, fopt);
+  // the sums, then one more zeroed word: the folded solve's counter of finished pass-1 blocks
+  at::Tensor sums = at::zeros({2 * K * C + K + 1}, fopt);
   at::Tensor res = at::empty({5, K, C}, fopt);           // mean, var, offset, A, B
   float* p = sums.data_ptr<float>();
-  const at::Tensor fin = dense(f);
-  moments(fin, w, p, p + K * C, p + 2 * K * C, stream);
   float* r = res.data_ptr<float>();
   const int n = static_cast<int>(K * C);
-  stylecam::launch_solve(p, p + K * C, p + 2 * K * C, sm.data_ptr<float>(), sd.data_ptr<float>(), static_cast<int>(K),
-                         static_cast<int>(C), static_cast<float>(alpha), static_cast<int>(mode),
-                         static_cast<int>(iterations), static_cast<float>(momentum),
-                         pm.defined() ? pm.data_ptr<float>() : nullptr, pv.defined() ? pv.data_ptr<float>() : nullptr,
-                         o0.defined() ? o0.data_ptr<float>() : nullptr, r, r + n, r + 2 * n, r + 3 * n, r + 4 * n,
-                         stream);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  SolveArgs sa{sm.data_ptr<float>(), sd.data_ptr<float>(), static_cast<int>(K), static_cast<int>(C),
+               static_cast<float>(alpha), static_cast<int>(mode), static_cast<int>(iterations),
+               mode == 1 ? static_cast<float>(alpha / (1.0 - alpha)) : 0.f, static_cast<float>(momentum),
+               pm.defined() ? pm.data_ptr<float>() : nullptr, pv.defined() ? pv.data_ptr<float>() : nullptr,
+               o0.defined() ? o0.data_ptr<float>() : nullptr, r, r + n, r + 2 * n, r + 3 * n, r + 4 * n, nullptr};
+  const bool fold = tuning.fold && mode != 1;
+  if (fold) sa.counter = reinterpret_cast<unsigned*>(p + 2 * K * C + K);
+  const at::Tensor fin = dense(f);
+  moments(fin, w, p, p + K * C, p + 2 * K * C, sa, stream);
+  if (!fold) {
+    stylecam::launch_solve(p, p + K * C, p + 2 * K * C, sa, stream);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
   at::Tensor out = at::empty_like(fin);
-  affine(fin, w, r + 3 * n, r + 4 * n, out, stream);
+  affine(fin, w, r + 3 * n, r + 4 * n, out, floor.has_value() ? static_cast<float>(*floor) : -3.0e38f, stream);
   return {out, sums.narrow(0, 2 * K * C, K), res[0], res[1], res[2]};
 }
 
@@ -209,4 +245,7 @@ TORCH_LIBRARY_IMPL(stylecam, CUDA, m) {
   m.impl("fused_recon", &fused_recon_cuda);
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {}
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("set_tuning", &set_tuning, "pass 1's layout code and whether the solve is folded into pass 1 "
+        "(realtime/kernels.py set_tuning maps the names)", pybind11::arg("moments"), pybind11::arg("fold"));
+}

@@ -86,11 +86,73 @@ __device__ __forceinline__ void load_values(const T* __restrict__ fc, const int6
   }
 }
 
+// The between-pass solve of one (region k, channel c) entry i = k * C + c: statistics from the
+// sums, temporal smoothing with the previous frame's (warm start), the coefficients A, B of pass 2.
+// mode 0: linear, exact; 1: linear, `iterations` steps of the paper's iteration; 2: adain.  Run by
+// solve_kernel (masked_recon_f32.cu, one thread per entry) or, folded, by the last block of pass 1.
+struct SolveArgs {
+  const float* smean; const float* sstd;
+  int K, C;
+  float alpha; int mode, iterations; float beta, momentum;
+  const float* prev_mean; const float* prev_var; const float* off0;
+  float* mean_out; float* var_out; float* off_out; float* A; float* B;
+  unsigned* counter;    // folded solve: blocks of pass 1 done (zero on entry); nullptr: no fold
+};
+
+__device__ __forceinline__ void solve_at(int i, const float* s1, const float* s2, const float* ws, const SolveArgs& a) {
+  const int k = i / a.C;
+  // __ldcg: the sums were written by other blocks' atomics (in L2); never read them through L1
+  const float nz = fmaxf(__ldcg(ws + k), kEps);
+  float mean = __ldcg(s1 + i) / nz;
+  float var = fmaxf(__ldcg(s2 + i) / nz - mean * mean, 0.f);
+  if (a.prev_mean != nullptr) {                 // warm start: m * previous + (1 - m) * current
+    mean = a.momentum * a.prev_mean[i] + (1.f - a.momentum) * mean;
+    var = a.momentum * a.prev_var[i] + (1.f - a.momentum) * var;
+  }
+  a.mean_out[i] = mean;
+  a.var_out[i] = var;
+  const float mus = a.smean[i];
+  if (a.mode == 2) {
+    const float r = a.sstd[i] / sqrtf(var + kEps);
+    a.A[i] = (1.f - a.alpha) + a.alpha * r;
+    a.B[i] = a.alpha * (mus - r * mean);
+    a.off_out[i] = 0.f;
+  } else if (a.mode == 0) {
+    a.A[i] = 1.f;
+    a.B[i] = a.alpha * (mus - mean);
+    a.off_out[i] = 0.f;
+  } else {                                      // the region mean's scalar recurrence, N steps (paper §3.1)
+    float mu = mean + (a.off0 != nullptr ? a.off0[i] : 0.f), prev = mu;
+    for (int t = 0; t < a.iterations; ++t) { prev = mu; mu = mean - a.beta * (mu - mus); }
+    a.A[i] = 1.f;
+    a.B[i] = a.iterations > 0 ? -a.beta * (prev - mus) : mu - mean;
+    a.off_out[i] = mu - mean;
+  }
+}
+
+// End of a pass-1 block when the solve is folded into pass 1 (a.counter set): the last block to
+// finish (a ticket from an atomic counter, after a memory fence that makes this block's atomic
+// sums visible first -- the threadFenceReduction pattern of the CUDA samples) runs the K x C solve,
+// so that pass 2 can follow pass 1 directly: one launch fewer per frame.  Every thread of every
+// block must reach it.
+__device__ __forceinline__ void fold_solve(const float* s1, const float* s2, const float* ws, const SolveArgs& a) {
+  if (a.counter == nullptr) return;             // the same for the whole grid
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  const int tid = threadIdx.y * blockDim.x + threadIdx.x, nt = blockDim.x * blockDim.y;
+  if (tid == 0) last = atomicAdd(a.counter, 1u) == gridDim.x * gridDim.y - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int i = tid; i < a.K * a.C; i += nt) solve_at(i, s1, s2, ws, a);
+}
+
 // grid: (pixel tiles, channel groups). s1, s2 (K x C) and wsum (K) must be zero on entry.
 template <typename T, int K, int VEC>
 __global__ void __launch_bounds__(kThreads) moments_kernel(
     const T* __restrict__ f, int64_t sc, int64_t sh, int64_t sw, const float* __restrict__ w, int C, int H, int W,
-    int group, float* __restrict__ s1, float* __restrict__ s2, float* __restrict__ wsum) {
+    int group, float* __restrict__ s1, float* __restrict__ s2, float* __restrict__ wsum, SolveArgs sa) {
   constexpr int PPT = pixels_per_thread(K);
   static_assert(PPT % VEC == 0, "a thread's pixels are whole runs");
   __shared__ float acc[2 * K + 1][kMaxGroup];
@@ -144,6 +206,7 @@ __global__ void __launch_bounds__(kThreads) moments_kernel(
     atomicAdd(&dst[k * C + c0 + j], acc[row][j]);
   }
   if (blockIdx.y == 0 && threadIdx.x < K) atomicAdd(&wsum[threadIdx.x], acc[2 * K][threadIdx.x]);
+  fold_solve(s1, s2, wsum, sa);
 }
 
 // Pass 1 on the vector path ("lanes", the default; STYLECAM_MOMENTS=warp picks moments_kernel
@@ -173,7 +236,7 @@ __host__ __device__ constexpr int lanes_max_tile(int K) { return K <= 4 ? 1024 :
 template <typename T, int K, int TILE, bool STAGED>
 __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
     const T* __restrict__ f, int64_t sc, const float* __restrict__ w, int C, int64_t P,
-    float* __restrict__ s1, float* __restrict__ s2, float* __restrict__ wsum) {
+    float* __restrict__ s1, float* __restrict__ s2, float* __restrict__ wsum, SolveArgs sa) {
   constexpr int VEC = 16 / sizeof(T);
   static_assert(VEC % 4 == 0 && TILE % (kRows * VEC) == 0, "runs of whole float4 mask groups");
   constexpr int ROWS = STAGED ? 2 * K : 3 * K;            // s1, s2 (and the region areas, direct)
@@ -253,6 +316,7 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
       atomicAdd(&wsum[tid], t);
     }
   }
+  fold_solve(s1, s2, wsum, sa);
 }
 
 // grid: (pixel tiles, channel groups). out[c,p] = f * sum_k W[k,p] A[k,c] + sum_k W[k,p] B[k,c],
@@ -343,17 +407,14 @@ struct Geometry {
 // One overload per dtype, each defined in its own translation unit by STYLECAM_INSTANTIATE.
 #define STYLECAM_DECLARE(T)                                                                                       \
   void launch_moments(const T* f, const float* w, const Geometry& g, float* s1, float* s2, float* ws,            \
-                      cudaStream_t s);                                                                            \
+                      const SolveArgs& sa, cudaStream_t s);                                                       \
   void launch_affine(const T* f, const float* w, const float* A, const float* B, const Geometry& g, T* out,       \
                      float lo, float hi, cudaStream_t s);
 STYLECAM_DECLARE(float)
 STYLECAM_DECLARE(__half)
 STYLECAM_DECLARE(__nv_bfloat16)
 // Between the passes (defined in masked_recon_f32.cu): one thread per (region, channel).
-void launch_solve(const float* s1, const float* s2, const float* ws, const float* smean, const float* sstd, int K, int C,
-                  float alpha, int mode, int iterations, float momentum, const float* prev_mean, const float* prev_var,
-                  const float* off0, float* mean_out, float* var_out, float* off_out, float* A, float* B,
-                  cudaStream_t s);
+void launch_solve(const float* s1, const float* s2, const float* ws, const SolveArgs& sa, cudaStream_t s);
 
 // The body of each dtype's translation unit: the launchers with their K (and VEC) dispatch.
 #define STYLECAM_DISPATCH_K(K, ...)                         \
@@ -378,7 +439,7 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const float
 
 #define STYLECAM_INSTANTIATE(T)                                                                                   \
   void launch_moments(const T* f, const float* w, const Geometry& g, float* s1, float* s2, float* ws,          \
-                         cudaStream_t s) {                                                                        \
+                      const SolveArgs& sa, cudaStream_t s) {                                                      \
     constexpr int V = 16 / sizeof(T);                                                                             \
     if (g.vec && g.lanes_div) {                                                                                   \
       const int64_t P = static_cast<int64_t>(g.H) * g.W;                                                          \
@@ -390,20 +451,20 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const float
         const int tile = g.lanes_div <= 1 ? MT : g.lanes_div == 2 ? MT / 2 : MT / 4;                              \
         const dim3 grid(static_cast<unsigned>((P + tile - 1) / tile), cg);                                        \
         if (direct && tile == MT)      /* direct comes with the largest tile or half of it (geometry()) */       \
-          moments_lanes_kernel<T, KK, MT, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);          \
+          moments_lanes_kernel<T, KK, MT, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws, sa);          \
         else if (direct)                                                                                          \
-          moments_lanes_kernel<T, KK, MT / 2, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);      \
+          moments_lanes_kernel<T, KK, MT / 2, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws, sa);      \
         else if (tile == MT)                                                                                      \
-          moments_lanes_kernel<T, KK, MT, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);           \
+          moments_lanes_kernel<T, KK, MT, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws, sa);           \
         else if (tile == MT / 2)                                                                                  \
-          moments_lanes_kernel<T, KK, MT / 2, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);       \
-        else moments_lanes_kernel<T, KK, MT / 4, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws));   \
+          moments_lanes_kernel<T, KK, MT / 2, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws, sa);       \
+        else moments_lanes_kernel<T, KK, MT / 4, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws, sa));   \
     } else if (g.vec) {                                                                                           \
       STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH((moments_kernel<T, KK, V>),                                        \
-          f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws));                                          \
+          f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws, sa));                                          \
     } else {                                                                                                      \
       STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH((moments_kernel<T, KK, 1>),                                        \
-          f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws));                                          \
+          f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws, sa));                                          \
     }                                                                                                             \
   }                                                                                                               \
   void launch_affine(const T* f, const float* w, const float* A, const float* B, const Geometry& g, T* out,    \
