@@ -12,7 +12,7 @@
 # then call the device tool with
 #     command: BUDGET=585 bash benchmarks/gpu_session.sh      carry: ["gpu_pack"]      timeout_s: 600
 # (GATE_ON_KERNEL=0: go on whatever the kernel did, for a last call; SKIP_OTHER_TESTS=1: only the
-# kernel's gpu tests; SKIP_FPS=1: no FPS table.)  Results come back in $OUT (at most 8 files): session.log, gpu_tests.log,
+# kernel's gpu tests; SKIP_FPS=1: no FPS table; SKIP_NCU=1: no Nsight Compute profile.)  Results come back in $OUT (at most 8 files): session.log, gpu_tests.log,
 # kernel.json, kernel.log, fps_gpu.json, train_log.jsonl, decoder_relu3_1.pt,
 # decoder_relu3_1_train.pt.  Copy
 # the last two into weights/ and weights/checkpoints/ only if benchmarks/autoencoder.py says the
@@ -65,6 +65,22 @@ fi
 
 echo "== kernel benchmark ($(left) s left)"
 timeout 120 $PY benchmarks/kernel.py --profile --json "$OUT/kernel.json" 2>&1 | tee "$OUT/kernel.log" | tail -12
+
+# Nsight Compute on one fused call per variant (pass 1's stall reasons, memory throughput), when
+# the device has ncu and lets it read the counters; appended to kernel.log (SKIP_NCU=1: not)
+NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+if [ -n "$NCU" ] && [ "${SKIP_NCU:-0}" != 1 ]; then
+  echo "== ncu ($NCU) of one fused call per variant ($(left) s left)"
+  echo "== ncu" >> "$OUT/kernel.log"
+  timeout 120 "$NCU" --profile-from-start off --section SpeedOfLight --section MemoryWorkloadAnalysis \
+    --section Occupancy --section WarpStateStats --section LaunchStats \
+    $PY benchmarks/kernel_ncu.py auto direct1 auto+fold >> "$OUT/kernel.log" 2>&1
+  echo "ncu exit status $?"
+  grep -E "^== |moments|affine|solve|Memory Throughput|DRAM Throughput|Duration|Achieved Occupancy|Registers Per" \
+    "$OUT/kernel.log" | tail -60
+else
+  echo "== no ncu on this device: Nsight Compute profile skipped"
+fi
 
 GATE=$($PY - "$OUT/kernel.json" <<'PYEOF'
 import json, sys

@@ -2,6 +2,7 @@
 import json
 
 import cv2
+import pytest
 
 from benchmarks import autoencoder, fps, still, temporal
 
@@ -161,3 +162,54 @@ def test_judges_fall_back_to_the_whole_painting_for_a_region_it_lacks(tmp_path):
     with torch.no_grad():
         same = losses(build_encoder("relu4_1"), painting, painting, painting, np.ones_like(sm[:1]), sm[:1])
     assert same["style"] < 1e-6
+
+
+def test_inversion_lowers_the_feature_error_and_reports_both_starts(tmp_path, portrait_bgr):
+    """benchmarks/inversion.py: L-BFGS on the pixels brings the features closer to the photo's than
+    the flat grey start was, and the report holds the decoder's and both starts' PSNR."""
+    import torch
+    from benchmarks import inversion
+    from engines.weights import build_encoder, load_encoder_weights
+    from realtime.images import bgr_to_tensor
+    enc = build_encoder("relu2_1", load_encoder_weights(None)).eval()
+    for q in enc.parameters():
+        q.requires_grad_(False)
+    x = bgr_to_tensor(cv2.resize(portrait_bgr, (40, 48)))
+    with torch.no_grad():
+        target = enc(x)
+        grey = torch.full_like(x, 0.5)
+        before = float(((enc(grey) - target) ** 2).sum() / (target ** 2).sum())
+    out, after = inversion.invert(enc, target, grey, 15)
+    assert after < 0.5 * before and out.shape == x.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+    d = tmp_path / "imgs"
+    d.mkdir()
+    cv2.imwrite(str(d / "a.png"), cv2.resize(portrait_bgr, (56, 64)))
+    js = tmp_path / "inv.json"
+    assert inversion.main([str(d), "--steps", "3", "--max-side", "64", "--json", str(js),
+                           "--grid", str(tmp_path / "inv.png")]) == 0
+    r = json.loads(js.read_text())["images"][0]
+    assert {"decoder_psnr", "decoder_ssim", "grey_psnr", "grey_loss", "decoder_psnr", "decoder_loss"} <= set(r)
+    assert r["decoder_psnr"] > 5 and r["grey_psnr"] > 5
+    assert cv2.imread(str(tmp_path / "inv.png")).shape[1] == 192
+
+
+def test_gpu_session_script_parses_and_kernel_benchmarks_need_a_gpu():
+    """benchmarks/gpu_session.sh is valid bash; the kernel benchmarks refuse clearly without a GPU
+    (on a GPU machine they are run by gpu_session.sh, and kernel_ncu by the gpu-marked test below)."""
+    import subprocess
+    import torch
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    assert subprocess.run(["bash", "-n", str(root / "benchmarks" / "gpu_session.sh")]).returncode == 0
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the refusal path does not apply")
+    from benchmarks import kernel, kernel_ncu
+    assert kernel.main([]) == 2 and kernel_ncu.main(["auto"]) == 2
+
+
+@pytest.mark.gpu
+def test_kernel_ncu_runs_every_variant_on_a_gpu(capsys):
+    from benchmarks import kernel_ncu
+    assert kernel_ncu.main(["auto", "auto+fold", "direct1"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{v}: " in out for v in ("auto", "auto+fold", "direct1"))
