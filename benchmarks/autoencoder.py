@@ -47,6 +47,21 @@ def holdout_files() -> list[Path]:
     return [DEFAULT_DATA / "photos" / n for n in sorted(holdout_names())]
 
 
+def chosen_files(parser, args) -> list[Path]:
+    """The photos of ``args.dir`` or, with ``args.holdout``, the held-out portraits (a parser error if neither
+    or none found)."""
+    if args.holdout:
+        files = holdout_files()
+    elif args.dir:
+        from training.data import list_images
+        files = list_images(args.dir)
+    else:
+        parser.error("give DIR or --holdout")
+    if not files:
+        parser.error("no photos found")
+    return files
+
+
 @torch.no_grad()
 def evaluate(files, layer: str, decoder: str | None, max_side: int) -> list[dict]:
     ew = load_encoder_weights(None)
@@ -77,13 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None)
     p.add_argument("--grid", default=None, help="write a PNG grid (input over reconstruction)")
     a = p.parse_args(argv)
-    if a.holdout:
-        files = holdout_files()
-    elif a.dir:
-        from training.data import list_images
-        files = list_images(a.dir)
-    else:
-        p.error("give DIR or --holdout")
+    files = chosen_files(p, a)
     rows = evaluate(files, a.layer, a.decoder, a.max_side)
     mp, ms = float(np.mean([r["psnr"] for r in rows])), float(np.mean([r["ssim"] for r in rows]))
     info = machine_info()

@@ -38,7 +38,7 @@ def load_frames(n: int) -> list:
 
 
 def build(backend: str, device: str, fp16: bool, layer: str, mode: str, regions: str, size: tuple[int, int],
-          static: bool = False):
+          static: bool = False, deflicker: float = 0.0):
     """The CLI's objects (engines, style bank, stylizer, segmenter) for one configuration."""
     import argparse as ap
     from engines.decoder import load_decoder
@@ -56,7 +56,7 @@ def build(backend: str, device: str, fp16: bool, layer: str, mode: str, regions:
     enc_e, dec_e = make_engines(args, enc, dec, dec_path, ew, dev)
     bank = StyleBank(enc_e, regions, device=dev)
     bank.add(DEMO_STYLE)
-    st = Stylizer(StylizerConfig(layer=layer, mode=mode, size=size), enc_e, dec_e, bank, dev)
+    st = Stylizer(StylizerConfig(layer=layer, mode=mode, size=size, deflicker=deflicker), enc_e, dec_e, bank, dev)
     return st, make_segmenter(regions, static=static)
 
 
@@ -111,9 +111,9 @@ def profile_frames(st, seg, frames: list, size: tuple[int, int], device: str, ro
 
 
 def bench_one(backend: str, device: str, fp16: bool, height: int, frames: list, layer: str, mode: str,
-              regions: str, warmup: int = 3, profile: bool = False) -> dict:
+              regions: str, warmup: int = 3, profile: bool = False, deflicker: float = 0.0) -> dict:
     width = round(height * 16 / 9) // 2 * 2
-    st, seg = build(backend, device, fp16, layer, mode, regions, (width, height))
+    st, seg = build(backend, device, fp16, layer, mode, regions, (width, height), deflicker=deflicker)
     try:
         med = time_frames(st, seg, frames, (width, height), device, warmup)
         if profile:
@@ -123,6 +123,7 @@ def bench_one(backend: str, device: str, fp16: bool, height: int, frames: list, 
         seg.close()
     return {"backend": backend, "device": device, "precision": "fp16" if fp16 else "fp32", "height": height,
             "width": width, "layer": layer, "mode": mode, "regions": regions, "frames": len(frames),
+            "deflicker": deflicker,
             "median_ms": med, "fps": 1000.0 / med["total"]}
 
 
@@ -165,6 +166,8 @@ def main(argv=None) -> int:
     p.add_argument("--layer", default="relu3_1")
     p.add_argument("--mode", default="adain")
     p.add_argument("--regions", default="portrait")
+    p.add_argument("--deflicker", type=float, default=0.0,
+                   help="output deflicker strength (the CLI's default on the CPU is 0.5; its time is in 'composite')")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", default=None)
     p.add_argument("--png", default=None)
@@ -191,7 +194,8 @@ def main(argv=None) -> int:
         for b in backends:
             for fp16 in ([False, True] if a.fp16 and dev == "cuda" else [False]):
                 for h in (int(s) for s in a.sizes.split(",")):
-                    r = bench_one(b, dev, fp16, h, frames, a.layer, a.mode, a.regions, profile=h == a.profile)
+                    r = bench_one(b, dev, fp16, h, frames, a.layer, a.mode, a.regions, profile=h == a.profile,
+                                  deflicker=a.deflicker)
                     results.append(r)
                     print(f"{b}/{dev}/{r['precision']} {r['width']}x{h}: {r['median_ms']['total']:.1f} ms, "
                           f"{r['fps']:.2f} FPS", flush=True)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.autoencoder import holdout_files, psnr, ssim  # noqa: E402
+from benchmarks.autoencoder import chosen_files, psnr, ssim  # noqa: E402
 from benchmarks.common import machine_info, write_json  # noqa: E402
 from engines.decoder import load_decoder  # noqa: E402
 from engines.weights import build_encoder, load_encoder_weights, weights_dir  # noqa: E402
@@ -70,16 +70,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    if a.holdout:
-        files = holdout_files()
-    elif a.dir:
-        from training.data import list_images
-        files = list_images(a.dir)
-    else:
-        p.error("give DIR or --holdout")
-    files = files[: a.limit]
-    if not files:
-        p.error("no photos found")
+    files = chosen_files(p, a)[: a.limit]
     ew = load_encoder_weights(None)
     enc = build_encoder(a.layer, ew).eval()
     for q in enc.parameters():

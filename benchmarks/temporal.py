@@ -6,8 +6,11 @@ Optical flow is computed on consecutive INPUT frames with OpenCV's DIS flow; pix
 a forward-backward check are occluded and left out; E = mean over frames of the masked mean of
 ||O_t - warp(O_{t-1})||^2 (images in [0, 1]).  The stylised clip is measured with the temporal
 state (smoothed masks and statistics, warm start) and without it (every frame on its own),
-next to the input clip's own error.  On the bundled demo clip the motion is known exactly
-(``demo_clip_motion.json``), so the error is also given with the exact flow.
+next to the input clip's own error, and with the output deflicker (realtime/deflicker.py) at the
+strengths of --deflicker.  On the bundled demo clip the motion is known exactly
+(``demo_clip_motion.json``), so the error is also given with the exact flow -- an independent check
+for the deflicker, which warps with a DIS flow of its own.  Sharpness (mean Sobel gradient) says
+how much texture each clip keeps: a filter that only blurred would also lower the warping error.
 """
 from __future__ import annotations
 
@@ -87,7 +90,16 @@ def warping_error(outputs: list, flows: list) -> float:
     return float(np.mean(errs))
 
 
-def stylize_clip(frames: list, warm: bool, layer: str, mode: str, regions: str) -> list:
+def sharpness(imgs: list) -> float:
+    """Mean gradient magnitude (Sobel, grey levels): how much texture a clip's frames keep."""
+    vals = []
+    for im in imgs:
+        g = cv2.cvtColor(im, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        vals.append(float(np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1)).mean()))
+    return float(np.mean(vals))
+
+
+def stylize_clip(frames: list, warm: bool, layer: str, mode: str, regions: str, deflicker: float = 0.0) -> list:
     from engines.decoder import load_decoder
     from engines.weights import build_encoder, load_encoder_weights, weights_dir
     from realtime.cli import DEMO_STYLE
@@ -100,7 +112,7 @@ def stylize_clip(frames: list, warm: bool, layer: str, mode: str, regions: str) 
     bank = StyleBank(enc, regions)
     bank.add(DEMO_STYLE)
     st = Stylizer(StylizerConfig(layer=layer, mode=mode, momentum=0.6 if warm else 0.0,
-                                 iterations=None), enc, dec, bank)
+                                 iterations=None, deflicker=deflicker), enc, dec, bank)
     seg = make_segmenter(regions, static=not warm)
     outs = []
     for f in frames:
@@ -120,6 +132,8 @@ def main(argv=None) -> int:
     p.add_argument("--layer", default="relu3_1")
     p.add_argument("--modes", default="adain,linear")
     p.add_argument("--regions", default="portrait")
+    p.add_argument("--deflicker", default="0.6",
+                   help="comma-separated deflicker strengths to measure too (with the temporal state on; '' for none)")
     p.add_argument("--json", default=None)
     p.add_argument("--quick", action="store_true", help="smoke test: 4 frames at 160 px, one mode")
     a = p.parse_args(argv)
@@ -138,20 +152,23 @@ def main(argv=None) -> int:
            "input": {"dis": warping_error(frames, flows)}, "methods": {}}
     if exact:
         res["input"]["exact"] = warping_error(frames, exact)
+    res["input"]["sharpness"] = sharpness(frames)
+    runs = [(True, 0.0), (False, 0.0)] + [(True, float(d)) for d in a.deflicker.split(",") if d.strip()]
     for mode in a.modes.split(","):
-        for warm in (True, False):
-            outs = stylize_clip(frames, warm, a.layer, mode, a.regions)
-            key = f"{mode}/{'warm' if warm else 'cold'}"
-            res["methods"][key] = {"dis": warping_error(outs, flows)}
+        for warm, defl in runs:
+            outs = stylize_clip(frames, warm, a.layer, mode, a.regions, defl)
+            key = f"{mode}/{'warm' if warm else 'cold'}" + (f"+deflicker{defl:g}" if defl else "")
+            res["methods"][key] = {"dis": warping_error(outs, flows), "sharpness": sharpness(outs)}
             if exact:
                 res["methods"][key]["exact"] = warping_error(outs, exact)
             print(key, res["methods"][key], flush=True)
     info = machine_info()
     res["machine"] = info
-    print("\n| clip | method | warping error (DIS flow) | warping error (exact flow) |\n|---|---|---|---|")
-    print(f"| {Path(a.clip).name} | input | {res['input']['dis']:.5f} | {res['input'].get('exact', float('nan')):.5f} |")
+    print("\n| clip | method | warping error (DIS flow) | warping error (exact flow) | sharpness |\n|---|---|---|---|---|")
+    print(f"| {Path(a.clip).name} | input | {res['input']['dis']:.5f} | {res['input'].get('exact', float('nan')):.5f} "
+          f"| {res['input']['sharpness']:.1f} |")
     for k, v in res["methods"].items():
-        print(f"| {Path(a.clip).name} | {k} | {v['dis']:.5f} | {v.get('exact', float('nan')):.5f} |")
+        print(f"| {Path(a.clip).name} | {k} | {v['dis']:.5f} | {v.get('exact', float('nan')):.5f} | {v['sharpness']:.1f} |")
     print(f"\nmachine: {info['cpu']} ({info['cores']} cores), {info['date']}; {len(frames)} frames at "
           f"{frames[0].shape[1]}x{frames[0].shape[0]}")
     if a.json:

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from .deflicker import Deflicker
 from .images import bgr_to_tensor, fit_size, keep_colors, tensor_to_bgr
 from .reconstruct import MODES, ReconState, reconstruct
 
@@ -32,12 +33,15 @@ class StylizerConfig:
     iterations: int | None = None            # linear: paper's N iterations instead of the exact form
     momentum: float = 0.6                    # temporal smoothing of content statistics (video)
     scene_cut: float = 40.0                  # mean abs grey-level change that resets the state
+    deflicker: float = 0.0                   # video: blend with the motion-compensated previous output (0 = off)
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if not 0 <= self.strength <= 1:
             raise ValueError(f"strength must be in [0, 1], got {self.strength}")
+        if not 0 <= self.deflicker < 1:
+            raise ValueError(f"deflicker must be in [0, 1), got {self.deflicker}")
 
 
 @dataclass
@@ -67,10 +71,13 @@ class Stylizer:
         self._last_small: np.ndarray | None = None
         self.times = StageTimes()
         self._style_index = None
+        self._deflicker: Deflicker | None = None
 
     def reset(self) -> None:
         self.state.reset()
         self._last_small = None
+        if self._deflicker is not None:
+            self._deflicker.reset()
 
     def _scene_cut(self, frame: np.ndarray) -> bool:
         small = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (64, 36), interpolation=cv2.INTER_AREA)
@@ -120,6 +127,10 @@ class Stylizer:
         img = tensor_to_bgr(y)
         if cfg.keep_colors:
             img = keep_colors(img, small)
+        if cfg.deflicker > 0:
+            if self._deflicker is None or self._deflicker.strength != cfg.deflicker:
+                self._deflicker = Deflicker(cfg.deflicker)
+            img = self._deflicker(small, img)
         if (ph, pw) != (H, W):
             img = cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR if ph < H else cv2.INTER_AREA)
         self.times.add("composite", t)

@@ -89,6 +89,25 @@ def test_gatys_still_image(photo, tmp_path, capsys):
     assert np.abs(g.astype(int) - src.astype(int)).mean() > 1.0   # it moved towards the style
 
 
+def test_deflicker_default_follows_the_device_and_never_touches_stills(clip, photo, tmp_path, capsys, monkeypatch):
+    """--deflicker: 0.5 by default on the CPU, the given value when given, off for still images."""
+    from realtime import stylizer as S
+    seen = []
+    real = S.Stylizer.__init__
+
+    def spy(self, config, *a, **k):
+        seen.append(config.deflicker)
+        real(self, config, *a, **k)
+
+    monkeypatch.setattr(S.Stylizer, "__init__", spy)
+    for extra in ([], ["--deflicker", "0.3"], ["--deflicker", "0"]):
+        run_ok(["--source", clip, "--style", DEMO_STYLE, "--out", tmp_path / "o.avi", "--no-window",
+                "--regions", "none", "--max-frames", "2", "--device", "cpu"] + extra, capsys)
+    run_ok(["--source", photo, "--style", DEMO_STYLE, "--out", tmp_path / "o.png", "--regions", "none",
+            "--deflicker", "0.3"], capsys)
+    assert seen == [0.5, 0.3, 0.0, 0.0]
+
+
 def test_video_to_video_keeps_every_frame(clip, tmp_path, capsys):
     out = tmp_path / "o.mp4"
     run_ok(["--source", clip, "--style", DEMO_STYLE, "--out", out, "--no-window"], capsys)
@@ -127,6 +146,7 @@ def test_bad_input_gives_one_line_and_status_2(photo, tmp_path, capsys):
     cv2.imwrite(str(tiny), np.zeros((10, 10, 3), np.uint8))
     assert "at least" in run_bad(["--source", photo, "--style", tiny, "--out", tmp_path / "x.png"], capsys)
     assert "--strength" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--strength", "2"], capsys)
+    assert "--deflicker" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--deflicker", "1"], capsys)
     assert "size" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--size", "axb"], capsys)
     assert "--style" in run_bad(["--source", photo], capsys)
     assert "unknown output" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--out", tmp_path / "o.xyz"],

@@ -423,3 +423,18 @@ def test_decoder_only_ever_sees_non_negative_features(stylizer_parts, portrait_b
     assert float(shifted.min()) < 0                    # the shift alone does go below zero
     Stylizer(StylizerConfig(mode="linear", size=(96, 0)), enc, Recording(), bank).stylize(f)
     assert seen and min(seen) >= 0
+
+
+def test_stylizer_with_deflicker_on_a_still_clip_matches_without(stylizer_parts, portrait_bgr):
+    """On a clip that does not move, the deflickered stylisation equals the plain one (the blend of
+    equal images is the image; nothing drifts over frames); the config refuses strength 1."""
+    from realtime.stylizer import Stylizer, StylizerConfig
+    enc, dec, bank = stylizer_parts
+    f = cv2.resize(portrait_bgr, (96, 112))
+    plain = Stylizer(StylizerConfig(size=(96, 0)), enc, dec, bank)
+    smooth = Stylizer(StylizerConfig(size=(96, 0), deflicker=0.6), enc, dec, bank)
+    for _ in range(4):
+        a, b = plain.stylize(f), smooth.stylize(f)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    with pytest.raises(ValueError, match="deflicker"):
+        StylizerConfig(deflicker=1.0)

@@ -1,0 +1,101 @@
+"""The output deflicker (realtime/deflicker.py): it removes frame-to-frame noise where the scene is
+still or moves with the flow, passes new content through untouched, and never drags the previous
+frame across a cut."""
+import cv2
+import numpy as np
+import pytest
+
+from realtime.deflicker import Deflicker
+
+
+def texture(h=96, w=128, seed=0):
+    rng = np.random.default_rng(seed)
+    img = cv2.resize((rng.random((h // 8, w // 8, 3)) * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+    return cv2.GaussianBlur(img, (5, 5), 1.0)
+
+
+def shift(img, dx):
+    return cv2.warpAffine(img, np.float32([[1, 0, dx], [0, 1, 0]]), img.shape[1::-1], borderMode=cv2.BORDER_REFLECT)
+
+
+def noisy(img, rng, sigma=12.0):
+    return np.clip(img.astype(np.float32) + rng.normal(0, sigma, img.shape), 0, 255).astype(np.uint8)
+
+
+def err(a, b, margin=12):
+    d = a.astype(np.float32) - b.astype(np.float32)
+    return float(np.abs(d[margin:-margin, margin:-margin]).mean())
+
+
+class NoMotion(Deflicker):
+    """The same filter with its flow forced to zero: what blending without motion compensation does."""
+    def flow(self, grey, prev_grey):
+        return np.zeros(grey.shape + (2,), np.float32)
+
+
+def test_still_scene_noise_is_averaged_away():
+    rng = np.random.default_rng(1)
+    frame, clean = texture(), texture(seed=5)            # the input, and the "stylised" output
+    d = Deflicker(0.6)
+    raw_steps, out_steps, prev_raw, prev_out = [], [], None, None
+    for _ in range(12):
+        raw = noisy(clean, rng)
+        out = d(frame, raw)
+        if prev_raw is not None:
+            raw_steps.append(err(raw, prev_raw))
+            out_steps.append(err(out, prev_out))
+        prev_raw, prev_out = raw, out
+    assert np.mean(out_steps[3:]) < 0.6 * np.mean(raw_steps[3:])
+    assert err(out, clean) < 0.75 * err(raw, clean)
+
+
+def test_moving_scene_is_followed_without_ghosting():
+    """A pattern moving 2 px a frame: the motion-compensated blend stays on the current frame's
+    output (closer to it than the noisy output itself); the same blend without motion compensation
+    drags the previous frames along (ghosting)."""
+    rng = np.random.default_rng(2)
+    base_in, base_out = texture(seed=3), texture(seed=4)
+    d, d0 = Deflicker(0.6), NoMotion(0.6)
+    for t in range(8):
+        frame, clean = shift(base_in, 2 * t), shift(base_out, 2 * t)
+        raw = noisy(clean, rng)
+        out, out0 = d(frame, raw), d0(frame, raw)
+    assert err(out, clean) < err(raw, clean)
+    assert err(out, clean) < 0.7 * err(out0, clean)
+
+
+def test_new_content_and_cuts_pass_through_unchanged():
+    rng = np.random.default_rng(3)
+    d = Deflicker(0.8)
+    a_in, a_out = texture(seed=10), texture(seed=11)
+    d(a_in, a_out)
+    b_in, b_out = texture(seed=12), noisy(texture(seed=13), rng)      # a different scene
+    res = d(b_in, b_out)
+    assert np.abs(res.astype(int) - b_out.astype(int)).mean() < 1.0
+    d(a_in, a_out)
+    d.reset()                                         # a reset (scene cut, style switch): start afresh
+    c_out = noisy(a_out, rng)
+    assert np.array_equal(d(a_in, c_out), c_out)
+    small = d(a_in[:64, :64].copy(), a_out[:64, :64].copy())    # a size change starts afresh too
+    assert np.array_equal(small, a_out[:64, :64])
+
+
+def test_flow_is_estimated_small_and_scaled_to_the_frame():
+    """Large frames: the flow comes from a downscaled pair and is scaled back (a 6 px shift of a
+    1200-px-wide frame is found as about 6 px)."""
+    big_in = cv2.resize(texture(seed=7), (1200, 900), interpolation=cv2.INTER_CUBIC)
+    moved = shift(big_in, 6)
+    d = Deflicker(0.5)
+    fl = d.flow(cv2.cvtColor(moved, cv2.COLOR_BGR2GRAY), cv2.cvtColor(big_in, cv2.COLOR_BGR2GRAY))
+    assert fl.shape == (900, 1200, 2)
+    inner = fl[100:-100, 100:-100]
+    assert abs(float(np.median(inner[..., 0])) + 6) < 1.0 and abs(float(np.median(inner[..., 1]))) < 1.0
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="strength"):
+        Deflicker(1.0)
+    with pytest.raises(ValueError, match="tolerance"):
+        Deflicker(0.5, tol=0)
+    with pytest.raises(ValueError, match="same H x W x 3"):
+        Deflicker(0.5)(texture(), texture()[:10])
