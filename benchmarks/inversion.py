@@ -35,6 +35,17 @@ from engines.weights import build_encoder, load_encoder_weights, weights_dir  # 
 from realtime.images import bgr_to_tensor, read_image, tensor_to_bgr  # noqa: E402
 
 
+def letterbox(img: np.ndarray, side: int) -> np.ndarray:
+    """``img`` scaled to fit a side x side black square, centred."""
+    h, w = img.shape[:2]
+    s = side / max(h, w)
+    small = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    out = np.zeros((side, side, 3), np.uint8)
+    y, x = (side - small.shape[0]) // 2, (side - small.shape[1]) // 2
+    out[y:y + small.shape[0], x:x + small.shape[1]] = small
+    return out
+
+
 def invert(enc, target: torch.Tensor, x0: torch.Tensor, steps: int) -> tuple[torch.Tensor, float]:
     """L-BFGS on the pixels from ``x0`` (1 x 3 x H x W in [0, 1]); the image stays in [0, 1]
     because the unconstrained variable is z, with x = 0.5 + 0.5 tanh(z)."""
@@ -64,10 +75,14 @@ def main(argv=None) -> int:
     p.add_argument("--max-side", type=int, default=256, help="longer side of each photo (default 256)")
     p.add_argument("--limit", type=int, default=8, help="photos at most (default 8)")
     p.add_argument("--steps", type=int, default=200, help="L-BFGS iterations per start (default 200)")
+    p.add_argument("--starts", default="grey,decoder",
+                   help="where the optimisation starts, comma-separated: grey, decoder (default both)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None)
-    p.add_argument("--grid", default=None, help="PNG: photo / decoder / inversion from grey / from decoder")
+    p.add_argument("--grid", default=None, help="PNG, a column per photo: photo, decoder, then one row per start")
     a = p.parse_args(argv)
+    if set(a.starts.split(",")) - {"grey", "decoder"}:
+        p.error("--starts: grey and/or decoder")
     if a.threads:
         torch.set_num_threads(a.threads)
     files = chosen_files(p, a)[: a.limit]
@@ -94,8 +109,11 @@ def main(argv=None) -> int:
             d = tensor_to_bgr(y_dec)
             row.update(decoder_psnr=psnr(d, img), decoder_ssim=ssim(d, img))
             outs.append(d)
-        starts = [("grey", torch.full_like(x, 0.5))] + ([("decoder", y_dec)] if y_dec is not None else [])
-        for name, x0 in starts:
+        starts = {"grey": lambda: torch.full_like(x, 0.5), "decoder": lambda: y_dec}
+        for start in a.starts.split(","):
+            if start == "decoder" and y_dec is None:
+                continue
+            name, x0 = f"from_{start}", starts[start]()
             t = time.perf_counter()
             xi, loss = invert(enc, target, x0, a.steps)
             o = tensor_to_bgr(xi)
@@ -103,8 +121,7 @@ def main(argv=None) -> int:
                         f"{name}_s": time.perf_counter() - t})
             outs.append(o)
         rows.append(row)
-        tiles.append(np.concatenate([cv2.resize(o, (192, round(192 * img.shape[0] / img.shape[1])),
-                                                interpolation=cv2.INTER_AREA) for o in outs], 0))
+        tiles.append(np.concatenate([letterbox(o, 192) for o in outs], 0))
     keys = [k for k in rows[0] if k.endswith(("_psnr", "_ssim", "_loss"))]
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     info = machine_info()
@@ -114,17 +131,16 @@ def main(argv=None) -> int:
     if "decoder_psnr" in mean:
         print(f"| decoder ({dec_path.name}) | {mean['decoder_psnr']:.2f} | {mean['decoder_ssim']:.3f} | |")
     for name in ("grey", "decoder"):
-        if f"{name}_psnr" in mean:
-            print(f"| optimised from {name} | {mean[name + '_psnr']:.2f} | {mean[name + '_ssim']:.3f} | "
-                  f"{mean[name + '_loss']:.2e} |")
+        k = f"from_{name}"
+        if f"{k}_psnr" in mean:
+            print(f"| optimised from {name} | {mean[k + '_psnr']:.2f} | {mean[k + '_ssim']:.3f} | "
+                  f"{mean[k + '_loss']:.2e} |")
     for r in rows:
         print("  " + r["file"][:40].ljust(40) + "  " + "  ".join(f"{k}={r[k]:.3g}" for k in keys))
     if a.json:
         write_json(a.json, {"machine": info, "layer": a.layer, "steps": a.steps, "max_side": a.max_side,
                             "mean": mean, "images": rows})
     if a.grid:
-        hmax = max(t.shape[0] for t in tiles)
-        tiles = [np.pad(t, ((0, hmax - t.shape[0]), (0, 0), (0, 0))) for t in tiles]
         cv2.imwrite(a.grid, np.concatenate(tiles, 1))
     return 0
 

@@ -15,7 +15,7 @@ $PY benchmarks/autoencoder.py --holdout --layer relu4_1 --json docs/results/auto
 $PY benchmarks/grid.py --out docs/grid_modes.png --strip docs/demo_strip.png
 $PY benchmarks/still.py --json docs/results/still_cpu.json
 $PY benchmarks/fps.py --backends torch,onnx --sizes 240,360,480,720,1080 --frames 6 --json docs/results/fps_cpu.json --png docs/fps_cpu.png
-$PY benchmarks/temporal.py --frames 32 --size 360 --json docs/results/temporal.json
+$PY benchmarks/temporal.py --frames 32 --size 360 --deflicker 0.5,0.6,0.8 --json docs/results/temporal.json
 $PY benchmarks/peers.py --frames 8 --size 384 --json docs/results/peers.json --grid docs/peers.png
 $PY benchmarks/quality.py --size 256 --gatys-iterations 500 --threads 1 --json docs/results/quality.json --grid docs/quality.png
 $PY benchmarks/train_speed.py --json docs/results/train_speed.json

@@ -99,6 +99,25 @@ def sharpness(imgs: list) -> float:
     return float(np.mean(vals))
 
 
+def deflicker_cost(frames: list, outs: list, heights=(360, 720), strength: float = 0.5) -> dict:
+    """Median milliseconds of one Deflicker call (after the first, which only stores), at each
+    height (frames and outputs resized to it)."""
+    import time
+    from realtime.deflicker import Deflicker
+    res = {}
+    for h in heights:
+        w = round(frames[0].shape[1] * h / frames[0].shape[0])
+        fr = [cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in frames]
+        ou = [cv2.resize(o, (w, h), interpolation=cv2.INTER_LINEAR) for o in outs]
+        d, ts = Deflicker(strength), []
+        for f, o in zip(fr, ou):
+            t = time.perf_counter()
+            d(f, o)
+            ts.append((time.perf_counter() - t) * 1000)
+        res[f"{w}x{h}"] = float(np.median(ts[1:]))
+    return res
+
+
 def stylize_clip(frames: list, warm: bool, layer: str, mode: str, regions: str, deflicker: float = 0.0) -> list:
     from engines.decoder import load_decoder
     from engines.weights import build_encoder, load_encoder_weights, weights_dir
@@ -162,6 +181,8 @@ def main(argv=None) -> int:
             if exact:
                 res["methods"][key]["exact"] = warping_error(outs, exact)
             print(key, res["methods"][key], flush=True)
+            if warm and not defl and "deflicker_ms" not in res:
+                res["deflicker_ms"] = deflicker_cost(frames, outs)
     info = machine_info()
     res["machine"] = info
     print("\n| clip | method | warping error (DIS flow) | warping error (exact flow) | sharpness |\n|---|---|---|---|---|")
@@ -169,6 +190,9 @@ def main(argv=None) -> int:
           f"| {res['input']['sharpness']:.1f} |")
     for k, v in res["methods"].items():
         print(f"| {Path(a.clip).name} | {k} | {v['dis']:.5f} | {v.get('exact', float('nan')):.5f} | {v['sharpness']:.1f} |")
+    if "deflicker_ms" in res:
+        print("\ndeflicker (strength 0.5), median ms per frame: " +
+              ", ".join(f"{k}: {v:.1f}" for k, v in res["deflicker_ms"].items()))
     print(f"\nmachine: {info['cpu']} ({info['cores']} cores), {info['date']}; {len(frames)} frames at "
           f"{frames[0].shape[1]}x{frames[0].shape[0]}")
     if a.json:

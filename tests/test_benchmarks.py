@@ -39,7 +39,10 @@ def test_temporal_quick(tmp_path):
     assert temporal.main(["--quick", "--json", str(out)]) == 0
     d = json.loads(out.read_text())
     assert {"dis", "exact"} <= set(d["input"])
-    assert {"adain/warm", "adain/cold"} <= set(d["methods"])
+    assert {"adain/warm", "adain/cold", "adain/warm+deflicker0.6"} <= set(d["methods"])
+    assert all(v["sharpness"] > 0 for v in d["methods"].values())
+    assert d["methods"]["adain/warm+deflicker0.6"]["dis"] < d["methods"]["adain/warm"]["dis"]
+    assert [k.split("x")[1] for k in d["deflicker_ms"]] == ["360", "720"] and min(d["deflicker_ms"].values()) > 0
 
 
 def test_temporal_exact_flow_agrees_with_dis_on_the_input():
@@ -188,9 +191,9 @@ def test_inversion_lowers_the_feature_error_and_reports_both_starts(tmp_path, po
     assert inversion.main([str(d), "--steps", "3", "--max-side", "64", "--json", str(js),
                            "--grid", str(tmp_path / "inv.png")]) == 0
     r = json.loads(js.read_text())["images"][0]
-    assert {"decoder_psnr", "decoder_ssim", "grey_psnr", "grey_loss", "decoder_psnr", "decoder_loss"} <= set(r)
-    assert r["decoder_psnr"] > 5 and r["grey_psnr"] > 5
-    assert cv2.imread(str(tmp_path / "inv.png")).shape[1] == 192
+    assert {"decoder_psnr", "decoder_ssim", "from_grey_psnr", "from_grey_loss", "from_decoder_psnr", "from_decoder_loss"} <= set(r)
+    assert r["decoder_psnr"] > 5 and r["from_grey_psnr"] > 5 and r["from_decoder_psnr"] > 5
+    assert cv2.imread(str(tmp_path / "inv.png")).shape[:2] == (4 * 192, 192)
 
 
 def test_gpu_session_script_parses_and_kernel_benchmarks_need_a_gpu():
