@@ -1,5 +1,6 @@
 """Decoder check: PSNR and SSIM of encode -> decode on a folder of held-out photos, each at its own
-size (longer side reduced to at most --max-side).
+size (longer side reduced to at most --max-side), and the relative feature error
+||E(D(E(x))) - E(x)||^2 / ||E(x)||^2 (the paper's training objective, on the photo itself).
 
     python benchmarks/autoencoder.py DIR [--layer relu3_1] [--json out.json]
     python benchmarks/autoencoder.py --holdout      # the portraits kept out of training (training/holdout.txt)
@@ -76,9 +77,14 @@ def evaluate(files, layer: str, decoder: str | None, max_side: int) -> list[dict
             img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
         t = time.perf_counter()
         x = bgr_to_tensor(img)
-        y = tensor_to_bgr(dec(enc(x), out_size=img.shape[:2]))
+        feat = enc(x)
+        y_t = dec(feat, out_size=img.shape[:2])
+        y = tensor_to_bgr(y_t)
+        ms = (time.perf_counter() - t) * 1000
+        # the paper's objective on this photo: how far the decoded image's features are from the photo's
+        ferr = float(((enc(y_t.clamp(0, 1)) - feat) ** 2).sum() / (feat ** 2).sum())
         rows.append({"file": Path(f).name, "size": f"{img.shape[1]}x{img.shape[0]}", "psnr": psnr(y, img),
-                     "ssim": ssim(y, img), "ms": (time.perf_counter() - t) * 1000})
+                     "ssim": ssim(y, img), "feature_error": ferr, "ms": ms})
     return rows
 
 
@@ -95,13 +101,18 @@ def main(argv=None) -> int:
     files = chosen_files(p, a)
     rows = evaluate(files, a.layer, a.decoder, a.max_side)
     mp, ms = float(np.mean([r["psnr"] for r in rows])), float(np.mean([r["ssim"] for r in rows]))
+    mf = float(np.mean([r["feature_error"] for r in rows]))
     info = machine_info()
-    print(f"| layer | images | mean PSNR (dB) | mean SSIM | machine | date |\n|---|---|---|---|---|---|\n"
-          f"| {a.layer} | {len(rows)} | {mp:.2f} | {ms:.4f} | {info['cpu']} ({info['cores']} cores) | {info['date']} |")
+    print(f"| layer | images | mean PSNR (dB) | mean SSIM | relative feature error | machine | date |\n"
+          f"|---|---|---|---|---|---|---|\n"
+          f"| {a.layer} | {len(rows)} | {mp:.2f} | {ms:.4f} | {mf:.4f} | {info['cpu']} ({info['cores']} cores) "
+          f"| {info['date']} |")
     for r in rows:
-        print(f"  {r['file']:<45} {r['size']:>9}  {r['psnr']:6.2f} dB  SSIM {r['ssim']:.4f}  {r['ms']:.0f} ms")
+        print(f"  {r['file']:<45} {r['size']:>9}  {r['psnr']:6.2f} dB  SSIM {r['ssim']:.4f}  "
+              f"feature error {r['feature_error']:.4f}  {r['ms']:.0f} ms")
     if a.json:
-        write_json(a.json, {"machine": info, "layer": a.layer, "mean_psnr": mp, "mean_ssim": ms, "images": rows})
+        write_json(a.json, {"machine": info, "layer": a.layer, "mean_psnr": mp, "mean_ssim": ms,
+                            "mean_feature_error": mf, "images": rows})
     if a.grid:
         ew = load_encoder_weights(None)
         enc = build_encoder(a.layer, ew)

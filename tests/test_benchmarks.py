@@ -67,6 +67,7 @@ def test_autoencoder_report(tmp_path, portrait_bgr):
     assert autoencoder.main([str(d), "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["images"][0]["size"] == "96x112" and 0 < r["mean_ssim"] <= 1 and r["mean_psnr"] > 5
+    assert 0 < r["mean_feature_error"] < 1
     img = cv2.imread(str(d / "a.png"))
     assert autoencoder.psnr(img, img) > 90 and abs(autoencoder.ssim(img, img) - 1) < 1e-9
 

@@ -309,3 +309,20 @@ def test_cuda_wct_and_gram_with_the_kernels_statistics_match_cpu(mode):
     a = R.reconstruct(f, m, style, mode, 0.7)
     b = R.reconstruct(f.cuda(), m.cuda(), style_gpu, mode, 0.7)
     torch.testing.assert_close(b.cpu(), a, rtol=1e-3, atol=1e-2)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_ops_pass_torch_library_opcheck(device):
+    """The ops' schemas, fake (meta) implementations and autograd registration agree with what the
+    implementations do (torch.library.opcheck: schema, fake tensor, AOT dispatch), on the CPU
+    reference and, on a GPU, the CUDA op; the optional floor and warm-start arguments included."""
+    f, m, st = case(3, 8, 7, 5, 1)
+    d = lambda t: t.to(device)  # noqa: E731
+    f, m, mean, std, var = d(f), d(m), d(st.stats.mean), d(st.stats.std), d(st.stats.var)
+    for args in ((f, m, mean, std, 0.8, 2, 0, 0.5, None, None, None, 0.0),
+                 (f, m, mean, std, 0.45, 1, 5, 0.5, mean, var, d(torch.zeros(3, 8)), None)):
+        res = torch.library.opcheck(torch.ops.stylecam.fused_recon.default, args)
+        assert set(res.values()) == {"SUCCESS"}, res
+    assert set(torch.library.opcheck(torch.ops.stylecam.masked_moments.default, (f, m)).values()) == {"SUCCESS"}
+    assert set(torch.library.opcheck(torch.ops.stylecam.masked_affine.default,
+                                     (f, m, d(torch.rand(3, 8)), d(torch.rand(3, 8)))).values()) == {"SUCCESS"}
