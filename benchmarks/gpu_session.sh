@@ -119,11 +119,22 @@ if [ "$T" -gt 60 ] && [ -d gpu_pack/photos ]; then
   # decoder's outputs ~11 % off the photos' features and a CPU probe cut that without costing PSNR;
   # adopt the result only if benchmarks/autoencoder.py --holdout improves.  LR: the starting rate of
   # this call's schedule (2e-4: session 4's restarts at 5e-4 dipped first).
+  # WIDTH (default 1.0, the full width of Universal Style Transfer's decoder): a narrower committed
+  # checkpoint is first widened without changing its output (training/widen.py, Net2WiderNet), so
+  # the wide decoder starts from the shipped one's 24 dB instead of from scratch (session 5: the
+  # half-width decoder underfits -- training photos 24.75 dB, held-out 24.04).
   FEAT_FLAG=""; [ "${FEAT_ON_PLAIN:-1}" = 1 ] && FEAT_FLAG="--feat-on-plain"
-  echo "== training relu3_1 for $T s ($FEAT_FLAG)"
+  WIDTH=${WIDTH:-1.0}
   mkdir -p runs/gpu_relu3_1
-  cp weights/checkpoints/decoder_relu3_1_train.pt runs/gpu_relu3_1/checkpoint.pt
-  timeout $(( T + 40 )) $PY -m training.train_decoder --layer relu3_1 --device cuda --resume \
+  CK_WIDTH=$($PY -c "import torch; print(torch.load('weights/checkpoints/decoder_relu3_1_train.pt', map_location='cpu', weights_only=False)['config']['width'])")
+  if [ "$(awk "BEGIN{print ($CK_WIDTH < $WIDTH)}")" = 1 ]; then
+    $PY -m training.widen --from weights/checkpoints/decoder_relu3_1_train.pt --out runs/gpu_relu3_1/checkpoint.pt \
+      --factor "$(awk "BEGIN{printf \"%d\", $WIDTH / $CK_WIDTH + 0.5}")"
+  else
+    cp weights/checkpoints/decoder_relu3_1_train.pt runs/gpu_relu3_1/checkpoint.pt
+  fi
+  echo "== training relu3_1 for $T s (width $WIDTH, from a width-$CK_WIDTH checkpoint; $FEAT_FLAG)"
+  timeout $(( T + 40 )) $PY -m training.train_decoder --layer relu3_1 --device cuda --resume --width "$WIDTH" \
     --photos gpu_pack/photos --paintings gpu_pack/paintings --holdout-dir gpu_pack/holdout --run-dir runs/gpu_relu3_1 \
     --out "$OUT/decoder_relu3_1.pt" --crop 256 --batch 16 --mix-prob 0.2 --mix-crop 128 \
     --iterations 1000000 --lr "${LR:-2e-4}" --lr-final 2e-5 --lr-by-time $FEAT_FLAG \

@@ -228,3 +228,42 @@ def test_mixed_training_features_are_clamped_like_the_stylizers():
     rng = random.Random(0)
     mins = [float(T.mix_features(fp, fs, rng).min()) for _ in range(40)]
     assert min(mins) == 0.0
+
+
+def test_widened_decoder_computes_the_same_and_resumes(tmp_path):
+    """training.widen: a half-width decoder made twice as wide (Net2WiderNet) gives the same output,
+    its copies are not identical (symmetry broken without changing the output), and the checkpoint
+    it writes has the shape train_decoder --resume --width 1.0 loads."""
+    import random
+    from engines.decoder import Decoder
+    from training import widen
+    torch.manual_seed(0)
+    narrow = Decoder("relu3_1", "vgg16", 0.5)
+    for m in narrow.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.normal_(m.bias, 0.0, 0.1)
+    narrow.feat_scale.fill_(2.0)
+    wide = widen.widen_decoder(narrow, 2, noise=0.05)
+    assert wide.width == 1.0
+    assert sum(p.numel() for p in wide.parameters()) > 2 * sum(p.numel() for p in narrow.parameters())
+    x = torch.rand(2, 256, 6, 7) * 6
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x), narrow(x), rtol=1e-4, atol=1e-5)
+    second = [m for m in wide.net if isinstance(m, torch.nn.Conv2d)][1]    # its inputs are copies
+    c = second.in_channels // 2
+    assert not torch.equal(second.weight[:, :c], second.weight[:, c:])
+    ck = {"config": {"layer": "relu3_1", "width": 0.5, "lr": 1e-4}, "model": narrow.state_dict(), "optim": {},
+          "iteration": 123, "history": [{"it": 100, "psnr": 20.0}], "py_rng": random.Random(1).getstate(),
+          "torch_rng": torch.get_rng_state()}
+    torch.save(ck, tmp_path / "narrow.pt")
+    assert widen.main(["--from", str(tmp_path / "narrow.pt"), "--out", str(tmp_path / "wide" / "checkpoint.pt")]) == 0
+    out = torch.load(tmp_path / "wide" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert out["config"]["width"] == 1.0 and out["iteration"] == 123 and out["history"] == ck["history"]
+    again = Decoder("relu3_1", "vgg16", 1.0)
+    again.load_state_dict(out["model"])
+    opt = torch.optim.Adam(again.parameters())
+    opt.load_state_dict(out["optim"])
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), narrow(x), rtol=1e-4, atol=1e-5)
+    with pytest.raises(SystemExit):
+        widen.main(["--from", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.pt")])

@@ -11,7 +11,9 @@
 // the blended per-pixel update of both modes (linear: A = 1, B = alpha (mu_s - mu_c);
 // adain: A = 1 - alpha + alpha sigma_s/sigma_c, B = alpha (mu_s - sigma_s/sigma_c mu_c)).
 // Two reads of F and one write: the fewest passes the maths allows (the statistics must be
-// complete before any output pixel can be written).
+// complete before any output pixel can be written).  Pass 2 also raises its results to an optional
+// floor (the stylizer's clamp at zero: ReLU features are never negative).  The solve is either its
+// own launch or, with tuning.fold, run by the last block of pass 1 to finish (fold_solve).
 //
 // The kernels live in masked_recon_kernels.cuh, instantiated per dtype in masked_recon_{f32,f16,
 // bf16}.cu.  Launched on PyTorch's current stream; memory comes from PyTorch's allocator; any H,

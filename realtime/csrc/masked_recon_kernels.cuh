@@ -11,7 +11,8 @@
 // load or store; otherwise (channels_last, odd sizes) VEC = 1 and every pixel goes through the
 // strides.  moments_kernel reduces within warps (shuffles), then within the block (shared memory),
 // then one atomicAdd per block and sum.  On the vector path pass 1 is moments_lanes_kernel (a
-// thread per channel, no shuffles; faster on the H100 we measured), described above it.
+// thread per channel, no shuffles; faster on the H100 we measured), described above it.  Both pass-1
+// kernels end in fold_solve, which (when asked) runs the between-pass solve in the grid's last block.
 #pragma once
 #include <cstdint>
 #include <cuda_runtime.h>
