@@ -56,6 +56,8 @@ class Pipeline:
             log.info("style: %s", st.bank.cycle(1).name)
         elif key == ord(" "):
             self.bypass = not self.bypass
+            if not self.bypass:
+                st.reset()          # nothing from before the pause (statistics, warm start, deflicker) carries over
             log.info("effect %s", "off" if self.bypass else "on")
         elif key == ord("p"):
             log.info("style: %s", st.bank.cycle(-1).name)

@@ -297,6 +297,11 @@ def test_each_hotkey_does_what_it_says(live, portrait_bgr, tmp_path):
     assert st.config.keep_colors
     pipe.handle_key(ord(" "), f)
     assert pipe.bypass
+    st.stylize(f)                                   # some temporal state, then effect back on: reset
+    assert st.state.frames > 0
+    pipe.handle_key(ord(" "), f)
+    assert not pipe.bypass and st.state.frames == 0 and st._last_small is None
+    pipe.handle_key(ord(" "), f)
     pipe.handle_key(ord("s"), f)
     snaps = list(tmp_path.glob("stylecam_*.png"))
     assert len(snaps) == 1 and np.array_equal(cv2.imread(str(snaps[0])), f)
