@@ -111,6 +111,9 @@ if [ "${SKIP_FPS:-0}" != 1 ]; then
   # reconstruct stage's 1.0 ms on the H100); the tables land in session.log
   timeout 150 $PY benchmarks/fps.py --devices cuda --fp16 --backends torch --regions none \
     --sizes 480,720,1080 --frames 20 --profile 720 --json "$OUT/fps_gpu.json" 2>&1 | grep -v "^W0000\|^I0000"
+  echo "== fps with the device deflicker (TorchDeflicker), 720p ($(left) s left)"
+  timeout 60 $PY benchmarks/fps.py --devices cuda --fp16 --backends torch --regions none --sizes 720 --frames 20 \
+    --deflicker 0.5 2>&1 | grep "^|\|torch/"
 fi
 
 T=$(( $(left) - 45 ))

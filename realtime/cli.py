@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--deflicker", type=float, default=None, metavar="S",
       help="video: blend each frame with the motion-compensated previous output where the input agrees, "
            "0 <= S < 1 (0 = off; 0.6 makes the demo clip flicker 4.5x less, see the README); default 0.5 on the "
-           "CPU, 0 on CUDA, where its few CPU milliseconds a frame would cost more than the GPU's whole frame; "
+           "CPU, 0 on CUDA until its GPU version has been timed there (give --deflicker 0.5 to use it); "
            "still images: never")
     a("--layer", choices=["relu3_1", "relu4_1"], default=None, help="VGG layer (default relu3_1)")
     a("--size", default=None, metavar="WxH",

@@ -43,9 +43,10 @@ class Deflicker:
         self._prev_grey: np.ndarray | None = None
         self._prev_out: np.ndarray | None = None     # previous blended output, BGR uint8
 
-    def flow(self, grey: np.ndarray, prev_grey: np.ndarray) -> np.ndarray:
-        """Flow from the current frame to the previous one: cur(x) ~ prev(x + flow(x)), estimated at
-        most FLOW_SIDE large (DIS, ultrafast preset) and scaled up to the frame's size."""
+    def small_flow(self, grey: np.ndarray, prev_grey: np.ndarray) -> np.ndarray:
+        """Flow from the current frame to the previous one, cur(x) ~ prev(x + flow(x)), by DIS
+        (ultrafast preset) on the pair reduced by an integer factor to at most FLOW_SIDE; in the
+        reduced frame's pixels and size."""
         if self._dis is None:
             self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
         h, w = grey.shape
@@ -53,11 +54,19 @@ class Deflicker:
         if f == 1:
             return self._dis.calc(grey, prev_grey, None)
         small = (max(1, w // f), max(1, h // f))
-        fl = self._dis.calc(cv2.resize(grey, small, interpolation=cv2.INTER_AREA),
-                            cv2.resize(prev_grey, small, interpolation=cv2.INTER_AREA), None)
+        return self._dis.calc(cv2.resize(grey, small, interpolation=cv2.INTER_AREA),
+                              cv2.resize(prev_grey, small, interpolation=cv2.INTER_AREA), None)
+
+    def flow(self, grey: np.ndarray, prev_grey: np.ndarray) -> np.ndarray:
+        """small_flow() scaled up to the frame's size and pixels."""
+        h, w = grey.shape
+        fl = self.small_flow(grey, prev_grey)
+        if fl.shape[:2] == (h, w):
+            return fl
+        sh, sw = fl.shape[:2]
         fl = cv2.resize(fl, (w, h), interpolation=cv2.INTER_LINEAR)
-        fl[..., 0] *= w / small[0]
-        fl[..., 1] *= h / small[1]
+        fl[..., 0] *= w / sw
+        fl[..., 1] *= h / sh
         return fl
 
     def maps(self, flow: np.ndarray):
@@ -96,3 +105,59 @@ class Deflicker:
             res = out.copy()
         self._prev_in, self._prev_grey, self._prev_out = frame.copy(), grey, res
         return res
+
+
+class TorchDeflicker(Deflicker):
+    """The same filter on the networks' device (for CUDA, where the CPU version's warps and blend
+    would cost more than the GPU's whole frame): the flow is still DIS on the CPU, on the reduced
+    grey pair (FLOW_SIDE 320: about a millisecond), uploaded small and scaled up on the device;
+    warping (grid_sample, bilinear, border), weights and blend run there, on the decoder's output
+    before it is converted to 8 bits.  Tested against ``Deflicker`` (tests/test_deflicker.py)."""
+    FLOW_SIDE = 320
+
+    def reset(self) -> None:
+        super().reset()
+        self._prev_x = None          # previous input, 1 x 3 x H x W in [0, 1] on the device
+        self._prev_y = None          # previous blended output, likewise
+        self._base = None
+
+    def _sampling_grid(self, fl_small: np.ndarray, h: int, w: int, device):
+        import torch
+        import torch.nn.functional as F
+        fl = torch.from_numpy(np.ascontiguousarray(fl_small)).to(device).permute(2, 0, 1)[None]   # 1 x 2 x h' x w'
+        sh, sw = fl.shape[-2:]
+        if (sh, sw) != (h, w):
+            fl = F.interpolate(fl, size=(h, w), mode="bilinear", align_corners=False)
+            fl = fl * torch.tensor([w / sw, h / sh], device=device).view(1, 2, 1, 1)
+        if self._base is None or self._base.shape[1:3] != (h, w) or self._base.device != fl.device:
+            gy, gx = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=device),
+                                    torch.arange(w, dtype=torch.float32, device=device), indexing="ij")
+            self._base = torch.stack([gx, gy], -1)[None]
+        g = self._base + fl.permute(0, 2, 3, 1)
+        # grid_sample's coordinates: -1 and 1 are the centres of the corner pixels (align_corners=True)
+        scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=device)
+        return g * scale - 1.0
+
+    def __call__(self, frame: np.ndarray, x, y):
+        """``frame``: the input (H x W x 3 uint8 BGR, on the CPU, for the flow); ``x``: the same
+        input as the networks saw it (1 x 3 x H x W in [0, 1], on the device); ``y``: the decoder's
+        output (1 x 3 x H x W).  Returns the deflickered output (float32, [0, 1], on the device)."""
+        import torch
+        import torch.nn.functional as F
+        if frame.ndim != 3 or frame.shape[2] != 3 or tuple(x.shape[-2:]) != frame.shape[:2] \
+                or tuple(y.shape[-2:]) != frame.shape[:2]:
+            raise ValueError(f"deflicker: the frame {frame.shape}, input {tuple(x.shape)} and output {tuple(y.shape)} "
+                             f"must have the same H x W")
+        grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        x = x.float()
+        y = y.float().clamp(0, 1)
+        if self.strength > 0 and self._prev_y is not None and self._prev_y.shape == y.shape:
+            h, w = grey.shape
+            g = self._sampling_grid(self.small_flow(grey, self._prev_grey), h, w, y.device)
+            both = F.grid_sample(torch.cat([self._prev_y, self._prev_x], 1), g, mode="bilinear",
+                                 padding_mode="border", align_corners=True)
+            e = (x - both[:, 3:]).abs().mean(1, keepdim=True) * 255.0
+            a = self.strength * torch.exp(-(e / self.tol) ** 2)
+            y = torch.lerp(y, both[:, :3], a)
+        self._prev_grey, self._prev_x, self._prev_y = grey, x, y
+        return y

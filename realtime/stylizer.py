@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-from .deflicker import Deflicker
+from .deflicker import Deflicker, TorchDeflicker
 from .images import bgr_to_tensor, fit_size, keep_colors, tensor_to_bgr
 from .reconstruct import MODES, ReconState, reconstruct
 
@@ -71,7 +71,7 @@ class Stylizer:
         self._last_small: np.ndarray | None = None
         self.times = StageTimes()
         self._style_index = None
-        self._deflicker: Deflicker | None = None
+        self._deflicker: Deflicker | TorchDeflicker | None = None
 
     def reset(self) -> None:
         self.state.reset()
@@ -124,12 +124,18 @@ class Stylizer:
         t = self.times.add("reconstruct", t)
         y = self.decoder(out)[..., :ph, :pw]   # ceil-mode pooling: odd sizes come back slightly larger
         t = self.times.add("decoder", t)
+        if cfg.deflicker > 0:
+            # on a GPU the deflicker works on the decoder's output where it is (TorchDeflicker); on the
+            # CPU, OpenCV's version on the 8-bit image is several times faster than torch's grid_sample
+            kind = TorchDeflicker if self.device.type == "cuda" else Deflicker
+            if type(self._deflicker) is not kind or self._deflicker.strength != cfg.deflicker:
+                self._deflicker = kind(cfg.deflicker)
+        if cfg.deflicker > 0 and self.device.type == "cuda":
+            y = self._deflicker(small, x, y)
         img = tensor_to_bgr(y)
         if cfg.keep_colors:
             img = keep_colors(img, small)
-        if cfg.deflicker > 0:
-            if self._deflicker is None or self._deflicker.strength != cfg.deflicker:
-                self._deflicker = Deflicker(cfg.deflicker)
+        if cfg.deflicker > 0 and self.device.type != "cuda":
             img = self._deflicker(small, img)
         if (ph, pw) != (H, W):
             img = cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR if ph < H else cv2.INTER_AREA)

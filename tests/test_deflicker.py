@@ -99,3 +99,49 @@ def test_bad_arguments_are_refused():
         Deflicker(0.5, tol=0)
     with pytest.raises(ValueError, match="same H x W x 3"):
         Deflicker(0.5)(texture(), texture()[:10])
+
+
+def _clip(n=8, seed=6):
+    rng = np.random.default_rng(seed)
+    base_in, base_out = texture(seed=seed), texture(seed=seed + 1)
+    for t in range(n):
+        yield shift(base_in, 2 * t), noisy(shift(base_out, 2 * t), rng)
+
+
+def _as_tensor(img, device="cpu"):
+    import torch
+    return torch.from_numpy(img).permute(2, 0, 1)[None].float().div(255).to(device)
+
+
+def test_device_version_matches_the_opencv_version():
+    """TorchDeflicker (the GPU path; here on CPU tensors) against Deflicker, the OpenCV reference,
+    frame by frame on a moving, noisy clip: the same filter to within rounding (OpenCV warps with
+    5-bit fixed-point weights and rounds the mismatch and the blend to 8 bits)."""
+    from realtime.deflicker import TorchDeflicker
+    ref, dev = Deflicker(0.6), TorchDeflicker(0.6)
+    dev.FLOW_SIDE = ref.FLOW_SIDE               # the same flow for both
+    diffs = []
+    for frame, out in _clip():
+        a = ref(frame, out).astype(np.float32)
+        b = dev(frame, _as_tensor(frame), _as_tensor(out))
+        b = (b[0].permute(1, 2, 0).numpy() * 255.0)
+        diffs.append(np.abs(a - b)[8:-8, 8:-8])
+    d = np.stack(diffs)
+    assert d.mean() < 0.75 and np.percentile(d, 99) < 4.0, (d.mean(), np.percentile(d, 99))
+    dev.reset()
+    frame, out = next(_clip())
+    first = dev(frame, _as_tensor(frame), _as_tensor(out))
+    assert np.array_equal((first[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), out)
+    with pytest.raises(ValueError, match="same H x W"):
+        dev(frame, _as_tensor(frame)[..., :10], _as_tensor(out))
+
+
+@pytest.mark.gpu
+def test_device_version_on_cuda_equals_it_on_the_cpu():
+    from realtime.deflicker import TorchDeflicker
+    cpu, gpu = TorchDeflicker(0.6), TorchDeflicker(0.6)
+    for frame, out in _clip():
+        a = cpu(frame, _as_tensor(frame), _as_tensor(out))
+        b = gpu(frame, _as_tensor(frame, "cuda"), _as_tensor(out, "cuda"))
+        assert b.is_cuda
+        assert float((a - b.cpu()).abs().max()) < 1e-4
