@@ -133,10 +133,10 @@ class Stylizer:
         if cfg.deflicker > 0 and self.device.type == "cuda":
             y = self._deflicker(small, x, y)
         img = tensor_to_bgr(y)
+        if cfg.deflicker > 0 and self.device.type != "cuda":
+            img = self._deflicker(small, img)       # before keep_colors, as on the GPU
         if cfg.keep_colors:
             img = keep_colors(img, small)
-        if cfg.deflicker > 0 and self.device.type != "cuda":
-            img = self._deflicker(small, img)
         if (ph, pw) != (H, W):
             img = cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR if ph < H else cv2.INTER_AREA)
         self.times.add("composite", t)
