@@ -130,9 +130,11 @@ if [ "$T" -gt 60 ] && [ -d gpu_pack/photos ]; then
   WIDTH=${WIDTH:-1.0}
   mkdir -p runs/gpu_relu3_1
   CK_WIDTH=$($PY -c "import torch; print(torch.load('weights/checkpoints/decoder_relu3_1_train.pt', map_location='cpu', weights_only=False)['config']['width'])")
+  WARMUP=0
   if [ "$(awk "BEGIN{print ($CK_WIDTH < $WIDTH)}")" = 1 ]; then
     $PY -m training.widen --from weights/checkpoints/decoder_relu3_1_train.pt --out runs/gpu_relu3_1/checkpoint.pt \
       --factor "$(awk "BEGIN{printf \"%d\", $WIDTH / $CK_WIDTH + 0.5}")"
+    WARMUP=500    # the widened checkpoint has a fresh Adam state: ramp the rate up (session 5's CPU probe)
   else
     cp weights/checkpoints/decoder_relu3_1_train.pt runs/gpu_relu3_1/checkpoint.pt
   fi
@@ -140,7 +142,7 @@ if [ "$T" -gt 60 ] && [ -d gpu_pack/photos ]; then
   timeout $(( T + 40 )) $PY -m training.train_decoder --layer relu3_1 --device cuda --resume --width "$WIDTH" \
     --photos gpu_pack/photos --paintings gpu_pack/paintings --holdout-dir gpu_pack/holdout --run-dir runs/gpu_relu3_1 \
     --out "$OUT/decoder_relu3_1.pt" --crop 256 --batch 16 --mix-prob 0.2 --mix-crop 128 \
-    --iterations 1000000 --lr "${LR:-2e-4}" --lr-final 2e-5 --lr-by-time $FEAT_FLAG \
+    --iterations 1000000 --lr "${LR:-2e-4}" --lr-final 2e-5 --lr-by-time --warmup $WARMUP $FEAT_FLAG \
     --max-minutes "$(awk "BEGIN{print ($T - 15)/60}")" --checkpoint-minutes 2 --eval-every 1000 --grid-every 2000 2>&1 \
     | tr '\r' '\n' | awk '/^decoder relu3_1:/ {bar=$0; next} {print} END {print bar}' | tail -25
   cp runs/gpu_relu3_1/checkpoint.pt "$OUT/decoder_relu3_1_train.pt" 2>/dev/null || true

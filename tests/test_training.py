@@ -105,6 +105,12 @@ def test_lr_schedule_and_cli_errors(tmp_path, capsys):
     assert T.lr_at(tcfg, 5, elapsed=299) == 1e-3
     assert T.lr_at(tcfg, 5, elapsed=600) == pytest.approx(1e-5)
     assert 1e-5 < T.lr_at(tcfg, 5, elapsed=450) < 1e-3
+    # warm-up: this run's first iterations ramp up, whatever the schedule's position
+    wcfg = T.TrainConfig(iterations=100, lr=1e-3, lr_final=1e-5, warmup=10)
+    assert T.lr_at(wcfg, 60, run_it=0) == pytest.approx(0.1 * T.lr_at(wcfg, 60))
+    assert T.lr_at(wcfg, 60, run_it=4) == pytest.approx(0.5 * T.lr_at(wcfg, 60))
+    assert T.lr_at(wcfg, 60, run_it=9) == T.lr_at(wcfg, 60) == T.lr_at(wcfg, 60, run_it=500)
+    assert T.parse_args(["--warmup", "500"])[0].warmup == 500
     assert T.parse_args(["--lr-by-time", "--max-minutes", "3"])[0].lr_by_time
     assert T.main(["--photos", str(tmp_path / "none"), "--run-dir", str(tmp_path / "r")]) == 2
     assert "not found" in capsys.readouterr().err

@@ -77,12 +77,21 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     grid_every: int = 500
     eval_every: int = 500
+    warmup: int = 0              # this run's first N iterations ramp the rate up from lr/N (fresh optimizer state)
 
 
-def lr_at(cfg: TrainConfig, it: int, elapsed: float | None = None) -> float:
+def lr_at(cfg: TrainConfig, it: int, elapsed: float | None = None, run_it: int | None = None) -> float:
     """Constant for the first half, then cosine down to ``lr_final``.  Halves of the iterations, or,
     with ``lr_by_time`` (and ``max_minutes``), of this run's wall time ``elapsed`` (seconds): a
-    lent GPU's fixed minutes then end on an annealed model whatever its speed turns out to be."""
+    lent GPU's fixed minutes then end on an annealed model whatever its speed turns out to be.
+    ``run_it``: iterations done in this run; with ``warmup`` the first ones are scaled by
+    (run_it + 1) / warmup (Adam's first steps from a fresh state move every weight by about the
+    rate at once: session 5 saw a widened decoder lose up to 1.5 dB that way before recovering)."""
+    ramp = min(1.0, (run_it + 1) / cfg.warmup) if cfg.warmup and run_it is not None else 1.0
+    return ramp * _schedule(cfg, it, elapsed)
+
+
+def _schedule(cfg: TrainConfig, it: int, elapsed: float | None) -> float:
     if cfg.lr_by_time and cfg.max_minutes and elapsed is not None:
         frac = min(1.0, elapsed / (cfg.max_minutes * 60))
     else:
@@ -293,7 +302,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 log.info("--max-minutes %.1f reached at iteration %d", cfg.max_minutes, it)
                 break
             for g in opt.param_groups:
-                g["lr"] = lr_at(cfg, it, time.time() - loop["t0"])
+                g["lr"] = lr_at(cfg, it, time.time() - loop["t0"], it - loop["start_it"])
             n_mix = sum(rng.random() < cfg.mix_prob for _ in range(cfg.batch))
             n_plain = cfg.batch - n_mix
             targets = y = None
@@ -376,6 +385,9 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
                         "run's wall time instead of the iteration count")
     p.add_argument("--feat-on-plain", action="store_true",
                    help="also apply the feature loss to plain samples (default: pixel loss only for them)")
+    p.add_argument("--warmup", type=int, default=d.warmup, metavar="N",
+                   help="ramp the rate up over this run's first N iterations (for a fresh optimizer state, e.g. "
+                        "after training.widen; default 0)")
     for f in ("iterations", "batch", "crop", "mix_crop", "cache_crops", "load_side", "seed", "stop_after", "threads", "grid_every",
               "eval_every"):
         p.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(d, f))
