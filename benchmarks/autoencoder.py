@@ -48,19 +48,45 @@ def holdout_files() -> list[Path]:
     return [DEFAULT_DATA / "photos" / n for n in sorted(holdout_names())]
 
 
+def training_files(n: int) -> list[Path]:
+    """``n`` TRAINING photos from the held-out portraits' source repositories (the part of a name
+    before ``__``), in a fixed random order: the same benchmark on data the decoder has seen, to tell
+    underfitting (both low) from overfitting (held-out far below)."""
+    import random
+    from training.data import DEFAULT_DATA, holdout_names
+    hold = set(holdout_names())
+    repos = {h.split("__")[0] for h in hold}
+    names = sorted(p.name for p in (DEFAULT_DATA / "photos").iterdir()
+                   if p.name not in hold and p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    random.Random(0).shuffle(names)
+    return [DEFAULT_DATA / "photos" / n for n in names if n.split("__")[0] in repos][:n]
+
+
 def chosen_files(parser, args) -> list[Path]:
-    """The photos of ``args.dir`` or, with ``args.holdout``, the held-out portraits (a parser error if neither
-    or none found)."""
-    if args.holdout:
+    """The photos of ``args.dir`` or, with ``args.holdout``, the held-out portraits, or with
+    ``args.training`` that many training photos (a parser error if none or none found)."""
+    if getattr(args, "training", 0):
+        files = training_files(args.training)
+    elif args.holdout:
         files = holdout_files()
     elif args.dir:
         from training.data import list_images
         files = list_images(args.dir)
     else:
-        parser.error("give DIR or --holdout")
+        parser.error("give DIR, --holdout or --training N")
     if not files:
         parser.error("no photos found")
     return files
+
+
+def read_at_most(path, max_side: int) -> np.ndarray:
+    """The photo at ``path``, its longer side reduced to ``max_side`` if larger (area interpolation)."""
+    img = read_image(path)
+    h, w = img.shape[:2]
+    if max(h, w) > max_side:
+        s = max_side / max(h, w)
+        img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+    return img
 
 
 @torch.no_grad()
@@ -70,11 +96,7 @@ def evaluate(files, layer: str, decoder: str | None, max_side: int) -> list[dict
     dec = load_decoder(decoder or weights_dir() / f"decoder_{layer}.pt", encoder_id=ew.encoder_id)
     rows = []
     for f in files:
-        img = read_image(f)
-        h, w = img.shape[:2]
-        if max(h, w) > max_side:
-            s = max_side / max(h, w)
-            img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+        img = read_at_most(f, max_side)
         t = time.perf_counter()
         x = bgr_to_tensor(img)
         feat = enc(x)
@@ -92,6 +114,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dir", nargs="?", help="folder of photos")
     p.add_argument("--holdout", action="store_true", help="use the portraits held out of training")
+    p.add_argument("--training", type=int, default=0, metavar="N",
+                   help="use N training photos from the held-out portraits' sources instead (overfitting check)")
     p.add_argument("--layer", default="relu3_1", choices=["relu3_1", "relu4_1"])
     p.add_argument("--decoder", default=None)
     p.add_argument("--max-side", type=int, default=512)

@@ -28,18 +28,17 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.autoencoder import chosen_files, psnr, ssim  # noqa: E402
+from benchmarks.autoencoder import chosen_files, psnr, read_at_most, ssim  # noqa: E402
 from benchmarks.common import machine_info, write_json  # noqa: E402
 from engines.decoder import load_decoder  # noqa: E402
 from engines.weights import build_encoder, load_encoder_weights, weights_dir  # noqa: E402
-from realtime.images import bgr_to_tensor, read_image, tensor_to_bgr  # noqa: E402
+from realtime.images import bgr_to_tensor, fit_size, tensor_to_bgr  # noqa: E402
 
 
 def letterbox(img: np.ndarray, side: int) -> np.ndarray:
     """``img`` scaled to fit a side x side black square, centred."""
-    h, w = img.shape[:2]
-    s = side / max(h, w)
-    small = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    ph, pw = fit_size(*img.shape[:2], (side, 0))
+    small = cv2.resize(img, (pw, ph), interpolation=cv2.INTER_AREA)
     out = np.zeros((side, side, 3), np.uint8)
     y, x = (side - small.shape[0]) // 2, (side - small.shape[1]) // 2
     out[y:y + small.shape[0], x:x + small.shape[1]] = small
@@ -94,11 +93,7 @@ def main(argv=None) -> int:
     dec = load_decoder(dec_path, encoder_id=ew.encoder_id) if dec_path.exists() else None
     rows, tiles = [], []
     for f in tqdm(files, desc=f"inverting {a.layer}", unit="photo"):
-        img = read_image(f)
-        h, w = img.shape[:2]
-        if max(h, w) > a.max_side:
-            s = a.max_side / max(h, w)
-            img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+        img = read_at_most(f, a.max_side)
         x = bgr_to_tensor(img)
         with torch.no_grad():
             target = enc(x)

@@ -22,6 +22,9 @@ import cv2
 import numpy as np
 
 
+_MEAN_BGR = np.full((1, 3), 1 / 3, np.float32)      # cv2.transform matrix: the mean of the three channels
+
+
 class Deflicker:
     FLOW_SIDE = 480      # the flow is estimated at most this large (longer side) and scaled up
 
@@ -87,7 +90,7 @@ class Deflicker:
         """a(x) of the module doc (e: the mean over BGR of the absolute difference, rounded to a
         grey level), H x W float32."""
         diff = cv2.absdiff(frame, warped_prev_in)
-        e = cv2.transform(diff, np.full((1, 3), 1 / 3, np.float32))     # mean over BGR, uint8, saturated
+        e = cv2.transform(diff, _MEAN_BGR)                              # mean over BGR, uint8, saturated
         return cv2.LUT(e, self._lut)
 
     def __call__(self, frame: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -122,21 +125,21 @@ class TorchDeflicker(Deflicker):
         self._base = None
 
     def _sampling_grid(self, fl_small: np.ndarray, h: int, w: int, device):
+        """grid_sample's grid (x + flow(x) in its [-1, 1] coordinates, where -1 and 1 are the centres
+        of the corner pixels: align_corners=True).  The flow is scaled to those units on the CPU,
+        while it is small, so that each frame uploads one small array and creates nothing else."""
         import torch
         import torch.nn.functional as F
-        fl = torch.from_numpy(np.ascontiguousarray(fl_small)).to(device).permute(2, 0, 1)[None]   # 1 x 2 x h' x w'
-        sh, sw = fl.shape[-2:]
+        sh, sw = fl_small.shape[:2]
+        units = np.array([w / sw * 2.0 / max(w - 1, 1), h / sh * 2.0 / max(h - 1, 1)], np.float32)
+        fl = torch.from_numpy(np.ascontiguousarray(fl_small * units)).to(device).permute(2, 0, 1)[None]
         if (sh, sw) != (h, w):
             fl = F.interpolate(fl, size=(h, w), mode="bilinear", align_corners=False)
-            fl = fl * torch.tensor([w / sw, h / sh], device=device).view(1, 2, 1, 1)
         if self._base is None or self._base.shape[1:3] != (h, w) or self._base.device != fl.device:
-            gy, gx = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=device),
-                                    torch.arange(w, dtype=torch.float32, device=device), indexing="ij")
-            self._base = torch.stack([gx, gy], -1)[None]
-        g = self._base + fl.permute(0, 2, 3, 1)
-        # grid_sample's coordinates: -1 and 1 are the centres of the corner pixels (align_corners=True)
-        scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=device)
-        return g * scale - 1.0
+            gy, gx = torch.meshgrid(torch.linspace(-1, 1, h, device=device), torch.linspace(-1, 1, w, device=device),
+                                    indexing="ij")
+            self._base = torch.stack([gx, gy], -1)[None]        # the identity grid, cached per size
+        return self._base + fl.permute(0, 2, 3, 1)
 
     def __call__(self, frame: np.ndarray, x, y):
         """``frame``: the input (H x W x 3 uint8 BGR, on the CPU, for the flow); ``x``: the same

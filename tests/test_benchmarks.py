@@ -217,3 +217,16 @@ def test_kernel_ncu_runs_every_variant_on_a_gpu(capsys):
     assert kernel_ncu.main(["auto", "auto+fold", "direct1"]) == 0
     out = capsys.readouterr().out
     assert all(f"{v}: " in out for v in ("auto", "auto+fold", "direct1"))
+
+
+def test_training_photo_set_for_the_overfitting_check_excludes_the_held_out_ones():
+    from benchmarks.autoencoder import training_files
+    from training.data import DEFAULT_DATA, holdout_names
+    if not (DEFAULT_DATA / "photos").is_dir():
+        pytest.skip(f"the research training set is not on this machine ({DEFAULT_DATA})")
+    files = training_files(16)
+    hold = set(holdout_names())
+    assert len(files) == 16 and len(set(files)) == 16 and all(f.is_file() for f in files)
+    assert not {f.name for f in files} & hold
+    assert {f.name.split("__")[0] for f in files} <= {h.split("__")[0] for h in hold}
+    assert training_files(16) == files                    # a fixed choice
