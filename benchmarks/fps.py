@@ -41,8 +41,8 @@ def build(backend: str, device: str, fp16: bool, layer: str, mode: str, regions:
           static: bool = False, deflicker: float = 0.0):
     """The CLI's objects (engines, style bank, stylizer, segmenter) for one configuration."""
     import argparse as ap
-    from engines.decoder import load_decoder
-    from engines.weights import build_encoder, load_encoder_weights, weights_dir
+    from engines.decoder import default_decoder_path, load_decoder
+    from engines.weights import build_encoder, load_encoder_weights
     from realtime.cli import DEMO_STYLE, make_engines
     from realtime.segment import make_segmenter
     from realtime.style import StyleBank
@@ -50,7 +50,7 @@ def build(backend: str, device: str, fp16: bool, layer: str, mode: str, regions:
     dev = torch.device(device)
     ew = load_encoder_weights(None)
     enc = build_encoder(layer, ew, dev)
-    dec_path = weights_dir() / f"decoder_{layer}.pt"
+    dec_path = default_decoder_path(layer, dev)   # the full-width decoder on CUDA, as the CLI
     dec = load_decoder(dec_path, encoder_id=ew.encoder_id, device=dev)
     args = ap.Namespace(backend=backend, fp16=fp16, layer=layer)
     enc_e, dec_e = make_engines(args, enc, dec, dec_path, ew, dev)

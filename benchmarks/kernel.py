@@ -82,14 +82,6 @@ def unfused(f, m, style, mode: str):
     return out.to(f.dtype)[None]
 
 
-def set_variant(kernels, variant: str) -> None:
-    """``LAYOUT`` or ``LAYOUT+fold`` (kernels.MOMENTS_LAYOUTS; +fold: the solve in pass 1's last block)."""
-    layout, _, extra = variant.partition("+")
-    if extra not in ("", "fold"):
-        raise SystemExit(f"unknown variant {variant!r}: LAYOUT or LAYOUT+fold")
-    kernels.set_tuning(layout, fold=extra == "fold")
-
-
 def profile_720p(kernels, R, dtype, reference: bool = True) -> None:
     """Per-kernel CUDA times (torch.profiler) of the fused op and the reference at 720p, adain."""
     from torch.profiler import ProfilerActivity, profile
@@ -120,14 +112,17 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dtype", choices=["fp16", "fp32", "bf16"], default="fp16")
     p.add_argument("--json", default=None)
-    p.add_argument("--moments", default="auto,auto+fold,warp,lanes1,lanes2,lanes4,direct1,direct2,direct1+fold",
+    p.add_argument("--moments", default="auto,warp,lanes1,lanes2,lanes4,prefetch1,prefetch2",
                    help="variants to time, comma-separated: a pass-1 layout (kernels.set_tuning): auto (the "
                         "op's own choice), warp (a warp per channel), lanes1/lanes2/lanes4 (a thread per "
-                        "channel, the largest tile / 2 / 4), direct1/direct2 (lanes without the masks' "
-                        "shared-memory stage); +fold: with the solve folded into pass 1's last block")
+                        "channel, the largest tile / 2 / 4), prefetch1/prefetch2 (lanes with its feature "
+                        "loads issued before the mask stage and kept in flight, the largest tile / 2)")
     p.add_argument("--profile", action="store_true",
                    help="also print the CUDA time of every kernel of one fused call and one reference call (720p)")
     a = p.parse_args(argv)
+    unknown = [v for v in a.moments.split(",") if v not in kernels.MOMENTS_LAYOUTS]
+    if unknown:
+        p.error(f"unknown pass-1 layout(s) {', '.join(unknown)}: choose from {', '.join(kernels.MOMENTS_LAYOUTS)}")
     if not torch.cuda.is_available():
         print("benchmarks/kernel.py needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -144,7 +139,7 @@ def main(argv=None) -> int:
         style = R.StyleStats.from_features(fs, torch.ones(3, 64, 64, device="cuda") / 3)
         ref_times = {}          # the reference does not depend on the variant: timed once per mode
         for layout, mode in [(lay, md) for lay in a.moments.split(",") for md in ("adain", "linear")]:
-            set_variant(kernels, layout)
+            kernels.set_tuning(layout)
             fused_fn = lambda: kernels.fused_reconstruct(f, m, style, mode, 1.0)  # noqa: E731
             ref_fn = lambda: unfused(f, m, style, mode)  # noqa: E731
             err = (fused_fn().float() - ref_fn().float()).abs().max().item()
@@ -162,7 +157,7 @@ def main(argv=None) -> int:
                          "GBps": nbytes / (t / 1000) / 1e9, "pct_copy_bw": 100 * nbytes / (t / 1000) / 1e9 / bw})
     if a.profile:
         for i, layout in enumerate(a.moments.split(",")):
-            set_variant(kernels, layout)
+            kernels.set_tuning(layout)
             print(f"\n== pass-1 variant: {layout}")
             profile_720p(kernels, R, dtype, reference=i == 0)
     kernels.set_tuning()

@@ -4,7 +4,7 @@ cudaProfilerStart and cudaProfilerStop, for Nsight Compute to profile: why pass 
 
     ncu --profile-from-start off --section SpeedOfLight --section MemoryWorkloadAnalysis \\
         --section Occupancy --section WarpStateStats --section LaunchStats \\
-        python benchmarks/kernel_ncu.py auto direct1 auto+fold
+        python benchmarks/kernel_ncu.py auto prefetch1
 
 (benchmarks/gpu_session.sh runs this when the device has ncu and lets it read the counters.)
 Without ncu it runs the same calls and prints their CUDA-event times, so it can be tried anywhere
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main(argv=None) -> int:
-    from benchmarks.kernel import cuda_time, set_variant
+    from benchmarks.kernel import cuda_time
     from realtime import kernels
     from realtime import reconstruct as R
     variants = (argv if argv is not None else sys.argv[1:]) or ["auto"]
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     fs = (torch.randn(256, 64, 64, device="cuda") * 10).relu()
     style = R.StyleStats.from_features(fs, torch.ones(3, 64, 64, device="cuda") / 3)
     for v in variants:
-        set_variant(kernels, v)
+        kernels.set_tuning(v)
         call = lambda: kernels.fused_reconstruct(f, m, style, "adain", 1.0, floor=0.0)  # noqa: E731
         for _ in range(3):
             call()

@@ -10,8 +10,7 @@ and a CUDA C++ implementation built on first use (following pytorch/extension-cp
         frame's, the coefficients; for the paper's iterative ``linear`` form the exact scalar
         recurrence of its N iterations, so 500 iterations cost no more than one), pass 2, whose
         results below ``floor`` are raised to it (the stylizer's clamp at zero, without a pass of
-        its own).  On a GPU that is four launches (memset, pass 1, solve, pass 2) from one call,
-        three with the solve folded into pass 1 (``set_tuning(fold=True)``).
+        its own).  On a GPU that is four launches (memset, pass 1, solve, pass 2) from one call.
 
 ``fused_reconstruct`` carries a ``ReconState`` (the warm start) in and out of ``fused_recon``.
 Each op's CPU implementation is its slow, obviously correct reference (``*_reference`` below),
@@ -194,26 +193,26 @@ def build_extension(verbose: bool = False):
     if layout not in MOMENTS_LAYOUTS:
         log.warning("STYLECAM_MOMENTS=%s is not a pass-1 layout (%s): using auto", layout, ", ".join(MOMENTS_LAYOUTS))
         layout = "auto"
-    set_tuning(layout, os.environ.get("STYLECAM_FOLD", "0") not in ("", "0"))
+    set_tuning(layout)
     return _ext
 
 
 # Pass 1's layouts on the vector path (see masked_recon.cu, Tuning): auto = the op's own choice (lanes,
 # its tile fitted to the lent H100), warp = a warp per channel, lanes1/2/4 = a thread per channel
-# with the largest tile / 2 / 4, direct1/2 = lanes without the masks' shared-memory stage.
-MOMENTS_LAYOUTS = {"auto": -1, "warp": 0, "lanes1": 1, "lanes2": 2, "lanes4": 4, "direct1": 11, "direct2": 12}
+# with the largest tile / 2 / 4, prefetch1/2 = lanes with its feature loads issued before the mask
+# stage and kept in flight (largest tile / 2; opt-in until measured on a GPU).
+MOMENTS_LAYOUTS = {"auto": -1, "warp": 0, "lanes1": 1, "lanes2": 2, "lanes4": 4, "prefetch1": 11, "prefetch2": 12}
 
 
-def set_tuning(moments: str = "auto", fold: bool = False) -> None:
-    """Launch choices of the CUDA op, for benchmarks and tests that compare them in one process:
-    ``moments``, pass 1's layout (MOMENTS_LAYOUTS); ``fold``, run the between-pass solve in pass 1's
-    last block instead of its own launch (linear exact and adain).  Read from STYLECAM_MOMENTS and
-    STYLECAM_FOLD=1 when the extension is loaded.  The CPU reference has no such choices."""
+def set_tuning(moments: str = "auto") -> None:
+    """Launch choice of the CUDA op, for benchmarks and tests that compare them in one process:
+    ``moments``, pass 1's layout (MOMENTS_LAYOUTS).  Read from STYLECAM_MOMENTS when the extension
+    is loaded.  The CPU reference has no such choice."""
     if moments not in MOMENTS_LAYOUTS:
         raise ValueError(f"unknown pass-1 layout {moments!r}: one of {', '.join(MOMENTS_LAYOUTS)}")
     if _ext is None:
         raise RuntimeError("the CUDA extension is not loaded (kernels.build_extension())")
-    if not _ext.set_tuning(MOMENTS_LAYOUTS[moments], bool(fold)):
+    if not _ext.set_tuning(MOMENTS_LAYOUTS[moments]):
         raise RuntimeError(f"the CUDA extension refused the layout {moments!r}: rebuild it")
 
 

@@ -153,7 +153,7 @@ def test_cuda_kernel_fp16_near_limit_and_odd_sizes():
     torch.testing.assert_close(mom[1].cpu(), ref[1], rtol=1e-3, atol=1.0)
 
 
-@pytest.fixture(params=["auto", "warp", "lanes1", "lanes2", "lanes4", "direct1", "direct2"])
+@pytest.fixture(params=["auto", "warp", "lanes1", "lanes2", "lanes4", "prefetch1", "prefetch2"])
 def moments_layout(request):
     """Every layout of pass 1 (kernels.set_tuning; the default set back afterwards)."""
     kernels.set_tuning(request.param)
@@ -165,16 +165,14 @@ def moments_layout(request):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("K", [1, 2, 3, 4, 5, 8])
 @pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("fold", [False, True], ids=["solve-launch", "solve-folded"])
-def test_cuda_fused_op_matches_cpu_reference_over_frames(dtype, K, channels_last, moments_layout, fold):
-    """The one-call op (memset, pass 1, solve, pass 2 -- or the solve folded into pass 1's last
-    block): every mode, an empty region, warm start (smoothing and the iterative offset) carried
+def test_cuda_fused_op_matches_cpu_reference_over_frames(dtype, K, channels_last, moments_layout):
+    """The one-call op (memset, pass 1, solve, pass 2): every mode, an empty region, warm start (smoothing and the iterative offset) carried
     over three frames, at sizes with several pixel tiles and channel groups: odd ones (every pixel
     through the strides) and 45 x 120, whose H*W is a multiple of 8 (NCHW then takes the 16-byte
     vector path, with runs across rows).  The second frame is floored at zero (the stylizer's clamp)."""
     if channels_last and moments_layout != "auto":
         pytest.skip("channels_last features take the strided pass 1 whatever the vector-path layout")
-    kernels.set_tuning(moments_layout, fold)
+    kernels.set_tuning(moments_layout)
     tol = {torch.float32: 2e-4, torch.float16: 3e-3, torch.bfloat16: 2e-2}[dtype]
     for code, iters in ((0, 0), (1, 37), (2, 0)):
         prev_cpu = prev_gpu = None
@@ -252,7 +250,7 @@ def test_fused_op_cpu_reference_carries_the_warm_start():
 def test_cuda_vector_path_and_misaligned_input_match_reference(dtype, K, moments_layout):
     """Both passes on their 16-byte vector path (NCHW, H*W a multiple of 8, many tiles and channel
     groups, a partial last tile), the same data 2 bytes off alignment (strided path), and aligned
-    features with masks 4 bytes off alignment (the direct pass-1 layout falls back to staging)."""
+    features with masks 4 bytes off alignment (every layout stages its masks through scalar loads)."""
     f, m, st = case(K, 256, 96, 136, 7 * K, empty=K - 1)
     fc = f.to(dtype)
     A, B = torch.rand(K, 256) + 0.5, torch.randn(K, 256)

@@ -273,3 +273,58 @@ def test_widened_decoder_computes_the_same_and_resumes(tmp_path):
         torch.testing.assert_close(again(x), narrow(x), rtol=1e-4, atol=1e-5)
     with pytest.raises(SystemExit):
         widen.main(["--from", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.pt")])
+
+
+def test_slimmed_checkpoint_is_smaller_and_resumes_with_a_fresh_adam(tiny_data, tmp_path, caplog):
+    """training.slim_checkpoint drops the optimizer state (what the committed checkpoints keep, to fit
+    the GPU carry limit); train_decoder --resume continues it with a fresh Adam and says so, from the
+    same weights and iteration count."""
+    from training import slim_checkpoint
+    ph, pa = tiny_data
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "a.pt"), run_dir=str(tmp_path / "ra"), stop_after=2))
+    full = tmp_path / "ra" / "checkpoint.pt"
+    slim = tmp_path / "rs" / "checkpoint.pt"
+    assert slim_checkpoint.main([str(full), "--out", str(slim)]) == 0
+    ck, sk = (torch.load(p, map_location="cpu", weights_only=False) for p in (full, slim))
+    assert "optim" in ck and "optim" not in sk and sk["iteration"] == ck["iteration"] == 2
+    assert slim.stat().st_size < full.stat().st_size
+    for k, v in ck["model"].items():
+        assert torch.equal(v, sk["model"][k]), k
+    with caplog.at_level("WARNING"):
+        T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "s.pt"), run_dir=str(tmp_path / "rs"), warmup=2), resume=True)
+    assert "no optimizer state" in caplog.text
+    assert load_decoder(tmp_path / "s.pt").meta["iterations"] == 4
+    with pytest.raises(SystemExit):
+        slim_checkpoint.main([str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.pt")])
+
+
+def test_default_decoder_is_the_wide_one_on_cuda_only(tmp_path, monkeypatch):
+    """The CLI's decoder without --decoder: decoder_LAYER.pt on the CPU (speed), the full-width
+    decoder_LAYER_wide.pt on CUDA where it exists, else the small one there too."""
+    from engines import weights
+    from engines.decoder import default_decoder_path
+    monkeypatch.setattr(weights, "weights_dir", lambda: tmp_path)
+    assert default_decoder_path("relu3_1", "cuda") == tmp_path / "decoder_relu3_1.pt"
+    (tmp_path / "decoder_relu3_1_wide.pt").write_bytes(b"x")
+    assert default_decoder_path("relu3_1", "cpu") == tmp_path / "decoder_relu3_1.pt"
+    assert default_decoder_path("relu3_1", torch.device("cuda", 0)) == tmp_path / "decoder_relu3_1_wide.pt"
+    assert default_decoder_path("relu4_1", "cuda") == tmp_path / "decoder_relu4_1.pt"
+
+
+def test_shipped_wide_decoder_loads_and_is_wider():
+    """weights/decoder_relu3_1_wide.pt: digest checked at load, full width, stored as CPU tensors
+    (it was trained on a GPU: torch.load without map_location must work on a CPU machine)."""
+    path = weights_dir() / "decoder_relu3_1_wide.pt"
+    small = load_decoder(weights_dir() / "decoder_relu3_1.pt")
+    wide = load_decoder(path)
+    assert wide.layer == "relu3_1" and wide.width == 1.0 and small.width < wide.width
+    raw = torch.load(path, weights_only=True)
+    assert all(v.device.type == "cpu" for v in raw["state_dict"].values())
+
+
+@pytest.mark.gpu
+def test_decoder_saved_from_cuda_stores_cpu_tensors(tmp_path):
+    dec = Decoder("relu3_1", width=0.25).cuda()
+    save_decoder(dec, tmp_path / "d.pt", encoder_id="x")
+    raw = torch.load(tmp_path / "d.pt", weights_only=True)       # no map_location: where it was saved
+    assert all(v.device.type == "cpu" for v in raw["state_dict"].values())

@@ -260,7 +260,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if ck["config"]["layer"] != cfg.layer or ck["config"]["width"] != cfg.width:
             raise SystemExit(f"{ckpt_path} is for layer {ck['config']['layer']} width {ck['config']['width']}")
         dec.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optim"])
+        if "optim" in ck:
+            opt.load_state_dict(ck["optim"])
+        else:
+            log.warning("%s has no optimizer state (a slimmed checkpoint, training/slim_checkpoint.py): "
+                        "a fresh Adam -- --warmup N ramps its rate up", ckpt_path)
         it, history = ck["iteration"], ck["history"]
         rng.setstate(ck["py_rng"])
         torch.set_rng_state(ck["torch_rng"])

@@ -9,7 +9,7 @@ symmetry of the copies, the next layer's shares are perturbed by noise that sums
 group of copies, which keeps the output exactly the same; the copies then receive different
 gradients and drift apart in training.
 
-    python -m training.widen --from weights/checkpoints/decoder_relu3_1_train.pt \\
+    python -m training.widen --from runs/half/checkpoint.pt \\
         --out runs/wide_relu3_1/checkpoint.pt [--factor 2]
 
 The result is a training checkpoint (fresh Adam state, the iteration count kept) that

@@ -12,8 +12,7 @@
 // adain: A = 1 - alpha + alpha sigma_s/sigma_c, B = alpha (mu_s - sigma_s/sigma_c mu_c)).
 // Two reads of F and one write: the fewest passes the maths allows (the statistics must be
 // complete before any output pixel can be written).  Pass 2 also raises its results to an optional
-// floor (the stylizer's clamp at zero: ReLU features are never negative).  The solve is either its
-// own launch or, with tuning.fold, run by the last block of pass 1 to finish (fold_solve).
+// floor (the stylizer's clamp at zero: ReLU features are never negative).
 //
 // The kernels live in masked_recon_kernels.cuh, instantiated per dtype in masked_recon_{f32,f16,
 // bf16}.cu.  Launched on PyTorch's current stream; memory comes from PyTorch's allocator; any H,
@@ -82,25 +81,23 @@ at::Tensor dense(const at::Tensor& f) { return f.is_non_overlapping_and_dense() 
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// Launch choices, set from Python (kernels.set_tuning; STYLECAM_MOMENTS and STYLECAM_FOLD when the
-// extension loads) instead of read from the environment on every call.
+// Launch choices, set from Python (kernels.set_tuning; STYLECAM_MOMENTS when the extension loads)
+// instead of read from the environment on every call.
 // moments: pass 1's layout on the vector path.  -1 (auto, the default): lanes (moments_lanes_kernel)
 // with its largest tile, or half that tile once the largest gives more than a wave (6 blocks of 256
 // threads per multiprocessor, the register limit at 40 registers): fitted to the lent H100
 // (benchmarks/kernel.py, 2026-11-26): 480p and 720p were fastest with the largest tile (68 % of
 // copy bandwidth at 720p; half: 65 %), 1080p with half of it (73 %; largest: 68 %).  0 = warp
 // (moments_kernel, a warp per channel, the first layout: 55 % at 720p); 1 / 2 / 4 = lanes with the
-// largest tile / 2 / 4; 11 / 12 = direct (lanes without the masks' shared-memory stage, largest
-// tile / 2; not yet measured).  fold: the solve runs in pass 1's last block (fold_solve) instead of
-// its own launch, for modes 0 and 2 (not yet measured).
-struct Tuning { int moments = -1; bool fold = false; };
-Tuning tuning;
+// largest tile / 2 / 4; 11 / 12 = prefetch (lanes with loads issued before the mask stage and
+// kept in flight, largest tile / 2; not yet measured).
+int tuning_moments = -1;
 
 // codes as above (kernels.py maps the names); false for an unknown code, which changes nothing
-bool set_tuning(int moments, bool fold) {
+bool set_tuning(int moments) {
   if (moments != -1 && moments != 0 && moments != 1 && moments != 2 && moments != 4 && moments != 11 && moments != 12)
     return false;
-  tuning = {moments, fold};
+  tuning_moments = moments;
   return true;
 }
 
@@ -121,28 +118,25 @@ Geometry geometry(const at::Tensor& f, int K, const at::Tensor* out = nullptr) {
   const int64_t P = f.size(2) * f.size(3), vec = 16 / static_cast<int64_t>(f.element_size());
   const bool v = f.is_contiguous() && P % vec == 0 && aligned16(f.data_ptr()) &&
                  (out == nullptr || aligned16(out->data_ptr()));
-  int lanes_div = tuning.moments % 10;          // 0 warp, 1 / 2 / 4 tile divisor (direct: 11, 12)
-  const bool direct = tuning.moments >= 10;
-  if (tuning.moments < 0) {
+  int lanes_div = tuning_moments % 10;          // 0 warp, 1 / 2 / 4 tile divisor (prefetch: 11, 12)
+  const bool prefetch = tuning_moments >= 10;
+  if (tuning_moments < 0) {
     const int64_t tile = stylecam::lanes_max_tile(K), groups = (f.size(1) + stylecam::kLanes - 1) / stylecam::kLanes;
     lanes_div = (P + tile - 1) / tile * groups > 6 * static_cast<int64_t>(sms) ? 2 : 1;
   }
   return {K, static_cast<int>(f.size(1)), static_cast<int>(f.size(2)), static_cast<int>(f.size(3)),
-          f.stride(1), f.stride(2), f.stride(3), v, lanes_div, direct, sms};
+          f.stride(1), f.stride(2), f.stride(3), v, lanes_div, prefetch, sms};
 }
 
-// sa: the solve folded into pass 1 (sa.counter set), or a no-fold SolveArgs (counter nullptr)
-void moments(const at::Tensor& f, const at::Tensor& w, float* s1, float* s2, float* ws, const SolveArgs& sa,
-             cudaStream_t s) {
+void moments(const at::Tensor& f, const at::Tensor& w, float* s1, float* s2, float* ws, cudaStream_t s) {
   const Geometry g = geometry(f, w.size(0));
   const float* wp = w.data_ptr<float>();
   if (f.scalar_type() == at::kHalf)
-    stylecam::launch_moments(reinterpret_cast<const __half*>(f.data_ptr<at::Half>()), wp, g, s1, s2, ws, sa, s);
+    stylecam::launch_moments(reinterpret_cast<const __half*>(f.data_ptr<at::Half>()), wp, g, s1, s2, ws, s);
   else if (f.scalar_type() == at::kBFloat16)
-    stylecam::launch_moments(reinterpret_cast<const __nv_bfloat16*>(f.data_ptr<at::BFloat16>()), wp, g, s1, s2, ws, sa,
-                             s);
+    stylecam::launch_moments(reinterpret_cast<const __nv_bfloat16*>(f.data_ptr<at::BFloat16>()), wp, g, s1, s2, ws, s);
   else
-    stylecam::launch_moments(f.data_ptr<float>(), wp, g, s1, s2, ws, sa, s);
+    stylecam::launch_moments(f.data_ptr<float>(), wp, g, s1, s2, ws, s);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -171,10 +165,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_moments_cuda(const at::Ten
   check_inputs(f, w);
   const c10::cuda::OptionalCUDAGuard guard(f.device());
   const int64_t K = w.size(0), C = f.size(1);
-  at::Tensor buf = at::zeros({2 * K * C + K}, f.options().dtype(at::kFloat));
-  float* p = buf.data_ptr<float>();
-  moments(dense(f), w, p, p + K * C, p + 2 * K * C, SolveArgs{}, c10::cuda::getCurrentCUDAStream());
-  return {buf.narrow(0, 0, K * C).view({K, C}), buf.narrow(0, K * C, K * C).view({K, C}), buf.narrow(0, 2 * K * C, K)};
+  // three allocations, not views of one: the schema promises outputs that share no memory
+  // (torch.library.opcheck's schema test on the H100 caught the views)
+  const auto fopt = f.options().dtype(at::kFloat);
+  at::Tensor s1 = at::zeros({K, C}, fopt), s2 = at::zeros({K, C}, fopt), ws = at::zeros({K}, fopt);
+  moments(dense(f), w, s1.data_ptr<float>(), s2.data_ptr<float>(), ws.data_ptr<float>(),
+          c10::cuda::getCurrentCUDAStream());
+  return {s1, s2, ws};
 }
 
 at::Tensor masked_affine_cuda(const at::Tensor& f, const at::Tensor& w, const at::Tensor& A, const at::Tensor& B) {
@@ -189,9 +186,7 @@ at::Tensor masked_affine_cuda(const at::Tensor& f, const at::Tensor& w, const at
   return out;
 }
 
-// The whole frame from one call: memset, pass 1, solve, pass 2 -- or three launches with the solve
-// folded into pass 1 (tuning.fold, modes 0 and 2; the iterative mode's N-step recurrence keeps its
-// own launch, a thread per entry).  Returns (out, wsum, mean, var, offset): the statistics used
+// The whole frame from one call: memset, pass 1, solve, pass 2.  Returns (out, wsum, mean, var, offset): the statistics used
 // (after smoothing) and, for the iterative linear mode, the region mean's offset mu^N - mu_c for the
 // next frame's warm start.  `floor` (optional): results below it are raised to it in pass 2.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_recon_cuda(
@@ -217,28 +212,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_rec
   if (offset0.has_value()) o0 = kc(*offset0, "offset0");
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const auto fopt = f.options().dtype(at::kFloat);
-  // the sums, then one more zeroed word: the folded solve's counter of finished pass-1 blocks
-  at::Tensor sums = at::zeros({2 * K * C + K + 1}, fopt);
-  at::Tensor res = at::empty({5, K, C}, fopt);           // mean, var, offset, A, B
+  at::Tensor sums = at::zeros({2 * K * C + K}, fopt);   // s1, s2, wsum (only wsum is returned, a view)
+  // the returned statistics each in their own memory (the schema promises outputs that share none;
+  // torch.library.opcheck's schema test on the H100 caught views of one buffer); A, B are scratch
+  at::Tensor mean = at::empty({K, C}, fopt), var = at::empty({K, C}, fopt), off = at::empty({K, C}, fopt);
+  at::Tensor ab = at::empty({2, K, C}, fopt);
   float* p = sums.data_ptr<float>();
-  float* r = res.data_ptr<float>();
+  float* a = ab.data_ptr<float>();
   const int n = static_cast<int>(K * C);
   SolveArgs sa{sm.data_ptr<float>(), sd.data_ptr<float>(), static_cast<int>(K), static_cast<int>(C),
                static_cast<float>(alpha), static_cast<int>(mode), static_cast<int>(iterations),
                mode == 1 ? static_cast<float>(alpha / (1.0 - alpha)) : 0.f, static_cast<float>(momentum),
                pm.defined() ? pm.data_ptr<float>() : nullptr, pv.defined() ? pv.data_ptr<float>() : nullptr,
-               o0.defined() ? o0.data_ptr<float>() : nullptr, r, r + n, r + 2 * n, r + 3 * n, r + 4 * n, nullptr};
-  const bool fold = tuning.fold && mode != 1;
-  if (fold) sa.counter = reinterpret_cast<unsigned*>(p + 2 * K * C + K);
+               o0.defined() ? o0.data_ptr<float>() : nullptr, mean.data_ptr<float>(), var.data_ptr<float>(),
+               off.data_ptr<float>(), a, a + n};
   const at::Tensor fin = dense(f);
-  moments(fin, w, p, p + K * C, p + 2 * K * C, sa, stream);
-  if (!fold) {
-    stylecam::launch_solve(p, p + K * C, p + 2 * K * C, sa, stream);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
+  moments(fin, w, p, p + K * C, p + 2 * K * C, stream);
+  stylecam::launch_solve(p, p + K * C, p + 2 * K * C, sa, stream);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
   at::Tensor out = at::empty_like(fin);
-  affine(fin, w, r + 3 * n, r + 4 * n, out, floor.has_value() ? static_cast<float>(*floor) : -3.0e38f, stream);
-  return {out, sums.narrow(0, 2 * K * C, K), res[0], res[1], res[2]};
+  affine(fin, w, a, a + n, out, floor.has_value() ? static_cast<float>(*floor) : -3.0e38f, stream);
+  return {out, sums.narrow(0, 2 * K * C, K), mean, var, off};
 }
 
 TORCH_LIBRARY_IMPL(stylecam, CUDA, m) {
@@ -248,6 +242,6 @@ TORCH_LIBRARY_IMPL(stylecam, CUDA, m) {
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("set_tuning", &set_tuning, "pass 1's layout code and whether the solve is folded into pass 1 "
-        "(realtime/kernels.py set_tuning maps the names)", pybind11::arg("moments"), pybind11::arg("fold"));
+  m.def("set_tuning", &set_tuning, "pass 1's layout code (realtime/kernels.py set_tuning maps the names)",
+        pybind11::arg("moments"));
 }

@@ -7,7 +7,7 @@ namespace stylecam {
 STYLECAM_INSTANTIATE(float)
 
 // One thread per (region k, channel c): statistics from the sums, temporal smoothing, coefficients
-// (solve_at in masked_recon_kernels.cuh, shared with the solve folded into pass 1).
+// (solve_at in masked_recon_kernels.cuh).
 __global__ void solve_kernel(const float* __restrict__ s1, const float* __restrict__ s2, const float* __restrict__ ws,
                              SolveArgs sa) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;

@@ -11,8 +11,7 @@
 // load or store; otherwise (channels_last, odd sizes) VEC = 1 and every pixel goes through the
 // strides.  moments_kernel reduces within warps (shuffles), then within the block (shared memory),
 // then one atomicAdd per block and sum.  On the vector path pass 1 is moments_lanes_kernel (a
-// thread per channel, no shuffles; faster on the H100 we measured), described above it.  Both pass-1
-// kernels end in fold_solve, which (when asked) runs the between-pass solve in the grid's last block.
+// thread per channel, no shuffles; faster on the H100 we measured), described above it.
 #pragma once
 #include <cstdint>
 #include <cuda_runtime.h>
@@ -90,14 +89,16 @@ __device__ __forceinline__ void load_values(const T* __restrict__ fc, const int6
 // The between-pass solve of one (region k, channel c) entry i = k * C + c: statistics from the
 // sums, temporal smoothing with the previous frame's (warm start), the coefficients A, B of pass 2.
 // mode 0: linear, exact; 1: linear, `iterations` steps of the paper's iteration; 2: adain.  Run by
-// solve_kernel (masked_recon_f32.cu, one thread per entry) or, folded, by the last block of pass 1.
+// solve_kernel (masked_recon_f32.cu, one thread per entry).  (Running it in pass 1's last block
+// instead -- a memory fence and a ticket counter, one launch fewer -- was measured on the lent H100
+// on 2026-11-26 and was slower at every size, 47 vs 45 us at 720p: one block solving K x C entries
+// after the grid's tail costs more than the launch it saves.  Removed.)
 struct SolveArgs {
   const float* smean; const float* sstd;
   int K, C;
   float alpha; int mode, iterations; float beta, momentum;
   const float* prev_mean; const float* prev_var; const float* off0;
   float* mean_out; float* var_out; float* off_out; float* A; float* B;
-  unsigned* counter;    // folded solve: blocks of pass 1 done (zero on entry); nullptr: no fold
 };
 
 __device__ __forceinline__ void solve_at(int i, const float* s1, const float* s2, const float* ws, const SolveArgs& a) {
@@ -131,29 +132,11 @@ __device__ __forceinline__ void solve_at(int i, const float* s1, const float* s2
   }
 }
 
-// End of a pass-1 block when the solve is folded into pass 1 (a.counter set): the last block to
-// finish (a ticket from an atomic counter, after a memory fence that makes this block's atomic
-// sums visible first -- the threadFenceReduction pattern of the CUDA samples) runs the K x C solve,
-// so that pass 2 can follow pass 1 directly: one launch fewer per frame.  Every thread of every
-// block must reach it.
-__device__ __forceinline__ void fold_solve(const float* s1, const float* s2, const float* ws, const SolveArgs& a) {
-  if (a.counter == nullptr) return;             // the same for the whole grid
-  __shared__ bool last;
-  __threadfence();
-  __syncthreads();
-  const int tid = threadIdx.y * blockDim.x + threadIdx.x, nt = blockDim.x * blockDim.y;
-  if (tid == 0) last = atomicAdd(a.counter, 1u) == gridDim.x * gridDim.y - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  for (int i = tid; i < a.K * a.C; i += nt) solve_at(i, s1, s2, ws, a);
-}
-
 // grid: (pixel tiles, channel groups). s1, s2 (K x C) and wsum (K) must be zero on entry.
 template <typename T, int K, int VEC>
 __global__ void __launch_bounds__(kThreads) moments_kernel(
     const T* __restrict__ f, int64_t sc, int64_t sh, int64_t sw, const float* __restrict__ w, int C, int H, int W,
-    int group, float* __restrict__ s1, float* __restrict__ s2, float* __restrict__ wsum, SolveArgs sa) {
+    int group, float* __restrict__ s1, float* __restrict__ s2, float* __restrict__ wsum) {
   constexpr int PPT = pixels_per_thread(K);
   static_assert(PPT % VEC == 0, "a thread's pixels are whole runs");
   __shared__ float acc[2 * K + 1][kMaxGroup];
@@ -207,7 +190,6 @@ __global__ void __launch_bounds__(kThreads) moments_kernel(
     atomicAdd(&dst[k * C + c0 + j], acc[row][j]);
   }
   if (blockIdx.y == 0 && threadIdx.x < K) atomicAdd(&wsum[threadIdx.x], acc[2 * K][threadIdx.x]);
-  fold_solve(s1, s2, wsum, sa);
 }
 
 // Pass 1 on the vector path ("lanes", the default; STYLECAM_MOMENTS=warp picks moments_kernel
@@ -225,79 +207,100 @@ constexpr int kRows = 8;
 // the largest tile: K x TILE masks plus the reduction buffer stay under 48 KB of shared memory
 __host__ __device__ constexpr int lanes_max_tile(int K) { return K <= 4 ? 1024 : 512; }
 
-//
-// STAGED = false ("direct", STYLECAM_MOMENTS=direct1/direct2; NOT yet run on a GPU, opt-in until
-// its GPU tests pass and benchmarks/kernel.py shows it faster): no shared-memory stage for the
-// masks.  The H100 profile left pass 1 at 1.55 TB/s with every block first loading its tile's masks
-// and waiting at a barrier before its first feature load; here each thread reads the masks of its
-// own 16-byte run straight from global memory as float4s, next to the run's feature load (the 32
-// threads of a warp read the same mask address: one broadcast transaction; each mask value is
-// still read once per block), so nothing waits.  The region areas come from the same mask loads
-// (lane 0 of each row, blocks of the first channel group).  Masks must be 16-byte aligned.
-template <typename T, int K, int TILE, bool STAGED>
+// One 16-byte run of a channel's features (at pixel j of the tile) into the K pairs of sums, with
+// the run's masks from shared memory (every lane of a warp reads the same address: a broadcast).
+template <typename T, int K, int TILE>
+__device__ __forceinline__ void accumulate_run(const uint4& raw, const float (&ms)[K][TILE], int j, float (&a1)[K],
+                                               float (&a2)[K]) {
+  constexpr int VEC = 16 / sizeof(T);
+  const T* t = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int e = 0; e < VEC; e += 4) {
+    float x[4], xx[4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) { x[q] = to_f(t[e + q]); xx[q] = x[q] * x[q]; }
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const float4 m4 = *reinterpret_cast<const float4*>(&ms[k][j + e]);
+      a1[k] = fmaf(m4.x, x[0], fmaf(m4.y, x[1], fmaf(m4.z, x[2], fmaf(m4.w, x[3], a1[k]))));
+      a2[k] = fmaf(m4.x, xx[0], fmaf(m4.y, xx[1], fmaf(m4.z, xx[2], fmaf(m4.w, xx[3], a2[k]))));
+    }
+  }
+}
+
+// PREFETCH = true (STYLECAM_MOMENTS=prefetch1/prefetch2; NOT yet run on a GPU, opt-in until its GPU
+// tests pass and benchmarks/kernel.py shows it faster).  Nsight Compute on the lent H100
+// (2026-11-26, 720p FP16 K=3, largest tile) put pass 1 at 0.58 waves of 456 blocks, 41 % achieved
+// occupancy, and 10.2 of every 14.9 cycles between a warp's instructions waiting on a global load
+// (L1TEX scoreboard): too few bytes in flight, and none at all while a block stages its masks and
+// waits at the barrier.  Here each thread issues its first U feature loads BEFORE the mask stage
+// (they do not need the masks), then keeps U loads in flight through a fully unrolled walk of its
+// channel's tile (a ring of U registers, each refilled right after it is consumed).  Past the
+// tile's end a run is zero, which adds nothing.  (A variant without the mask stage -- each thread
+// reading its masks from global memory next to its feature load -- was measured the same day and
+// was slower everywhere, 50 vs 45 us at 720p; removed.)
+template <typename T, int K, int TILE, bool PREFETCH>
 __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
     const T* __restrict__ f, int64_t sc, const float* __restrict__ w, int C, int64_t P,
-    float* __restrict__ s1, float* __restrict__ s2, float* __restrict__ wsum, SolveArgs sa) {
+    float* __restrict__ s1, float* __restrict__ s2, float* __restrict__ wsum) {
   constexpr int VEC = 16 / sizeof(T);
-  static_assert(VEC % 4 == 0 && TILE % (kRows * VEC) == 0, "runs of whole float4 mask groups");
-  constexpr int ROWS = STAGED ? 2 * K : 3 * K;            // s1, s2 (and the region areas, direct)
-  __shared__ __align__(16) float ms[K][STAGED ? TILE : 4];
-  __shared__ float red[kRows][ROWS][kLanes + 1];
+  constexpr int STEP = kRows * VEC;                       // pixels between a thread's runs
+  constexpr int ITERS = TILE / STEP;                      // runs per thread
+  constexpr int U = ITERS < 4 ? ITERS : 4;                // loads in flight per thread (PREFETCH)
+  static_assert(VEC % 4 == 0 && TILE % STEP == 0, "runs of whole float4 mask groups");
+  __shared__ __align__(16) float ms[K][TILE];
+  __shared__ float red[kRows][2 * K][kLanes + 1];
   const int64_t p0 = static_cast<int64_t>(blockIdx.x) * TILE;
   const int n = static_cast<int>(P - p0 < TILE ? P - p0 : TILE);     // a multiple of VEC
   const int tid = threadIdx.y * kLanes + threadIdx.x;
-  if constexpr (STAGED) {
-    for (int i = tid; i < K * TILE; i += kLanes * kRows) {
-      const int k = i / TILE, j = i % TILE;
-      ms[k][j] = j < n ? w[k * P + p0 + j] : 0.f;
-    }
-    __syncthreads();
-    if (blockIdx.y == 0 && threadIdx.y == 0) {    // region areas, once per tile, by one warp
+  const int c = blockIdx.y * kLanes + threadIdx.x;
+  const T* fc = f + static_cast<int64_t>(c < C ? c : 0) * sc + p0;
+  const int j0 = threadIdx.y * VEC;
+  uint4 ring[U];
+  if constexpr (PREFETCH) {
 #pragma unroll
-      for (int k = 0; k < K; ++k) {
-        float t = 0.f;
-        for (int j = threadIdx.x; j < n; j += kLanes) t += ms[k][j];
-        t = warp_sum(t);
-        if (threadIdx.x == 0) atomicAdd(&wsum[k], t);
-      }
+    for (int u = 0; u < U; ++u) {
+      const int j = j0 + u * STEP;
+      ring[u] = (c < C && j < n) ? __ldg(reinterpret_cast<const uint4*>(fc + j)) : make_uint4(0u, 0u, 0u, 0u);
     }
   }
-  const int c = blockIdx.y * kLanes + threadIdx.x;
-  float a1[K], a2[K], area[K];
+  for (int i = tid; i < K * TILE; i += kLanes * kRows) {
+    const int k = i / TILE, j = i % TILE;
+    ms[k][j] = j < n ? w[k * P + p0 + j] : 0.f;
+  }
+  __syncthreads();
+  if (blockIdx.y == 0 && threadIdx.y == 0) {    // region areas, once per tile, by one warp
 #pragma unroll
-  for (int k = 0; k < K; ++k) { a1[k] = 0.f; a2[k] = 0.f; area[k] = 0.f; }
-  if (c < C) {
-    const T* fc = f + static_cast<int64_t>(c) * sc + p0;
-    const float* wt = w + p0;
-#pragma unroll 2
-    for (int j = threadIdx.y * VEC; j < n; j += kRows * VEC) {
-      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(fc + j));
-      const T* t = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-      for (int e = 0; e < VEC; e += 4) {
-        float x[4], xx[4];
-#pragma unroll
-        for (int q = 0; q < 4; ++q) { x[q] = to_f(t[e + q]); xx[q] = x[q] * x[q]; }
-#pragma unroll
-        for (int k = 0; k < K; ++k) {
-          float4 m4;
-          if constexpr (STAGED) {
-            m4 = *reinterpret_cast<const float4*>(&ms[k][j + e]);
-          } else {
-            m4 = __ldg(reinterpret_cast<const float4*>(wt + k * P + j + e));
-            area[k] += (m4.x + m4.y) + (m4.z + m4.w);
-          }
-          a1[k] = fmaf(m4.x, x[0], fmaf(m4.y, x[1], fmaf(m4.z, x[2], fmaf(m4.w, x[3], a1[k]))));
-          a2[k] = fmaf(m4.x, xx[0], fmaf(m4.y, xx[1], fmaf(m4.z, xx[2], fmaf(m4.w, xx[3], a2[k]))));
-        }
-      }
+    for (int k = 0; k < K; ++k) {
+      float t = 0.f;
+      for (int j = threadIdx.x; j < n; j += kLanes) t += ms[k][j];
+      t = warp_sum(t);
+      if (threadIdx.x == 0) atomicAdd(&wsum[k], t);
     }
+  }
+  float a1[K], a2[K];
+#pragma unroll
+  for (int k = 0; k < K; ++k) { a1[k] = 0.f; a2[k] = 0.f; }
+  if constexpr (PREFETCH) {
+#pragma unroll
+    for (int it = 0; it < ITERS; ++it) {
+      const int j = j0 + it * STEP;
+      const uint4 raw = ring[it % U];
+      if (it + U < ITERS) {
+        const int jn = j + U * STEP;
+        ring[it % U] = (c < C && jn < n) ? __ldg(reinterpret_cast<const uint4*>(fc + jn)) : make_uint4(0u, 0u, 0u, 0u);
+      }
+      accumulate_run<T, K, TILE>(raw, ms, j, a1, a2);
+    }
+  } else if (c < C) {
+#pragma unroll 2
+    for (int j = j0; j < n; j += STEP)
+      accumulate_run<T, K, TILE>(__ldg(reinterpret_cast<const uint4*>(fc + j)), ms, j, a1, a2);
   }
 #pragma unroll
   for (int k = 0; k < K; ++k) {
     red[threadIdx.y][k][threadIdx.x] = a1[k];
     red[threadIdx.y][K + k][threadIdx.x] = a2[k];
-    if constexpr (!STAGED) red[threadIdx.y][2 * K + k][threadIdx.x] = area[k];
   }
   __syncthreads();
   for (int i = tid; i < 2 * K * kLanes; i += kLanes * kRows) {
@@ -309,15 +312,6 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
       atomicAdd(&(row < K ? s1 : s2)[(row % K) * C + cc], t);
     }
   }
-  if constexpr (!STAGED) {        // every lane of a row saw the same masks: lane 0's areas (channel 0 <= C)
-    if (blockIdx.y == 0 && tid < K) {
-      float t = 0.f;
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) t += red[r][2 * K + tid][0];
-      atomicAdd(&wsum[tid], t);
-    }
-  }
-  fold_solve(s1, s2, wsum, sa);
 }
 
 // grid: (pixel tiles, channel groups). out[c,p] = f * sum_k W[k,p] A[k,c] + sum_k W[k,p] B[k,c],
@@ -401,14 +395,14 @@ struct Geometry {
   int64_t sc, sh, sw;   // feature strides (batch 1)
   bool vec;             // contiguous NCHW planes, 16-byte aligned, H*W a multiple of 16 / sizeof(T)
   int lanes_div;        // pass 1 on the vector path: 0 = warp layout, else lanes with tiles of lanes_max_tile(K) / lanes_div
-  bool direct;          // lanes without the masks' shared-memory stage (tiles of the largest or half; opt-in)
+  bool prefetch;        // lanes with U feature loads in flight from before the mask stage (largest tile or half; opt-in)
   int sms;              // multiprocessors of the device
 };
 
 // One overload per dtype, each defined in its own translation unit by STYLECAM_INSTANTIATE.
 #define STYLECAM_DECLARE(T)                                                                                       \
   void launch_moments(const T* f, const float* w, const Geometry& g, float* s1, float* s2, float* ws,            \
-                      const SolveArgs& sa, cudaStream_t s);                                                       \
+                      cudaStream_t s);                                                       \
   void launch_affine(const T* f, const float* w, const float* A, const float* B, const Geometry& g, T* out,       \
                      float lo, float hi, cudaStream_t s);
 STYLECAM_DECLARE(float)
@@ -440,32 +434,31 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const Solve
 
 #define STYLECAM_INSTANTIATE(T)                                                                                   \
   void launch_moments(const T* f, const float* w, const Geometry& g, float* s1, float* s2, float* ws,          \
-                      const SolveArgs& sa, cudaStream_t s) {                                                      \
+                      cudaStream_t s) {                                                      \
     constexpr int V = 16 / sizeof(T);                                                                             \
     if (g.vec && g.lanes_div) {                                                                                   \
       const int64_t P = static_cast<int64_t>(g.H) * g.W;                                                          \
       const dim3 block(kLanes, kRows);                                                                            \
       const unsigned cg = static_cast<unsigned>((g.C + kLanes - 1) / kLanes);                                     \
-      const bool direct = g.direct && reinterpret_cast<uintptr_t>(w) % 16 == 0;                                   \
       STYLECAM_DISPATCH_K(g.K,                                                                                    \
         constexpr int MT = lanes_max_tile(KK);                                                                    \
         const int tile = g.lanes_div <= 1 ? MT : g.lanes_div == 2 ? MT / 2 : MT / 4;                              \
         const dim3 grid(static_cast<unsigned>((P + tile - 1) / tile), cg);                                        \
-        if (direct && tile == MT)      /* direct comes with the largest tile or half of it (geometry()) */       \
-          moments_lanes_kernel<T, KK, MT, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws, sa);          \
-        else if (direct)                                                                                          \
-          moments_lanes_kernel<T, KK, MT / 2, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws, sa);      \
+        if (g.prefetch && tile == MT)  /* prefetch comes with the largest tile or half of it (geometry()) */     \
+          moments_lanes_kernel<T, KK, MT, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);            \
+        else if (g.prefetch)                                                                                      \
+          moments_lanes_kernel<T, KK, MT / 2, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);        \
         else if (tile == MT)                                                                                      \
-          moments_lanes_kernel<T, KK, MT, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws, sa);           \
+          moments_lanes_kernel<T, KK, MT, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);           \
         else if (tile == MT / 2)                                                                                  \
-          moments_lanes_kernel<T, KK, MT / 2, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws, sa);       \
-        else moments_lanes_kernel<T, KK, MT / 4, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws, sa));   \
+          moments_lanes_kernel<T, KK, MT / 2, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);       \
+        else moments_lanes_kernel<T, KK, MT / 4, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws));   \
     } else if (g.vec) {                                                                                           \
       STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH((moments_kernel<T, KK, V>),                                        \
-          f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws, sa));                                          \
+          f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws));                                          \
     } else {                                                                                                      \
       STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH((moments_kernel<T, KK, 1>),                                        \
-          f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws, sa));                                          \
+          f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws));                                          \
     }                                                                                                             \
   }                                                                                                               \
   void launch_affine(const T* f, const float* w, const float* A, const float* B, const Geometry& g, T* out,    \

@@ -1,0 +1,45 @@
+"""Drop a training checkpoint's optimizer state, so that it is small enough to commit.
+
+A relu3_1 checkpoint at full width is 6.7 MB with Adam's two moment buffers and 2.2 MB without;
+the project's committed checkpoints travel to a lent GPU beside the packed training set, under a
+64 MiB limit (benchmarks/gpu_session.sh).  ``train_decoder --resume`` continues a slimmed
+checkpoint with a fresh Adam (it warns); ``--warmup N`` ramps the rate up over the first N
+iterations, which a fresh Adam needs (session 5's CPU probe: without it the held-out PSNR fell
+1.5 dB in 50 iterations at 2e-4).  Model, iteration count, history and random states are kept.
+
+    python -m training.slim_checkpoint runs/gpu_relu3_1/checkpoint.pt \\
+        --out weights/checkpoints/decoder_relu3_1_wide_train.pt
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engines.weights import atomic_torch_save  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="training checkpoint of training.train_decoder")
+    p.add_argument("--out", required=True, help="where to write the slimmed checkpoint")
+    a = p.parse_args(argv)
+    src = Path(a.checkpoint)
+    if not src.is_file():
+        p.error(f"checkpoint not found: {src}")
+    ck = torch.load(src, map_location="cpu", weights_only=False)
+    if not isinstance(ck, dict) or not {"config", "model", "iteration"} <= set(ck):
+        p.error(f"{src} is not a training checkpoint of training.train_decoder")
+    slim = {k: v for k, v in ck.items() if k != "optim"}
+    atomic_torch_save(slim, Path(a.out))
+    print(f"{src} ({src.stat().st_size / 1e6:.1f} MB, iteration {ck['iteration']}) -> {a.out} "
+          f"({Path(a.out).stat().st_size / 1e6:.1f} MB, no optimizer state)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
