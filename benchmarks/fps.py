@@ -38,8 +38,9 @@ def load_frames(n: int) -> list:
 
 
 def build(backend: str, device: str, fp16: bool, layer: str, mode: str, regions: str, size: tuple[int, int],
-          static: bool = False, deflicker: float = 0.0):
-    """The CLI's objects (engines, style bank, stylizer, segmenter) for one configuration."""
+          static: bool = False, deflicker: float = 0.0, decoder: str | None = None):
+    """The CLI's objects (engines, style bank, stylizer, segmenter) for one configuration; ``decoder``
+    a decoder file instead of the CLI's default for the device."""
     import argparse as ap
     from engines.decoder import default_decoder_path, load_decoder
     from engines.weights import build_encoder, load_encoder_weights
@@ -50,7 +51,7 @@ def build(backend: str, device: str, fp16: bool, layer: str, mode: str, regions:
     dev = torch.device(device)
     ew = load_encoder_weights(None)
     enc = build_encoder(layer, ew, dev)
-    dec_path = default_decoder_path(layer, dev)   # the full-width decoder on CUDA, as the CLI
+    dec_path = Path(decoder) if decoder else default_decoder_path(layer, dev)   # the CLI's default
     dec = load_decoder(dec_path, encoder_id=ew.encoder_id, device=dev)
     args = ap.Namespace(backend=backend, fp16=fp16, layer=layer)
     enc_e, dec_e = make_engines(args, enc, dec, dec_path, ew, dev)
@@ -111,9 +112,11 @@ def profile_frames(st, seg, frames: list, size: tuple[int, int], device: str, ro
 
 
 def bench_one(backend: str, device: str, fp16: bool, height: int, frames: list, layer: str, mode: str,
-              regions: str, warmup: int = 3, profile: bool = False, deflicker: float = 0.0) -> dict:
+              regions: str, warmup: int = 3, profile: bool = False, deflicker: float = 0.0,
+              decoder: str | None = None) -> dict:
     width = round(height * 16 / 9) // 2 * 2
-    st, seg = build(backend, device, fp16, layer, mode, regions, (width, height), deflicker=deflicker)
+    st, seg = build(backend, device, fp16, layer, mode, regions, (width, height), deflicker=deflicker,
+                    decoder=decoder)
     try:
         med = time_frames(st, seg, frames, (width, height), device, warmup)
         if profile:
@@ -168,6 +171,9 @@ def main(argv=None) -> int:
     p.add_argument("--regions", default="portrait")
     p.add_argument("--deflicker", type=float, default=0.0,
                    help="output deflicker strength (the CLI's default on the CPU is 0.5; its time is in 'composite')")
+    p.add_argument("--decoder", default=None, metavar="PATH",
+                   help="decoder file (default: the CLI's for the device -- weights/decoder_LAYER_wide.pt on "
+                        "CUDA where it exists, weights/decoder_LAYER.pt otherwise)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", default=None)
     p.add_argument("--png", default=None)
@@ -195,7 +201,7 @@ def main(argv=None) -> int:
             for fp16 in ([False, True] if a.fp16 and dev == "cuda" else [False]):
                 for h in (int(s) for s in a.sizes.split(",")):
                     r = bench_one(b, dev, fp16, h, frames, a.layer, a.mode, a.regions, profile=h == a.profile,
-                                  deflicker=a.deflicker)
+                                  deflicker=a.deflicker, decoder=a.decoder)
                     results.append(r)
                     print(f"{b}/{dev}/{r['precision']} {r['width']}x{h}: {r['median_ms']['total']:.1f} ms, "
                           f"{r['fps']:.2f} FPS", flush=True)

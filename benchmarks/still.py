@@ -46,11 +46,11 @@ def load(path: Path, side: int):
     return cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
 
 
-def time_command(photo: Path, backend: str, out_dir: Path) -> float:
+def time_command(photo: Path, backend: str, out_dir: Path, decoder: str | None = None) -> float:
     from realtime.cli import DEMO_STYLE
     out = out_dir / f"still_{backend}.png"
     cmd = [sys.executable, str(ROOT / "run_cam.py"), "--source", str(photo), "--style", str(DEMO_STYLE),
-           "--out", str(out), "--backend", backend, "-q"]
+           "--out", str(out), "--backend", backend, "-q"] + (["--decoder", str(Path(decoder).resolve())] if decoder else [])
     t = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
     dt = time.perf_counter() - t
@@ -66,6 +66,9 @@ def main(argv=None) -> int:
     p.add_argument("--backends", default="torch,onnx")
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--no-command", action="store_true", help="skip timing the whole command")
+    p.add_argument("--decoder", default=None, metavar="PATH",
+                   help="decoder file (default: the CPU's, weights/decoder_relu3_1.pt), e.g. "
+                        "weights/decoder_relu3_1_wide.pt; the whole command gets it too")
     p.add_argument("--json", default=None)
     p.add_argument("--quick", action="store_true", help="smoke test: 128 px, 2 runs, torch only, no command")
     a = p.parse_args(argv)
@@ -79,7 +82,7 @@ def main(argv=None) -> int:
         resized = Path(td) / "photo.png"
         cv2.imwrite(str(resized), img)
         for b in a.backends.split(","):
-            st, seg = build(b, "cpu", False, "relu3_1", "adain", "portrait", size, static=True)
+            st, seg = build(b, "cpu", False, "relu3_1", "adain", "portrait", size, static=True, decoder=a.decoder)
             try:
                 med = time_frames(st, seg, [img] * a.runs, size, "cpu", warmup=2)
             finally:
@@ -87,8 +90,8 @@ def main(argv=None) -> int:
             r = {"backend": b, "width": size[0], "height": size[1], "runs": a.runs, "median_ms": med,
                  "stylize_s": (med["segment"] + med["stylize"]) / 1000}
             if not a.no_command:
-                time_command(resized, b, Path(td))          # first run may export/cache the ONNX graphs
-                r["command_s"] = min(time_command(resized, b, Path(td)) for _ in range(3))
+                time_command(resized, b, Path(td), a.decoder)   # first run may export/cache the ONNX graphs
+                r["command_s"] = min(time_command(resized, b, Path(td), a.decoder) for _ in range(3))
             results.append(r)
             print(f"{b}: {size[0]}x{size[1]} stylize {r['stylize_s']:.3f} s "
                   f"(encoder {med['encoder']:.0f} ms, reconstruct {med['reconstruct']:.0f} ms, "
@@ -97,7 +100,7 @@ def main(argv=None) -> int:
     info = machine_info()
     print(f"machine: {info['cpu']} ({info['cores']} cores), torch {info['torch']}, {info['date']}")
     if a.json:
-        write_json(a.json, {"machine": info, "image": str(photo), "results": results})
+        write_json(a.json, {"machine": info, "image": str(photo), "decoder": a.decoder or "default", "results": results})
     return 0
 
 

@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min", type=parse_hw, default=(240, 320), help="smallest image HxW for an engine profile")
     p.add_argument("--opt", type=parse_hw, default=(720, 1280), help="most common image HxW")
     p.add_argument("--max", type=parse_hw, default=(1080, 1920), help="largest image HxW")
-    p.add_argument("--decoder", default=None, help="decoder weights (default weights/decoder_LAYER.pt)")
+    p.add_argument("--decoder", default=None,
+                   help="decoder weights (default: weights/decoder_LAYER.pt for ONNX, which ONNX Runtime runs on "
+                        "the CPU; weights/decoder_LAYER_wide.pt, where it exists, for a TensorRT engine)")
     p.add_argument("--out", default="exported", help="output folder (default: %(default)s)")
     return p
 
@@ -58,10 +60,18 @@ def export_one(what: str, a) -> tuple[Path, list[dict]]:
     from engines.base import load_engine
     from .onnx_export import TOLERANCE, build_network, compare_outputs, export_onnx, parity_inputs
     from .fp16 import FP16_MAX, SAFETY, fp16_safe, recorded_range
-    module = build_network(what, a.layer, decoder_path=a.decoder)
+    from engines.decoder import default_decoder_path
+    from engines.weights import weights_dir
+    # the decoder that runs where the artefact runs: a TensorRT engine on CUDA (the full-width one
+    # where it ships), an ONNX graph for ONNX Runtime on the CPU (the half-width one)
+    dec_path = Path(a.decoder) if a.decoder else default_decoder_path(a.layer, "cuda" if a.format == "engine" else "cpu")
+    module = build_network(what, a.layer, decoder_path=dec_path if what == "decoder" else None)
     prec = "fp16" if a.fp16 else "fp32"
     if a.fp16:
-        rec = recorded_range().get(f"{what}_{a.layer}")
+        # a shipped network's recorded peak (export/activation_range.json, keyed by file), else measured here
+        shipped = what == "encoder" or dec_path.resolve().parent == weights_dir().resolve()
+        key = f"encoder_{a.layer}" if what == "encoder" else dec_path.stem
+        rec = recorded_range().get(key) if shipped else None
         if rec is None:
             from .fp16 import peak_activations
             rec = peak_activations(module, parity_inputs(what, a.layer))

@@ -65,9 +65,9 @@ def measure(folder: str, max_images: int = 200, max_side: int = 1024) -> dict:
         res[f"encoder_{layer}"] = peak_activations(enc, imgs)
         feats = [enc(x) for x in imgs]
         res[f"tap_{layer}"] = max(float(f.max()) for f in feats)
-        p = weights_dir() / f"decoder_{layer}.pt"
-        if p.exists():
-            res[f"decoder_{layer}"] = peak_activations(load_decoder(p), feats)
+        for p in (weights_dir() / f"decoder_{layer}.pt", weights_dir() / f"decoder_{layer}_wide.pt"):
+            if p.exists():
+                res[p.stem] = peak_activations(load_decoder(p), feats)
     return res
 
 

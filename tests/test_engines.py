@@ -122,10 +122,26 @@ def test_fp16_export_is_refused_when_activations_would_overflow(tmp_path, capsys
     assert F16.fp16_safe(1000.0) and not F16.fp16_safe(20000.0)
 
 
+def test_fp16_check_uses_the_record_of_the_decoder_file_exported(tmp_path, capsys, monkeypatch):
+    """The recorded peak is looked up by the decoder file's name (the wide decoder has its own), and a
+    decoder from outside weights/ is measured instead of trusting a shipped file's record."""
+    import shutil
+    from engines.weights import weights_dir
+    monkeypatch.setattr(F16, "recorded_range", lambda: {"decoder_relu3_1": 10.0, "decoder_relu3_1_wide": 30000.0})
+    wide = weights_dir() / "decoder_relu3_1_wide.pt"
+    assert export_main(["--what", "decoder", "--fp16", "--decoder", str(wide), "--out", str(tmp_path)]) == 2
+    assert "refusing FP16" in capsys.readouterr().err
+    mine = tmp_path / "mine" / "decoder_relu3_1_wide.pt"
+    mine.parent.mkdir()
+    shutil.copy(wide, mine)
+    assert export_main(["--what", "decoder", "--fp16", "--decoder", str(mine), "--out", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "decoder_relu3_1_fp16.onnx").exists()
+
+
 def test_recorded_activation_range_is_fp16_safe():
     rec = F16.recorded_range()
     assert rec, "export/activation_range.json is missing: run python -m export.fp16 DIR"
-    for k in ("encoder_relu3_1", "encoder_relu4_1"):
+    for k in ("encoder_relu3_1", "encoder_relu4_1", "decoder_relu3_1", "decoder_relu3_1_wide", "decoder_relu4_1"):
         assert F16.fp16_safe(rec[k]), (k, rec[k])
 
 

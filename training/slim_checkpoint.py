@@ -16,11 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engines.weights import atomic_torch_save  # noqa: E402
+from training.train_decoder import read_checkpoint  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -29,11 +28,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="where to write the slimmed checkpoint")
     a = p.parse_args(argv)
     src = Path(a.checkpoint)
-    if not src.is_file():
-        p.error(f"checkpoint not found: {src}")
-    ck = torch.load(src, map_location="cpu", weights_only=False)
-    if not isinstance(ck, dict) or not {"config", "model", "iteration"} <= set(ck):
-        p.error(f"{src} is not a training checkpoint of training.train_decoder")
+    try:
+        ck = read_checkpoint(src)
+    except (FileNotFoundError, ValueError) as e:
+        p.error(str(e))
     slim = {k: v for k, v in ck.items() if k != "optim"}
     atomic_torch_save(slim, Path(a.out))
     print(f"{src} ({src.stat().st_size / 1e6:.1f} MB, iteration {ck['iteration']}) -> {a.out} "

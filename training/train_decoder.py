@@ -219,6 +219,18 @@ class FeatureCache:
         return FeatureCache(np.load(img_p, mmap_mode="r"), np.load(feat_p, mmap_mode="r"))
 
 
+def read_checkpoint(path: str | Path) -> dict:
+    """A training checkpoint of this module (config, model, iteration, ...), on the CPU; FileNotFoundError
+    or ValueError with a message for anything else (the tools that rewrite checkpoints use it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ck, dict) or not {"config", "model", "iteration"} <= set(ck):
+        raise ValueError(f"{path} is not a training checkpoint of training.train_decoder")
+    return ck
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
