@@ -212,13 +212,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_rec
   if (offset0.has_value()) o0 = kc(*offset0, "offset0");
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const auto fopt = f.options().dtype(at::kFloat);
-  at::Tensor sums = at::zeros({2 * K * C + K}, fopt);   // s1, s2, wsum (only wsum is returned, a view)
+  // scratch, zeroed by one memset: s1, s2, wsum (the sums of pass 1; only wsum is returned, a view),
+  // then A, B (the solve's coefficients for pass 2)
+  at::Tensor sums = at::zeros({4 * K * C + K}, fopt);
   // the returned statistics each in their own memory (the schema promises outputs that share none;
-  // torch.library.opcheck's schema test on the H100 caught views of one buffer); A, B are scratch
+  // torch.library.opcheck's schema test on the H100 caught views of one buffer)
   at::Tensor mean = at::empty({K, C}, fopt), var = at::empty({K, C}, fopt), off = at::empty({K, C}, fopt);
-  at::Tensor ab = at::empty({2, K, C}, fopt);
   float* p = sums.data_ptr<float>();
-  float* a = ab.data_ptr<float>();
+  float* a = p + 2 * K * C + K;
   const int n = static_cast<int>(K * C);
   SolveArgs sa{sm.data_ptr<float>(), sd.data_ptr<float>(), static_cast<int>(K), static_cast<int>(C),
                static_cast<float>(alpha), static_cast<int>(mode), static_cast<int>(iterations),
