@@ -126,8 +126,13 @@ def bench_one(backend: str, device: str, fp16: bool, height: int, frames: list, 
         seg.close()
     return {"backend": backend, "device": device, "precision": "fp16" if fp16 else "fp32", "height": height,
             "width": width, "layer": layer, "mode": mode, "regions": regions, "frames": len(frames),
-            "deflicker": deflicker,
+            "deflicker": deflicker, "decoder": Path(decoder).name if decoder else default_decoder_name(layer, device),
             "median_ms": med, "fps": 1000.0 / med["total"]}
+
+
+def default_decoder_name(layer: str, device: str) -> str:
+    from engines.decoder import default_decoder_path
+    return default_decoder_path(layer, device).name
 
 
 def markdown(results: list[dict]) -> str:
