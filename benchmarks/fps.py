@@ -42,7 +42,7 @@ def build(backend: str, device: str, fp16: bool, layer: str, mode: str, regions:
     """The CLI's objects (engines, style bank, stylizer, segmenter) for one configuration; ``decoder``
     a decoder file instead of the CLI's default for the device."""
     import argparse as ap
-    from engines.decoder import default_decoder_path, load_decoder
+    from engines.decoder import load_decoder, resolve_decoder
     from engines.weights import build_encoder, load_encoder_weights
     from realtime.cli import DEMO_STYLE, make_engines
     from realtime.segment import make_segmenter
@@ -51,7 +51,7 @@ def build(backend: str, device: str, fp16: bool, layer: str, mode: str, regions:
     dev = torch.device(device)
     ew = load_encoder_weights(None)
     enc = build_encoder(layer, ew, dev)
-    dec_path = Path(decoder) if decoder else default_decoder_path(layer, dev)   # the CLI's default
+    dec_path = resolve_decoder(decoder, layer, dev)   # as the CLI: its default for the device unless named
     dec = load_decoder(dec_path, encoder_id=ew.encoder_id, device=dev)
     args = ap.Namespace(backend=backend, fp16=fp16, layer=layer)
     enc_e, dec_e = make_engines(args, enc, dec, dec_path, ew, dev)
@@ -126,13 +126,13 @@ def bench_one(backend: str, device: str, fp16: bool, height: int, frames: list, 
         seg.close()
     return {"backend": backend, "device": device, "precision": "fp16" if fp16 else "fp32", "height": height,
             "width": width, "layer": layer, "mode": mode, "regions": regions, "frames": len(frames),
-            "deflicker": deflicker, "decoder": Path(decoder).name if decoder else default_decoder_name(layer, device),
+            "deflicker": deflicker, "decoder": decoder_name(decoder, layer, device),
             "median_ms": med, "fps": 1000.0 / med["total"]}
 
 
-def default_decoder_name(layer: str, device: str) -> str:
-    from engines.decoder import default_decoder_path
-    return default_decoder_path(layer, device).name
+def decoder_name(decoder: str | None, layer: str, device: str) -> str:
+    from engines.decoder import resolve_decoder
+    return resolve_decoder(decoder, layer, device).name
 
 
 def markdown(results: list[dict]) -> str:
@@ -176,9 +176,9 @@ def main(argv=None) -> int:
     p.add_argument("--regions", default="portrait")
     p.add_argument("--deflicker", type=float, default=0.0,
                    help="output deflicker strength (the CLI's default on the CPU is 0.5; its time is in 'composite')")
-    p.add_argument("--decoder", default=None, metavar="PATH",
-                   help="decoder file (default: the CLI's for the device -- weights/decoder_LAYER_wide.pt on "
-                        "CUDA where it exists, weights/decoder_LAYER.pt otherwise)")
+    p.add_argument("--decoder", default=None, metavar="auto|small|wide|PATH",
+                   help="decoder, as run_cam.py's --decoder (default auto: wide on CUDA where it ships, small "
+                        "otherwise)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", default=None)
     p.add_argument("--png", default=None)

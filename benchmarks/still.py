@@ -50,7 +50,8 @@ def time_command(photo: Path, backend: str, out_dir: Path, decoder: str | None =
     from realtime.cli import DEMO_STYLE
     out = out_dir / f"still_{backend}.png"
     cmd = [sys.executable, str(ROOT / "run_cam.py"), "--source", str(photo), "--style", str(DEMO_STYLE),
-           "--out", str(out), "--backend", backend, "-q"] + (["--decoder", str(Path(decoder).resolve())] if decoder else [])
+           "--out", str(out), "--backend", backend, "-q"] + (["--decoder", decoder if decoder in ("auto", "small", "wide")
+                                                          else str(Path(decoder).resolve())] if decoder else [])
     t = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
     dt = time.perf_counter() - t
@@ -66,9 +67,9 @@ def main(argv=None) -> int:
     p.add_argument("--backends", default="torch,onnx")
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--no-command", action="store_true", help="skip timing the whole command")
-    p.add_argument("--decoder", default=None, metavar="PATH",
-                   help="decoder file (default: the CPU's, weights/decoder_relu3_1.pt), e.g. "
-                        "weights/decoder_relu3_1_wide.pt; the whole command gets it too")
+    p.add_argument("--decoder", default=None, metavar="small|wide|PATH",
+                   help="decoder, as run_cam.py's --decoder (default: the CPU's, small); the whole command "
+                        "gets it too")
     p.add_argument("--json", default=None)
     p.add_argument("--quick", action="store_true", help="smoke test: 128 px, 2 runs, torch only, no command")
     a = p.parse_args(argv)

@@ -113,6 +113,21 @@ def default_decoder_path(layer: str, device="cpu") -> Path:
     return wide if torch.device(device).type == "cuda" and wide.is_file() else small
 
 
+def resolve_decoder(spec: str | Path | None, layer: str, device="cpu") -> Path:
+    """What ``--decoder`` names: nothing or ``auto`` (the default for the device, above), ``small`` /
+    ``wide`` (the shipped half- / full-width decoder of the layer), or a file."""
+    from .weights import weights_dir
+    if spec is None or str(spec) == "auto":
+        return default_decoder_path(layer, device)
+    if str(spec) in ("small", "wide"):
+        path = weights_dir() / f"decoder_{layer}{'_wide' if str(spec) == 'wide' else ''}.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"no {spec} {layer} decoder ships ({path} is missing)"
+                                    + ("; the wide one exists for relu3_1 only" if str(spec) == "wide" else ""))
+        return path
+    return Path(spec)
+
+
 def load_decoder(path: str | Path, *, encoder_id: str | None = None, device="cpu") -> Decoder:
     """Load a decoder file, checking its content digest and (optionally) the encoder it was trained for."""
     from .weights import WeightsError

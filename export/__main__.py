@@ -40,9 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min", type=parse_hw, default=(240, 320), help="smallest image HxW for an engine profile")
     p.add_argument("--opt", type=parse_hw, default=(720, 1280), help="most common image HxW")
     p.add_argument("--max", type=parse_hw, default=(1080, 1920), help="largest image HxW")
-    p.add_argument("--decoder", default=None,
-                   help="decoder weights (default: weights/decoder_LAYER.pt for ONNX, which ONNX Runtime runs on "
-                        "the CPU; weights/decoder_LAYER_wide.pt, where it exists, for a TensorRT engine)")
+    p.add_argument("--decoder", default=None, metavar="auto|small|wide|PATH",
+                   help="decoder (default auto: the small weights/decoder_LAYER.pt for ONNX, which ONNX Runtime "
+                        "runs on the CPU; the wide weights/decoder_LAYER_wide.pt, where it ships, for a TensorRT "
+                        "engine); small, wide, or a file")
     p.add_argument("--out", default="exported", help="output folder (default: %(default)s)")
     return p
 
@@ -60,11 +61,11 @@ def export_one(what: str, a) -> tuple[Path, list[dict]]:
     from engines.base import load_engine
     from .onnx_export import TOLERANCE, build_network, compare_outputs, export_onnx, parity_inputs
     from .fp16 import FP16_MAX, SAFETY, fp16_safe, recorded_range
-    from engines.decoder import default_decoder_path
+    from engines.decoder import resolve_decoder
     from engines.weights import weights_dir
     # the decoder that runs where the artefact runs: a TensorRT engine on CUDA (the full-width one
     # where it ships), an ONNX graph for ONNX Runtime on the CPU (the half-width one)
-    dec_path = Path(a.decoder) if a.decoder else default_decoder_path(a.layer, "cuda" if a.format == "engine" else "cpu")
+    dec_path = resolve_decoder(a.decoder, a.layer, "cuda" if a.format == "engine" else "cpu")
     module = build_network(what, a.layer, decoder_path=dec_path if what == "decoder" else None)
     prec = "fp16" if a.fp16 else "fp32"
     if a.fp16:

@@ -79,8 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
            "iteration N times instead of its exact closed form")
     a("--config", default=None, metavar="FILE.toml", help="defaults for any of these options, by option name")
     a("--demo", action="store_true", help="run on the bundled clip and style (no camera needed)")
-    a("--decoder", default=None, metavar="PATH",
-      help="decoder weights (default weights/decoder_LAYER.pt; on CUDA weights/decoder_LAYER_wide.pt where it exists)")
+    a("--decoder", default=None, metavar="auto|small|wide|PATH",
+      help="decoder weights: auto (default) = wide on CUDA where it ships, small on the CPU; small = "
+           "weights/decoder_LAYER.pt (half width, fast); wide = weights/decoder_LAYER_wide.pt (full width, "
+           "better reconstructions, ~1.6x slower on the CPU; relu3_1 only); or a file")
     a("--encoder-weights", default=None, metavar="PATH",
       help="torchvision ImageNet VGG16/VGG19 weights file instead of the default HED VGG16")
     a("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -145,7 +147,7 @@ def make_engines(args, enc, dec, dec_path, ew, device):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from engines.decoder import default_decoder_path, load_decoder
+    from engines.decoder import load_decoder, resolve_decoder
     from engines.weights import build_encoder, load_encoder_weights
     from .capture import ImageSource, open_source
     from .images import fit_size, parse_size, read_image, write_image, bgr_to_tensor, tensor_to_bgr
@@ -225,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     enc = build_encoder(args.layer, ew, device)
-    dec_path = Path(args.decoder) if args.decoder else default_decoder_path(args.layer, device)
+    dec_path = resolve_decoder(args.decoder, args.layer, device)
     dec = load_decoder(dec_path, encoder_id=ew.encoder_id, device=device)
     if dec.layer != args.layer:
         raise UsageError(f"{dec_path} is a {dec.layer} decoder but --layer is {args.layer}")

@@ -1,5 +1,6 @@
 """Decoder network and training loop: structure, files, checkpoints and an exact resume."""
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -309,6 +310,14 @@ def test_default_decoder_is_the_wide_one_on_cuda_only(tmp_path, monkeypatch):
     assert default_decoder_path("relu3_1", "cpu") == tmp_path / "decoder_relu3_1.pt"
     assert default_decoder_path("relu3_1", torch.device("cuda", 0)) == tmp_path / "decoder_relu3_1_wide.pt"
     assert default_decoder_path("relu4_1", "cuda") == tmp_path / "decoder_relu4_1.pt"
+    from engines.decoder import resolve_decoder
+    (tmp_path / "decoder_relu3_1.pt").write_bytes(b"x")
+    assert resolve_decoder(None, "relu3_1", "cpu") == resolve_decoder("auto", "relu3_1", "cpu") == tmp_path / "decoder_relu3_1.pt"
+    assert resolve_decoder("auto", "relu3_1", "cuda") == resolve_decoder("wide", "relu3_1", "cpu") == tmp_path / "decoder_relu3_1_wide.pt"
+    assert resolve_decoder("small", "relu3_1", "cuda") == tmp_path / "decoder_relu3_1.pt"
+    assert resolve_decoder("elsewhere/d.pt", "relu3_1") == Path("elsewhere/d.pt")
+    with pytest.raises(FileNotFoundError, match="relu3_1 only"):
+        resolve_decoder("wide", "relu4_1")
 
 
 def test_shipped_wide_decoder_loads_and_is_wider():
