@@ -2,7 +2,7 @@
 # Everything this project needs a lent GPU for, in ONE device call (device time is 15 minutes a
 # session, start-up included): build the fused kernel, the gpu-marked tests (kernel against its
 # CPU reference, FP16 engines, CUDA training), the kernel benchmark; then -- only if the tests
-# passed and the kernel met its targets, so that a failure leaves device time for a fixed rerun --
+# passed, so that a failure leaves device time for a fixed rerun --
 # the GPU FPS table and decoder training until the time is up.  (Other gpu tests -- FP16 engines,
 # CUDA training -- run and are reported but do not stop the session.)
 #
@@ -105,8 +105,10 @@ print("; ".join(bad) if bad else "ok")
 PYEOF
 )
 echo "kernel targets at 720p: $GATE"
-if [ "${GATE_ON_KERNEL:-1}" = 1 ] && { [ "$TESTS_RC" != 0 ] || [ "$GATE" != ok ]; }; then
-  echo "== stopping early (kernel tests or kernel targets failed), $(left) s of the budget left for a fixed rerun"
+# stop early only when the kernel's tests failed (a fix then needs a rerun); unmet targets are the
+# usual state and are reported above (session 6: the gate on targets also skipped the FPS table)
+if [ "${GATE_ON_KERNEL:-1}" = 1 ] && [ "$TESTS_RC" != 0 ]; then
+  echo "== stopping early (kernel tests failed), $(left) s of the budget left for a fixed rerun"
   exit 1
 fi
 
