@@ -250,16 +250,6 @@ def check_fused_inputs(feat: torch.Tensor, masks: torch.Tensor, style_mean: torc
         raise ValueError("fused reconstruction: at most 2^31 pixels")
 
 
-def _style_std(style) -> torch.Tensor:
-    """The style's per-region std, computed once per style (not two small kernels every frame)."""
-    var = style.stats.var
-    cached = getattr(style, "_fused_std", None)
-    if cached is None or cached[0] is not var:
-        cached = (var, style.stats.std)
-        style._fused_std = cached
-    return cached[1]
-
-
 def fused_reconstruct(feat, masks, style, mode: str, alpha: float, iterations=None, state=None,
                       floor: float | None = None):
     """linear / adain through the one fused op (CUDA kernel on a GPU, reference on the CPU), with the
@@ -282,7 +272,7 @@ def fused_reconstruct(feat, masks, style, mode: str, alpha: float, iterations=No
         if code == 1 and lo is not None and tuple(lo.shape) == (K, C):
             off0 = lo
     out, ws, mean, var, off = torch.ops.stylecam.fused_recon(
-        feat, masks, style.stats.mean, _style_std(style), float(alpha), code, int(iterations or 0),
+        feat, masks, style.stats.mean, style.std, float(alpha), code, int(iterations or 0),
         float(state.momentum if state is not None else 0.0), pm, pv, off0, None if floor is None else float(floor))
     if state is not None:
         state.content = RegionStats(ws, mean, var)

@@ -19,6 +19,7 @@ plain content feature; for ``linear`` it is exactly the paper's alpha.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -143,6 +144,12 @@ class StyleStats:
     @property
     def num_regions(self) -> int:
         return self.masks.shape[0]
+
+    @functools.cached_property
+    def std(self) -> torch.Tensor:
+        """The per-region std (``stats.std``), computed once: a style's statistics are fixed when it
+        is made, and the fused op would otherwise recompute it (two small launches) every frame."""
+        return self.stats.std
 
     @classmethod
     def from_features(cls, feat: torch.Tensor, masks: torch.Tensor | None = None,

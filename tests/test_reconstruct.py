@@ -343,3 +343,14 @@ def test_masks_at_image_resolution_are_area_downsampled():
     small[0, :, :6], small[1, :, 6:] = 1, 1
     out_small = R.reconstruct(fc, small, R.StyleStats.from_features(fs, small), "linear", 1.0)
     torch.testing.assert_close(out_big, out_small)
+
+
+def test_style_std_is_computed_once_and_equals_the_stats():
+    """StyleStats.std (what the fused op takes every frame) is the stats' std, the same tensor each
+    time it is asked for (not recomputed), and each style has its own."""
+    fs = feats(8, 9, 7, 4, scale=2)
+    st = R.StyleStats.from_features(fs, soft_masks(9, 7, k=2, seed=9))
+    torch.testing.assert_close(st.std, st.stats.std)
+    assert st.std is st.std
+    other = R.StyleStats.from_features(fs * 3, soft_masks(9, 7, k=2, seed=9))
+    torch.testing.assert_close(other.std, 3 * st.std, rtol=1e-4, atol=1e-4)
