@@ -148,12 +148,17 @@ def test_recorded_activation_range_is_fp16_safe():
 # ---------------------------------------------------------------- GPU (skipped, with the reason, without CUDA)
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("compile_, graph", [(False, False), (False, True), (True, False)])
-def test_fp16_torch_engine_on_cuda_matches_fp32_cpu(compile_, graph, hed_weights):
-    dec = build_network("decoder", "relu3_1")
+@pytest.mark.parametrize("compile_, graph, decoder", [(False, False, "small"), (False, True, "small"),
+                                                     (True, False, "small"), (False, False, "wide"),
+                                                     (False, True, "wide")])
+def test_fp16_torch_engine_on_cuda_matches_fp32_cpu(compile_, graph, decoder, hed_weights):
+    """Both relu3_1 decoders (the wide one is the CUDA default) in FP16 on CUDA against FP32 on the CPU."""
+    from engines.decoder import resolve_decoder
+    path = resolve_decoder(decoder, "relu3_1")
+    dec = build_network("decoder", "relu3_1", decoder_path=path)
     x = parity_inputs("decoder", "relu3_1")[0]
     ref = dec(x)
-    eng = TorchEngine(module=build_network("decoder", "relu3_1"), device="cuda", precision="fp16",
+    eng = TorchEngine(module=build_network("decoder", "relu3_1", decoder_path=path), device="cuda", precision="fp16",
                       channels_last=True, compile=compile_, cuda_graph=graph)
     eng.warmup(tuple(x.shape))
     y = eng(x.cuda()).cpu()

@@ -186,9 +186,9 @@ at::Tensor masked_affine_cuda(const at::Tensor& f, const at::Tensor& w, const at
   return out;
 }
 
-// The whole frame from one call: memset, pass 1, solve, pass 2.  Returns (out, wsum, mean, var, offset): the statistics used
-// (after smoothing) and, for the iterative linear mode, the region mean's offset mu^N - mu_c for the
-// next frame's warm start.  `floor` (optional): results below it are raised to it in pass 2.
+// The whole frame from one call: memset, pass 1, solve, pass 2.  Returns (out, wsum, mean, var,
+// offset): the statistics used (after smoothing) and, for the iterative linear mode, the region
+// mean's offset mu^N - mu_c for the next frame's warm start.  `floor` (optional): results below it are raised to it in pass 2.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_recon_cuda(
     const at::Tensor& f, const at::Tensor& w, const at::Tensor& style_mean, const at::Tensor& style_std,
     double alpha, int64_t mode, int64_t iterations, double momentum, const std::optional<at::Tensor>& prev_mean,
