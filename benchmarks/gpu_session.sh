@@ -14,12 +14,14 @@
 # (GATE_ON_KERNEL=0: go on whatever the kernel did, for a last call; SKIP_OTHER_TESTS=1: only the
 # kernel's gpu tests; SKIP_FPS=1: no FPS table; SKIP_NCU=1: no Nsight Compute profile; SKIP_TRAIN=1:
 # measure only; SKIP_MEASURE=1: train only -- two calls on a warm machine split device time this
-# way, as session 6 did: SKIP_TRAIN=1 first, then at once, while the machine is warm, SKIP_MEASURE=1.)
+# way, as session 6 did: SKIP_TRAIN=1 first, then at once, while the machine is warm, SKIP_MEASURE=1;
+# TRAIN_LAYER=relu4_1 trains that decoder instead of relu3_1's, WIDTH=0.5 the half-width one.)
 # Results come back in $OUT (at most 8 files): session.log, gpu_tests.log, kernel.json, kernel.log,
-# fps_gpu.json, train_log.jsonl, decoder_relu3_1_wide.pt, decoder_relu3_1_wide_train.pt.  Only if
-# `benchmarks/autoencoder.py --holdout --decoder .../decoder_relu3_1_wide.pt` beats the shipped one,
-# copy it into weights/ and slim the training checkpoint into weights/checkpoints/
-# (python -m training.slim_checkpoint ... --out weights/checkpoints/decoder_relu3_1_wide_train.pt).
+# fps_gpu.json, train_log.jsonl, decoder_relu3_1_wide.pt, decoder_relu3_1_wide_train.pt (TRAIN_LAYER=
+# relu4_1: decoder_relu4_1_wide*).  Only if `benchmarks/autoencoder.py --holdout --layer LAYER
+# --decoder .../decoder_LAYER_wide.pt` beats the shipped one, copy it into weights/ and slim the
+# training checkpoint into weights/checkpoints/ (python -m training.slim_checkpoint ... --out
+# weights/checkpoints/decoder_LAYER_wide_train.pt).
 #
 # The device image has PyTorch, OpenCV (headless), h5py, onnx and onnxruntime but no MediaPipe,
 # so the FPS table there runs with --regions none (segmentation is a CPU stage either way).
@@ -130,23 +132,43 @@ if [ "$T" -gt 60 ] && [ -d gpu_pack/photos ] && [ "${SKIP_TRAIN:-0}" != 1 ]; the
   # decoder's outputs ~11 % off the photos' features and a CPU probe cut that without costing PSNR;
   # adopt the result only if benchmarks/autoencoder.py --holdout improves.  LR: the starting rate of
   # this call's schedule (2e-4: session 4's restarts at 5e-4 dipped first).
-  # Continues the full-width decoder (weights/checkpoints/decoder_relu3_1_wide_train.pt, committed
-  # without its optimizer state, so a fresh Adam with a 500-iteration warm-up).  Session 6 made it by
-  # widening the half-width checkpoint (commit c138fb4) without changing its output (training/widen.py,
-  # Net2WiderNet) and training 8 minutes on the H100: held-out 24.04 -> 24.88 dB.
+  # TRAIN_LAYER (default relu3_1) and WIDTH (default 1.0): which decoder.  Full width continues the
+  # committed weights/checkpoints/decoder_LAYER_wide_train.pt where there is one; otherwise the
+  # committed half-width checkpoint is first widened without changing its output (training/widen.py,
+  # Net2WiderNet) -- how session 6 made the wide relu3_1 decoder (24.04 -> 24.88 dB in 8 H100
+  # minutes).  Committed checkpoints carry no optimizer state: a fresh Adam, ramped up over 500
+  # iterations (--warmup).  The result is decoder_LAYER_wide.pt at width 1.0, decoder_LAYER.pt else.
   FEAT_FLAG=""; [ "${FEAT_ON_PLAIN:-1}" = 1 ] && FEAT_FLAG="--feat-on-plain"
-  mkdir -p runs/gpu_relu3_1
-  cp weights/checkpoints/decoder_relu3_1_wide_train.pt runs/gpu_relu3_1/checkpoint.pt
-  WARMUP=$($PY -c "import torch; print(0 if 'optim' in torch.load('runs/gpu_relu3_1/checkpoint.pt', map_location='cpu', weights_only=False) else 500)")
-  WIDTH=1.0
-  echo "== training relu3_1 for $T s (width $WIDTH, warm-up $WARMUP; $FEAT_FLAG)"
-  timeout $(( T + 40 )) $PY -m training.train_decoder --layer relu3_1 --device cuda --resume --width "$WIDTH" \
-    --photos gpu_pack/photos --paintings gpu_pack/paintings --holdout-dir gpu_pack/holdout --run-dir runs/gpu_relu3_1 \
-    --out "$OUT/decoder_relu3_1_wide.pt" --crop 256 --batch 16 --mix-prob 0.2 --mix-crop 128 \
+  LAYER=${TRAIN_LAYER:-relu3_1}
+  WIDTH=${WIDTH:-1.0}
+  RUN=runs/gpu_$LAYER
+  NAME=decoder_$LAYER; [ "$(awk "BEGIN{print ($WIDTH >= 1.0)}")" = 1 ] && NAME=decoder_${LAYER}_wide
+  mkdir -p "$RUN"
+  if [ -f "weights/checkpoints/${NAME}_train.pt" ]; then
+    cp "weights/checkpoints/${NAME}_train.pt" "$RUN/checkpoint.pt"
+  elif [ -f "weights/checkpoints/decoder_${LAYER}_train.pt" ]; then
+    CK=weights/checkpoints/decoder_${LAYER}_train.pt
+    CK_WIDTH=$($PY -c "import torch; print(torch.load('$CK', map_location='cpu', weights_only=False)['config']['width'])")
+    FACTOR=$(awk "BEGIN{printf \"%d\", $WIDTH / $CK_WIDTH + 0.5}")
+    if [ "$FACTOR" -gt 1 ]; then
+      $PY -m training.widen --from "$CK" --out "$RUN/checkpoint.pt" --factor "$FACTOR"
+    else
+      cp "$CK" "$RUN/checkpoint.pt"
+    fi
+  else
+    echo "== no committed $LAYER checkpoint to continue (weights/checkpoints/): training skipped"; T=0
+  fi
+  [ "$T" -gt 0 ] && WARMUP=$($PY -c "import torch; print(0 if 'optim' in torch.load('$RUN/checkpoint.pt', map_location='cpu', weights_only=False) else 500)")
+  if [ "$T" -gt 0 ]; then
+  echo "== training $LAYER for $T s (width $WIDTH, warm-up $WARMUP; $FEAT_FLAG)"
+  timeout $(( T + 40 )) $PY -m training.train_decoder --layer "$LAYER" --device cuda --resume --width "$WIDTH" \
+    --photos gpu_pack/photos --paintings gpu_pack/paintings --holdout-dir gpu_pack/holdout --run-dir "$RUN" \
+    --out "$OUT/$NAME.pt" --crop 256 --batch 16 --mix-prob 0.2 --mix-crop 128 \
     --iterations 1000000 --lr "${LR:-2e-4}" --lr-final 2e-5 --lr-by-time --warmup $WARMUP $FEAT_FLAG \
     --max-minutes "$(awk "BEGIN{print ($T - 15)/60}")" --checkpoint-minutes 2 --eval-every 1000 --grid-every 2000 2>&1 \
-    | tr '\r' '\n' | awk '/^decoder relu3_1:/ {bar=$0; next} {print} END {print bar}' | tail -25
-  cp runs/gpu_relu3_1/checkpoint.pt "$OUT/decoder_relu3_1_wide_train.pt" 2>/dev/null || true
-  cp runs/gpu_relu3_1/log.jsonl "$OUT/train_log.jsonl" 2>/dev/null || true
+    | tr '\r' '\n' | awk -v bar_re="^decoder $LAYER:" '$0 ~ bar_re {bar=$0; next} {print} END {print bar}' | tail -25
+  cp "$RUN/checkpoint.pt" "$OUT/${NAME}_train.pt" 2>/dev/null || true
+  cp "$RUN/log.jsonl" "$OUT/train_log.jsonl" 2>/dev/null || true
+  fi
 fi
 echo "== done in $(( $(date +%s) - START )) s"

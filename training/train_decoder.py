@@ -275,7 +275,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if "optim" in ck:
             opt.load_state_dict(ck["optim"])
         else:
-            log.warning("%s has no optimizer state (a slimmed checkpoint, training/slim_checkpoint.py): "
+            log.warning("%s has no optimizer state (a slimmed or widened checkpoint): "
                         "a fresh Adam -- --warmup N ramps its rate up", ckpt_path)
         it, history = ck["iteration"], ck["history"]
         rng.setstate(ck["py_rng"])

@@ -12,7 +12,7 @@ gradients and drift apart in training.
     python -m training.widen --from runs/half/checkpoint.pt \\
         --out runs/wide_relu3_1/checkpoint.pt [--factor 2]
 
-The result is a training checkpoint (fresh Adam state, the iteration count kept) that
+The result is a training checkpoint (no optimizer state, the iteration count kept) that
 ``python -m training.train_decoder --resume --run-dir runs/wide_relu3_1 --width 1.0 ...`` continues.
 """
 from __future__ import annotations
@@ -95,8 +95,9 @@ def main(argv=None) -> int:
     if diff > 1e-3:
         raise SystemExit(f"widening changed the output by {diff:.2e}: refusing to write it")
     cfg["width"] = wide.width
-    opt = torch.optim.Adam(wide.parameters(), lr=cfg.get("lr", 1e-4))
-    atomic_torch_save({"config": cfg, "model": wide.state_dict(), "optim": opt.state_dict(),
+    # no optimizer state: the narrow one's does not fit the wide parameters; train_decoder --resume then
+    # starts a fresh Adam (and warns), which --warmup ramps up
+    atomic_torch_save({"config": cfg, "model": wide.state_dict(),
                        "iteration": ck["iteration"], "history": list(ck.get("history", [])), "py_rng": ck["py_rng"],
                        "torch_rng": ck["torch_rng"], "widened_from": f"{src} (width {narrow.width}, x{a.factor})"},
                       Path(a.out))
