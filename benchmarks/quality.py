@@ -115,8 +115,8 @@ def cached_gatys(cache: Path | None, key: str, run) -> tuple[np.ndarray, float, 
 
 
 def main(argv=None) -> int:
-    from engines.decoder import load_decoder
-    from engines.weights import build_encoder, load_encoder_weights, weights_dir
+    from engines.decoder import load_decoder, resolve_decoder
+    from engines.weights import build_encoder, load_encoder_weights
     from realtime.gatys import gatys
     from realtime.images import bgr_to_tensor, read_image, tensor_to_bgr, write_image
     from realtime.segment import make_segmenter
@@ -126,6 +126,8 @@ def main(argv=None) -> int:
     p.add_argument("--pairs", default=None)
     p.add_argument("--size", type=int, default=256, help="longer side of content and style")
     p.add_argument("--layer", default="relu3_1")
+    p.add_argument("--decoder", default=None, metavar="small|wide|PATH",
+                   help="decoder, as run_cam.py's --decoder (default: the CPU's, small)")
     p.add_argument("--gatys-iterations", type=int, default=500)
     p.add_argument("--max-pairs", type=int, default=0)
     p.add_argument("--json", default=None)
@@ -144,7 +146,7 @@ def main(argv=None) -> int:
     ew = load_encoder_weights(None)
     enc = build_encoder(a.layer, ew)
     judge = build_encoder("relu4_1", ew)
-    dec = load_decoder(weights_dir() / f"decoder_{a.layer}.pt", encoder_id=ew.encoder_id)
+    dec = load_decoder(resolve_decoder(a.decoder, a.layer, "cpu"), encoder_id=ew.encoder_id)
     from benchmarks.judge import MobileNetJudge
     judge2 = MobileNetJudge.available()
     if judge2 is None:
