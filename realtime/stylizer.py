@@ -72,6 +72,9 @@ class Stylizer:
         self.times = StageTimes()
         self._style_index = None
         self._deflicker: Deflicker | TorchDeflicker | None = None
+        # on a GPU the deflicker works on the decoder's output where it is (TorchDeflicker); on the
+        # CPU, OpenCV's version on the 8-bit image is several times faster than torch's grid_sample
+        self._deflicker_kind = TorchDeflicker if self.device.type == "cuda" else Deflicker
 
     def reset(self) -> None:
         self.state.reset()
@@ -124,12 +127,8 @@ class Stylizer:
         t = self.times.add("reconstruct", t)
         y = self.decoder(out)[..., :ph, :pw]   # ceil-mode pooling: odd sizes come back slightly larger
         t = self.times.add("decoder", t)
-        if cfg.deflicker > 0:
-            # on a GPU the deflicker works on the decoder's output where it is (TorchDeflicker); on the
-            # CPU, OpenCV's version on the 8-bit image is several times faster than torch's grid_sample
-            kind = TorchDeflicker if self.device.type == "cuda" else Deflicker
-            if type(self._deflicker) is not kind or self._deflicker.strength != cfg.deflicker:
-                self._deflicker = kind(cfg.deflicker)
+        if cfg.deflicker > 0 and (self._deflicker is None or self._deflicker.strength != cfg.deflicker):
+            self._deflicker = self._deflicker_kind(cfg.deflicker)     # the config can be replaced live
         if cfg.deflicker > 0 and self.device.type == "cuda":
             y = self._deflicker(small, x, y)
         img = tensor_to_bgr(y)
