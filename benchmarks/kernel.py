@@ -112,11 +112,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dtype", choices=["fp16", "fp32", "bf16"], default="fp16")
     p.add_argument("--json", default=None)
-    p.add_argument("--moments", default="auto,warp,lanes1,lanes2,lanes4,prefetch1,prefetch2",
+    p.add_argument("--moments", default="auto,warp,lanes1,lanes2,lanes4,prefetch2",
                    help="variants to time, comma-separated: a pass-1 layout (kernels.set_tuning): auto (the "
                         "op's own choice), warp (a warp per channel), lanes1/lanes2/lanes4 (a thread per "
-                        "channel, the largest tile / 2 / 4), prefetch1/prefetch2 (lanes with its feature "
-                        "loads issued before the mask stage and kept in flight, the largest tile / 2)")
+                        "channel, the largest tile / 2 / 4), prefetch2 (lanes, half the largest tile, its "
+                        "feature loads issued before the mask stage and kept in flight)")
     p.add_argument("--profile", action="store_true",
                    help="also print the CUDA time of every kernel of one fused call and one reference call (720p)")
     a = p.parse_args(argv)

@@ -4,7 +4,7 @@ cudaProfilerStart and cudaProfilerStop, for Nsight Compute to profile: why pass 
 
     ncu --profile-from-start off --section SpeedOfLight --section MemoryWorkloadAnalysis \\
         --section Occupancy --section WarpStateStats --section LaunchStats \\
-        python benchmarks/kernel_ncu.py auto prefetch1
+        python benchmarks/kernel_ncu.py auto prefetch2
 
 (benchmarks/gpu_session.sh runs this when the device has ncu and lets it read the counters.)
 Without ncu it runs the same calls and prints their CUDA-event times, so it can be tried anywhere

@@ -199,9 +199,10 @@ def build_extension(verbose: bool = False):
 
 # Pass 1's layouts on the vector path (see masked_recon.cu, Tuning): auto = the op's own choice (lanes,
 # its tile fitted to the lent H100), warp = a warp per channel, lanes1/2/4 = a thread per channel
-# with the largest tile / 2 / 4, prefetch1/2 = lanes with its feature loads issued before the mask
-# stage and kept in flight (largest tile / 2; opt-in until measured on a GPU).
-MOMENTS_LAYOUTS = {"auto": -1, "warp": 0, "lanes1": 1, "lanes2": 2, "lanes4": 4, "prefetch1": 11, "prefetch2": 12}
+# with the largest tile / 2 / 4, prefetch2 = lanes with half the largest tile and its feature loads
+# issued before the mask stage and kept in flight (auto's choice once the largest tile gives more than
+# a wave, e.g. 1080p on the H100).
+MOMENTS_LAYOUTS = {"auto": -1, "warp": 0, "lanes1": 1, "lanes2": 2, "lanes4": 4, "prefetch2": 12}
 
 
 def set_tuning(moments: str = "auto") -> None:

@@ -214,9 +214,9 @@ def test_gpu_session_script_parses_and_kernel_benchmarks_need_a_gpu():
 @pytest.mark.gpu
 def test_kernel_ncu_runs_every_variant_on_a_gpu(capsys):
     from benchmarks import kernel_ncu
-    assert kernel_ncu.main(["auto", "prefetch1"]) == 0
+    assert kernel_ncu.main(["auto", "prefetch2"]) == 0
     out = capsys.readouterr().out
-    assert all(f"{v}: " in out for v in ("auto", "prefetch1"))
+    assert all(f"{v}: " in out for v in ("auto", "prefetch2"))
 
 
 def test_training_photo_set_for_the_overfitting_check_excludes_the_held_out_ones():

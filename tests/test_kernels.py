@@ -153,7 +153,7 @@ def test_cuda_kernel_fp16_near_limit_and_odd_sizes():
     torch.testing.assert_close(mom[1].cpu(), ref[1], rtol=1e-3, atol=1.0)
 
 
-@pytest.fixture(params=["auto", "warp", "lanes1", "lanes2", "lanes4", "prefetch1", "prefetch2"])
+@pytest.fixture(params=["auto", "warp", "lanes1", "lanes2", "lanes4", "prefetch2"])
 def moments_layout(request):
     """Every layout of pass 1 (kernels.set_tuning; the default set back afterwards)."""
     kernels.set_tuning(request.param)

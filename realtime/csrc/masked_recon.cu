@@ -84,18 +84,19 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 // Launch choices, set from Python (kernels.set_tuning; STYLECAM_MOMENTS when the extension loads)
 // instead of read from the environment on every call.
 // moments: pass 1's layout on the vector path.  -1 (auto, the default): lanes (moments_lanes_kernel)
-// with its largest tile, or half that tile once the largest gives more than a wave (6 blocks of 256
-// threads per multiprocessor, the register limit at 40 registers): fitted to the lent H100
-// (benchmarks/kernel.py, 2026-11-26): 480p and 720p were fastest with the largest tile (68 % of
-// copy bandwidth at 720p; half: 65 %), 1080p with half of it (73 %; largest: 68 %).  0 = warp
+// with its largest tile; once that tile gives more than a wave (6 blocks of 256 threads per
+// multiprocessor, the register limit at 40 registers), half of it with the feature loads issued
+// before the mask stage (prefetch).  Fitted to the lent H100 (benchmarks/kernel.py, 2026-11-26,
+// sessions 6 and 7): 480p and 720p are fastest with the largest tile (69.5 % of copy bandwidth at
+// 720p; half: 66 %; prefetch with the largest tile: 69.1 %, a tie, so it was removed), 1080p with
+// half of it and prefetch (75.7 %; half without prefetch 73.4 %, largest 69 %).  0 = warp
 // (moments_kernel, a warp per channel, the first layout: 55 % at 720p); 1 / 2 / 4 = lanes with the
-// largest tile / 2 / 4; 11 / 12 = prefetch (lanes with loads issued before the mask stage and
-// kept in flight, largest tile / 2; not yet measured).
+// largest tile / 2 / 4, no prefetch; 12 = prefetch with half the largest tile.
 int tuning_moments = -1;
 
 // codes as above (kernels.py maps the names); false for an unknown code, which changes nothing
 bool set_tuning(int moments) {
-  if (moments != -1 && moments != 0 && moments != 1 && moments != 2 && moments != 4 && moments != 11 && moments != 12)
+  if (moments != -1 && moments != 0 && moments != 1 && moments != 2 && moments != 4 && moments != 12)
     return false;
   tuning_moments = moments;
   return true;
@@ -118,11 +119,12 @@ Geometry geometry(const at::Tensor& f, int K, const at::Tensor* out = nullptr) {
   const int64_t P = f.size(2) * f.size(3), vec = 16 / static_cast<int64_t>(f.element_size());
   const bool v = f.is_contiguous() && P % vec == 0 && aligned16(f.data_ptr()) &&
                  (out == nullptr || aligned16(out->data_ptr()));
-  int lanes_div = tuning_moments % 10;          // 0 warp, 1 / 2 / 4 tile divisor (prefetch: 11, 12)
-  const bool prefetch = tuning_moments >= 10;
+  int lanes_div = tuning_moments % 10;          // 0 warp, 1 / 2 / 4 tile divisor (prefetch: 12)
+  bool prefetch = tuning_moments >= 10;
   if (tuning_moments < 0) {
     const int64_t tile = stylecam::lanes_max_tile(K), groups = (f.size(1) + stylecam::kLanes - 1) / stylecam::kLanes;
-    lanes_div = (P + tile - 1) / tile * groups > 6 * static_cast<int64_t>(sms) ? 2 : 1;
+    prefetch = (P + tile - 1) / tile * groups > 6 * static_cast<int64_t>(sms);
+    lanes_div = prefetch ? 2 : 1;
   }
   return {K, static_cast<int>(f.size(1)), static_cast<int>(f.size(2)), static_cast<int>(f.size(3)),
           f.stride(1), f.stride(2), f.stride(3), v, lanes_div, prefetch, sms};
@@ -212,14 +214,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_rec
   if (offset0.has_value()) o0 = kc(*offset0, "offset0");
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const auto fopt = f.options().dtype(at::kFloat);
-  // scratch, zeroed by one memset: s1, s2, wsum (the sums of pass 1; only wsum is returned, a view),
-  // then A, B (the solve's coefficients for pass 2)
+  // scratch, zeroed by one memset: wsum, s1, s2 (the sums of pass 1; only wsum is returned, a view
+  // at the start of the buffer -- a fake tensor has storage offset 0, and opcheck's fake-tensor test
+  // on the H100 (session 7) failed on wsum's nonzero offset), then A, B (the solve's coefficients)
   at::Tensor sums = at::zeros({4 * K * C + K}, fopt);
   // the returned statistics each in their own memory (the schema promises outputs that share none;
   // torch.library.opcheck's schema test on the H100 caught views of one buffer)
   at::Tensor mean = at::empty({K, C}, fopt), var = at::empty({K, C}, fopt), off = at::empty({K, C}, fopt);
-  float* p = sums.data_ptr<float>();
-  float* a = p + 2 * K * C + K;
+  float* wsum = sums.data_ptr<float>();
+  float* p = wsum + K;
+  float* a = p + 2 * K * C;
   const int n = static_cast<int>(K * C);
   SolveArgs sa{sm.data_ptr<float>(), sd.data_ptr<float>(), static_cast<int>(K), static_cast<int>(C),
                static_cast<float>(alpha), static_cast<int>(mode), static_cast<int>(iterations),
@@ -228,12 +232,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_rec
                o0.defined() ? o0.data_ptr<float>() : nullptr, mean.data_ptr<float>(), var.data_ptr<float>(),
                off.data_ptr<float>(), a, a + n};
   const at::Tensor fin = dense(f);
-  moments(fin, w, p, p + K * C, p + 2 * K * C, stream);
-  stylecam::launch_solve(p, p + K * C, p + 2 * K * C, sa, stream);
+  moments(fin, w, p, p + K * C, wsum, stream);
+  stylecam::launch_solve(p, p + K * C, wsum, sa, stream);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   at::Tensor out = at::empty_like(fin);
   affine(fin, w, a, a + n, out, floor.has_value() ? static_cast<float>(*floor) : -3.0e38f, stream);
-  return {out, sums.narrow(0, 2 * K * C, K), mean, var, off};
+  return {out, sums.narrow(0, 0, K), mean, var, off};
 }
 
 TORCH_LIBRARY_IMPL(stylecam, CUDA, m) {

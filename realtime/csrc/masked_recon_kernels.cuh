@@ -228,8 +228,8 @@ __device__ __forceinline__ void accumulate_run(const uint4& raw, const float (&m
   }
 }
 
-// PREFETCH = true (STYLECAM_MOMENTS=prefetch1/prefetch2; NOT yet run on a GPU, opt-in until its GPU
-// tests pass and benchmarks/kernel.py shows it faster).  Nsight Compute on the lent H100
+// PREFETCH = true (with half the largest tile: the op's choice once the largest tile gives more than
+// a wave, e.g. 1080p; STYLECAM_MOMENTS=prefetch2 forces it).  Nsight Compute on the lent H100
 // (2026-11-26, 720p FP16 K=3, largest tile) put pass 1 at 0.58 waves of 456 blocks, 41 % achieved
 // occupancy, and 10.2 of every 14.9 cycles between a warp's instructions waiting on a global load
 // (L1TEX scoreboard): too few bytes in flight, and none at all while a block stages its masks and
@@ -238,7 +238,10 @@ __device__ __forceinline__ void accumulate_run(const uint4& raw, const float (&m
 // channel's tile (a ring of U registers, each refilled right after it is consumed).  Past the
 // tile's end a run is zero, which adds nothing.  (A variant without the mask stage -- each thread
 // reading its masks from global memory next to its feature load -- was measured the same day and
-// was slower everywhere, 50 vs 45 us at 720p; removed.)
+// was slower everywhere, 50 vs 45 us at 720p; removed.)  Measured on the H100 in session 7
+// (benchmarks/kernel.py): with half the tile, 1080p 75.7 % of copy bandwidth (73.4 % without); with the
+// largest tile, 69.1 % at 720p against 69.5 % without (a tie at 53 vs 40 registers: removed).  Under
+// Nsight Compute at 720p pass 1 still waits on global loads 8.4 of every 14.3 cycles.
 template <typename T, int K, int TILE, bool PREFETCH>
 __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
     const T* __restrict__ f, int64_t sc, const float* __restrict__ w, int C, int64_t P,
@@ -395,7 +398,7 @@ struct Geometry {
   int64_t sc, sh, sw;   // feature strides (batch 1)
   bool vec;             // contiguous NCHW planes, 16-byte aligned, H*W a multiple of 16 / sizeof(T)
   int lanes_div;        // pass 1 on the vector path: 0 = warp layout, else lanes with tiles of lanes_max_tile(K) / lanes_div
-  bool prefetch;        // lanes with U feature loads in flight from before the mask stage (largest tile or half; opt-in)
+  bool prefetch;        // lanes with U feature loads in flight from before the mask stage (half the largest tile)
   int sms;              // multiprocessors of the device
 };
 
@@ -444,9 +447,7 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const Solve
         constexpr int MT = lanes_max_tile(KK);                                                                    \
         const int tile = g.lanes_div <= 1 ? MT : g.lanes_div == 2 ? MT / 2 : MT / 4;                              \
         const dim3 grid(static_cast<unsigned>((P + tile - 1) / tile), cg);                                        \
-        if (g.prefetch && tile == MT)  /* prefetch comes with the largest tile or half of it (geometry()) */     \
-          moments_lanes_kernel<T, KK, MT, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);            \
-        else if (g.prefetch)                                                                                      \
+        if (g.prefetch)                /* prefetch comes with half the largest tile (geometry()) */            \
           moments_lanes_kernel<T, KK, MT / 2, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);        \
         else if (tile == MT)                                                                                      \
           moments_lanes_kernel<T, KK, MT, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);           \
