@@ -111,6 +111,10 @@ class Stylizer:
             ph, pw = fit_size(H, W, (cfg.max_side, 0)) if max(H, W) > cfg.max_side else (H, W)
         small = frame if (ph, pw) == (H, W) else cv2.resize(frame, (pw, ph), interpolation=cv2.INTER_AREA)
         x = bgr_to_tensor(small, self.device)
+        if cfg.deflicker > 0 and (self._deflicker is None or self._deflicker.strength != cfg.deflicker):
+            self._deflicker = self._deflicker_kind(cfg.deflicker)     # the config can be replaced live
+        if cfg.deflicker > 0 and self.device.type == "cuda":
+            self._deflicker.start(small)            # its optical flow, on the CPU, while the GPU works
         t = self.times.add("prepare", t)
         feat = self.encoder(x)
         t = self.times.add("encoder", t)
@@ -127,8 +131,6 @@ class Stylizer:
         t = self.times.add("reconstruct", t)
         y = self.decoder(out)[..., :ph, :pw]   # ceil-mode pooling: odd sizes come back slightly larger
         t = self.times.add("decoder", t)
-        if cfg.deflicker > 0 and (self._deflicker is None or self._deflicker.strength != cfg.deflicker):
-            self._deflicker = self._deflicker_kind(cfg.deflicker)     # the config can be replaced live
         if cfg.deflicker > 0 and self.device.type == "cuda":
             y = self._deflicker(small, x, y)
         img = tensor_to_bgr(y)

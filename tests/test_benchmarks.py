@@ -230,3 +230,25 @@ def test_training_photo_set_for_the_overfitting_check_excludes_the_held_out_ones
     assert not {f.name for f in files} & hold
     assert {f.name.split("__")[0] for f in files} <= {h.split("__")[0] for h in hold}
     assert training_files(16) == files                    # a fixed choice
+
+
+@pytest.mark.gpu
+def test_cuda_stylizer_runs_the_deflicker_flow_beside_the_gpu():
+    """On CUDA the stylizer starts each frame's optical flow on the deflicker's worker thread before
+    the networks run (TorchDeflicker.start) and collects it after the decoder; the frames come out
+    whole and finite."""
+    import threading
+    from benchmarks import fps
+    from realtime.deflicker import TorchDeflicker
+    st, _ = fps.build("torch", "cuda", True, "relu3_1", "adain", "none", (426, 240), deflicker=0.5)
+    names = []
+    job = TorchDeflicker._flow_job
+    TorchDeflicker._flow_job = lambda self, *a: (names.append(threading.current_thread().name), job(self, *a))[1]
+    try:
+        frames = fps.load_frames(4)
+        outs = [st.stylize(f) for f in frames]
+    finally:
+        TorchDeflicker._flow_job = job
+    assert isinstance(st._deflicker, TorchDeflicker)
+    assert len(names) == 4 and all(n.startswith("stylecam-flow") for n in names), names
+    assert all(o.shape == f.shape and o.std() > 1 for o, f in zip(outs, frames))

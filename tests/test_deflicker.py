@@ -145,3 +145,29 @@ def test_device_version_on_cuda_equals_it_on_the_cpu():
         b = gpu(frame, _as_tensor(frame, "cuda"), _as_tensor(out, "cuda"))
         assert b.is_cuda
         assert float((a - b.cpu()).abs().max()) < 1e-4
+
+
+def test_device_version_computes_the_flow_off_the_main_thread_with_the_same_result():
+    """start(frame) before the networks run puts the optical flow on a worker thread (the GPU path
+    overlaps it with the GPU's work); the outputs are the same as with the flow computed in line,
+    a frame other than the started one is still handled right, and a reset in between forgets the
+    started flow."""
+    import threading
+    from realtime.deflicker import TorchDeflicker
+    inline, overlapped = TorchDeflicker(0.6), TorchDeflicker(0.6)
+    threads = []
+    job = overlapped._flow_job
+    overlapped._flow_job = lambda *a: (threads.append(threading.current_thread().name), job(*a))[1]
+    frames = list(_clip())
+    for i, (frame, out) in enumerate(frames):
+        a = inline(frame, _as_tensor(frame), _as_tensor(out))
+        overlapped.start(frames[i - 1][0] if i == 3 else frame)     # frame 3: started for the wrong frame
+        b = overlapped(frame, _as_tensor(frame), _as_tensor(out))
+        assert np.array_equal(a.numpy(), b.numpy()), i
+    assert threads.count("MainThread") == 1 and len(threads) == len(frames) + 1
+    assert all(t.startswith("stylecam-flow") for t in threads if t != "MainThread")
+    frame, out = frames[1]
+    overlapped.start(frame)
+    overlapped.reset()                                  # e.g. a scene cut: no previous output to blend
+    first = overlapped(frame, _as_tensor(frame), _as_tensor(out))
+    assert np.array_equal((first[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), out)
