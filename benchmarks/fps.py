@@ -38,9 +38,10 @@ def load_frames(n: int) -> list:
 
 
 def build(backend: str, device: str, fp16: bool, layer: str, mode: str, regions: str, size: tuple[int, int],
-          static: bool = False, deflicker: float = 0.0, decoder: str | None = None):
+          static: bool = False, deflicker: float = 0.0, decoder: str | None = None, channels_last: bool = False):
     """The CLI's objects (engines, style bank, stylizer, segmenter) for one configuration; ``decoder``
-    a decoder file instead of the CLI's default for the device."""
+    a decoder file instead of the CLI's default for the device; ``channels_last``: the PyTorch
+    engines in NHWC layout."""
     import argparse as ap
     from engines.decoder import load_decoder, resolve_decoder
     from engines.weights import build_encoder, load_encoder_weights
@@ -53,7 +54,7 @@ def build(backend: str, device: str, fp16: bool, layer: str, mode: str, regions:
     enc = build_encoder(layer, ew, dev)
     dec_path = resolve_decoder(decoder, layer, dev)   # as the CLI: its default for the device unless named
     dec = load_decoder(dec_path, encoder_id=ew.encoder_id, device=dev)
-    args = ap.Namespace(backend=backend, fp16=fp16, layer=layer)
+    args = ap.Namespace(backend=backend, fp16=fp16, layer=layer, channels_last=channels_last)
     enc_e, dec_e = make_engines(args, enc, dec, dec_path, ew, dev)
     bank = StyleBank(enc_e, regions, device=dev)
     bank.add(DEMO_STYLE)
@@ -113,10 +114,10 @@ def profile_frames(st, seg, frames: list, size: tuple[int, int], device: str, ro
 
 def bench_one(backend: str, device: str, fp16: bool, height: int, frames: list, layer: str, mode: str,
               regions: str, warmup: int = 3, profile: bool = False, deflicker: float = 0.0,
-              decoder: str | None = None) -> dict:
+              decoder: str | None = None, channels_last: bool = False) -> dict:
     width = round(height * 16 / 9) // 2 * 2
     st, seg = build(backend, device, fp16, layer, mode, regions, (width, height), deflicker=deflicker,
-                    decoder=decoder)
+                    decoder=decoder, channels_last=channels_last)
     try:
         med = time_frames(st, seg, frames, (width, height), device, warmup)
         if profile:
@@ -127,6 +128,7 @@ def bench_one(backend: str, device: str, fp16: bool, height: int, frames: list, 
     return {"backend": backend, "device": device, "precision": "fp16" if fp16 else "fp32", "height": height,
             "width": width, "layer": layer, "mode": mode, "regions": regions, "frames": len(frames),
             "deflicker": deflicker, "decoder": decoder_name(decoder, layer, device),
+            "channels_last": channels_last and backend == "torch",
             "median_ms": med, "fps": 1000.0 / med["total"]}
 
 
@@ -179,6 +181,9 @@ def main(argv=None) -> int:
     p.add_argument("--decoder", default=None, metavar="auto|small|wide|PATH",
                    help="decoder, as run_cam.py's --decoder (default auto: wide on CUDA where it ships, small "
                         "otherwise)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="the PyTorch engines in channels_last (NHWC) layout, which cuDNN's FP16 convolutions "
+                        "use natively (the other backends ignore it)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", default=None)
     p.add_argument("--png", default=None)
@@ -206,7 +211,7 @@ def main(argv=None) -> int:
             for fp16 in ([False, True] if a.fp16 and dev == "cuda" else [False]):
                 for h in (int(s) for s in a.sizes.split(",")):
                     r = bench_one(b, dev, fp16, h, frames, a.layer, a.mode, a.regions, profile=h == a.profile,
-                                  deflicker=a.deflicker, decoder=a.decoder)
+                                  deflicker=a.deflicker, decoder=a.decoder, channels_last=a.channels_last)
                     results.append(r)
                     print(f"{b}/{dev}/{r['precision']} {r['width']}x{h}: {r['median_ms']['total']:.1f} ms, "
                           f"{r['fps']:.2f} FPS", flush=True)

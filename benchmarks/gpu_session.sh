@@ -16,8 +16,8 @@
 # measure only; SKIP_MEASURE=1: train only -- two calls on a warm machine split device time this
 # way, as session 6 did: SKIP_TRAIN=1 first, then at once, while the machine is warm, SKIP_MEASURE=1;
 # TRAIN_LAYER=relu4_1 trains that decoder instead of relu3_1's, WIDTH=0.5 the half-width one.)
-# Results come back in $OUT (at most 8 files): session.log, gpu_tests.log, kernel.json, kernel.log,
-# fps_gpu.json, train_log.jsonl, decoder_relu3_1_wide.pt, decoder_relu3_1_wide_train.pt (TRAIN_LAYER=
+# Results come back in $OUT: session.log, gpu_tests.log, kernel.json, kernel.log,
+# fps_gpu.json, fps_gpu_channels_last.json, train_log.jsonl, decoder_relu3_1_wide.pt, decoder_relu3_1_wide_train.pt (TRAIN_LAYER=
 # relu4_1: decoder_relu4_1_wide*).  Only if `benchmarks/autoencoder.py --holdout --layer LAYER
 # --decoder .../decoder_LAYER_wide.pt` beats the shipped one, copy it into weights/ and slim the
 # training checkpoint into weights/checkpoints/ (python -m training.slim_checkpoint ... --out
@@ -120,9 +120,13 @@ if [ "${SKIP_FPS:-0}" != 1 ]; then
   # reconstruct stage's 1.0 ms on the H100); the tables land in session.log
   timeout 150 $PY benchmarks/fps.py --devices cuda --fp16 --backends torch --regions none \
     --sizes 480,720,1080 --frames 20 --profile 720 --json "$OUT/fps_gpu.json" 2>&1 | grep -v "^W0000\|^I0000"
-  echo "== fps with the device deflicker (TorchDeflicker), 720p ($(left) s left)"
+  echo "== fps with the device deflicker (TorchDeflicker, its flow beside the GPU since session 7), 720p ($(left) s left)"
   timeout 60 $PY benchmarks/fps.py --devices cuda --fp16 --backends torch --regions none --sizes 720 --frames 20 \
     --deflicker 0.5 2>&1 | grep "^|\|torch/"
+  # session 7's profile: cuDNN's NCHW <-> NHWC conversions were 1.2 of 5.3 ms of GPU time a 720p FP16 frame
+  echo "== fps with the networks in channels_last, 480p-1080p ($(left) s left)"
+  timeout 90 $PY benchmarks/fps.py --devices cuda --fp16 --backends torch --regions none --sizes 480,720,1080 \
+    --frames 20 --channels-last --json "$OUT/fps_gpu_channels_last.json" 2>&1 | grep "^|\|torch/"
 fi
 fi  # SKIP_MEASURE
 

@@ -40,7 +40,10 @@ class TorchEngine(Engine):
         self.meta = {"layer": getattr(module, "layer", None)}
 
     def _run(self, x):
-        return self.fn(x.to(self.device, self.dtype, memory_format=self.memory_format)).float()
+        # out in FP32 and NCHW-contiguous, whatever the engine ran in: one copy does both (none
+        # for FP32 NCHW), and the fused reconstruction op takes its fast path on NCHW features
+        y = self.fn(x.to(self.device, self.dtype, memory_format=self.memory_format))
+        return y.to(torch.float32, memory_format=torch.contiguous_format)
 
     @torch.no_grad()
     def __call__(self, x):

@@ -133,7 +133,12 @@ def make_engines(args, enc, dec, dec_path, ew, device):
         args.backend = "torch" if device.type == "cuda" else "onnx"
     if args.backend == "torch":
         prec = "fp16" if args.fp16 else "fp32"
-        return (load_engine("torch", device, prec, module=enc), load_engine("torch", device, prec, module=dec))
+        # channels_last (benchmarks/fps.py --channels-last): cuDNN's FP16 convolutions run in NHWC,
+        # and on NCHW tensors cuDNN converts around each one (1.2 of the 5.3 ms of GPU time of a
+        # 720p FP16 frame on the H100, session 7); off until fps.py has timed it on a GPU
+        cl = bool(getattr(args, "channels_last", False))
+        return (load_engine("torch", device, prec, module=enc, channels_last=cl),
+                load_engine("torch", device, prec, module=dec, channels_last=cl))
     profile_e = profile_d = None
     if args.backend == "tensorrt":
         from export.__main__ import image_profile

@@ -180,3 +180,18 @@ def test_tensorrt_engine_parity(tmp_path):
     assert max(r["rel"] for r in rows) <= TOLERANCE["fp16"]
     with pytest.raises(ValueError, match="profile"):
         eng(torch.rand(1, 256, 200, 200, device="cuda"))
+
+
+def test_channels_last_torch_engine_matches_and_hands_back_nchw(hed_weights):
+    """TorchEngine(channels_last=True) (fps.py --channels-last; on CUDA cuDNN's FP16 convolutions
+    are NHWC) computes the same encoder features as the NCHW engine, and hands them back in FP32
+    NCHW-contiguous, the layout the fused reconstruction op reads fastest."""
+    from engines.weights import build_encoder
+    enc = build_encoder("relu3_1", hed_weights)
+    x = torch.rand(1, 3, 50, 66)
+    ref = TorchEngine(module=enc)(x)
+    y = TorchEngine(module=build_encoder("relu3_1", hed_weights), channels_last=True)(x)
+    assert y.dtype == torch.float32 and y.is_contiguous()
+    assert not TorchEngine(module=enc, channels_last=True).fn(x.contiguous(memory_format=torch.channels_last)) \
+        .is_contiguous()                                    # the network itself did run in NHWC
+    torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
