@@ -267,9 +267,22 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
       ring[u] = (c < C && j < n) ? __ldg(reinterpret_cast<const uint4*>(fc + j)) : make_uint4(0u, 0u, 0u, 0u);
     }
   }
-  for (int i = tid; i < K * TILE; i += kLanes * kRows) {
-    const int k = i / TILE, j = i % TILE;
-    ms[k][j] = j < n ? w[k * P + p0 + j] : 0.f;
+  // the masks' tile into shared memory: 16-byte loads where the masks are 16-byte aligned (P and the
+  // tile's start are multiples of VEC >= 4 here, so every region's run stays aligned, and n is too, so
+  // a group of 4 is wholly in or past the end): a quarter of the load instructions of the scalar
+  // loop, which each block runs before its first use of the features (session 7; not yet timed)
+  if ((reinterpret_cast<uintptr_t>(w) & 15) == 0) {
+    constexpr int Q = TILE / 4;
+    for (int i = tid; i < K * Q; i += kLanes * kRows) {
+      const int k = i / Q, j = (i % Q) * 4;
+      *reinterpret_cast<float4*>(&ms[k][j]) =
+          j < n ? __ldg(reinterpret_cast<const float4*>(w + k * P + p0 + j)) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+  } else {
+    for (int i = tid; i < K * TILE; i += kLanes * kRows) {
+      const int k = i / TILE, j = i % TILE;
+      ms[k][j] = j < n ? w[k * P + p0 + j] : 0.f;
+    }
   }
   __syncthreads();
   if (blockIdx.y == 0 && threadIdx.y == 0) {    // region areas, once per tile, by one warp
