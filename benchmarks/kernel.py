@@ -112,17 +112,20 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dtype", choices=["fp16", "fp32", "bf16"], default="fp16")
     p.add_argument("--json", default=None)
-    p.add_argument("--moments", default="auto,warp,lanes1,lanes2,lanes4,prefetch2",
+    p.add_argument("--moments", default="auto,auto+solve2,warp,lanes1,lanes2,lanes4,prefetch2",
                    help="variants to time, comma-separated: a pass-1 layout (kernels.set_tuning): auto (the "
                         "op's own choice), warp (a warp per channel), lanes1/lanes2/lanes4 (a thread per "
                         "channel, the largest tile / 2 / 4), prefetch2 (lanes, half the largest tile, its "
-                        "feature loads issued before the mask stage and kept in flight)")
+                        "feature loads issued before the mask stage and kept in flight); a +solve2 suffix runs the "
+                        "between-pass solve in pass 2's prologue instead of a kernel of its own")
     p.add_argument("--profile", action="store_true",
                    help="also print the CUDA time of every kernel of one fused call and one reference call (720p)")
     a = p.parse_args(argv)
-    unknown = [v for v in a.moments.split(",") if v not in kernels.MOMENTS_LAYOUTS]
-    if unknown:
-        p.error(f"unknown pass-1 layout(s) {', '.join(unknown)}: choose from {', '.join(kernels.MOMENTS_LAYOUTS)}")
+    for v in a.moments.split(","):
+        try:
+            kernels.parse_variant(v)
+        except ValueError as e:
+            p.error(str(e))
     if not torch.cuda.is_available():
         print("benchmarks/kernel.py needs a CUDA GPU", file=sys.stderr)
         return 2

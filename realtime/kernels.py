@@ -190,8 +190,10 @@ def build_extension(verbose: bool = False):
         _ext_error = f"{type(e).__name__}: {e}"
         raise
     layout = os.environ.get("STYLECAM_MOMENTS", "") or "auto"
-    if layout not in MOMENTS_LAYOUTS:
-        log.warning("STYLECAM_MOMENTS=%s is not a pass-1 layout (%s): using auto", layout, ", ".join(MOMENTS_LAYOUTS))
+    try:
+        parse_variant(layout)
+    except ValueError as e:
+        log.warning("STYLECAM_MOMENTS: %s: using auto", e)
         layout = "auto"
     set_tuning(layout)
     return _ext
@@ -205,16 +207,31 @@ def build_extension(verbose: bool = False):
 MOMENTS_LAYOUTS = {"auto": -1, "warp": 0, "lanes1": 1, "lanes2": 2, "lanes4": 4, "prefetch2": 12}
 
 
+# A variant's suffix: fused_recon's between-pass solve in pass 2's prologue (each block solving the
+# entries of its own channels) instead of a kernel of its own -- one launch fewer (the solve was 2.2
+# of 45 us at 720p on the H100); written in session 7, not yet timed, so not the default.
+SOLVE_IN_PASS2 = "+solve2"
+
+
+def parse_variant(variant: str) -> tuple[str, bool]:
+    """'LAYOUT' or 'LAYOUT+solve2' -> (pass-1 layout, solve in pass 2)."""
+    layout, solve2 = (variant[:-len(SOLVE_IN_PASS2)], True) if variant.endswith(SOLVE_IN_PASS2) else (variant, False)
+    if layout not in MOMENTS_LAYOUTS:
+        raise ValueError(f"unknown kernel variant {variant!r}: a pass-1 layout ({', '.join(MOMENTS_LAYOUTS)}), "
+                         f"optionally followed by {SOLVE_IN_PASS2}")
+    return layout, solve2
+
+
 def set_tuning(moments: str = "auto") -> None:
     """Launch choice of the CUDA op, for benchmarks and tests that compare them in one process:
-    ``moments``, pass 1's layout (MOMENTS_LAYOUTS).  Read from STYLECAM_MOMENTS when the extension
-    is loaded.  The CPU reference has no such choice."""
-    if moments not in MOMENTS_LAYOUTS:
-        raise ValueError(f"unknown pass-1 layout {moments!r}: one of {', '.join(MOMENTS_LAYOUTS)}")
+    ``moments``, a variant: pass 1's layout (MOMENTS_LAYOUTS), optionally with ``+solve2``
+    (SOLVE_IN_PASS2).  Read from STYLECAM_MOMENTS when the extension is loaded.  The CPU reference
+    has no such choice."""
+    layout, solve2 = parse_variant(moments)
     if _ext is None:
         raise RuntimeError("the CUDA extension is not loaded (kernels.build_extension())")
-    if not _ext.set_tuning(MOMENTS_LAYOUTS[moments]):
-        raise RuntimeError(f"the CUDA extension refused the layout {moments!r}: rebuild it")
+    if not _ext.set_tuning(MOMENTS_LAYOUTS[layout], solve2):
+        raise RuntimeError(f"the CUDA extension refused the variant {moments!r}: rebuild it")
 
 
 def available() -> bool:

@@ -93,12 +93,16 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 // (moments_kernel, a warp per channel, the first layout: 55 % at 720p); 1 / 2 / 4 = lanes with the
 // largest tile / 2 / 4, no prefetch; 12 = prefetch with half the largest tile.
 int tuning_moments = -1;
+// solve_in_pass2: fused_recon's between-pass solve in pass 2's prologue (each block solving its own
+// channels) instead of a kernel of its own; off by default until timed on a GPU (session 7)
+bool tuning_solve_in_pass2 = false;
 
 // codes as above (kernels.py maps the names); false for an unknown code, which changes nothing
-bool set_tuning(int moments) {
+bool set_tuning(int moments, bool solve_in_pass2) {
   if (moments != -1 && moments != 0 && moments != 1 && moments != 2 && moments != 4 && moments != 12)
     return false;
   tuning_moments = moments;
+  tuning_solve_in_pass2 = solve_in_pass2;
   return true;
 }
 
@@ -144,20 +148,26 @@ void moments(const at::Tensor& f, const at::Tensor& w, float* s1, float* s2, flo
 
 // out must have f's strides; results below `floor` are raised to it (the stylizer's clamp at zero,
 // done here instead of in a pass of its own), and FP16 results are kept finite
+// `solve` (optional): pass 2 solves its coefficients from pass 1's sums itself (A and B unused)
 void affine(const at::Tensor& f, const at::Tensor& w, const float* A, const float* B, at::Tensor& out, float floor,
-            cudaStream_t s) {
+            cudaStream_t s, const float* s1 = nullptr, const float* s2 = nullptr, const float* ws = nullptr,
+            const SolveArgs* solve = nullptr) {
+  const SolveArgs none{};
+  const SolveArgs& sa = solve != nullptr ? *solve : none;
+  if (solve == nullptr) s1 = s2 = ws = nullptr;
   const Geometry g = geometry(f, w.size(0), &out);
   const float* wp = w.data_ptr<float>();
   if (f.scalar_type() == at::kHalf)
     stylecam::launch_affine(reinterpret_cast<const __half*>(f.data_ptr<at::Half>()), wp, A, B, g,
-                            reinterpret_cast<__half*>(out.data_ptr<at::Half>()), std::fmax(floor, -65504.f), 65504.f, s);
+                            reinterpret_cast<__half*>(out.data_ptr<at::Half>()), std::fmax(floor, -65504.f), 65504.f,
+                            s1, s2, ws, sa, s);
   else if (f.scalar_type() == at::kBFloat16)
     stylecam::launch_affine(reinterpret_cast<const __nv_bfloat16*>(f.data_ptr<at::BFloat16>()), wp, A, B, g,
                             reinterpret_cast<__nv_bfloat16*>(out.data_ptr<at::BFloat16>()), std::fmax(floor, -3.0e38f),
-                            3.0e38f, s);
+                            3.0e38f, s1, s2, ws, sa, s);
   else
     stylecam::launch_affine(f.data_ptr<float>(), wp, A, B, g, out.data_ptr<float>(), std::fmax(floor, -3.0e38f),
-                            3.0e38f, s);
+                            3.0e38f, s1, s2, ws, sa, s);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -233,10 +243,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_rec
                off.data_ptr<float>(), a, a + n};
   const at::Tensor fin = dense(f);
   moments(fin, w, p, p + K * C, wsum, stream);
-  stylecam::launch_solve(p, p + K * C, wsum, sa, stream);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const float lo = floor.has_value() ? static_cast<float>(*floor) : -3.0e38f;
   at::Tensor out = at::empty_like(fin);
-  affine(fin, w, a, a + n, out, floor.has_value() ? static_cast<float>(*floor) : -3.0e38f, stream);
+  if (tuning_solve_in_pass2) {
+    affine(fin, w, a, a + n, out, lo, stream, p, p + K * C, wsum, &sa);
+  } else {
+    stylecam::launch_solve(p, p + K * C, wsum, sa, stream);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    affine(fin, w, a, a + n, out, lo, stream);
+  }
   return {out, sums.narrow(0, 0, K), mean, var, off};
 }
 
@@ -247,6 +262,6 @@ TORCH_LIBRARY_IMPL(stylecam, CUDA, m) {
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("set_tuning", &set_tuning, "pass 1's layout code (realtime/kernels.py set_tuning maps the names)",
-        pybind11::arg("moments"));
+  m.def("set_tuning", &set_tuning, "pass 1's layout code (realtime/kernels.py set_tuning maps the names) and "
+        "whether fused_recon solves in pass 2's prologue", pybind11::arg("moments"), pybind11::arg("solve_in_pass2") = false);
 }

@@ -101,7 +101,12 @@ struct SolveArgs {
   float* mean_out; float* var_out; float* off_out; float* A; float* B;
 };
 
-__device__ __forceinline__ void solve_at(int i, const float* s1, const float* s2, const float* ws, const SolveArgs& a) {
+struct Coef { float A, B; };
+
+// `write`: store the entry's statistics and coefficients in SolveArgs' outputs (solve_kernel: always;
+// the solve in pass 2's prologue: one block per channel group)
+__device__ __forceinline__ Coef solve_entry(int i, const float* s1, const float* s2, const float* ws,
+                                            const SolveArgs& a, bool write) {
   const int k = i / a.C;
   // __ldcg: the sums were written by other blocks' atomics (in L2); never read them through L1
   const float nz = fmaxf(__ldcg(ws + k), kEps);
@@ -111,25 +116,31 @@ __device__ __forceinline__ void solve_at(int i, const float* s1, const float* s2
     mean = a.momentum * a.prev_mean[i] + (1.f - a.momentum) * mean;
     var = a.momentum * a.prev_var[i] + (1.f - a.momentum) * var;
   }
-  a.mean_out[i] = mean;
-  a.var_out[i] = var;
   const float mus = a.smean[i];
+  Coef e;
+  float off = 0.f;
   if (a.mode == 2) {
     const float r = a.sstd[i] / sqrtf(var + kEps);
-    a.A[i] = (1.f - a.alpha) + a.alpha * r;
-    a.B[i] = a.alpha * (mus - r * mean);
-    a.off_out[i] = 0.f;
+    e.A = (1.f - a.alpha) + a.alpha * r;
+    e.B = a.alpha * (mus - r * mean);
   } else if (a.mode == 0) {
-    a.A[i] = 1.f;
-    a.B[i] = a.alpha * (mus - mean);
-    a.off_out[i] = 0.f;
+    e.A = 1.f;
+    e.B = a.alpha * (mus - mean);
   } else {                                      // the region mean's scalar recurrence, N steps (paper §3.1)
     float mu = mean + (a.off0 != nullptr ? a.off0[i] : 0.f), prev = mu;
     for (int t = 0; t < a.iterations; ++t) { prev = mu; mu = mean - a.beta * (mu - mus); }
-    a.A[i] = 1.f;
-    a.B[i] = a.iterations > 0 ? -a.beta * (prev - mus) : mu - mean;
-    a.off_out[i] = mu - mean;
+    e.A = 1.f;
+    e.B = a.iterations > 0 ? -a.beta * (prev - mus) : mu - mean;
+    off = mu - mean;
   }
+  if (write) {
+    a.mean_out[i] = mean;
+    a.var_out[i] = var;
+    a.off_out[i] = off;
+    a.A[i] = e.A;
+    a.B[i] = e.B;
+  }
+  return e;
 }
 
 // grid: (pixel tiles, channel groups). s1, s2 (K x C) and wsum (K) must be zero on entry.
@@ -332,13 +343,20 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
 
 // grid: (pixel tiles, channel groups). out[c,p] = f * sum_k W[k,p] A[k,c] + sum_k W[k,p] B[k,c],
 // clamped to [lo, hi] (FP16's finite range for FP16); out has f's strides.
+// With s1 != nullptr (the solve in pass 2, STYLECAM_MOMENTS=...+solve2; session 7, not yet timed)
+// A and B are not read: each block first solves the K x group entries of its own channels from the
+// sums of pass 1 (solve_entry; the blocks of the first pixel tile also store the statistics and
+// coefficients the op returns), which saves the solve kernel's launch (2.2 us of 45 at 720p on the
+// H100) for a little redundant arithmetic per block.
 template <typename T, int K, int VEC>
 __global__ void __launch_bounds__(kThreads) affine_kernel(
     const T* __restrict__ f, int64_t sc, int64_t sh, int64_t sw, const float* __restrict__ w,
     const float* __restrict__ A, const float* __restrict__ B, int C, int H, int W, int group,
-    T* __restrict__ out, float lo, float hi) {
+    T* __restrict__ out, float lo, float hi, const float* __restrict__ s1, const float* __restrict__ s2,
+    const float* __restrict__ ws, SolveArgs sa) {
   constexpr int PPT = pixels_per_thread(K);
   static_assert(PPT % VEC == 0, "a thread's pixels are whole runs");
+  __shared__ float coef[2][K][kMaxGroup];
   const int64_t P = static_cast<int64_t>(H) * W;
   const int64_t tile0 = static_cast<int64_t>(blockIdx.x) * kThreads * PPT;
   const int c0 = blockIdx.y * group, nc = min(group, C - c0);
@@ -346,11 +364,24 @@ __global__ void __launch_bounds__(kThreads) affine_kernel(
   bool ok[PPT];
   float m[K][PPT];
   load_tile<K, PPT, VEC>(w, P, W, sh, sw, tile0, off, ok, m);
+  const bool solve_here = s1 != nullptr;        // the same for every thread of the grid
+  if (solve_here) {
+    for (int i = threadIdx.x; i < K * nc; i += kThreads) {
+      const int k = i / nc, j = i % nc;
+      const Coef e = solve_entry(k * C + c0 + j, s1, s2, ws, sa, blockIdx.x == 0);
+      coef[0][k][j] = e.A;
+      coef[1][k][j] = e.B;
+    }
+    __syncthreads();
+  }
   for (int j = 0; j < nc; ++j) {
     const int c = c0 + j;
     float a[K], b[K];
 #pragma unroll
-    for (int k = 0; k < K; ++k) { a[k] = __ldg(&A[k * C + c]); b[k] = __ldg(&B[k * C + c]); }
+    for (int k = 0; k < K; ++k) {
+      a[k] = solve_here ? coef[0][k][j] : __ldg(&A[k * C + c]);
+      b[k] = solve_here ? coef[1][k][j] : __ldg(&B[k * C + c]);
+    }
     float v[PPT];
     load_values<T, PPT, VEC>(f + static_cast<int64_t>(c) * sc, off, v);
     float r[PPT];
@@ -420,7 +451,8 @@ struct Geometry {
   void launch_moments(const T* f, const float* w, const Geometry& g, float* s1, float* s2, float* ws,            \
                       cudaStream_t s);                                                       \
   void launch_affine(const T* f, const float* w, const float* A, const float* B, const Geometry& g, T* out,       \
-                     float lo, float hi, cudaStream_t s);
+                     float lo, float hi, const float* s1, const float* s2, const float* ws, const SolveArgs& sa,    \
+                     cudaStream_t s);
 STYLECAM_DECLARE(float)
 STYLECAM_DECLARE(__half)
 STYLECAM_DECLARE(__nv_bfloat16)
@@ -476,14 +508,15 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const Solve
     }                                                                                                             \
   }                                                                                                               \
   void launch_affine(const T* f, const float* w, const float* A, const float* B, const Geometry& g, T* out,    \
-                        float lo, float hi, cudaStream_t s) {                                                     \
+                        float lo, float hi, const float* s1, const float* s2, const float* ws, const SolveArgs& sa, \
+                        cudaStream_t s) {                                                                         \
     constexpr int V = 16 / sizeof(T);                                                                             \
     if (g.vec) {                                                                                                  \
       STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH((affine_kernel<T, KK, V>),                                         \
-          f, g.sc, g.sh, g.sw, w, A, B, g.C, g.H, g.W, sh.group, out, lo, hi));                                   \
+          f, g.sc, g.sh, g.sw, w, A, B, g.C, g.H, g.W, sh.group, out, lo, hi, s1, s2, ws, sa));                   \
     } else {                                                                                                      \
       STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH((affine_kernel<T, KK, 1>),                                         \
-          f, g.sc, g.sh, g.sw, w, A, B, g.C, g.H, g.W, sh.group, out, lo, hi));                                   \
+          f, g.sc, g.sh, g.sw, w, A, B, g.C, g.H, g.W, sh.group, out, lo, hi, s1, s2, ws, sa));                   \
     }                                                                                                             \
   }
 
