@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -135,7 +136,14 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default="runs/quality_cache", help="Gatys results cache ('' = none)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for every method (default 1)")
     p.add_argument("--quick", action="store_true", help="smoke test: one pair, 96 px, 5 Gatys iterations")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="comma-separated, from %(default)s; also gram-iterN (gram with N descent steps instead "
+                        "of the default 10)")
     a = p.parse_args(argv)
+    methods = [m for m in a.methods.split(",") if m]
+    bad = [m for m in methods if m not in METHODS and not re.fullmatch(r"gram-iter[1-9][0-9]*", m)]
+    if bad or not methods:
+        p.error(f"unknown method(s) {', '.join(bad) or '(none given)'}: choose from {', '.join(METHODS)} or gram-iterN")
     if a.quick:
         a.size, a.gatys_iterations, a.max_pairs = 96, 5, 1
     if a.threads:
@@ -171,7 +179,7 @@ def main(argv=None) -> int:
         bank.add(pair["painting"], pair.get("painting_regions"), image=painting)
         row = {"pair": pair["name"], "methods": {}}
         tiles = [photo, cv2.resize(painting, (photo.shape[1], photo.shape[0]))]
-        for method in METHODS:
+        for method in methods:
             t, c = time.perf_counter(), time.process_time()
             if method == "photo":
                 out = photo
@@ -185,6 +193,8 @@ def main(argv=None) -> int:
                 mode, strength, iters = method, 1.0, None
                 if method == "linear-iter500":
                     mode, strength, iters = "linear", 0.45, 500
+                elif method.startswith("gram-iter"):
+                    mode, iters = "gram", int(method[len("gram-iter"):])
                 st = Stylizer(StylizerConfig(layer=a.layer, mode=mode, strength=strength, iterations=iters,
                                              size=(max(photo.shape[:2]), 0)), enc, dec, bank)
                 out = st.stylize(photo, cmask)
@@ -202,23 +212,23 @@ def main(argv=None) -> int:
         results.append(row)
         grid_rows.append(np.concatenate(tiles, 1))
     summary = {}
-    for m in METHODS:
+    for m in methods:
         vals = [r["methods"][m] for r in results]
         summary[m] = {k: float(np.mean([v[k] for v in vals])) for k in ("seconds", "cpu_seconds", "style", "content")}
         if judge2 is not None:
             summary[m]["mobilenet"] = {k: float(np.mean([v["mobilenet"][k] for v in vals]))
                                        for k in ("style", "content", "embed")}
-    g = summary["gatys"]["cpu_seconds"]
-    for m in METHODS:
-        summary[m]["speedup_vs_gatys"] = g / max(summary[m]["cpu_seconds"], 1e-9)
+    g = summary["gatys"]["cpu_seconds"] if "gatys" in summary else None
+    for m in methods:
+        summary[m]["speedup_vs_gatys"] = g / max(summary[m]["cpu_seconds"], 1e-9) if g is not None else None
     info = machine_info()
     print("\n| method | style (VGG) | content (VGG) | style (MobileNet) | content (MobileNet) | style-vector distance "
           "| CPU s / image | × faster than Gatys |\n|---|---|---|---|---|---|---|---|")
-    for m in METHODS:
+    for m in methods:
         s = summary[m]
         mb = s.get("mobilenet")
         mcols = f"{mb['style']:.4f} | {mb['content']:.4f} | {mb['embed']:.4f}" if mb else "– | – | –"
-        speed = "–" if m == "photo" else f"{s['speedup_vs_gatys']:.0f}"
+        speed = "–" if m == "photo" or s["speedup_vs_gatys"] is None else f"{s['speedup_vs_gatys']:.0f}"
         print(f"| {m} | {s['style']:.4f} | {s['content']:.4f} | {mcols} | {s['cpu_seconds']:.2f} | {speed} |")
     judges = "HED VGG16 (the methods' own encoder)" + (f" and {judge2.name}" if judge2 is not None else "")
     print(f"\n{len(results)} pairs at {a.size} px, Gatys {a.gatys_iterations} L-BFGS iterations; judges: {judges}; "

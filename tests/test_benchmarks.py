@@ -99,6 +99,21 @@ def test_quality_quick_with_both_judges(tmp_path):
     assert cv2.imread(str(tmp_path / "q.png")) is not None
 
 
+def test_quality_methods_subset_and_more_gram_steps(tmp_path, capsys):
+    """--methods: a subset, gram-iterN for more descent steps (which lower gram's own objective, so
+    its VGG style loss), no Gatys row then; unknown names refused."""
+    from benchmarks import quality
+    pairs, _, _ = _bundled_pair(tmp_path)
+    out = tmp_path / "q.json"
+    assert quality.main(["--quick", "--pairs", str(pairs), "--json", str(out), "--methods", "gram,gram-iter40"]) == 0
+    s = json.loads(out.read_text())["summary"]
+    assert set(s) == {"gram", "gram-iter40"} and s["gram"]["speedup_vs_gatys"] is None
+    assert s["gram-iter40"]["style"] < s["gram"]["style"]
+    with pytest.raises(SystemExit):
+        quality.main(["--quick", "--pairs", str(pairs), "--methods", "gram-iter0"])
+    assert "unknown method" in capsys.readouterr().err
+
+
 def test_mobilenet_judge_ranks_the_painting_closest_to_itself(tmp_path):
     """The second judge is a real network: the painting scores ~0 against itself, the photo does not."""
     import numpy as np
