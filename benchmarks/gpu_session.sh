@@ -15,7 +15,8 @@
 # kernel's gpu tests; SKIP_FPS=1: no FPS table; SKIP_NCU=1: no Nsight Compute profile; SKIP_TRAIN=1:
 # measure only; SKIP_MEASURE=1: train only -- two calls on a warm machine split device time this
 # way, as session 6 did: SKIP_TRAIN=1 first, then at once, while the machine is warm, SKIP_MEASURE=1;
-# TRAIN_LAYER=relu4_1 trains that decoder instead of relu3_1's, WIDTH=0.5 the half-width one.)
+# TRAIN_LAYER=relu4_1 trains that decoder instead of relu3_1's, WIDTH=0.5 the half-width one; LR,
+# FEAT_WEIGHT, FEAT_ON_PLAIN=0 change the training recipe.)
 # Results come back in $OUT: session.log, gpu_tests.log, kernel.json, kernel.log,
 # fps_gpu.json, fps_gpu_channels_last.json, train_log.jsonl, decoder_relu3_1_wide.pt, decoder_relu3_1_wide_train.pt (TRAIN_LAYER=
 # relu4_1: decoder_relu4_1_wide*).  Only if `benchmarks/autoencoder.py --holdout --layer LAYER
@@ -135,7 +136,8 @@ if [ "$T" -gt 60 ] && [ -d gpu_pack/photos ] && [ "${SKIP_TRAIN:-0}" != 1 ]; the
   # FEAT_ON_PLAIN=1 (default): the feature loss on plain samples too -- session 5 measured the shipped
   # decoder's outputs ~11 % off the photos' features and a CPU probe cut that without costing PSNR;
   # adopt the result only if benchmarks/autoencoder.py --holdout improves.  LR: the starting rate of
-  # this call's schedule (2e-4: session 4's restarts at 5e-4 dipped first).
+  # this call's schedule (2e-4: session 4's restarts at 5e-4 dipped first).  FEAT_WEIGHT: the feature
+  # loss's weight (0.02; session 7's CPU probe: 0.2 cost 0.77 dB held out).
   # TRAIN_LAYER (default relu3_1) and WIDTH (default 1.0): which decoder.  Full width continues the
   # committed weights/checkpoints/decoder_LAYER_wide_train.pt where there is one; otherwise the
   # committed half-width checkpoint is first widened without changing its output (training/widen.py,
@@ -164,11 +166,12 @@ if [ "$T" -gt 60 ] && [ -d gpu_pack/photos ] && [ "${SKIP_TRAIN:-0}" != 1 ]; the
   fi
   [ "$T" -gt 0 ] && WARMUP=$($PY -c "import torch; print(0 if 'optim' in torch.load('$RUN/checkpoint.pt', map_location='cpu', weights_only=False) else 500)")
   if [ "$T" -gt 0 ]; then
-  echo "== training $LAYER for $T s (width $WIDTH, warm-up $WARMUP; $FEAT_FLAG)"
+  echo "== training $LAYER for $T s (width $WIDTH, warm-up $WARMUP; $FEAT_FLAG, feature weight ${FEAT_WEIGHT:-0.02})"
   timeout $(( T + 40 )) $PY -m training.train_decoder --layer "$LAYER" --device cuda --resume --width "$WIDTH" \
     --photos gpu_pack/photos --paintings gpu_pack/paintings --holdout-dir gpu_pack/holdout --run-dir "$RUN" \
     --out "$OUT/$NAME.pt" --crop 256 --batch 16 --mix-prob 0.2 --mix-crop 128 \
     --iterations 1000000 --lr "${LR:-2e-4}" --lr-final 2e-5 --lr-by-time --warmup $WARMUP $FEAT_FLAG \
+    --feat-weight "${FEAT_WEIGHT:-0.02}" \
     --max-minutes "$(awk "BEGIN{print ($T - 15)/60}")" --checkpoint-minutes 2 --eval-every 1000 --grid-every 2000 2>&1 \
     | tr '\r' '\n' | awk -v bar_re="^decoder $LAYER:" '$0 ~ bar_re {bar=$0; next} {print} END {print bar}' | tail -25
   cp "$RUN/checkpoint.pt" "$OUT/${NAME}_train.pt" 2>/dev/null || true
