@@ -124,6 +124,26 @@ def test_deflicker_default_follows_the_device_and_never_touches_stills(clip, pho
     assert seen == [0.5, 0.3, 0.0, 0.0]
 
 
+def test_gram_steps_default_to_more_on_stills_than_per_video_frame(clip, photo, tmp_path, capsys, monkeypatch):
+    """gram mode: 30 descent steps on a still (nothing to warm-start from), 10 a frame on video
+    (the stylizer's default, warm-started), --iterations overriding both."""
+    from realtime import stylizer as S
+    from realtime.cli import GRAM_STILL_STEPS
+    seen = []
+    real = S.Stylizer.__init__
+
+    def spy(self, config, *a, **k):
+        seen.append(config.iterations)
+        real(self, config, *a, **k)
+
+    monkeypatch.setattr(S.Stylizer, "__init__", spy)
+    common = ["--style", DEMO_STYLE, "--regions", "none", "--mode", "gram", "--size", "96"]
+    run_ok(["--source", photo, "--out", tmp_path / "o.png"] + common, capsys)
+    run_ok(["--source", photo, "--out", tmp_path / "o.png", "--iterations", "4"] + common, capsys)
+    run_ok(["--source", clip, "--out", tmp_path / "o.avi", "--no-window", "--max-frames", "2"] + common, capsys)
+    assert seen == [GRAM_STILL_STEPS, 4, None] and GRAM_STILL_STEPS == 30
+
+
 def test_video_to_video_keeps_every_frame(clip, tmp_path, capsys):
     out = tmp_path / "o.mp4"
     run_ok(["--source", clip, "--style", DEMO_STYLE, "--out", out, "--no-window"], capsys)
