@@ -105,43 +105,40 @@ def test_gatys_still_image(photo, tmp_path, capsys):
     assert np.abs(g.astype(int) - src.astype(int)).mean() > 1.0   # it moved towards the style
 
 
-def test_deflicker_default_follows_the_device_and_never_touches_stills(clip, photo, tmp_path, capsys, monkeypatch):
-    """--deflicker: 0.5 by default on the CPU, the given value when given, off for still images."""
+@pytest.fixture
+def stylizer_configs(monkeypatch):
+    """The StylizerConfig of every Stylizer the CLI makes, in order (the Stylizer itself runs as usual)."""
     from realtime import stylizer as S
     seen = []
     real = S.Stylizer.__init__
 
     def spy(self, config, *a, **k):
-        seen.append(config.deflicker)
+        seen.append(config)
         real(self, config, *a, **k)
 
     monkeypatch.setattr(S.Stylizer, "__init__", spy)
+    return seen
+
+
+def test_deflicker_default_follows_the_device_and_never_touches_stills(clip, photo, tmp_path, capsys, stylizer_configs):
+    """--deflicker: 0.5 by default on the CPU, the given value when given, off for still images."""
     for extra in ([], ["--deflicker", "0.3"], ["--deflicker", "0"]):
         run_ok(["--source", clip, "--style", DEMO_STYLE, "--out", tmp_path / "o.avi", "--no-window",
                 "--regions", "none", "--max-frames", "2", "--device", "cpu"] + extra, capsys)
     run_ok(["--source", photo, "--style", DEMO_STYLE, "--out", tmp_path / "o.png", "--regions", "none",
             "--deflicker", "0.3"], capsys)
-    assert seen == [0.5, 0.3, 0.0, 0.0]
+    assert [c.deflicker for c in stylizer_configs] == [0.5, 0.3, 0.0, 0.0]
 
 
-def test_gram_steps_default_to_more_on_stills_than_per_video_frame(clip, photo, tmp_path, capsys, monkeypatch):
+def test_gram_steps_default_to_more_on_stills_than_per_video_frame(clip, photo, tmp_path, capsys, stylizer_configs):
     """gram mode: 30 descent steps on a still (nothing to warm-start from), 10 a frame on video
     (the stylizer's default, warm-started), --iterations overriding both."""
-    from realtime import stylizer as S
     from realtime.cli import GRAM_STILL_STEPS
-    seen = []
-    real = S.Stylizer.__init__
-
-    def spy(self, config, *a, **k):
-        seen.append(config.iterations)
-        real(self, config, *a, **k)
-
-    monkeypatch.setattr(S.Stylizer, "__init__", spy)
     common = ["--style", DEMO_STYLE, "--regions", "none", "--mode", "gram", "--size", "96"]
     run_ok(["--source", photo, "--out", tmp_path / "o.png"] + common, capsys)
     run_ok(["--source", photo, "--out", tmp_path / "o.png", "--iterations", "4"] + common, capsys)
     run_ok(["--source", clip, "--out", tmp_path / "o.avi", "--no-window", "--max-frames", "2"] + common, capsys)
-    assert seen == [GRAM_STILL_STEPS, 4, None] and GRAM_STILL_STEPS == 30
+    assert [c.iterations for c in stylizer_configs] == [GRAM_STILL_STEPS, 4, None] and GRAM_STILL_STEPS == 30
 
 
 def test_video_to_video_keeps_every_frame(clip, tmp_path, capsys):
