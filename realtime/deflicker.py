@@ -50,15 +50,19 @@ class Deflicker:
         """Flow from the current frame to the previous one, cur(x) ~ prev(x + flow(x)), by DIS
         (ultrafast preset) on the pair reduced by an integer factor to at most FLOW_SIDE; in the
         reduced frame's pixels and size."""
+        return self.dis(self.reduce(grey), self.reduce(prev_grey))
+
+    def reduce(self, grey: np.ndarray) -> np.ndarray:
+        """``grey`` reduced by an integer factor (rounded up) to at most FLOW_SIDE on its longer side."""
+        h, w = grey.shape
+        f = max(1, -(-max(h, w) // self.FLOW_SIDE))
+        return grey if f == 1 else cv2.resize(grey, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+
+    def dis(self, grey: np.ndarray, prev_grey: np.ndarray) -> np.ndarray:
+        """DIS flow (ultrafast preset) from ``grey`` to ``prev_grey``, same size, in their pixels."""
         if self._dis is None:
             self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-        h, w = grey.shape
-        f = max(1, -(-max(h, w) // self.FLOW_SIDE))          # integer factor, rounded up
-        if f == 1:
-            return self._dis.calc(grey, prev_grey, None)
-        small = (max(1, w // f), max(1, h // f))
-        return self._dis.calc(cv2.resize(grey, small, interpolation=cv2.INTER_AREA),
-                              cv2.resize(prev_grey, small, interpolation=cv2.INTER_AREA), None)
+        return self._dis.calc(grey, prev_grey, None)
 
     def flow(self, grey: np.ndarray, prev_grey: np.ndarray) -> np.ndarray:
         """small_flow() scaled up to the frame's size and pixels."""
@@ -136,22 +140,13 @@ class TorchDeflicker(Deflicker):
         if job is not None:
             job[1].cancel() or job[1].exception()      # let a running job finish before it is dropped
 
-    def _reduce(self, frame: np.ndarray) -> np.ndarray:
-        """The input's grey, reduced by an integer factor to at most FLOW_SIDE (as small_flow)."""
-        grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        h, w = grey.shape
-        f = max(1, -(-max(h, w) // self.FLOW_SIDE))
-        return grey if f == 1 else cv2.resize(grey, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
-
     def _flow_job(self, frame: np.ndarray, prev_small):
         """(reduced grey, flow from it to ``prev_small`` or None when there is no previous frame of
         that size).  Runs on the worker thread after start(), in line otherwise."""
-        small = self._reduce(frame)
+        small = self.reduce(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
         if self.strength <= 0 or prev_small is None or prev_small.shape != small.shape:
             return small, None
-        if self._dis is None:
-            self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-        return small, self._dis.calc(small, prev_small, None)
+        return small, self.dis(small, prev_small)
 
     def start(self, frame: np.ndarray) -> None:
         """Begin this frame's flow on the worker thread (``frame``: the input that ``__call__`` will
