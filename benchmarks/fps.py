@@ -38,10 +38,11 @@ def load_frames(n: int) -> list:
 
 
 def build(backend: str, device: str, fp16: bool, layer: str, mode: str, regions: str, size: tuple[int, int],
-          static: bool = False, deflicker: float = 0.0, decoder: str | None = None, channels_last: bool = False):
+          static: bool = False, deflicker: float = 0.0, decoder: str | None = None,
+          channels_last: bool | None = None):
     """The CLI's objects (engines, style bank, stylizer, segmenter) for one configuration; ``decoder``
     a decoder file instead of the CLI's default for the device; ``channels_last``: the PyTorch
-    engines in NHWC layout."""
+    engines in NHWC layout or not (None: the CLI's default for the device)."""
     import argparse as ap
     from engines.decoder import load_decoder, resolve_decoder
     from engines.weights import build_encoder, load_encoder_weights
@@ -114,7 +115,8 @@ def profile_frames(st, seg, frames: list, size: tuple[int, int], device: str, ro
 
 def bench_one(backend: str, device: str, fp16: bool, height: int, frames: list, layer: str, mode: str,
               regions: str, warmup: int = 3, profile: bool = False, deflicker: float = 0.0,
-              decoder: str | None = None, channels_last: bool = False) -> dict:
+              decoder: str | None = None, channels_last: bool | None = None) -> dict:
+    from realtime.cli import channels_last_default
     width = round(height * 16 / 9) // 2 * 2
     st, seg = build(backend, device, fp16, layer, mode, regions, (width, height), deflicker=deflicker,
                     decoder=decoder, channels_last=channels_last)
@@ -128,7 +130,8 @@ def bench_one(backend: str, device: str, fp16: bool, height: int, frames: list, 
     return {"backend": backend, "device": device, "precision": "fp16" if fp16 else "fp32", "height": height,
             "width": width, "layer": layer, "mode": mode, "regions": regions, "frames": len(frames),
             "deflicker": deflicker, "decoder": decoder_name(decoder, layer, device),
-            "channels_last": channels_last and backend == "torch",
+            "channels_last": backend == "torch" and (
+                channels_last if channels_last is not None else channels_last_default(torch.device(device))),
             "median_ms": med, "fps": 1000.0 / med["total"]}
 
 
@@ -177,13 +180,13 @@ def main(argv=None) -> int:
     p.add_argument("--mode", default="adain")
     p.add_argument("--regions", default="portrait")
     p.add_argument("--deflicker", type=float, default=0.0,
-                   help="output deflicker strength (the CLI's default on the CPU is 0.5; its time is in 'composite')")
+                   help="output deflicker strength (the CLI's default is 0.5; its time is in 'composite')")
     p.add_argument("--decoder", default=None, metavar="auto|small|wide|PATH",
                    help="decoder, as run_cam.py's --decoder (default auto: wide on CUDA where it ships, small "
                         "otherwise)")
-    p.add_argument("--channels-last", action="store_true",
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="the PyTorch engines in channels_last (NHWC) layout, which cuDNN's FP16 convolutions "
-                        "use natively (the other backends ignore it)")
+                        "use natively, or not (default: the CLI's, on CUDA only; the other backends ignore it)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", default=None)
     p.add_argument("--png", default=None)

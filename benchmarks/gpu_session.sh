@@ -18,7 +18,7 @@
 # TRAIN_LAYER=relu4_1 trains that decoder instead of relu3_1's, WIDTH=0.5 the half-width one; LR,
 # FEAT_WEIGHT, FEAT_ON_PLAIN=0 change the training recipe.)
 # Results come back in $OUT: session.log, gpu_tests.log, kernel.json, kernel.log,
-# fps_gpu.json, fps_gpu_channels_last.json, train_log.jsonl, decoder_relu3_1_wide.pt, decoder_relu3_1_wide_train.pt (TRAIN_LAYER=
+# fps_gpu.json, fps_gpu_nchw.json, train_log.jsonl, decoder_relu3_1_wide.pt, decoder_relu3_1_wide_train.pt (TRAIN_LAYER=
 # relu4_1: decoder_relu4_1_wide*).  Only if `benchmarks/autoencoder.py --holdout --layer LAYER
 # --decoder .../decoder_LAYER_wide.pt` beats the shipped one, copy it into weights/ and slim the
 # training checkpoint into weights/checkpoints/ (python -m training.slim_checkpoint ... --out
@@ -82,7 +82,7 @@ if [ -n "$NCU" ] && [ "${SKIP_NCU:-0}" != 1 ]; then
   echo "== ncu" >> "$OUT/kernel.log"
   timeout 120 "$NCU" --profile-from-start off --section SpeedOfLight --section MemoryWorkloadAnalysis \
     --section Occupancy --section WarpStateStats --section LaunchStats \
-    $PY benchmarks/kernel_ncu.py auto auto+solve2 >> "$OUT/kernel.log" 2>&1
+    $PY benchmarks/kernel_ncu.py auto auto+solve1 >> "$OUT/kernel.log" 2>&1
   echo "ncu exit status $?"
   grep -E "^== |moments|affine|solve|Memory Throughput|DRAM Throughput|Duration|Achieved Occupancy|Registers Per" \
     "$OUT/kernel.log" | tail -60
@@ -121,13 +121,14 @@ if [ "${SKIP_FPS:-0}" != 1 ]; then
   # reconstruct stage's 1.0 ms on the H100); the tables land in session.log
   timeout 150 $PY benchmarks/fps.py --devices cuda --fp16 --backends torch --regions none \
     --sizes 480,720,1080 --frames 20 --profile 720 --json "$OUT/fps_gpu.json" 2>&1 | grep -v "^W0000\|^I0000"
-  echo "== fps with the device deflicker (TorchDeflicker, its flow beside the GPU since session 7), 720p ($(left) s left)"
+  echo "== fps with the device deflicker (the CLI's default 0.5 since session 8: 1.5 ms at 720p on the H100), 720p ($(left) s left)"
   timeout 60 $PY benchmarks/fps.py --devices cuda --fp16 --backends torch --regions none --sizes 720 --frames 20 \
     --deflicker 0.5 2>&1 | grep "^|\|torch/"
-  # session 7's profile: cuDNN's NCHW <-> NHWC conversions were 1.2 of 5.3 ms of GPU time a 720p FP16 frame
-  echo "== fps with the networks in channels_last, 480p-1080p ($(left) s left)"
+  # the networks in NCHW, for comparison: channels_last is the CUDA default since session 8 (720p FP16
+  # 7.6 ms against 9.4 on the H100; cuDNN converts NCHW <-> NHWC around each convolution)
+  echo "== fps with the networks in NCHW (--no-channels-last), 480p-1080p ($(left) s left)"
   timeout 90 $PY benchmarks/fps.py --devices cuda --fp16 --backends torch --regions none --sizes 480,720,1080 \
-    --frames 20 --channels-last --json "$OUT/fps_gpu_channels_last.json" 2>&1 | grep "^|\|torch/"
+    --frames 20 --no-channels-last --json "$OUT/fps_gpu_nchw.json" 2>&1 | grep "^|\|torch/"
 fi
 fi  # SKIP_MEASURE
 

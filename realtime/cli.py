@@ -17,6 +17,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_CLIP = ASSETS / "demo_clip.mp4"
 DEMO_STYLE = ASSETS / "demo_style.jpg"
 GRAM_STILL_STEPS = 30      # gram mode's descent steps on still images (video: 10 a frame, warm-started)
+DEFAULT_DEFLICKER = 0.5     # --deflicker on video, on every device (see run())
 DEFAULTS = {"layer": "relu3_1", "mode": "adain", "strength": 1.0, "regions": "portrait", "size": None,
             "method": "decoder", "device": "auto", "backend": "auto"}
 
@@ -64,10 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--keep-colors", action="store_true", help="transfer luminance only, keep the frame's colours")
     a("--deflicker", type=float, default=None, metavar="S",
       help="video: blend each frame with the motion-compensated previous output where the input agrees, "
-           "0 <= S < 1 (0 = off; 0.6 makes the demo clip flicker 4.5x less, see the README); default 0.5 on the "
-           "CPU, 0 on CUDA (an H100 measured 8.6 ms a 720p frame with the optical flow in line; it now runs "
-           "beside the GPU's work, not yet timed: give --deflicker 0.5 to use it); "
-           "still images: never")
+           "0 <= S < 1 (0 = off; 0.6 makes the demo clip flicker 4.5x less, see the README); default 0.5 "
+           "(on an H100 it costs about 1.5 ms a 720p frame, its optical flow running on a CPU thread beside "
+           "the GPU's work: --deflicker 0 for the last few FPS); still images: never")
     a("--layer", choices=["relu3_1", "relu4_1"], default=None, help="VGG layer (default relu3_1)")
     a("--size", default=None, metavar="WxH",
       help="processing size, independent of the output size (WxH, or one number for the longer side; "
@@ -126,6 +126,16 @@ def pick_device(name: str):
     return torch.device(name)
 
 
+def channels_last_default(device) -> bool:
+    """Whether the PyTorch engines run in channels_last (NHWC) when not told: on CUDA, yes.  cuDNN's
+    FP16 convolutions are NHWC, and on NCHW tensors it converts around each one (1.2 of the 5.3 ms of
+    GPU time of a 720p FP16 frame on the H100, session 7).  Session 8 timed both on the H100
+    (benchmarks/fps.py; docs/results/fps_gpu_h100.json and fps_gpu_h100_nchw.json): FP16 480p 5.5 ms against 6.8,
+    720p 7.6 against 9.4, 1080p 14.9 against 17.3; FP32 6.1 / 9.8 / 18.6 against 6.5 / 10.4 / 21.6.
+    On the CPU it is untimed, and the CPU's default backend is ONNX Runtime anyway."""
+    return getattr(device, "type", str(device)).startswith("cuda")
+
+
 def make_engines(args, enc, dec, dec_path, ew, device):
     """Wrap the encoder and decoder in the engines of --backend (exports cached on first use)."""
     from engines.base import load_engine
@@ -135,10 +145,10 @@ def make_engines(args, enc, dec, dec_path, ew, device):
         args.backend = "torch" if device.type == "cuda" else "onnx"
     if args.backend == "torch":
         prec = "fp16" if args.fp16 else "fp32"
-        # channels_last (benchmarks/fps.py --channels-last): cuDNN's FP16 convolutions run in NHWC,
-        # and on NCHW tensors cuDNN converts around each one (1.2 of the 5.3 ms of GPU time of a
-        # 720p FP16 frame on the H100, session 7); off until fps.py has timed it on a GPU
-        cl = bool(getattr(args, "channels_last", False))
+        # channels_last: the device's default (channels_last_default) unless benchmarks/fps.py's
+        # --channels-last / --no-channels-last says otherwise (the CLI has no such option)
+        cl = getattr(args, "channels_last", None)
+        cl = channels_last_default(device) if cl is None else bool(cl)
         return (load_engine("torch", device, prec, module=enc, channels_last=cl),
                 load_engine("torch", device, prec, module=dec, channels_last=cl))
     profile_e = profile_d = None
@@ -243,8 +253,10 @@ def run(args: argparse.Namespace) -> int:
     bank = StyleBank(enc, args.regions, device=device)
     for i, s in enumerate(args.style):
         bank.add(s, args.style_regions[i] if i < len(args.style_regions) else None)
-    deflicker = 0.0 if single else args.deflicker if args.deflicker is not None else (
-        0.5 if device.type == "cpu" else 0.0)
+    # 0.5 on every device since session 8: on the H100 the device deflicker (flow on a worker thread)
+    # cost 1.5 ms a 720p FP16 frame (10.9 ms against 9.4, benchmarks/fps.py --deflicker 0.5), where
+    # with the flow in line it had cost 8.6 ms (session 7), which had kept it off on CUDA
+    deflicker = 0.0 if single else args.deflicker if args.deflicker is not None else DEFAULT_DEFLICKER
     iterations = args.iterations if args.mode in ("linear", "gram") else None
     if args.mode == "gram" and iterations is None and single:
         # a still has no previous frame to warm-start from: 30 steps instead of a frame's 10 (5 held-out

@@ -124,7 +124,8 @@ class TorchDeflicker(Deflicker):
     The flow needs only the input frames, so ``start(frame)``, called before the networks run,
     computes it on a worker thread while the GPU works (OpenCV releases the GIL; so does torch while
     it waits for the GPU); ``__call__`` then collects it.  On the lent H100 (session 7) the flow
-    computed in line made the 720p FP16 frame 17.1 ms instead of 8.5; the reduced grey of the
+    computed in line made the 720p FP16 frame 17.1 ms instead of 8.5; on the worker (session 8) 10.9
+    ms instead of 9.4 (benchmarks/fps.py --deflicker 0.5).  The reduced grey of the
     previous frame is kept, so each frame is reduced once.  Without ``start`` the flow is computed in
     line, with the same result."""
     FLOW_SIDE = 320

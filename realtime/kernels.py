@@ -207,25 +207,27 @@ def build_extension(verbose: bool = False):
 MOMENTS_LAYOUTS = {"auto": -1, "warp": 0, "lanes1": 1, "lanes2": 2, "lanes4": 4, "prefetch2": 12}
 
 
-# A variant's suffix: fused_recon's between-pass solve in pass 2's prologue (each block solving the
-# entries of its own channels) instead of a kernel of its own -- one launch fewer (the solve was 2.2
-# of 45 us at 720p on the H100); written in session 7, not yet timed, so not the default.
-SOLVE_IN_PASS2 = "+solve2"
+# fused_recon runs its between-pass solve in pass 2's prologue (each block solving the entries of its
+# own channels): one launch fewer than a solve kernel of its own, which was 2.1 of 43 us at 720p on the
+# H100.  Session 8 timed both there (docs/results/kernel_gpu_h100.json, CUDA graphs): 480p 71-72 % of
+# copy bandwidth against 67-68 %, 720p 71-72 % against 69 %, 1080p 77 % against 76 %.  A variant's
+# suffix +solve1 keeps the separate solve kernel (the layout before, for comparison).
+SOLVE_SEPARATE = "+solve1"
 
 
 def parse_variant(variant: str) -> tuple[str, bool]:
-    """'LAYOUT' or 'LAYOUT+solve2' -> (pass-1 layout, solve in pass 2)."""
-    layout, solve2 = (variant[:-len(SOLVE_IN_PASS2)], True) if variant.endswith(SOLVE_IN_PASS2) else (variant, False)
+    """'LAYOUT' or 'LAYOUT+solve1' -> (pass-1 layout, solve in pass 2's prologue)."""
+    layout, solve2 = (variant[:-len(SOLVE_SEPARATE)], False) if variant.endswith(SOLVE_SEPARATE) else (variant, True)
     if layout not in MOMENTS_LAYOUTS:
         raise ValueError(f"unknown kernel variant {variant!r}: a pass-1 layout ({', '.join(MOMENTS_LAYOUTS)}), "
-                         f"optionally followed by {SOLVE_IN_PASS2}")
+                         f"optionally followed by {SOLVE_SEPARATE}")
     return layout, solve2
 
 
 def set_tuning(moments: str = "auto") -> None:
     """Launch choice of the CUDA op, for benchmarks and tests that compare them in one process:
-    ``moments``, a variant: pass 1's layout (MOMENTS_LAYOUTS), optionally with ``+solve2``
-    (SOLVE_IN_PASS2).  Read from STYLECAM_MOMENTS when the extension is loaded.  The CPU reference
+    ``moments``, a variant: pass 1's layout (MOMENTS_LAYOUTS), optionally with ``+solve1``
+    (SOLVE_SEPARATE: the between-pass solve as a kernel of its own).  Read from STYLECAM_MOMENTS when the extension is loaded.  The CPU reference
     has no such choice."""
     layout, solve2 = parse_variant(moments)
     if _ext is None:

@@ -229,7 +229,7 @@ def test_gpu_session_script_parses_and_kernel_benchmarks_need_a_gpu():
 @pytest.mark.gpu
 def test_kernel_ncu_runs_every_variant_on_a_gpu(capsys):
     from benchmarks import kernel_ncu
-    assert kernel_ncu.main(["auto", "prefetch2"]) == 0
+    assert kernel_ncu.main(["auto", "auto+solve1", "prefetch2"]) == 0
     out = capsys.readouterr().out
     assert all(f"{v}: " in out for v in ("auto", "prefetch2"))
 

@@ -120,8 +120,9 @@ def stylizer_configs(monkeypatch):
     return seen
 
 
-def test_deflicker_default_follows_the_device_and_never_touches_stills(clip, photo, tmp_path, capsys, stylizer_configs):
-    """--deflicker: 0.5 by default on the CPU, the given value when given, off for still images."""
+def test_deflicker_default_is_on_for_video_and_never_touches_stills(clip, photo, tmp_path, capsys, stylizer_configs):
+    """--deflicker: 0.5 by default (DEFAULT_DEFLICKER, every device since session 8), the given value
+    when given, off for still images."""
     for extra in ([], ["--deflicker", "0.3"], ["--deflicker", "0"]):
         run_ok(["--source", clip, "--style", DEMO_STYLE, "--out", tmp_path / "o.avi", "--no-window",
                 "--regions", "none", "--max-frames", "2", "--device", "cpu"] + extra, capsys)
@@ -222,3 +223,24 @@ def test_onnx_backend_gives_the_same_frames_as_torch(photo, tmp_path, capsys, mo
 def test_tensorrt_backend_without_tensorrt_or_gpu_is_one_clear_error(photo, capsys):
     msg = run_bad(["--source", photo, "--style", DEMO_STYLE, "--backend", "tensorrt"], capsys)
     assert "TensorRT" in msg or "GPU" in msg
+
+
+def test_pytorch_engines_default_to_channels_last_on_cuda_only(monkeypatch):
+    """make_engines: the PyTorch engines run in channels_last on CUDA unless told otherwise
+    (benchmarks/fps.py --no-channels-last), NCHW on the CPU (channels_last_default).  load_engine is
+    recorded rather than run, so this needs no GPU."""
+    import argparse
+
+    import engines.base
+    from realtime.cli import channels_last_default, make_engines
+    seen = []
+    monkeypatch.setattr(engines.base, "load_engine",
+                        lambda kind, device, prec, module, channels_last: seen.append((device.type, channels_last)))
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    for device, flag in ((cuda, None), (cpu, None), (cuda, False), (cpu, True)):
+        args = argparse.Namespace(backend="torch", fp16=device.type == "cuda")
+        if flag is not None:
+            args.channels_last = flag
+        make_engines(args, None, None, None, None, device)
+    assert seen == [("cuda", True)] * 2 + [("cpu", False)] * 2 + [("cuda", False)] * 2 + [("cpu", True)] * 2
+    assert channels_last_default(cuda) and not channels_last_default(cpu)

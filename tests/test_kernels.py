@@ -153,7 +153,7 @@ def test_cuda_kernel_fp16_near_limit_and_odd_sizes():
     torch.testing.assert_close(mom[1].cpu(), ref[1], rtol=1e-3, atol=1.0)
 
 
-@pytest.fixture(params=["auto", "auto+solve2", "warp", "lanes1", "lanes2", "lanes4", "prefetch2"])
+@pytest.fixture(params=["auto", "auto+solve1", "warp", "lanes1", "lanes2", "lanes4", "prefetch2"])
 def moments_layout(request):
     """Every layout of pass 1 (kernels.set_tuning; the default set back afterwards)."""
     kernels.set_tuning(request.param)
@@ -170,7 +170,7 @@ def test_cuda_fused_op_matches_cpu_reference_over_frames(dtype, K, channels_last
     over three frames, at sizes with several pixel tiles and channel groups: odd ones (every pixel
     through the strides) and 45 x 120, whose H*W is a multiple of 8 (NCHW then takes the 16-byte
     vector path, with runs across rows).  The second frame is floored at zero (the stylizer's clamp)."""
-    if channels_last and moments_layout not in ("auto", "auto+solve2"):
+    if channels_last and moments_layout not in ("auto", "auto+solve1"):
         pytest.skip("channels_last features take the strided pass 1 whatever the vector-path layout")
     kernels.set_tuning(moments_layout)
     tol = {torch.float32: 2e-4, torch.float16: 3e-3, torch.bfloat16: 2e-2}[dtype]
@@ -328,9 +328,10 @@ def test_ops_pass_torch_library_opcheck(device):
 
 def test_kernel_variant_names_parse_and_unknown_ones_are_refused():
     """Kernel variants (benchmarks/kernel.py --moments, STYLECAM_MOMENTS, the GPU tests): a pass-1
-    layout, optionally with +solve2 (the between-pass solve in pass 2's prologue)."""
-    assert kernels.parse_variant("auto") == ("auto", False)
-    assert kernels.parse_variant("prefetch2+solve2") == ("prefetch2", True)
-    for bad in ("prefetch1", "auto+solve3", "+solve2", "solve2"):
+    layout, optionally with +solve1 (the between-pass solve as a kernel of its own; by default it runs
+    in pass 2's prologue)."""
+    assert kernels.parse_variant("auto") == ("auto", True)
+    assert kernels.parse_variant("prefetch2+solve1") == ("prefetch2", False)
+    for bad in ("prefetch1", "auto+solve2", "auto+solve3", "+solve1", "solve1"):
         with pytest.raises(ValueError, match="unknown kernel variant"):
             kernels.parse_variant(bad)
