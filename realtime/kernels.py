@@ -203,8 +203,11 @@ def build_extension(verbose: bool = False):
 # its tile fitted to the lent H100), warp = a warp per channel, lanes1/2/4 = a thread per channel
 # with the largest tile / 2 / 4, prefetch2 = lanes with half the largest tile and its feature loads
 # issued before the mask stage and kept in flight (auto's choice once the largest tile gives more than
-# a wave, e.g. 1080p on the H100).
-MOMENTS_LAYOUTS = {"auto": -1, "warp": 0, "lanes1": 1, "lanes2": 2, "lanes4": 4, "prefetch2": 12}
+# a wave, e.g. 1080p on the H100); quad / octet = lanes with the largest tile and 4 / 8 consecutive
+# lanes per channel, so that each load of a warp reads whole 32-byte sectors (written in session 8
+# without a GPU; benchmarks/kernel.py times them).
+MOMENTS_LAYOUTS = {"auto": -1, "warp": 0, "lanes1": 1, "lanes2": 2, "lanes4": 4, "prefetch2": 12,
+                   "quad": 24, "octet": 28}
 
 
 # fused_recon runs its between-pass solve in pass 2's prologue (each block solving the entries of its

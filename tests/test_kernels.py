@@ -153,7 +153,7 @@ def test_cuda_kernel_fp16_near_limit_and_odd_sizes():
     torch.testing.assert_close(mom[1].cpu(), ref[1], rtol=1e-3, atol=1.0)
 
 
-@pytest.fixture(params=["auto", "auto+solve1", "warp", "lanes1", "lanes2", "lanes4", "prefetch2"])
+@pytest.fixture(params=["auto", "auto+solve1", "warp", "lanes1", "lanes2", "lanes4", "prefetch2", "quad", "octet"])
 def moments_layout(request):
     """Every layout of pass 1 (kernels.set_tuning; the default set back afterwards)."""
     kernels.set_tuning(request.param)
@@ -250,10 +250,11 @@ def test_fused_op_cpu_reference_carries_the_warm_start():
 def test_cuda_vector_path_and_misaligned_input_match_reference(dtype, K, moments_layout):
     """Both passes on their 16-byte vector path (NCHW, H*W a multiple of 8, many tiles and channel
     groups, a partial last tile), the same data 2 bytes off alignment (strided path), and aligned
-    features with masks 4 bytes off alignment (every layout stages its masks through scalar loads)."""
-    f, m, st = case(K, 256, 96, 136, 7 * K, empty=K - 1)
+    features with masks 4 bytes off alignment (every layout stages its masks through scalar loads).
+    200 channels: the last group of 32 is partial (8 channels), which the lane layouts guard."""
+    f, m, st = case(K, 200, 96, 136, 7 * K, empty=K - 1)
     fc = f.to(dtype)
-    A, B = torch.rand(K, 256) + 0.5, torch.randn(K, 256)
+    A, B = torch.rand(K, 200) + 0.5, torch.randn(K, 200)
     ref_mom = kernels.moments_reference(fc, m)
     ref = kernels.affine_reference(fc, m, A, B)
     tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
@@ -332,6 +333,7 @@ def test_kernel_variant_names_parse_and_unknown_ones_are_refused():
     in pass 2's prologue)."""
     assert kernels.parse_variant("auto") == ("auto", True)
     assert kernels.parse_variant("prefetch2+solve1") == ("prefetch2", False)
+    assert kernels.parse_variant("quad") == ("quad", True) and kernels.parse_variant("octet+solve1") == ("octet", False)
     for bad in ("prefetch1", "auto+solve2", "auto+solve3", "+solve1", "solve1"):
         with pytest.raises(ValueError, match="unknown kernel variant"):
             kernels.parse_variant(bad)

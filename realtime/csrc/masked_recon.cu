@@ -91,7 +91,9 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 // 720p; half: 66 %; prefetch with the largest tile: 69.1 %, a tie, so it was removed), 1080p with
 // half of it and prefetch (75.7 %; half without prefetch 73.4 %, largest 69 %).  0 = warp
 // (moments_kernel, a warp per channel, the first layout: 55 % at 720p); 1 / 2 / 4 = lanes with the
-// largest tile / 2 / 4, no prefetch; 12 = prefetch with half the largest tile.
+// largest tile / 2 / 4, no prefetch; 12 = prefetch with half the largest tile; 24 / 28 = lanes with
+// the largest tile and 4 / 8 lanes per channel (quad / octet: whole sectors per load; session 8,
+// not yet timed).
 int tuning_moments = -1;
 // solve_in_pass2: fused_recon's between-pass solve in pass 2's prologue (each block solving its own
 // channels) instead of a kernel of its own: the default since session 8 timed it on the H100 (720p
@@ -100,7 +102,8 @@ bool tuning_solve_in_pass2 = true;
 
 // codes as above (kernels.py maps the names); false for an unknown code, which changes nothing
 bool set_tuning(int moments, bool solve_in_pass2) {
-  if (moments != -1 && moments != 0 && moments != 1 && moments != 2 && moments != 4 && moments != 12)
+  if (moments != -1 && moments != 0 && moments != 1 && moments != 2 && moments != 4 && moments != 12 &&
+      moments != 24 && moments != 28)
     return false;
   tuning_moments = moments;
   tuning_solve_in_pass2 = solve_in_pass2;
@@ -125,14 +128,19 @@ Geometry geometry(const at::Tensor& f, int K, const at::Tensor* out = nullptr) {
   const bool v = f.is_contiguous() && P % vec == 0 && aligned16(f.data_ptr()) &&
                  (out == nullptr || aligned16(out->data_ptr()));
   int lanes_div = tuning_moments % 10;          // 0 warp, 1 / 2 / 4 tile divisor (prefetch: 12)
-  bool prefetch = tuning_moments >= 10;
+  bool prefetch = tuning_moments >= 10 && tuning_moments < 20;
+  int lpc = 1;
+  if (tuning_moments >= 20) {                   // 24 quad, 28 octet: lanes per channel, largest tile
+    lpc = tuning_moments - 20;
+    lanes_div = 1;
+  }
   if (tuning_moments < 0) {
     const int64_t tile = stylecam::lanes_max_tile(K), groups = (f.size(1) + stylecam::kLanes - 1) / stylecam::kLanes;
     prefetch = (P + tile - 1) / tile * groups > 6 * static_cast<int64_t>(sms);
     lanes_div = prefetch ? 2 : 1;
   }
   return {K, static_cast<int>(f.size(1)), static_cast<int>(f.size(2)), static_cast<int>(f.size(3)),
-          f.stride(1), f.stride(2), f.stride(3), v, lanes_div, prefetch, sms};
+          f.stride(1), f.stride(2), f.stride(3), v, lanes_div, prefetch, sms, lpc};
 }
 
 void moments(const at::Tensor& f, const at::Tensor& w, float* s1, float* s2, float* ws, cudaStream_t s) {

@@ -253,7 +253,18 @@ __device__ __forceinline__ void accumulate_run(const uint4& raw, const float (&m
 // (benchmarks/kernel.py): with half the tile, 1080p 75.7 % of copy bandwidth (73.4 % without); with the
 // largest tile, 69.1 % at 720p against 69.5 % without (a tie at 53 vs 40 registers: removed).  Under
 // Nsight Compute at 720p pass 1 still waits on global loads 8.4 of every 14.3 cycles.
-template <typename T, int K, int TILE, bool PREFETCH>
+//
+// LPC (lanes per channel; 1 = the layout above, the default).  With LPC = 1 a warp's load touches
+// 32 channels' rows, 16 bytes of each: 32 sectors of 32 bytes for 512 bytes used, the other half of
+// each sector read by the next warp (the ncu profile: L1/L2 traffic 62.7 % of peak against DRAM's
+// 46 %).  With LPC = 4 (STYLECAM_MOMENTS=quad) or 8 (octet) the LPC consecutive lanes of a group read
+// LPC consecutive runs of one channel, so a warp's load covers 32 / LPC channels in whole sectors
+// (64 or 128 contiguous bytes each): half the sectors for the same bytes.  The block still covers
+// 32 channels: LPC warps side by side, kRows / LPC of them along the pixels; a thread's runs keep
+// the same stride (STEP), only their start moves.  The LPC partial sums of a channel meet by warp
+// shuffles (log2 LPC steps per sum, once per block) before the shared-memory reduction.  Written in
+// session 8 without a GPU: opt-in until benchmarks/kernel.py has timed it.
+template <typename T, int K, int TILE, bool PREFETCH, int LPC = 1>
 __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
     const T* __restrict__ f, int64_t sc, const float* __restrict__ w, int C, int64_t P,
     float* __restrict__ s1, float* __restrict__ s2, float* __restrict__ wsum) {
@@ -261,15 +272,21 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
   constexpr int STEP = kRows * VEC;                       // pixels between a thread's runs
   constexpr int ITERS = TILE / STEP;                      // runs per thread
   constexpr int U = ITERS < 4 ? ITERS : 4;                // loads in flight per thread (PREFETCH)
+  constexpr int CPW = kLanes / LPC;                       // channels per warp
+  constexpr int R = kRows / LPC;                          // warps along the pixels per channel
   static_assert(VEC % 4 == 0 && TILE % STEP == 0, "runs of whole float4 mask groups");
+  static_assert(LPC >= 1 && kRows % LPC == 0 && (LPC & (LPC - 1)) == 0, "LPC: 1, 2, 4 or 8");
   __shared__ __align__(16) float ms[K][TILE];
   __shared__ float red[kRows][2 * K][kLanes + 1];
   const int64_t p0 = static_cast<int64_t>(blockIdx.x) * TILE;
   const int n = static_cast<int>(P - p0 < TILE ? P - p0 : TILE);     // a multiple of VEC
   const int tid = threadIdx.y * kLanes + threadIdx.x;
-  const int c = blockIdx.y * kLanes + threadIdx.x;
+  const int q = threadIdx.x % LPC;                                     // run within the group
+  const int cb = (threadIdx.y % LPC) * CPW + threadIdx.x / LPC;        // channel within the block
+  const int r = threadIdx.y / LPC;                                     // pixel row of the block
+  const int c = blockIdx.y * kLanes + cb;
   const T* fc = f + static_cast<int64_t>(c < C ? c : 0) * sc + p0;
-  const int j0 = threadIdx.y * VEC;
+  const int j0 = (r * LPC + q) * VEC;
   uint4 ring[U];
   if constexpr (PREFETCH) {
 #pragma unroll
@@ -325,10 +342,22 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
     for (int j = j0; j < n; j += STEP)
       accumulate_run<T, K, TILE>(__ldg(reinterpret_cast<const uint4*>(fc + j)), ms, j, a1, a2);
   }
+  if constexpr (LPC > 1) {            // every lane is here (the loop above has ended for all)
 #pragma unroll
-  for (int k = 0; k < K; ++k) {
-    red[threadIdx.y][k][threadIdx.x] = a1[k];
-    red[threadIdx.y][K + k][threadIdx.x] = a2[k];
+    for (int k = 0; k < K; ++k) {
+#pragma unroll
+      for (int o = LPC / 2; o > 0; o >>= 1) {
+        a1[k] += __shfl_xor_sync(0xffffffffu, a1[k], o);
+        a2[k] += __shfl_xor_sync(0xffffffffu, a2[k], o);
+      }
+    }
+  }
+  if (q == 0) {
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      red[r][k][cb] = a1[k];
+      red[r][K + k][cb] = a2[k];
+    }
   }
   __syncthreads();
   for (int i = tid; i < 2 * K * kLanes; i += kLanes * kRows) {
@@ -336,7 +365,7 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
     if (cc < C) {
       float t = 0.f;
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) t += red[r][row][lane];
+      for (int rr = 0; rr < R; ++rr) t += red[rr][row][lane];
       atomicAdd(&(row < K ? s1 : s2)[(row % K) * C + cc], t);
     }
   }
@@ -445,6 +474,7 @@ struct Geometry {
   int lanes_div;        // pass 1 on the vector path: 0 = warp layout, else lanes with tiles of lanes_max_tile(K) / lanes_div
   bool prefetch;        // lanes with U feature loads in flight from before the mask stage (half the largest tile)
   int sms;              // multiprocessors of the device
+  int lpc;              // lanes per channel of the lanes layout (1; 4 or 8 for quad / octet, largest tile)
 };
 
 // One overload per dtype, each defined in its own translation unit by STYLECAM_INSTANTIATE.
@@ -493,7 +523,11 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const Solve
         constexpr int MT = lanes_max_tile(KK);                                                                    \
         const int tile = g.lanes_div <= 1 ? MT : g.lanes_div == 2 ? MT / 2 : MT / 4;                              \
         const dim3 grid(static_cast<unsigned>((P + tile - 1) / tile), cg);                                        \
-        if (g.prefetch)                /* prefetch comes with half the largest tile (geometry()) */            \
+        if (g.lpc == 4)                /* quad / octet: the largest tile (geometry()) */                       \
+          moments_lanes_kernel<T, KK, MT, false, 4><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);        \
+        else if (g.lpc == 8)                                                                                      \
+          moments_lanes_kernel<T, KK, MT, false, 8><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);        \
+        else if (g.prefetch)           /* prefetch comes with half the largest tile (geometry()) */            \
           moments_lanes_kernel<T, KK, MT / 2, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);        \
         else if (tile == MT)                                                                                      \
           moments_lanes_kernel<T, KK, MT, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);           \
