@@ -10,7 +10,8 @@ and a CUDA C++ implementation built on first use (following pytorch/extension-cp
         frame's, the coefficients; for the paper's iterative ``linear`` form the exact scalar
         recurrence of its N iterations, so 500 iterations cost no more than one), pass 2, whose
         results below ``floor`` are raised to it (the stylizer's clamp at zero, without a pass of
-        its own).  On a GPU that is four launches (memset, pass 1, solve, pass 2) from one call.
+        its own).  On a GPU that is three launches (memset, pass 1, pass 2 with the solve in its prologue;
+        four with STYLECAM_MOMENTS=...+solve1) from one call.
 
 ``fused_reconstruct`` carries a ``ReconState`` (the warm start) in and out of ``fused_recon``.
 Each op's CPU implementation is its slow, obviously correct reference (``*_reference`` below),

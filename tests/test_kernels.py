@@ -166,7 +166,7 @@ def moments_layout(request):
 @pytest.mark.parametrize("K", [1, 2, 3, 4, 5, 8])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_cuda_fused_op_matches_cpu_reference_over_frames(dtype, K, channels_last, moments_layout):
-    """The one-call op (memset, pass 1, solve, pass 2): every mode, an empty region, warm start (smoothing and the iterative offset) carried
+    """The one-call op (memset, pass 1, the solve, pass 2): every mode, an empty region, warm start (smoothing and the iterative offset) carried
     over three frames, at sizes with several pixel tiles and channel groups: odd ones (every pixel
     through the strides) and 45 x 120, whose H*W is a multiple of 8 (NCHW then takes the 16-byte
     vector path, with runs across rows).  The second frame is floored at zero (the stylizer's clamp)."""

@@ -3,7 +3,8 @@
 // Pass 1 (moments): for every region k and channel c, the weighted sums
 //   s1[k,c] = sum_p W[k,p] F[c,p],  s2[k,c] = sum_p W[k,p] F[c,p]^2,  and  wsum[k] = sum_p W[k,p],
 // accumulated in float32 whatever the feature dtype (FP16 squares overflow).
-// Between the passes (solve, one thread per (region, channel), K x C numbers): the region
+// Between the passes (solve: K x C numbers, in pass 2's prologue, each block its own channels'; or
+// solve_kernel, one thread per (region, channel), with STYLECAM_MOMENTS=...+solve1): the region
 // statistics, their temporal smoothing with the previous frame's (warm start), and the per-region
 // coefficients A, B of the mode -- for the paper's iterative linear form the exact scalar
 // recurrence of its N iterations, so 500 iterations cost no more than one.
@@ -207,7 +208,7 @@ at::Tensor masked_affine_cuda(const at::Tensor& f, const at::Tensor& w, const at
   return out;
 }
 
-// The whole frame from one call: memset, pass 1, solve, pass 2.  Returns (out, wsum, mean, var,
+// The whole frame from one call: memset, pass 1, pass 2 solving in its prologue (or solve, pass 2).  Returns (out, wsum, mean, var,
 // offset): the statistics used (after smoothing) and, for the iterative linear mode, the region
 // mean's offset mu^N - mu_c for the next frame's warm start.  `floor` (optional): results below it are raised to it in pass 2.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_recon_cuda(
