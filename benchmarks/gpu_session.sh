@@ -18,7 +18,7 @@
 # TRAIN_LAYER=relu4_1 trains that decoder instead of relu3_1's, WIDTH=0.5 the half-width one; LR,
 # FEAT_WEIGHT, FEAT_ON_PLAIN=0 change the training recipe.)
 # Results come back in $OUT: session.log, gpu_tests.log, kernel.json, kernel.log,
-# fps_gpu.json, fps_gpu_nchw.json, train_log.jsonl, decoder_relu3_1_wide.pt, decoder_relu3_1_wide_train.pt (TRAIN_LAYER=
+# fps_gpu.json, fps_gpu_graph.json, train_log.jsonl, decoder_relu3_1_wide.pt, decoder_relu3_1_wide_train.pt (TRAIN_LAYER=
 # relu4_1: decoder_relu4_1_wide*).  Only if `benchmarks/autoencoder.py --holdout --layer LAYER
 # --decoder .../decoder_LAYER_wide.pt` beats the shipped one, copy it into weights/ and slim the
 # training checkpoint into weights/checkpoints/ (python -m training.slim_checkpoint ... --out
@@ -121,14 +121,12 @@ if [ "${SKIP_FPS:-0}" != 1 ]; then
   # reconstruct stage's 1.0 ms on the H100); the tables land in session.log
   timeout 150 $PY benchmarks/fps.py --devices cuda --fp16 --backends torch --regions none \
     --sizes 480,720,1080 --frames 20 --profile 720 --json "$OUT/fps_gpu.json" 2>&1 | grep -v "^W0000\|^I0000"
-  echo "== fps with the device deflicker (the CLI's default 0.5 since session 8: 1.5 ms at 720p on the H100), 720p ($(left) s left)"
-  timeout 60 $PY benchmarks/fps.py --devices cuda --fp16 --backends torch --regions none --sizes 720 --frames 20 \
-    --deflicker 0.5 2>&1 | grep "^|\|torch/"
-  # the networks in NCHW, for comparison: channels_last is the CUDA default since session 8 (720p FP16
-  # 7.6 ms against 9.4 on the H100; cuDNN converts NCHW <-> NHWC around each convolution)
-  echo "== fps with the networks in NCHW (--no-channels-last), 480p-1080p ($(left) s left)"
-  timeout 90 $PY benchmarks/fps.py --devices cuda --fp16 --backends torch --regions none --sizes 480,720,1080 \
-    --frames 20 --no-channels-last --json "$OUT/fps_gpu_nchw.json" 2>&1 | grep "^|\|torch/"
+  # the networks replayed from CUDA graphs (fps.py --cuda-graph; not yet timed): session 8's profile
+  # had ~9 ms of host time a 720p FP16 frame for ~5 ms of GPU time.  (Session 8 timed the deflicker,
+  # 1.5 ms at 720p, and NCHW against channels_last: `fps.py ... --deflicker 0.5`, `--no-channels-last`.)
+  echo "== fps with the networks replayed from CUDA graphs, 480p-1080p ($(left) s left)"
+  timeout 120 $PY benchmarks/fps.py --devices cuda --fp16 --backends torch --regions none --sizes 480,720,1080 \
+    --frames 20 --cuda-graph --json "$OUT/fps_gpu_graph.json" 2>&1 | grep "^|\|torch/"
 fi
 fi  # SKIP_MEASURE
 

@@ -146,11 +146,13 @@ def make_engines(args, enc, dec, dec_path, ew, device):
     if args.backend == "torch":
         prec = "fp16" if args.fp16 else "fp32"
         # channels_last: the device's default (channels_last_default) unless benchmarks/fps.py's
-        # --channels-last / --no-channels-last says otherwise (the CLI has no such option)
+        # --channels-last / --no-channels-last says otherwise; cuda_graph: only fps.py's --cuda-graph
+        # (not yet timed on a GPU; the CLI has neither option)
         cl = getattr(args, "channels_last", None)
         cl = channels_last_default(device) if cl is None else bool(cl)
-        return (load_engine("torch", device, prec, module=enc, channels_last=cl),
-                load_engine("torch", device, prec, module=dec, channels_last=cl))
+        graph = bool(getattr(args, "cuda_graph", False))
+        return (load_engine("torch", device, prec, module=enc, channels_last=cl, cuda_graph=graph),
+                load_engine("torch", device, prec, module=dec, channels_last=cl, cuda_graph=graph))
     profile_e = profile_d = None
     if args.backend == "tensorrt":
         from export.__main__ import image_profile

@@ -267,3 +267,21 @@ def test_cuda_stylizer_runs_the_deflicker_flow_beside_the_gpu():
     assert isinstance(st._deflicker, TorchDeflicker)
     assert len(names) == 4 and all(n.startswith("stylecam-flow") for n in names), names
     assert all(o.shape == f.shape and o.std() > 1 for o, f in zip(outs, frames))
+
+
+@pytest.mark.gpu
+def test_cuda_stylizer_with_graph_replayed_engines_matches_the_eager_one():
+    """fps.py --cuda-graph: the PyTorch engines replayed from CUDA graphs (captured once per input
+    shape, the painting's and the frame's) give the eager engines' frames, over several frames (the
+    warm start carried through), within FP16's rounding."""
+    import numpy as np
+    from benchmarks import fps
+    frames = fps.load_frames(3)
+    outs = []
+    for graph in (False, True):
+        st, _ = fps.build("torch", "cuda", True, "relu3_1", "adain", "none", (426, 240), cuda_graph=graph)
+        outs.append([st.stylize(f).astype(np.int16) for f in frames])
+        assert st.encoder.cuda_graph is graph and st.decoder.cuda_graph is graph
+    for eager, replayed in zip(*outs):
+        d = np.abs(eager - replayed)
+        assert d.mean() < 1.0 and (d > 8).mean() < 1e-3

@@ -227,20 +227,21 @@ def test_tensorrt_backend_without_tensorrt_or_gpu_is_one_clear_error(photo, caps
 
 def test_pytorch_engines_default_to_channels_last_on_cuda_only(monkeypatch):
     """make_engines: the PyTorch engines run in channels_last on CUDA unless told otherwise
-    (benchmarks/fps.py --no-channels-last), NCHW on the CPU (channels_last_default).  load_engine is
-    recorded rather than run, so this needs no GPU."""
+    (benchmarks/fps.py --no-channels-last), NCHW on the CPU (channels_last_default); CUDA-graph
+    replay only when asked (fps.py --cuda-graph).  load_engine is recorded rather than run, so this
+    needs no GPU."""
     import argparse
 
     import engines.base
     from realtime.cli import channels_last_default, make_engines
     seen = []
-    monkeypatch.setattr(engines.base, "load_engine",
-                        lambda kind, device, prec, module, channels_last: seen.append((device.type, channels_last)))
+    monkeypatch.setattr(engines.base, "load_engine", lambda kind, device, prec, module, channels_last, cuda_graph:
+                        seen.append((device.type, channels_last, cuda_graph)))
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    for device, flag in ((cuda, None), (cpu, None), (cuda, False), (cpu, True)):
-        args = argparse.Namespace(backend="torch", fp16=device.type == "cuda")
-        if flag is not None:
-            args.channels_last = flag
+    for device, flags in ((cuda, {}), (cpu, {}), (cuda, {"channels_last": False}), (cpu, {"channels_last": True}),
+                          (cuda, {"cuda_graph": True})):
+        args = argparse.Namespace(backend="torch", fp16=device.type == "cuda", **flags)
         make_engines(args, None, None, None, None, device)
-    assert seen == [("cuda", True)] * 2 + [("cpu", False)] * 2 + [("cuda", False)] * 2 + [("cpu", True)] * 2
+    assert seen == ([("cuda", True, False)] * 2 + [("cpu", False, False)] * 2 + [("cuda", False, False)] * 2
+                    + [("cpu", True, False)] * 2 + [("cuda", True, True)] * 2)
     assert channels_last_default(cuda) and not channels_last_default(cpu)
