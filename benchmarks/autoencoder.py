@@ -29,6 +29,16 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
 
 
+def luma_share(a: np.ndarray, b: np.ndarray) -> float:
+    """The share of the squared error a - b that is luminance (the same error in all three
+    channels) rather than colour.  Per pixel the error e splits into its channel mean l (times
+    (1, 1, 1)) and a remainder orthogonal to (1, 1, 1), so |e|^2 = 3 l^2 + |e - l|^2 exactly; this is
+    3 sum l^2 / sum |e|^2 (1: only brightness is wrong, 0: only hue and saturation)."""
+    e = a.astype(np.float64) - b.astype(np.float64)
+    total = float((e ** 2).sum())
+    return float(3 * (e.mean(axis=-1) ** 2).sum() / total) if total > 0 else 0.0
+
+
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     """SSIM (Wang et al. 2004): Gaussian window sigma 1.5, K1=0.01, K2=0.03, on each BGR channel, averaged."""
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
@@ -106,7 +116,7 @@ def evaluate(files, layer: str, decoder: str | None, max_side: int) -> list[dict
         # the paper's objective on this photo: how far the decoded image's features are from the photo's
         ferr = float(((enc(y_t.clamp(0, 1)) - feat) ** 2).sum() / (feat ** 2).sum())
         rows.append({"file": Path(f).name, "size": f"{img.shape[1]}x{img.shape[0]}", "psnr": psnr(y, img),
-                     "ssim": ssim(y, img), "feature_error": ferr, "ms": ms})
+                     "ssim": ssim(y, img), "feature_error": ferr, "luma_share": luma_share(y, img), "ms": ms})
     return rows
 
 
@@ -126,6 +136,7 @@ def main(argv=None) -> int:
     rows = evaluate(files, a.layer, a.decoder, a.max_side)
     mp, ms = float(np.mean([r["psnr"] for r in rows])), float(np.mean([r["ssim"] for r in rows]))
     mf = float(np.mean([r["feature_error"] for r in rows]))
+    ml = float(np.mean([r["luma_share"] for r in rows]))
     info = machine_info()
     print(f"| layer | images | mean PSNR (dB) | mean SSIM | relative feature error | machine | date |\n"
           f"|---|---|---|---|---|---|---|\n"
@@ -133,10 +144,12 @@ def main(argv=None) -> int:
           f"| {info['date']} |")
     for r in rows:
         print(f"  {r['file']:<45} {r['size']:>9}  {r['psnr']:6.2f} dB  SSIM {r['ssim']:.4f}  "
-              f"feature error {r['feature_error']:.4f}  {r['ms']:.0f} ms")
+              f"feature error {r['feature_error']:.4f}  luminance {100 * r['luma_share']:.0f} % of the error  "
+              f"{r['ms']:.0f} ms")
+    print(f"luminance: {100 * ml:.0f} % of the squared error on average (the rest is colour)")
     if a.json:
         write_json(a.json, {"machine": info, "layer": a.layer, "mean_psnr": mp, "mean_ssim": ms,
-                            "mean_feature_error": mf, "images": rows})
+                            "mean_feature_error": mf, "mean_luma_share": ml, "images": rows})
     if a.grid:
         ew = load_encoder_weights(None)
         enc = build_encoder(a.layer, ew)

@@ -2,6 +2,7 @@
 import json
 
 import cv2
+import numpy as np
 import pytest
 
 from benchmarks import autoencoder, fps, still, temporal
@@ -70,6 +71,21 @@ def test_autoencoder_report(tmp_path, portrait_bgr):
     assert 0 < r["mean_feature_error"] < 1
     img = cv2.imread(str(d / "a.png"))
     assert autoencoder.psnr(img, img) > 90 and abs(autoencoder.ssim(img, img) - 1) < 1e-9
+    assert 0 <= r["mean_luma_share"] <= 1
+
+
+def test_luma_share_splits_the_error_into_brightness_and_colour():
+    """benchmarks/autoencoder.py's luma_share: a grey shift is all luminance, a shift that keeps each
+    pixel's channel mean is all colour, and a mix gives the exact share (|e|^2 = 3 l^2 + |e - l|^2)."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(40, 200, (9, 11, 3)).astype(np.uint8)
+    grey = img.astype(np.int16) + 10
+    colour = img.astype(np.int16) + np.array([6, 0, -6], np.int16)
+    both = img.astype(np.int16) + np.array([16, 10, 4], np.int16)      # 10 grey + (6, 0, -6) colour
+    assert autoencoder.luma_share(grey, img) == pytest.approx(1.0)
+    assert autoencoder.luma_share(colour, img) == pytest.approx(0.0, abs=1e-12)
+    assert autoencoder.luma_share(both, img) == pytest.approx(3 * 100 / (16 ** 2 + 10 ** 2 + 4 ** 2))
+    assert autoencoder.luma_share(img, img) == 0.0
 
 
 def _bundled_pair(tmp_path):
@@ -274,7 +290,6 @@ def test_cuda_stylizer_with_graph_replayed_engines_matches_the_eager_one():
     """fps.py --cuda-graph: the PyTorch engines replayed from CUDA graphs (captured once per input
     shape, the painting's and the frame's) give the eager engines' frames, over several frames (the
     warm start carried through), within FP16's rounding."""
-    import numpy as np
     from benchmarks import fps
     frames = fps.load_frames(3)
     outs = []
