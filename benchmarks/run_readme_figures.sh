@@ -5,13 +5,19 @@
 # The GPU section's figures (docs/results/kernel_gpu*.json|txt, fps_gpu*.json) come from calls of
 # `BUDGET=... bash benchmarks/gpu_session.sh` on lent GPUs (its $OUT/kernel.json, kernel.log and
 # fps_gpu.json, copied into docs/results/: kernel_gpu*, fps_gpu.json from the H200 of session 3,
-# *_h100* from the H100 of session 4).
+# *_h100* from the H100 of session 8: kernel_gpu_h100.json, _profile.txt and _ncu.txt from kernel.json
+# and kernel.log, fps_gpu_h100.json from that session's --channels-last run, fps_gpu_h100_nchw.json
+# and fps_gpu_h100_profile.txt from its NCHW run, then the default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 mkdir -p docs/results
 $PY benchmarks/autoencoder.py --holdout --layer relu3_1 --json docs/results/autoencoder_relu3_1.json --grid docs/autoencoder_relu3_1.png
 $PY benchmarks/autoencoder.py --holdout --layer relu4_1 --json docs/results/autoencoder_relu4_1.json
+$PY benchmarks/autoencoder.py --holdout --layer relu3_1 --decoder weights/decoder_relu3_1_wide.pt \
+  --json docs/results/autoencoder_relu3_1_wide.json --grid docs/autoencoder_relu3_1_wide.png
+$PY benchmarks/inversion.py --holdout --limit 4 --steps 150 --starts decoder --threads 2 --max-side 256 \
+  --decoder weights/decoder_relu3_1_wide.pt --json docs/results/inversion_relu3_1_wide.json --grid docs/inversion_relu3_1_wide.jpg
 $PY benchmarks/grid.py --out docs/grid_modes.png --strip docs/demo_strip.png
 $PY benchmarks/still.py --json docs/results/still_cpu.json
 $PY benchmarks/fps.py --backends torch,onnx --sizes 240,360,480,720,1080 --frames 6 --json docs/results/fps_cpu.json --png docs/fps_cpu.png
