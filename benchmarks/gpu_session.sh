@@ -82,7 +82,7 @@ if [ -n "$NCU" ] && [ "${SKIP_NCU:-0}" != 1 ]; then
   echo "== ncu" >> "$OUT/kernel.log"
   timeout 120 "$NCU" --profile-from-start off --section SpeedOfLight --section MemoryWorkloadAnalysis \
     --section Occupancy --section WarpStateStats --section LaunchStats \
-    $PY benchmarks/kernel_ncu.py auto quad octet >> "$OUT/kernel.log" 2>&1
+    $PY benchmarks/kernel_ncu.py auto quad auto+even >> "$OUT/kernel.log" 2>&1
   echo "ncu exit status $?"
   grep -E "^== |moments|affine|solve|Memory Throughput|DRAM Throughput|Duration|Achieved Occupancy|Registers Per" \
     "$OUT/kernel.log" | tail -60

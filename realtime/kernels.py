@@ -215,28 +215,34 @@ MOMENTS_LAYOUTS = {"auto": -1, "warp": 0, "lanes1": 1, "lanes2": 2, "lanes4": 4,
 # own channels): one launch fewer than a solve kernel of its own, which was 2.1 of 43 us at 720p on the
 # H100.  Session 8 timed both there (docs/results/kernel_gpu_h100.json, CUDA graphs): 480p 71-72 % of
 # copy bandwidth against 67-68 %, 720p 71-72 % against 69 %, 1080p 77 % against 76 %.  A variant's
-# suffix +solve1 keeps the separate solve kernel (the layout before, for comparison).
-SOLVE_SEPARATE = "+solve1"
+# suffix +solve1 keeps the separate solve kernel (the layout before, for comparison).  A suffix +even
+# sizes the lanes layouts' blocks so that they fill whole waves evenly (masked_recon_kernels.cuh,
+# even_span: e.g. 720p on the H100 as 528 blocks, four per multiprocessor, instead of 456, three or
+# four); written in session 8 without a GPU, not yet timed.
+SUFFIXES = ("even", "solve1")
 
 
-def parse_variant(variant: str) -> tuple[str, bool]:
-    """'LAYOUT' or 'LAYOUT+solve1' -> (pass-1 layout, solve in pass 2's prologue)."""
-    layout, solve2 = (variant[:-len(SOLVE_SEPARATE)], False) if variant.endswith(SOLVE_SEPARATE) else (variant, True)
-    if layout not in MOMENTS_LAYOUTS:
+def parse_variant(variant: str) -> tuple[str, bool, bool]:
+    """'LAYOUT[+even][+solve1]' -> (pass-1 layout, solve in pass 2's prologue, even waves)."""
+    layout, *flags = variant.split("+")
+    bad = (layout not in MOMENTS_LAYOUTS or any(f not in SUFFIXES for f in flags) or len(set(flags)) != len(flags)
+           or ("even" in flags and layout == "warp"))
+    if bad:
         raise ValueError(f"unknown kernel variant {variant!r}: a pass-1 layout ({', '.join(MOMENTS_LAYOUTS)}), "
-                         f"optionally followed by {SOLVE_SEPARATE}")
-    return layout, solve2
+                         f"optionally followed by +even (not with warp) and +solve1")
+    return layout, "solve1" not in flags, "even" in flags
 
 
 def set_tuning(moments: str = "auto") -> None:
     """Launch choice of the CUDA op, for benchmarks and tests that compare them in one process:
-    ``moments``, a variant: pass 1's layout (MOMENTS_LAYOUTS), optionally with ``+solve1``
-    (SOLVE_SEPARATE: the between-pass solve as a kernel of its own).  Read from STYLECAM_MOMENTS when the extension is loaded.  The CPU reference
+    ``moments``, a variant: pass 1's layout (MOMENTS_LAYOUTS), optionally with ``+even`` (the lanes
+    layouts' blocks filling whole waves evenly) and ``+solve1`` (the between-pass solve as a kernel
+    of its own).  Read from STYLECAM_MOMENTS when the extension is loaded.  The CPU reference
     has no such choice."""
-    layout, solve2 = parse_variant(moments)
+    layout, solve2, even = parse_variant(moments)
     if _ext is None:
         raise RuntimeError("the CUDA extension is not loaded (kernels.build_extension())")
-    if not _ext.set_tuning(MOMENTS_LAYOUTS[layout], solve2):
+    if not _ext.set_tuning(MOMENTS_LAYOUTS[layout], solve2, even):
         raise RuntimeError(f"the CUDA extension refused the variant {moments!r}: rebuild it")
 
 

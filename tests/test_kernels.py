@@ -153,7 +153,8 @@ def test_cuda_kernel_fp16_near_limit_and_odd_sizes():
     torch.testing.assert_close(mom[1].cpu(), ref[1], rtol=1e-3, atol=1.0)
 
 
-@pytest.fixture(params=["auto", "auto+solve1", "warp", "lanes1", "lanes2", "lanes4", "prefetch2", "quad", "octet"])
+@pytest.fixture(params=["auto", "auto+solve1", "warp", "lanes1", "lanes2", "lanes4", "prefetch2", "quad", "octet",
+                        "auto+even", "quad+even"])
 def moments_layout(request):
     """Every layout of pass 1 (kernels.set_tuning; the default set back afterwards)."""
     kernels.set_tuning(request.param)
@@ -329,11 +330,13 @@ def test_ops_pass_torch_library_opcheck(device):
 
 def test_kernel_variant_names_parse_and_unknown_ones_are_refused():
     """Kernel variants (benchmarks/kernel.py --moments, STYLECAM_MOMENTS, the GPU tests): a pass-1
-    layout, optionally with +solve1 (the between-pass solve as a kernel of its own; by default it runs
-    in pass 2's prologue)."""
-    assert kernels.parse_variant("auto") == ("auto", True)
-    assert kernels.parse_variant("prefetch2+solve1") == ("prefetch2", False)
-    assert kernels.parse_variant("quad") == ("quad", True) and kernels.parse_variant("octet+solve1") == ("octet", False)
-    for bad in ("prefetch1", "auto+solve2", "auto+solve3", "+solve1", "solve1"):
+    layout, optionally with +even (blocks filling whole waves) and +solve1 (the between-pass solve as a
+    kernel of its own; by default it runs in pass 2's prologue)."""
+    assert kernels.parse_variant("auto") == ("auto", True, False)
+    assert kernels.parse_variant("prefetch2+solve1") == ("prefetch2", False, False)
+    assert kernels.parse_variant("quad") == ("quad", True, False)
+    assert kernels.parse_variant("octet+even+solve1") == ("octet", False, True)
+    assert kernels.parse_variant("lanes1+solve1+even") == ("lanes1", False, True)
+    for bad in ("prefetch1", "auto+solve2", "auto+solve3", "+solve1", "solve1", "warp+even", "quad+even+even"):
         with pytest.raises(ValueError, match="unknown kernel variant"):
             kernels.parse_variant(bad)

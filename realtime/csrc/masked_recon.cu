@@ -94,20 +94,25 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 // (moments_kernel, a warp per channel, the first layout: 55 % at 720p); 1 / 2 / 4 = lanes with the
 // largest tile / 2 / 4, no prefetch; 12 = prefetch with half the largest tile; 24 / 28 = lanes with
 // the largest tile and 4 / 8 lanes per channel (quad / octet: whole sectors per load; session 8,
-// not yet timed).
+// not yet timed).  tuning_even (the +even suffix): the lanes layouts' blocks get spans of
+// pixels sized to fill whole waves evenly (even_span) instead of a tile each.
 int tuning_moments = -1;
 // solve_in_pass2: fused_recon's between-pass solve in pass 2's prologue (each block solving its own
 // channels) instead of a kernel of its own: the default since session 8 timed it on the H100 (720p
 // 71-72 % of copy bandwidth against 69 %; 480p +4, 1080p +1 points); false = solve_kernel between
 bool tuning_solve_in_pass2 = true;
+// even: the lanes layouts' blocks sized to fill whole waves evenly (even_span; +even, session 8, not
+// yet timed); false = a tile per block
+bool tuning_even = false;
 
 // codes as above (kernels.py maps the names); false for an unknown code, which changes nothing
-bool set_tuning(int moments, bool solve_in_pass2) {
+bool set_tuning(int moments, bool solve_in_pass2, bool even) {
   if (moments != -1 && moments != 0 && moments != 1 && moments != 2 && moments != 4 && moments != 12 &&
       moments != 24 && moments != 28)
     return false;
   tuning_moments = moments;
   tuning_solve_in_pass2 = solve_in_pass2;
+  tuning_even = even;
   return true;
 }
 
@@ -141,7 +146,7 @@ Geometry geometry(const at::Tensor& f, int K, const at::Tensor* out = nullptr) {
     lanes_div = prefetch ? 2 : 1;
   }
   return {K, static_cast<int>(f.size(1)), static_cast<int>(f.size(2)), static_cast<int>(f.size(3)),
-          f.stride(1), f.stride(2), f.stride(3), v, lanes_div, prefetch, sms, lpc};
+          f.stride(1), f.stride(2), f.stride(3), v, lanes_div, prefetch, sms, lpc, tuning_even};
 }
 
 void moments(const at::Tensor& f, const at::Tensor& w, float* s1, float* s2, float* ws, cudaStream_t s) {
@@ -273,5 +278,6 @@ TORCH_LIBRARY_IMPL(stylecam, CUDA, m) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_tuning", &set_tuning, "pass 1's layout code (realtime/kernels.py set_tuning maps the names) and "
-        "whether fused_recon solves in pass 2's prologue", pybind11::arg("moments"), pybind11::arg("solve_in_pass2") = true);
+        "whether fused_recon solves in pass 2's prologue, and whether pass 1's blocks fill whole waves evenly",
+        pybind11::arg("moments"), pybind11::arg("solve_in_pass2") = true, pybind11::arg("even") = false);
 }

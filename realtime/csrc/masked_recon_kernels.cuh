@@ -264,9 +264,12 @@ __device__ __forceinline__ void accumulate_run(const uint4& raw, const float (&m
 // the same stride (STEP), only their start moves.  The LPC partial sums of a channel meet by warp
 // shuffles (log2 LPC steps per sum, once per block) before the shared-memory reduction.  Written in
 // session 8 without a GPU: opt-in until benchmarks/kernel.py has timed it.
+//
+// span: the pixels of a block, at most TILE and a multiple of VEC (TILE itself but for the +even
+// launches, even_span below).
 template <typename T, int K, int TILE, bool PREFETCH, int LPC = 1>
 __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
-    const T* __restrict__ f, int64_t sc, const float* __restrict__ w, int C, int64_t P,
+    const T* __restrict__ f, int64_t sc, const float* __restrict__ w, int C, int64_t P, int span,
     float* __restrict__ s1, float* __restrict__ s2, float* __restrict__ wsum) {
   constexpr int VEC = 16 / sizeof(T);
   constexpr int STEP = kRows * VEC;                       // pixels between a thread's runs
@@ -278,8 +281,8 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
   static_assert(LPC >= 1 && kRows % LPC == 0 && (LPC & (LPC - 1)) == 0, "LPC: 1, 2, 4 or 8");
   __shared__ __align__(16) float ms[K][TILE];
   __shared__ float red[kRows][2 * K][kLanes + 1];
-  const int64_t p0 = static_cast<int64_t>(blockIdx.x) * TILE;
-  const int n = static_cast<int>(P - p0 < TILE ? P - p0 : TILE);     // a multiple of VEC
+  const int64_t p0 = static_cast<int64_t>(blockIdx.x) * span;
+  const int n = static_cast<int>(P - p0 < span ? P - p0 : span);     // a multiple of VEC, <= TILE
   const int tid = threadIdx.y * kLanes + threadIdx.x;
   const int q = threadIdx.x % LPC;                                     // run within the group
   const int cb = (threadIdx.y % LPC) * CPW + threadIdx.x / LPC;        // channel within the block
@@ -466,6 +469,23 @@ inline int blocks_per_sm(Kernel kernel) {
   return per_sm;
 }
 
+// The +even launch policy (STYLECAM_MOMENTS=LAYOUT+even; session 8, not yet timed).  With a tile per
+// block, 720p on the H100 gives 57 x 8 = 456 blocks for 132 multiprocessors: 3.45 each, so some run
+// four blocks and some three, and 480p gives 1.58 (one or two).  Here a block's span shrinks from the
+// tile so that blocks = k x multiprocessors, k the fewest that fit the spans into the tile (rounded
+// up to whole waves of `per_sm` blocks past one wave): 720p 66 x 8 = 528 blocks of 880 pixels, four
+// per multiprocessor.  Returns the span (a multiple of vec, at most tile).
+inline int even_span(int64_t P, int64_t groups, int tile, int sms, int per_sm, int vec) {
+  int64_t k = (P * groups + static_cast<int64_t>(tile) * sms - 1) / (static_cast<int64_t>(tile) * sms);
+  if (k > per_sm) k = (k + per_sm - 1) / per_sm * per_sm;
+  for (;; ++k) {
+    const int64_t nbx = (k * sms + groups - 1) / groups;               // blocks along the pixels
+    int64_t span = (P + nbx - 1) / nbx;
+    span = (span + vec - 1) / vec * vec;
+    if (span <= tile) return static_cast<int>(span < vec ? vec : span);
+  }
+}
+
 // What the torch glue passes to the launchers of one dtype (T = float, __half or __nv_bfloat16).
 struct Geometry {
   int K, C, H, W;
@@ -475,6 +495,7 @@ struct Geometry {
   bool prefetch;        // lanes with U feature loads in flight from before the mask stage (half the largest tile)
   int sms;              // multiprocessors of the device
   int lpc;              // lanes per channel of the lanes layout (1; 4 or 8 for quad / octet, largest tile)
+  bool even;            // lanes: spans sized so that the blocks fill whole waves evenly (even_span)
 };
 
 // One overload per dtype, each defined in its own translation unit by STYLECAM_INSTANTIATE.
@@ -522,18 +543,20 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const Solve
       STYLECAM_DISPATCH_K(g.K,                                                                                    \
         constexpr int MT = lanes_max_tile(KK);                                                                    \
         const int tile = g.lanes_div <= 1 ? MT : g.lanes_div == 2 ? MT / 2 : MT / 4;                              \
-        const dim3 grid(static_cast<unsigned>((P + tile - 1) / tile), cg);                                        \
+        /* 6 blocks per multiprocessor: the lanes kernels' register limit (40 registers, ncu) */               \
+        const int span = g.even ? even_span(P, cg, tile, g.sms, 6, V) : tile;                                   \
+        const dim3 grid(static_cast<unsigned>((P + span - 1) / span), cg);                                        \
         if (g.lpc == 4)                /* quad / octet: the largest tile (geometry()) */                       \
-          moments_lanes_kernel<T, KK, MT, false, 4><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);        \
+          moments_lanes_kernel<T, KK, MT, false, 4><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, span, s1, s2, ws);        \
         else if (g.lpc == 8)                                                                                      \
-          moments_lanes_kernel<T, KK, MT, false, 8><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);        \
+          moments_lanes_kernel<T, KK, MT, false, 8><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, span, s1, s2, ws);        \
         else if (g.prefetch)           /* prefetch comes with half the largest tile (geometry()) */            \
-          moments_lanes_kernel<T, KK, MT / 2, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);        \
+          moments_lanes_kernel<T, KK, MT / 2, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, span, s1, s2, ws);        \
         else if (tile == MT)                                                                                      \
-          moments_lanes_kernel<T, KK, MT, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);           \
+          moments_lanes_kernel<T, KK, MT, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, span, s1, s2, ws);           \
         else if (tile == MT / 2)                                                                                  \
-          moments_lanes_kernel<T, KK, MT / 2, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws);       \
-        else moments_lanes_kernel<T, KK, MT / 4, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, s1, s2, ws));   \
+          moments_lanes_kernel<T, KK, MT / 2, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, span, s1, s2, ws);       \
+        else moments_lanes_kernel<T, KK, MT / 4, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, span, s1, s2, ws));   \
     } else if (g.vec) {                                                                                           \
       STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH((moments_kernel<T, KK, V>),                                        \
           f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws));                                          \
