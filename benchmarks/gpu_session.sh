@@ -60,7 +60,7 @@ print('built')" 2>&1 | tail -20
 echo "build took $(( $(date +%s) - T0 )) s"
 
 echo "== gpu tests of the kernel ($(left) s left)"
-timeout 180 $PY -m pytest -q -m gpu tests/test_kernels.py -rs -p no:cacheprovider 2>&1 \
+timeout 240 $PY -m pytest -q -m gpu tests/test_kernels.py -rs -p no:cacheprovider 2>&1 \
   | tee "$OUT/gpu_tests.log" | tail -30
 TESTS_RC=${PIPESTATUS[0]}
 echo "kernel gpu tests exit status $TESTS_RC"
