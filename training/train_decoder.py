@@ -16,6 +16,7 @@ written every so often to ``RUN/samples_*.png``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -78,6 +79,7 @@ class TrainConfig:
     grid_every: int = 500
     eval_every: int = 500
     warmup: int = 0              # this run's first N iterations ramp the rate up from lr/N (fresh optimizer state)
+    amp: bool = False            # forward passes under bfloat16 autocast (weights, Adam and losses stay FP32)
 
 
 def lr_at(cfg: TrainConfig, it: int, elapsed: float | None = None, run_it: int | None = None) -> float:
@@ -301,6 +303,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         log.info("checkpoint at iteration %d -> %s, %s", it, ckpt_path, out)
 
     stop = {"now": False}
+    # --amp: bfloat16 autocast for the forward passes (no loss scaling needed: bfloat16 has FP32's range)
+    amp = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if cfg.amp else contextlib.nullcontext
 
     def on_signal(signum, frame):
         stop["now"] = True
@@ -322,7 +326,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             n_mix = sum(rng.random() < cfg.mix_prob for _ in range(cfg.batch))
             n_plain = cfg.batch - n_mix
             targets = y = None
-            with torch.no_grad():
+            with torch.no_grad(), amp():
                 if n_plain and cache is not None:
                     targets, f_plain = cache.batch([rng.randrange(len(cache)) for _ in range(n_plain)], dev)
                 elif n_plain:
@@ -337,16 +341,23 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             p_loss, f_loss, tv = zero, zero, zero
             # the feature loss needs a backward pass through the encoder: by default only for the
             # mixed samples, which have no target image; plain samples have the (cheaper) pixel loss
+            # the losses in FP32 whatever the forward passes ran in (--amp: bfloat16 autocast)
             if n_plain:
-                y = dec(f_plain, out_size=(cfg.crop, cfg.crop))
+                with amp():
+                    y = dec(f_plain, out_size=(cfg.crop, cfg.crop))
+                    fy = enc(y) if cfg.feat_on_plain else None
+                y = y.float()
                 p_loss = F.mse_loss(y, targets)
                 tv = tv + _tv(y) * n_plain / cfg.batch
                 if cfg.feat_on_plain:
-                    f_loss = f_loss + ((enc(y) - f_plain) / scale).pow(2).mean() * n_plain
+                    f_loss = f_loss + ((fy.float() - f_plain.float()) / scale).pow(2).mean() * n_plain
             if n_mix:
-                ym = dec(f_mix, out_size=(mix_crop, mix_crop))
+                with amp():
+                    ym = dec(f_mix, out_size=(mix_crop, mix_crop))
+                    fym = enc(ym)
+                ym = ym.float()
                 tv = tv + _tv(ym) * n_mix / cfg.batch
-                f_loss = f_loss + ((enc(ym) - f_mix) / scale).pow(2).mean() * n_mix
+                f_loss = f_loss + ((fym.float() - f_mix.float()) / scale).pow(2).mean() * n_mix
             n_feat = n_mix + (n_plain if cfg.feat_on_plain else 0)
             if n_feat:
                 f_loss = f_loss / n_feat           # the mean over the samples that have the feature loss
@@ -401,6 +412,9 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
                         "run's wall time instead of the iteration count")
     p.add_argument("--feat-on-plain", action="store_true",
                    help="also apply the feature loss to plain samples (default: pixel loss only for them)")
+    p.add_argument("--amp", action="store_true",
+                   help="run the forward passes under bfloat16 autocast (weights, optimizer and losses stay "
+                        "FP32); meant for CUDA, where it is not yet timed (benchmarks/gpu_session.sh probes it)")
     p.add_argument("--warmup", type=int, default=d.warmup, metavar="N",
                    help="ramp the rate up over this run's first N iterations (for a fresh optimizer state, e.g. "
                         "after training.widen; default 0)")
