@@ -190,13 +190,15 @@ def test_max_minutes_stops_with_a_checkpoint_and_no_cuda_is_a_clear_error(tiny_d
 
 
 @pytest.mark.gpu
-def test_training_on_cuda_with_cache_matches_shapes_and_learns(tiny_data, tmp_path):
+@pytest.mark.parametrize("amp", [False, True])
+def test_training_on_cuda_with_cache_matches_shapes_and_learns(tiny_data, tmp_path, amp):
     ph, pa = tiny_data
     cfg = _cfg(tmp_path, ph, pa, out=str(tmp_path / "g.pt"), run_dir=str(tmp_path / "rg"), device="cuda",
-               cache_crops=6, mix_crop=16, iterations=6)
+               cache_crops=6, mix_crop=16, iterations=6, amp=amp, feat_on_plain=amp)
     T.train(cfg)
     d = load_decoder(tmp_path / "g.pt")
-    assert d.meta["iterations"] == 6 and d.meta["config"]["device"] == "cuda"
+    assert d.meta["iterations"] == 6 and d.meta["config"]["device"] == "cuda" and d.meta["config"]["amp"] is amp
+    assert all(torch.isfinite(v.float()).all() for v in d.state_dict().values())
 
 
 def test_pack_data_resizes_skips_unreadable_and_trains(tiny_data, tmp_path):
