@@ -117,7 +117,6 @@ def profile_frames(st, seg, frames: list, size: tuple[int, int], device: str, ro
 def bench_one(backend: str, device: str, fp16: bool, height: int, frames: list, layer: str, mode: str,
               regions: str, warmup: int = 3, profile: bool = False, deflicker: float = 0.0,
               decoder: str | None = None, channels_last: bool | None = None, cuda_graph: bool = False) -> dict:
-    from realtime.cli import channels_last_default
     width = round(height * 16 / 9) // 2 * 2
     st, seg = build(backend, device, fp16, layer, mode, regions, (width, height), deflicker=deflicker,
                     decoder=decoder, channels_last=channels_last, cuda_graph=cuda_graph)
@@ -131,9 +130,9 @@ def bench_one(backend: str, device: str, fp16: bool, height: int, frames: list, 
     return {"backend": backend, "device": device, "precision": "fp16" if fp16 else "fp32", "height": height,
             "width": width, "layer": layer, "mode": mode, "regions": regions, "frames": len(frames),
             "deflicker": deflicker, "decoder": decoder_name(decoder, layer, device),
-            "channels_last": backend == "torch" and (
-                channels_last if channels_last is not None else channels_last_default(torch.device(device))),
-            "cuda_graph": cuda_graph and backend == "torch" and device.startswith("cuda"),
+            # what the engines did run in (make_engines decides), read back from them
+            "channels_last": getattr(st.encoder, "memory_format", None) == torch.channels_last,
+            "cuda_graph": bool(getattr(st.encoder, "cuda_graph", False)),
             "median_ms": med, "fps": 1000.0 / med["total"]}
 
 

@@ -133,7 +133,7 @@ def channels_last_default(device) -> bool:
     (benchmarks/fps.py; docs/results/fps_gpu_h100.json and fps_gpu_h100_nchw.json): FP16 480p 5.5 ms against 6.8,
     720p 7.6 against 9.4, 1080p 14.9 against 17.3; FP32 6.1 / 9.8 / 18.6 against 6.5 / 10.4 / 21.6.
     On the CPU it is untimed, and the CPU's default backend is ONNX Runtime anyway."""
-    return getattr(device, "type", str(device)).startswith("cuda")
+    return device.type == "cuda"
 
 
 def make_engines(args, enc, dec, dec_path, ew, device):

@@ -24,6 +24,9 @@ def test_fps_quick(tmp_path):
     assert {"backend", "device", "precision", "height", "median_ms", "fps"} <= set(r)
     assert {"segment", "encoder", "reconstruct", "decoder", "total"} <= set(r["median_ms"])
     assert (tmp_path / "fps.png").stat().st_size > 0
+    assert r["channels_last"] is False and r["cuda_graph"] is False      # the CPU's defaults, read off the engines
+    assert fps.main(["--quick", "--channels-last", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["results"][0]["channels_last"] is True
 
 
 def test_still_quick(tmp_path):
