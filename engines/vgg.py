@@ -53,17 +53,31 @@ def feature_size(h: int, w: int, layer: str) -> tuple[int, int]:
 class InputConvention:
     name: str  # "hed" or "torchvision"
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """Project image (N,3,H,W BGR 0..1) -> the network's input."""
+    def __post_init__(self):
+        if self.name not in ("hed", "torchvision"):
+            raise ValueError(f"unknown input convention {self.name!r}; expected 'hed' or 'torchvision'")
+
+    def constants(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std), each 1 x 3 x 1 x 1 float32, in the network's channel order and scale."""
         if self.name == "hed":
-            mean = torch.tensor(HED_MEAN_BGR, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+            mean, std = HED_MEAN_BGR, (1.0, 1.0, 1.0)
+        else:
+            mean, std = IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+        return (torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1),
+                torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def apply(self, x: torch.Tensor, mean: torch.Tensor | None = None,
+              std: torch.Tensor | None = None) -> torch.Tensor:
+        """Project image (N,3,H,W BGR 0..1) -> the network's input.
+
+        ``mean``/``std``: ``constants()`` already on ``x``'s device and dtype (the encoder keeps
+        them as buffers, so a forward pass copies nothing from the host -- a CUDA graph capture
+        refuses such copies); made here when not given."""
+        if mean is None or std is None:
+            mean, std = (t.to(x.device, x.dtype) for t in self.constants())
+        if self.name == "hed":
             return x * 255.0 - mean
-        if self.name == "torchvision":
-            rgb = x.flip(1)
-            mean = torch.tensor(IMAGENET_MEAN_RGB, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-            std = torch.tensor(IMAGENET_STD_RGB, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-            return (rgb - mean) / std
-        raise ValueError(f"unknown input convention {self.name!r}; expected 'hed' or 'torchvision'")
+        return (x.flip(1) - mean) / std
 
 
 class VGGEncoder(nn.Module):
@@ -83,6 +97,10 @@ class VGGEncoder(nn.Module):
         self.layer = layer
         self.arch = arch
         self.convention = InputConvention(convention)
+        mean, std = self.convention.constants()
+        # not in the state dict (weights files hold convolutions only); moved by .to() like weights
+        self.register_buffer("input_mean", mean, persistent=False)
+        self.register_buffer("input_std", std, persistent=False)
         last_block = LAYERS.index(layer)  # 0-based block holding the tap's conv
         self.convs = nn.ModuleDict()
         self._plan: list[tuple[str, str]] = []  # ("pool"|"conv", name)
@@ -113,7 +131,7 @@ class VGGEncoder(nn.Module):
     def forward(self, x: torch.Tensor, taps: tuple[str, ...] | None = None):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"encoder expects N x 3 x H x W BGR images in [0,1], got shape {tuple(x.shape)}")
-        h = self.convention.apply(x)
+        h = self.convention.apply(x, self.input_mean, self.input_std)
         out = {}
         for kind, name in self._plan:
             if kind == "pool":

@@ -195,3 +195,46 @@ def test_channels_last_torch_engine_matches_and_hands_back_nchw(hed_weights):
     assert not TorchEngine(module=enc, channels_last=True).fn(x.contiguous(memory_format=torch.channels_last)) \
         .is_contiguous()                                    # the network itself did run in NHWC
     torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+
+
+def _host_tensor_ops(module, x):
+    """The ops of ``module(x)`` that make a tensor from host data (``torch.tensor(...)`` inside
+    forward): each is a host-to-device copy on CUDA, which a CUDA graph capture refuses."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), Record() as rec:
+        module(x)
+    assert rec.ops, "the recorder saw no ops at all"
+    return [op for op in rec.ops if "lift_fresh" in op or "scalar_tensor" in op]
+
+
+@pytest.mark.parametrize("what", ["encoder", "decoder"])
+def test_networks_make_no_tensors_from_host_data_in_forward(what, hed_weights):
+    """The CUDA-graph engines (fps.py --cuda-graph) capture these forwards: a constant built in
+    forward was the H100's failure in session 9 (the encoder's input mean)."""
+    m = build_network(what, "relu3_1")
+    x = parity_inputs(what, "relu3_1")[0][:, :, :32, :32]
+    assert _host_tensor_ops(m, x) == []
+
+
+@pytest.mark.parametrize("convention", ["hed", "torchvision"])
+def test_encoder_input_constants_are_buffers_that_follow_the_module(convention):
+    from engines.vgg import InputConvention, VGGEncoder
+    enc = VGGEncoder("relu1_1", convention=convention)
+    assert "input_mean" not in enc.state_dict() and "input_std" not in enc.state_dict()
+    x = torch.rand(1, 3, 8, 8)
+    torch.testing.assert_close(enc.convention.apply(x, enc.input_mean, enc.input_std),
+                               InputConvention(convention).apply(x))
+    half = enc.to(torch.float16)
+    assert half.input_mean.dtype == torch.float16 and half.input_std.dtype == torch.float16
+    with pytest.raises(ValueError, match="unknown input convention"):
+        InputConvention("rgb")
