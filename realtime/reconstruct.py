@@ -62,8 +62,7 @@ def check_masks(masks: torch.Tensor, size: tuple[int, int], what: str = "masks")
     (each cell's weights stay in [0, 1] and still sum to 1) and carries non-finite values through,
     and the checks then read a sixteenth of the values at relu3_1.  A violation confined to a few
     pixels of an otherwise valid cell can average out; masks made by the segmenters are valid by
-    construction.  (On this 2-core CPU benchmarks/fps.py could not tell the two orders apart at
-    640 x 360 -- the reconstruct stage 32-45 ms either way; the point is the GPU frame, below.)"""
+    construction."""
     if not isinstance(masks, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor, got {type(masks).__name__}")
     if masks.dim() == 2:
@@ -75,7 +74,7 @@ def check_masks(masks: torch.Tensor, size: tuple[int, int], what: str = "masks")
         m = F.interpolate(m[None], size=size, mode="area")[0]
     s = m.sum(0)
     # both checks reduced on the masks' device and read back together: one synchronisation per
-    # frame on a GPU, not four (the stylizer checks on the CPU, before the upload: none)
+    # frame on a GPU, not four
     out_of_range = (~torch.isfinite(m)).any() | (m < -1e-6).any() | (m > 1 + 1e-6).any()
     bad_range, worst_sum = torch.stack([out_of_range.float(), (s - 1).abs().max()]).tolist()
     if bad_range:
@@ -411,7 +410,7 @@ def patch_swap(fc: torch.Tensor, fs: torch.Tensor, wc: torch.Tensor | None = Non
 def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mode: str = "linear",
                 strength: float = 1.0, *, iterations: int | None = None, state: ReconState | None = None,
                 gram_steps: int = 10, gram_weight: float = 10.0, use_kernel: bool = True,
-                floor: float | None = None, masks_checked: bool = False) -> torch.Tensor:
+                floor: float | None = None) -> torch.Tensor:
     """Masked reconstruction of content features ``fc`` towards ``style`` (see module doc).
 
     ``wc``: K x h x w content regions (any resolution; area-resized), or None for
@@ -422,10 +421,7 @@ def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mo
     ``linear``/``adain`` through the fused CUDA op when it is available, and take ``wct``/``gram``'s
     region statistics from its first pass.  ``floor``: results below it are raised to it (the
     stylizer passes 0: features of a ReLU are never negative; the fused op does it in its second
-    pass).  ``masks_checked``: ``wc`` came out of ``check_masks`` at the features' size already (the
-    stylizer validates and resizes the regions on the CPU before uploading them: a sixteenth of the
-    bytes, and no synchronisation with the GPU for the check); only its shape is checked again.
-    Returns a tensor of ``fc``'s shape and dtype; all statistics are float32.
+    pass).  Returns a tensor of ``fc``'s shape and dtype; all statistics are float32.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -437,15 +433,7 @@ def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mo
     if style.features.shape[0] != C:
         raise ValueError(f"content has {C} channels but the style has {style.features.shape[0]}: "
                          f"encode both at the same layer")
-    if wc is None:
-        wc = full_mask((h, w), f.device)
-    elif masks_checked:
-        if not isinstance(wc, torch.Tensor) or wc.dim() != 3 or tuple(wc.shape[-2:]) != (h, w):
-            raise ValueError(f"checked content masks must be K x {h} x {w} (the features' size), got "
-                             f"{tuple(getattr(wc, 'shape', ()))}")
-        wc = wc.to(f.device, torch.float32)
-    else:
-        wc = check_masks(wc, (h, w), "content masks")
+    wc = full_mask((h, w), f.device) if wc is None else check_masks(wc, (h, w), "content masks")
     if wc.shape[0] != style.num_regions:
         raise ValueError(f"content masks have {wc.shape[0]} regions but the style has {style.num_regions}")
     alpha = float(strength)

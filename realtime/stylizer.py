@@ -17,7 +17,7 @@ import torch
 
 from .deflicker import Deflicker, TorchDeflicker
 from .images import bgr_to_tensor, fit_size, keep_colors, tensor_to_bgr
-from .reconstruct import MODES, ReconState, check_masks, reconstruct
+from .reconstruct import MODES, ReconState, reconstruct
 
 log = logging.getLogger(__name__)
 
@@ -120,18 +120,18 @@ class Stylizer:
         t = self.times.add("encoder", t)
         wc = None
         if regions is not None:
-            # validated and area-averaged to the features' size on the CPU, then uploaded: a sixteenth
-            # of the frame-size masks' bytes, and the check needs no synchronisation with the GPU
-            # (the encoder was only queued above, so this overlaps it)
-            wc = check_masks(torch.from_numpy(np.ascontiguousarray(regions, dtype=np.float32)),
-                             tuple(feat.shape[-2:]), "content masks").to(self.device)
+            # uploaded at the frame's size; reconstruct area-averages them to the features' size and
+            # checks them there, on the device.  (Session 8 moved both to the CPU before the upload, a
+            # sixteenth of the bytes; on the H100 in session 9 that put the CPU's area average, 2 ms
+            # a 720p frame, on the frame's path: 9.6 ms a frame against 7.6, so it was undone.)
+            wc = torch.from_numpy(np.ascontiguousarray(regions, dtype=np.float32)).to(self.device)
         # floor=0: encoder features come out of a ReLU, so they are never negative, and the decoder
         # never saw a negative input in training; but a mean shift (linear) or a whitening-colouring
         # (wct) pushes some below zero.  Decoded as they are, they made flat grey patches (README
         # grid, linear mode, on hair); clamped, the patches are gone and adain barely changes.  On a
         # GPU the fused op clamps in its second pass, saving a pass over the features.
         out = reconstruct(feat, wc, self.bank.current.stats, cfg.mode, cfg.strength,
-                          iterations=cfg.iterations, state=self.state, floor=0.0, masks_checked=wc is not None)
+                          iterations=cfg.iterations, state=self.state, floor=0.0)
         t = self.times.add("reconstruct", t)
         y = self.decoder(out)[..., :ph, :pw]   # ceil-mode pooling: odd sizes come back slightly larger
         t = self.times.add("decoder", t)

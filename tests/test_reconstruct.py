@@ -359,8 +359,7 @@ def test_style_std_is_computed_once_and_equals_the_stats():
 def test_masks_checked_at_the_feature_size_give_the_frame_size_result():
     """check_masks area-averages to the features' size before it validates (16x cheaper at relu3_1);
     its output equals resize_masks of the frame-size masks (the reference), and reconstruct fed
-    pre-checked masks (masks_checked=True, what the stylizer does on the CPU before the upload) gives
-    what it gives from the frame-size masks.  Checked masks of the wrong size are refused."""
+    the checked masks gives what it gives from the frame-size masks."""
     g = torch.Generator().manual_seed(5)
     frame_masks = torch.rand(3, 43, 71, generator=g) ** 2
     frame_masks = frame_masks / frame_masks.sum(0, keepdim=True)
@@ -371,10 +370,8 @@ def test_masks_checked_at_the_feature_size_give_the_frame_size_result():
     st = R.StyleStats.from_features(feats(8, 12, 12, seed=4), hard_masks(12, 12, 3))
     for mode in ("linear", "adain", "wct"):
         ref = R.reconstruct(fc, frame_masks, st, mode, 0.8, floor=0.0)
-        got = R.reconstruct(fc, checked, st, mode, 0.8, floor=0.0, masks_checked=True)
+        got = R.reconstruct(fc, checked, st, mode, 0.8, floor=0.0)
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="features' size"):
-        R.reconstruct(fc, frame_masks, st, "adain", masks_checked=True)
     bad = frame_masks.clone()
     bad[:, :8, :8] = float("nan")                            # still caught after averaging
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
