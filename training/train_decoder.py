@@ -414,7 +414,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
                    help="also apply the feature loss to plain samples (default: pixel loss only for them)")
     p.add_argument("--amp", action="store_true",
                    help="run the forward passes under bfloat16 autocast (weights, optimizer and losses stay "
-                        "FP32); meant for CUDA, where it is not yet timed (benchmarks/gpu_session.sh probes it)")
+                        "FP32); meant for CUDA (an H100 in session 9: 1.04x as fast as FP32 at batch 16, 256 px)")
     p.add_argument("--warmup", type=int, default=d.warmup, metavar="N",
                    help="ramp the rate up over this run's first N iterations (for a fresh optimizer state, e.g. "
                         "after training.widen; default 0)")
