@@ -5,9 +5,10 @@
 # The GPU section's figures (docs/results/kernel_gpu*.json|txt, fps_gpu*.json) come from calls of
 # `BUDGET=... bash benchmarks/gpu_session.sh` on lent GPUs (its $OUT/kernel.json, kernel.log and
 # fps_gpu.json, copied into docs/results/: kernel_gpu*, fps_gpu.json from the H200 of session 3,
-# *_h100* from the H100 of session 8: kernel_gpu_h100.json, _profile.txt and _ncu.txt from kernel.json
-# and kernel.log, fps_gpu_h100.json from that session's --channels-last run, fps_gpu_h100_nchw.json
-# and fps_gpu_h100_profile.txt from its NCHW run, then the default).
+# *_h100* from the H100: kernel_gpu_h100.json, _profile.txt and _ncu.txt from session 9's kernel.json
+# and kernel.log (SKIP_TRAIN=1; session 8's as kernel_gpu_h100_session8*), fps_gpu_h100_session9.json
+# from session 9's fps_gpu.json, and from session 8: fps_gpu_h100.json from its --channels-last run,
+# fps_gpu_h100_nchw.json and fps_gpu_h100_profile.txt from its NCHW run, then the default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

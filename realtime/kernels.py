@@ -200,16 +200,29 @@ def build_extension(verbose: bool = False):
     return _ext
 
 
-# Pass 1's layouts on the vector path (see masked_recon.cu, Tuning): auto = the op's own choice (lanes,
-# its tile fitted to the lent H100), warp = a warp per channel, lanes1/2/4 = a thread per channel
-# with the largest tile / 2 / 4, prefetch2 = lanes with half the largest tile and its feature loads
-# issued before the mask stage and kept in flight (auto's choice once the largest tile gives more than
-# a wave, e.g. 1080p on the H100); quad / octet = lanes with the largest tile and 4 / 8 consecutive
-# lanes per channel, so that each load of a warp reads whole 32-byte sectors (written in session 8
-# without a GPU; benchmarks/kernel.py times them).
-MOMENTS_LAYOUTS = {"auto": -1, "warp": 0, "lanes1": 1, "lanes2": 2, "lanes4": 4, "prefetch2": 12,
-                   "quad": 24, "octet": 28}
-
+# Pass 1's layouts on the vector path (masked_recon.cu, tuning_pass1; masked_recon_kernels.cuh, Pass1),
+# as the fields set_tuning hands the extension: warp = a warp per channel (the first layout), lanes1 =
+# a thread per channel over the largest tile, prefetch2 = lanes1 with half the tile and its feature
+# loads issued before the mask stage, quad = the largest tile read by 4 consecutive lanes per channel
+# (each load of a warp reads whole 32-byte sectors).  Timed on the lent H100 (benchmarks/kernel.py,
+# docs/results/kernel_gpu_h100.json); session 9 removed the layouts that never won (a quarter or half
+# of the tile without prefetch, 8 lanes per channel).
+# quadpf = quad with each thread's first four feature loads issued before the mask stage and four kept
+# in flight (written after session 9's run, not yet timed: at 720p pass 1 fills 0.58-0.67 of a wave of
+# blocks, too few threads to keep enough bytes in flight, and more loads per thread is the other way).
+MOMENTS_LAYOUTS = {
+    "warp": {"lanes": False, "prefetch": False, "lpc": 1, "tile_div": 1},
+    "lanes1": {"lanes": True, "prefetch": False, "lpc": 1, "tile_div": 1},
+    "prefetch2": {"lanes": True, "prefetch": True, "lpc": 1, "tile_div": 2},
+    "quad": {"lanes": True, "prefetch": False, "lpc": 4, "tile_div": 1},
+    "quadpf": {"lanes": True, "prefetch": True, "lpc": 4, "tile_div": 1},
+}
+# "auto", the op's own choice and the default: quad with +even.  Session 9 on the H100 (CUDA graphs,
+# adain/linear, % of copy bandwidth at 480p / 720p / 1080p): quad+even 76/76, 78/78, 80/80; the
+# default before (lanes1, prefetch2 past one wave of blocks) 75/75, 75/76, 80/81; quad 72/73, 79/78,
+# 77/77; the old default with +even 78/78, 76/75, 79/78 -- quad+even is within two points of the best
+# at every size, where each of the others loses three or more somewhere.
+DEFAULT_VARIANT = "quad+even"
 
 # fused_recon runs its between-pass solve in pass 2's prologue (each block solving the entries of its
 # own channels): one launch fewer than a solve kernel of its own, which was 2.1 of 43 us at 720p on the
@@ -218,31 +231,35 @@ MOMENTS_LAYOUTS = {"auto": -1, "warp": 0, "lanes1": 1, "lanes2": 2, "lanes4": 4,
 # suffix +solve1 keeps the separate solve kernel (the layout before, for comparison).  A suffix +even
 # sizes the lanes layouts' blocks so that they fill whole waves evenly (masked_recon_kernels.cuh,
 # even_span: e.g. 720p on the H100 as 528 blocks, four per multiprocessor, instead of 456, three or
-# four); written in session 8 without a GPU, not yet timed.
+# four).
 SUFFIXES = ("even", "solve1")
 
 
 def parse_variant(variant: str) -> tuple[str, bool, bool]:
-    """'LAYOUT[+even][+solve1]' -> (pass-1 layout, solve in pass 2's prologue, even waves)."""
+    """'LAYOUT[+even][+solve1]' -> (pass-1 layout, solve in pass 2's prologue, even waves).
+    ``auto`` stands for DEFAULT_VARIANT (so ``auto+solve1`` is the default with the solve kernel)."""
     layout, *flags = variant.split("+")
+    if layout == "auto" and "even" not in flags:
+        default_layout, *default_flags = DEFAULT_VARIANT.split("+")
+        layout, flags = default_layout, default_flags + flags
     bad = (layout not in MOMENTS_LAYOUTS or any(f not in SUFFIXES for f in flags) or len(set(flags)) != len(flags)
            or ("even" in flags and layout == "warp"))
     if bad:
-        raise ValueError(f"unknown kernel variant {variant!r}: a pass-1 layout ({', '.join(MOMENTS_LAYOUTS)}), "
-                         f"optionally followed by +even (not with warp) and +solve1")
+        raise ValueError(f"unknown kernel variant {variant!r}: auto or a pass-1 layout ({', '.join(MOMENTS_LAYOUTS)}), "
+                         f"optionally followed by +even (not with warp or auto) and +solve1")
     return layout, "solve1" not in flags, "even" in flags
 
 
 def set_tuning(moments: str = "auto") -> None:
     """Launch choice of the CUDA op, for benchmarks and tests that compare them in one process:
-    ``moments``, a variant: pass 1's layout (MOMENTS_LAYOUTS), optionally with ``+even`` (the lanes
-    layouts' blocks filling whole waves evenly) and ``+solve1`` (the between-pass solve as a kernel
-    of its own).  Read from STYLECAM_MOMENTS when the extension is loaded.  The CPU reference
-    has no such choice."""
+    ``moments``, a variant: ``auto`` (DEFAULT_VARIANT) or pass 1's layout (MOMENTS_LAYOUTS),
+    optionally with ``+even`` (the lanes layouts' blocks filling whole waves evenly) and ``+solve1``
+    (the between-pass solve as a kernel of its own).  Read from STYLECAM_MOMENTS when the extension
+    is loaded.  The CPU reference has no such choice."""
     layout, solve2, even = parse_variant(moments)
     if _ext is None:
         raise RuntimeError("the CUDA extension is not loaded (kernels.build_extension())")
-    if not _ext.set_tuning(MOMENTS_LAYOUTS[layout], solve2, even):
+    if not _ext.set_tuning(**MOMENTS_LAYOUTS[layout], even=even, solve_in_pass2=solve2):
         raise RuntimeError(f"the CUDA extension refused the variant {moments!r}: rebuild it")
 
 

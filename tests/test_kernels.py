@@ -105,6 +105,25 @@ def test_cuda_kernel_compiles_and_links(tmp_path, monkeypatch):
     ext = kernels.build_extension()
     assert ext is not None
     assert (kernels.SOURCE).exists()
+    # every variant name maps onto fields the extension takes (set_tuning needs no GPU) ...
+    try:
+        for layout in kernels.MOMENTS_LAYOUTS:
+            for suffix in ("", "+solve1") + (("+even", "+even+solve1") if layout != "warp" else ()):
+                kernels.set_tuning(layout + suffix)
+        kernels.set_tuning("auto+solve1")
+        # ... and the extension refuses combinations no kernel is built for, changing nothing
+        for bad in ({"lanes": False, "prefetch": True, "lpc": 1, "tile_div": 1},
+                    {"lanes": False, "prefetch": False, "lpc": 4, "tile_div": 1},
+                    {"lanes": False, "prefetch": False, "lpc": 1, "tile_div": 2},
+                    {"lanes": True, "prefetch": True, "lpc": 4, "tile_div": 2},
+                    {"lanes": True, "prefetch": True, "lpc": 1, "tile_div": 1},
+                    {"lanes": True, "prefetch": False, "lpc": 1, "tile_div": 2},
+                    {"lanes": True, "prefetch": False, "lpc": 8, "tile_div": 1},
+                    {"lanes": True, "prefetch": False, "lpc": 2, "tile_div": 1}):
+            assert ext.set_tuning(**bad, even=False, solve_in_pass2=True) is False, bad
+        assert ext.set_tuning(lanes=False, prefetch=False, lpc=1, tile_div=1, even=True, solve_in_pass2=True) is False
+    finally:
+        kernels.set_tuning()
 
 
 @pytest.mark.gpu
@@ -153,8 +172,8 @@ def test_cuda_kernel_fp16_near_limit_and_odd_sizes():
     torch.testing.assert_close(mom[1].cpu(), ref[1], rtol=1e-3, atol=1.0)
 
 
-@pytest.fixture(params=["auto", "auto+solve1", "warp", "lanes1", "lanes2", "lanes4", "prefetch2", "quad", "octet",
-                        "auto+even", "quad+even"])
+@pytest.fixture(params=["auto", "auto+solve1", "warp", "lanes1", "prefetch2", "quad", "lanes1+even",
+                        "prefetch2+even+solve1", "quadpf", "quadpf+even"])
 def moments_layout(request):
     """Every layout of pass 1 (kernels.set_tuning; the default set back afterwards)."""
     kernels.set_tuning(request.param)
@@ -332,11 +351,13 @@ def test_kernel_variant_names_parse_and_unknown_ones_are_refused():
     """Kernel variants (benchmarks/kernel.py --moments, STYLECAM_MOMENTS, the GPU tests): a pass-1
     layout, optionally with +even (blocks filling whole waves) and +solve1 (the between-pass solve as a
     kernel of its own; by default it runs in pass 2's prologue)."""
-    assert kernels.parse_variant("auto") == ("auto", True, False)
+    assert kernels.parse_variant("auto") == ("quad", True, True) == kernels.parse_variant(kernels.DEFAULT_VARIANT)
+    assert kernels.parse_variant("auto+solve1") == ("quad", False, True)
     assert kernels.parse_variant("prefetch2+solve1") == ("prefetch2", False, False)
     assert kernels.parse_variant("quad") == ("quad", True, False)
-    assert kernels.parse_variant("octet+even+solve1") == ("octet", False, True)
     assert kernels.parse_variant("lanes1+solve1+even") == ("lanes1", False, True)
-    for bad in ("prefetch1", "auto+solve2", "auto+solve3", "+solve1", "solve1", "warp+even", "quad+even+even"):
+    assert set(kernels.MOMENTS_LAYOUTS) == {"warp", "lanes1", "prefetch2", "quad", "quadpf"}
+    for bad in ("prefetch1", "auto+solve2", "auto+solve3", "+solve1", "solve1", "warp+even", "quad+even+even",
+                "auto+even", "octet", "lanes2", "lanes4"):
         with pytest.raises(ValueError, match="unknown kernel variant"):
             kernels.parse_variant(bad)

@@ -84,35 +84,33 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 // Launch choices, set from Python (kernels.set_tuning; STYLECAM_MOMENTS when the extension loads)
 // instead of read from the environment on every call.
-// moments: pass 1's layout on the vector path.  -1 (auto, the default): lanes (moments_lanes_kernel)
-// with its largest tile; once that tile gives more than a wave (6 blocks of 256 threads per
-// multiprocessor, the register limit at 40 registers), half of it with the feature loads issued
-// before the mask stage (prefetch).  Fitted to the lent H100 (benchmarks/kernel.py, 2026-11-26,
-// sessions 6 and 7): 480p and 720p are fastest with the largest tile (69.5 % of copy bandwidth at
-// 720p; half: 66 %; prefetch with the largest tile: 69.1 %, a tie, so it was removed), 1080p with
-// half of it and prefetch (75.7 %; half without prefetch 73.4 %, largest 69 %).  0 = warp
-// (moments_kernel, a warp per channel, the first layout: 55 % at 720p); 1 / 2 / 4 = lanes with the
-// largest tile / 2 / 4, no prefetch; 12 = prefetch with half the largest tile; 24 / 28 = lanes with
-// the largest tile and 4 / 8 lanes per channel (quad / octet: whole sectors per load; session 8,
-// not yet timed).  tuning_even (the +even suffix): the lanes layouts' blocks get spans of
-// pixels sized to fill whole waves evenly (even_span) instead of a tile each.
-int tuning_moments = -1;
+// pass1: pass 1's layout on the vector path (stylecam::Pass1; kernels.py maps the variant names).
+// The default, the variant "auto" = "quad+even": lanes with 4 lanes per channel, the largest tile,
+// spans filling whole waves evenly.  Chosen on the lent H100 in session 9 (benchmarks/kernel.py,
+// CUDA graphs, adain/linear, % of copy bandwidth, all layouts in one run): quad+even 76/76 (480p),
+// 78/78 (720p), 80/80 (1080p); the session-6..8 default (lanes, the largest tile, half of it with
+// prefetch past one wave of blocks) 75/75, 75/76, 80/81; quad alone 72/73, 79/78, 77/77.  Within two
+// points of the best at every size, where each of the others loses three or more somewhere.  Others:
+// warp (moments_kernel, a warp per channel, the first layout: 56-66 %), lanes1 (lpc 1, the largest
+// tile), prefetch2 (lpc 1, half the tile, loads in flight before the mask stage), quadpf (quad with
+// the loads in flight; 43 registers against 40, no spills: ptxas, FP16, K = 3).  quadpf was written
+// after session 9's run and is not yet timed: at 720p pass 1 fills 0.58-0.67 of a wave of blocks, too
+// few threads to keep enough bytes in flight, and more loads per thread is the other way to more.
+stylecam::Pass1 tuning_pass1{true, false, 4, 1, true};
 // solve_in_pass2: fused_recon's between-pass solve in pass 2's prologue (each block solving its own
 // channels) instead of a kernel of its own: the default since session 8 timed it on the H100 (720p
 // 71-72 % of copy bandwidth against 69 %; 480p +4, 1080p +1 points); false = solve_kernel between
 bool tuning_solve_in_pass2 = true;
-// even: the lanes layouts' blocks sized to fill whole waves evenly (even_span; +even, session 8, not
-// yet timed); false = a tile per block
-bool tuning_even = false;
 
-// codes as above (kernels.py maps the names); false for an unknown code, which changes nothing
-bool set_tuning(int moments, bool solve_in_pass2, bool even) {
-  if (moments != -1 && moments != 0 && moments != 1 && moments != 2 && moments != 4 && moments != 12 &&
-      moments != 24 && moments != 28)
-    return false;
-  tuning_moments = moments;
+// false for a combination no kernel is built for, which changes nothing
+bool set_tuning(bool lanes, bool prefetch, int lpc, int tile_div, bool even, bool solve_in_pass2) {
+  // the moments_lanes_kernel instantiations launch_moments has: (lpc, prefetch, tile_div)
+  const bool built = lanes ? ((lpc == 1 && !prefetch && tile_div == 1) || (lpc == 1 && prefetch && tile_div == 2) ||
+                              (lpc == 4 && tile_div == 1))
+                           : (!prefetch && lpc == 1 && tile_div == 1 && !even);   // the warp layout has none
+  if (!built) return false;
+  tuning_pass1 = {lanes, prefetch, lpc, tile_div, even};
   tuning_solve_in_pass2 = solve_in_pass2;
-  tuning_even = even;
   return true;
 }
 
@@ -133,20 +131,8 @@ Geometry geometry(const at::Tensor& f, int K, const at::Tensor* out = nullptr) {
   const int64_t P = f.size(2) * f.size(3), vec = 16 / static_cast<int64_t>(f.element_size());
   const bool v = f.is_contiguous() && P % vec == 0 && aligned16(f.data_ptr()) &&
                  (out == nullptr || aligned16(out->data_ptr()));
-  int lanes_div = tuning_moments % 10;          // 0 warp, 1 / 2 / 4 tile divisor (prefetch: 12)
-  bool prefetch = tuning_moments >= 10 && tuning_moments < 20;
-  int lpc = 1;
-  if (tuning_moments >= 20) {                   // 24 quad, 28 octet: lanes per channel, largest tile
-    lpc = tuning_moments - 20;
-    lanes_div = 1;
-  }
-  if (tuning_moments < 0) {
-    const int64_t tile = stylecam::lanes_max_tile(K), groups = (f.size(1) + stylecam::kLanes - 1) / stylecam::kLanes;
-    prefetch = (P + tile - 1) / tile * groups > 6 * static_cast<int64_t>(sms);
-    lanes_div = prefetch ? 2 : 1;
-  }
   return {K, static_cast<int>(f.size(1)), static_cast<int>(f.size(2)), static_cast<int>(f.size(3)),
-          f.stride(1), f.stride(2), f.stride(3), v, lanes_div, prefetch, sms, lpc, tuning_even};
+          f.stride(1), f.stride(2), f.stride(3), v, tuning_pass1, sms};
 }
 
 void moments(const at::Tensor& f, const at::Tensor& w, float* s1, float* s2, float* ws, cudaStream_t s) {
@@ -277,7 +263,10 @@ TORCH_LIBRARY_IMPL(stylecam, CUDA, m) {
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("set_tuning", &set_tuning, "pass 1's layout code (realtime/kernels.py set_tuning maps the names) and "
-        "whether fused_recon solves in pass 2's prologue, and whether pass 1's blocks fill whole waves evenly",
-        pybind11::arg("moments"), pybind11::arg("solve_in_pass2") = true, pybind11::arg("even") = false);
+  m.def("set_tuning", &set_tuning, "pass 1's layout on the vector path (realtime/kernels.py set_tuning maps the "
+        "variant names onto these fields) and whether fused_recon solves in pass 2's prologue; false, changing "
+        "nothing, for a combination no kernel is built for",
+        pybind11::arg("lanes"), pybind11::arg("prefetch"), pybind11::arg("lpc"), pybind11::arg("tile_div"),
+        pybind11::arg("even"),
+        pybind11::arg("solve_in_pass2"));
 }

@@ -211,8 +211,9 @@ __global__ void __launch_bounds__(kThreads) moments_kernel(
 // and one atomicAdd per block and sum goes to global memory.  Written after the lent H200 showed
 // the warp layout's pass 1 at ~1 TB/s (shuffle-bound); on the lent H100 it took pass 1 from 30.6 to
 // 18.8 us at 720p (benchmarks/kernel.py --profile).  TILE is a launch choice
-// (masked_recon.cu, lanes_div; STYLECAM_MOMENTS=lanes1/lanes2/lanes4 force the largest tile / 2 / 4):
-// smaller tiles give more blocks, larger ones load fewer masks per byte of features.
+// (Pass1 below: the largest tile, or half of it with prefetch): smaller tiles give more blocks,
+// larger ones load fewer masks per byte of features (a quarter of the tile, timed in sessions 6-9,
+// never won and was removed).
 constexpr int kLanes = 32;
 constexpr int kRows = 8;
 // the largest tile: K x TILE masks plus the reduction buffer stay under 48 KB of shared memory
@@ -254,16 +255,19 @@ __device__ __forceinline__ void accumulate_run(const uint4& raw, const float (&m
 // largest tile, 69.1 % at 720p against 69.5 % without (a tie at 53 vs 40 registers: removed).  Under
 // Nsight Compute at 720p pass 1 still waits on global loads 8.4 of every 14.3 cycles.
 //
-// LPC (lanes per channel; 1 = the layout above, the default).  With LPC = 1 a warp's load touches
+// LPC (lanes per channel; 1 = the layout above).  With LPC = 1 a warp's load touches
 // 32 channels' rows, 16 bytes of each: 32 sectors of 32 bytes for 512 bytes used, the other half of
 // each sector read by the next warp (the ncu profile: L1/L2 traffic 62.7 % of peak against DRAM's
-// 46 %).  With LPC = 4 (STYLECAM_MOMENTS=quad) or 8 (octet) the LPC consecutive lanes of a group read
+// 46 %).  With LPC = 4 (STYLECAM_MOMENTS=quad; the default since session 9) the LPC consecutive lanes of a group read
 // LPC consecutive runs of one channel, so a warp's load covers 32 / LPC channels in whole sectors
 // (64 or 128 contiguous bytes each): half the sectors for the same bytes.  The block still covers
 // 32 channels: LPC warps side by side, kRows / LPC of them along the pixels; a thread's runs keep
 // the same stride (STEP), only their start moves.  The LPC partial sums of a channel meet by warp
 // shuffles (log2 LPC steps per sum, once per block) before the shared-memory reduction.  Written in
-// session 8 without a GPU: opt-in until benchmarks/kernel.py has timed it.
+// session 8 without a GPU, timed on the lent H100 in session 9 (benchmarks/kernel.py, CUDA graphs,
+// adain/linear, same run): 720p 79/78 % of copy bandwidth against 75/76 % with LPC = 1; pass 1
+// 18.1 us against 20.6 under ncu.  LPC = 8 (octet) was slower at every size (64/74/75 % at
+// 480p/720p/1080p) and was removed; the template keeps any power of two up to 8.
 //
 // span: the pixels of a block, at most TILE and a multiple of VEC (TILE itself but for the +even
 // launches, even_span below).
@@ -469,7 +473,9 @@ inline int blocks_per_sm(Kernel kernel) {
   return per_sm;
 }
 
-// The +even launch policy (STYLECAM_MOMENTS=LAYOUT+even; session 8, not yet timed).  With a tile per
+// The +even launch policy (STYLECAM_MOMENTS=LAYOUT+even; written in session 8, timed in session 9 on
+// the H100: with LPC = 1, 480p 78 % of copy bandwidth against 75 %, 720p and 1080p within a point;
+// with quad, 480p 76 % against 72/73 %, 720p 78 %, 1080p 80 % against 77 %: part of the default).  With a tile per
 // block, 720p on the H100 gives 57 x 8 = 456 blocks for 132 multiprocessors: 3.45 each, so some run
 // four blocks and some three, and 480p gives 1.58 (one or two).  Here a block's span shrinks from the
 // tile so that blocks = k x multiprocessors, k the fewest that fit the spans into the tile (rounded
@@ -486,16 +492,24 @@ inline int even_span(int64_t P, int64_t groups, int tile, int sms, int per_sm, i
   }
 }
 
+// Pass 1's layout on the vector path: what kernels.py's variant names (STYLECAM_MOMENTS, set_tuning)
+// map onto, field by field.
+struct Pass1 {
+  bool lanes;           // moments_lanes_kernel (a thread, or lpc lanes, per channel); false: moments_kernel (a warp per channel)
+  bool prefetch;        // lanes: each thread's first feature loads issued before the mask stage, 4 kept in flight
+  int lpc;              // lanes: lanes per channel, 1 or 4 (4: whole 32-byte sectors per warp load)
+  int tile_div;         // lanes: tile = lanes_max_tile(K) / tile_div, 1 or 2 (built: lpc 1 with prefetch
+                        // and 2, lpc 1 or 4 without prefetch and 1, lpc 4 with prefetch and 1; set_tuning)
+  bool even;            // lanes: block spans sized to fill whole waves evenly (even_span) instead of a tile each
+};
+
 // What the torch glue passes to the launchers of one dtype (T = float, __half or __nv_bfloat16).
 struct Geometry {
   int K, C, H, W;
   int64_t sc, sh, sw;   // feature strides (batch 1)
   bool vec;             // contiguous NCHW planes, 16-byte aligned, H*W a multiple of 16 / sizeof(T)
-  int lanes_div;        // pass 1 on the vector path: 0 = warp layout, else lanes with tiles of lanes_max_tile(K) / lanes_div
-  bool prefetch;        // lanes with U feature loads in flight from before the mask stage (half the largest tile)
+  Pass1 p1;             // pass 1's layout on the vector path
   int sms;              // multiprocessors of the device
-  int lpc;              // lanes per channel of the lanes layout (1; 4 or 8 for quad / octet, largest tile)
-  bool even;            // lanes: spans sized so that the blocks fill whole waves evenly (even_span)
 };
 
 // One overload per dtype, each defined in its own translation unit by STYLECAM_INSTANTIATE.
@@ -536,27 +550,23 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const Solve
   void launch_moments(const T* f, const float* w, const Geometry& g, float* s1, float* s2, float* ws,          \
                       cudaStream_t s) {                                                      \
     constexpr int V = 16 / sizeof(T);                                                                             \
-    if (g.vec && g.lanes_div) {                                                                                   \
+    if (g.vec && g.p1.lanes) {                                                                                    \
       const int64_t P = static_cast<int64_t>(g.H) * g.W;                                                          \
       const dim3 block(kLanes, kRows);                                                                            \
       const unsigned cg = static_cast<unsigned>((g.C + kLanes - 1) / kLanes);                                     \
       STYLECAM_DISPATCH_K(g.K,                                                                                    \
         constexpr int MT = lanes_max_tile(KK);                                                                    \
-        const int tile = g.lanes_div <= 1 ? MT : g.lanes_div == 2 ? MT / 2 : MT / 4;                              \
+        const int tile = g.p1.tile_div == 2 ? MT / 2 : MT;                                                        \
         /* 6 blocks per multiprocessor: the lanes kernels' register limit (40 registers, ncu) */               \
-        const int span = g.even ? even_span(P, cg, tile, g.sms, 6, V) : tile;                                   \
+        const int span = g.p1.even ? even_span(P, cg, tile, g.sms, 6, V) : tile;                                \
         const dim3 grid(static_cast<unsigned>((P + span - 1) / span), cg);                                        \
-        if (g.lpc == 4)                /* quad / octet: the largest tile (geometry()) */                       \
+        if (g.p1.lpc == 4 && g.p1.prefetch)      /* the combinations set_tuning accepts */                     \
+          moments_lanes_kernel<T, KK, MT, true, 4><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, span, s1, s2, ws);         \
+        else if (g.p1.lpc == 4)                                                                                   \
           moments_lanes_kernel<T, KK, MT, false, 4><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, span, s1, s2, ws);        \
-        else if (g.lpc == 8)                                                                                      \
-          moments_lanes_kernel<T, KK, MT, false, 8><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, span, s1, s2, ws);        \
-        else if (g.prefetch)           /* prefetch comes with half the largest tile (geometry()) */            \
+        else if (g.p1.prefetch)                                                                                   \
           moments_lanes_kernel<T, KK, MT / 2, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, span, s1, s2, ws);        \
-        else if (tile == MT)                                                                                      \
-          moments_lanes_kernel<T, KK, MT, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, span, s1, s2, ws);           \
-        else if (tile == MT / 2)                                                                                  \
-          moments_lanes_kernel<T, KK, MT / 2, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, span, s1, s2, ws);       \
-        else moments_lanes_kernel<T, KK, MT / 4, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, span, s1, s2, ws));   \
+        else moments_lanes_kernel<T, KK, MT, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, span, s1, s2, ws));       \
     } else if (g.vec) {                                                                                           \
       STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH((moments_kernel<T, KK, V>),                                        \
           f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws));                                          \
