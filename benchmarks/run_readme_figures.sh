@@ -17,6 +17,8 @@ $PY benchmarks/autoencoder.py --holdout --layer relu3_1 --json docs/results/auto
 $PY benchmarks/autoencoder.py --holdout --layer relu4_1 --json docs/results/autoencoder_relu4_1.json
 $PY benchmarks/autoencoder.py --holdout --layer relu3_1 --decoder weights/decoder_relu3_1_wide.pt \
   --json docs/results/autoencoder_relu3_1_wide.json --grid docs/autoencoder_relu3_1_wide.png
+$PY benchmarks/autoencoder.py --training 16 --layer relu3_1 --decoder weights/decoder_relu3_1_wide.pt \
+  --json docs/results/autoencoder_relu3_1_wide_training.json
 $PY benchmarks/inversion.py --holdout --limit 4 --steps 150 --starts decoder --threads 2 --max-side 256 \
   --decoder weights/decoder_relu3_1_wide.pt --json docs/results/inversion_relu3_1_wide.json --grid docs/inversion_relu3_1_wide.jpg
 $PY benchmarks/grid.py --out docs/grid_modes.png --strip docs/demo_strip.png
