@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -37,13 +38,51 @@ def load_frames(n: int) -> list:
     return frames
 
 
+def synthetic_label_map(h: int, w: int, regions: str) -> np.ndarray:
+    """A fixed portrait-shaped label map (BGR, the colours of realtime.segment.LABEL_COLORS): a person
+    ellipse over the lower two thirds, and for ``portrait`` a face ellipse inside it."""
+    from realtime.segment import LABEL_COLORS
+    bgr = {k: tuple(int(c) for c in reversed(v)) for k, v in LABEL_COLORS.items()}
+    lab = np.zeros((h, w, 3), np.uint8)
+    lab[:] = bgr["background"]
+    cv2.ellipse(lab, (w // 2, h), (max(1, int(w * 0.32)), max(1, int(h * 0.7))), 0, 0, 360, bgr["person"], -1)
+    if regions == "portrait":
+        cv2.ellipse(lab, (w // 2, int(h * 0.42)), (max(1, int(w * 0.12)), max(1, int(h * 0.2))), 0, 0, 360,
+                    bgr["face"], -1)
+    return lab
+
+
+class FixedRegions:
+    """Segmenter stand-in for --fixed-regions: the synthetic label map's one-hot masks, made once per
+    frame size and handed out again (so the segment stage costs next to nothing, and the stylizer gets
+    K full-size float32 masks as it does from MediaPipe)."""
+    def __init__(self, regions: str):
+        from realtime.segment import REGION_SETS
+        self.name, self.regions = regions, REGION_SETS[regions]
+        self._cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        from realtime.segment import label_map_to_masks
+        hw = frame.shape[:2]
+        if hw not in self._cache:
+            self._cache[hw] = label_map_to_masks(synthetic_label_map(*hw, self.name), self.regions)
+        return self._cache[hw]
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def build(backend: str, device: str, fp16: bool, layer: str, mode: str, regions: str, size: tuple[int, int],
           static: bool = False, deflicker: float = 0.0, decoder: str | None = None,
-          channels_last: bool | None = None, cuda_graph: bool = False):
+          channels_last: bool | None = None, cuda_graph: bool = False, fixed_regions: bool = False):
     """The CLI's objects (engines, style bank, stylizer, segmenter) for one configuration; ``decoder``
     a decoder file instead of the CLI's default for the device; ``channels_last``: the PyTorch
     engines in NHWC layout or not (None: the CLI's default for the device); ``cuda_graph``: the
-    PyTorch engines replayed from a CUDA graph per input shape (TorchEngine(cuda_graph=True))."""
+    PyTorch engines replayed from a CUDA graph per input shape (TorchEngine(cuda_graph=True));
+    ``fixed_regions``: style and frames segmented by synthetic_label_map instead of MediaPipe."""
     import argparse as ap
     from engines.decoder import load_decoder, resolve_decoder
     from engines.weights import build_encoder, load_encoder_weights
@@ -59,9 +98,20 @@ def build(backend: str, device: str, fp16: bool, layer: str, mode: str, regions:
     args = ap.Namespace(backend=backend, fp16=fp16, layer=layer, channels_last=channels_last, cuda_graph=cuda_graph)
     enc_e, dec_e = make_engines(args, enc, dec, dec_path, ew, dev)
     bank = StyleBank(enc_e, regions, device=dev)
-    bank.add(DEMO_STYLE)
+    if fixed_regions and regions != "none":
+        import tempfile
+        from realtime.images import read_image
+        h, w = read_image(DEMO_STYLE).shape[:2]
+        with tempfile.TemporaryDirectory() as tmp:
+            style_map = Path(tmp) / "style_regions.png"
+            cv2.imwrite(str(style_map), synthetic_label_map(h, w, regions))
+            bank.add(DEMO_STYLE, label_map=style_map)
+        seg = FixedRegions(regions)
+    else:
+        bank.add(DEMO_STYLE)
+        seg = make_segmenter(regions, static=static)
     st = Stylizer(StylizerConfig(layer=layer, mode=mode, size=size, deflicker=deflicker), enc_e, dec_e, bank, dev)
-    return st, make_segmenter(regions, static=static)
+    return st, seg
 
 
 def time_frames(st, seg, frames: list, size: tuple[int, int], device: str, warmup: int = 3) -> dict:
@@ -116,10 +166,11 @@ def profile_frames(st, seg, frames: list, size: tuple[int, int], device: str, ro
 
 def bench_one(backend: str, device: str, fp16: bool, height: int, frames: list, layer: str, mode: str,
               regions: str, warmup: int = 3, profile: bool = False, deflicker: float = 0.0,
-              decoder: str | None = None, channels_last: bool | None = None, cuda_graph: bool = False) -> dict:
+              decoder: str | None = None, channels_last: bool | None = None, cuda_graph: bool = False,
+              fixed_regions: bool = False) -> dict:
     width = round(height * 16 / 9) // 2 * 2
     st, seg = build(backend, device, fp16, layer, mode, regions, (width, height), deflicker=deflicker,
-                    decoder=decoder, channels_last=channels_last, cuda_graph=cuda_graph)
+                    decoder=decoder, channels_last=channels_last, cuda_graph=cuda_graph, fixed_regions=fixed_regions)
     try:
         med = time_frames(st, seg, frames, (width, height), device, warmup)
         if profile:
@@ -128,7 +179,8 @@ def bench_one(backend: str, device: str, fp16: bool, height: int, frames: list, 
     finally:
         seg.close()
     return {"backend": backend, "device": device, "precision": "fp16" if fp16 else "fp32", "height": height,
-            "width": width, "layer": layer, "mode": mode, "regions": regions, "frames": len(frames),
+            "width": width, "layer": layer, "mode": mode, "regions": regions,
+            "segmenter": type(seg).__name__, "frames": len(frames),
             "deflicker": deflicker, "decoder": decoder_name(decoder, layer, device),
             # what the engines did run in (make_engines decides), read back from them
             "channels_last": getattr(st.encoder, "memory_format", None) == torch.channels_last,
@@ -192,6 +244,11 @@ def main(argv=None) -> int:
                    help="the PyTorch engines on CUDA replayed from a CUDA graph captured once per input shape "
                         "(fewer kernel launches from Python: session 8's torch.profiler table of a 720p FP16 frame "
                         "on the H100 had ~9 ms of host time, under the profiler, for ~5 ms of GPU time)")
+    p.add_argument("--fixed-regions", action="store_true",
+                   help="segment the style and every frame by a fixed synthetic portrait label map (a person "
+                        "ellipse, a face inside it) instead of MediaPipe, made once per size: the K-region "
+                        "pipeline timed where MediaPipe is not installed (the lent GPUs), with no segmentation "
+                        "cost")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", default=None)
     p.add_argument("--png", default=None)
@@ -220,7 +277,7 @@ def main(argv=None) -> int:
                 for h in (int(s) for s in a.sizes.split(",")):
                     r = bench_one(b, dev, fp16, h, frames, a.layer, a.mode, a.regions, profile=h == a.profile,
                                   deflicker=a.deflicker, decoder=a.decoder, channels_last=a.channels_last,
-                                  cuda_graph=a.cuda_graph)
+                                  cuda_graph=a.cuda_graph, fixed_regions=a.fixed_regions)
                     results.append(r)
                     print(f"{b}/{dev}/{r['precision']} {r['width']}x{h}: {r['median_ms']['total']:.1f} ms, "
                           f"{r['fps']:.2f} FPS", flush=True)

@@ -303,3 +303,22 @@ def test_cuda_stylizer_with_graph_replayed_engines_matches_the_eager_one():
     for eager, replayed in zip(*outs):
         d = np.abs(eager - replayed)
         assert d.mean() < 1.0 and (d > 8).mean() < 1e-3
+
+
+def test_fps_fixed_regions_time_the_k_region_path_without_mediapipe(tmp_path, monkeypatch):
+    """--fixed-regions: style and frames segmented by the synthetic portrait label map (what the lent
+    GPUs, which have no MediaPipe, can time with K = 3), never by MediaPipe."""
+    import realtime.segment as S
+    monkeypatch.setattr(S, "MediaPipeSegmenter", None)          # any use of it would fail
+    lab = fps.synthetic_label_map(90, 160, "portrait")
+    masks = S.label_map_to_masks(lab, S.REGION_SETS["portrait"])
+    assert masks.shape == (3, 90, 160) and (masks.sum(0) == 1).all()
+    assert all(0.02 < m.mean() < 0.9 for m in masks)           # every region really there
+    seg = fps.FixedRegions("portrait")
+    frame = np.zeros((90, 160, 3), np.uint8)
+    assert seg(frame) is seg(frame) and np.array_equal(seg(frame), masks)   # made once per size
+    out = tmp_path / "fps.json"
+    assert fps.main(["--quick", "--regions", "portrait", "--fixed-regions", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())["results"][0]
+    assert r["regions"] == "portrait" and r["segmenter"] == "FixedRegions"
+    assert r["median_ms"]["reconstruct"] > 0
