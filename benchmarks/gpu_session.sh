@@ -16,7 +16,8 @@
 # measure only; SKIP_MEASURE=1: train only -- two calls on a warm machine split device time this
 # way, as session 6 did: SKIP_TRAIN=1 first, then at once, while the machine is warm, SKIP_MEASURE=1;
 # TRAIN_LAYER=relu4_1 trains that decoder instead of relu3_1's, WIDTH=0.5 the half-width one; LR,
-# FEAT_WEIGHT, FEAT_ON_PLAIN=0 change the training recipe; AMP=1 trains under bfloat16 autocast, AMP=auto
+# FEAT_WEIGHT, FEAT_ON_PLAIN=0, CROP (256; below the pack's 256-px short sides the crops vary in
+# scale) change the training recipe; AMP=1 trains under bfloat16 autocast, AMP=auto
 # probes 300 iterations each way first and uses it if 1.2x as fast; default AMP=0: session 9 measured 1.04x.)
 # Results come back in $OUT: session.log, gpu_tests.log, kernel.json, kernel.log,
 # fps_gpu.json, fps_gpu_regions.json, fps_gpu_graph.json, train_log.jsonl, decoder_relu3_1_wide.pt, decoder_relu3_1_wide_train.pt (TRAIN_LAYER=
@@ -214,7 +215,7 @@ PYEOF
   echo "== training $LAYER for $T s (width $WIDTH, warm-up $WARMUP; $FEAT_FLAG, feature weight ${FEAT_WEIGHT:-0.02}, amp $AMP)"
   timeout $(( T + 40 )) $PY -m training.train_decoder --layer "$LAYER" --device cuda --resume --width "$WIDTH" $AMP_FLAG \
     --photos gpu_pack/photos --paintings gpu_pack/paintings --holdout-dir gpu_pack/holdout --run-dir "$RUN" \
-    --out "$OUT/$NAME.pt" --crop 256 --batch 16 --mix-prob 0.2 --mix-crop 128 \
+    --out "$OUT/$NAME.pt" --crop "${CROP:-256}" --batch 16 --mix-prob 0.2 --mix-crop 128 \
     --iterations 1000000 --lr "${LR:-2e-4}" --lr-final 2e-5 --lr-by-time --warmup $WARMUP $FEAT_FLAG \
     --feat-weight "${FEAT_WEIGHT:-0.02}" \
     --max-minutes "$(awk "BEGIN{print ($T - 15)/60}")" --checkpoint-minutes 2 --eval-every 1000 --grid-every 2000 2>&1 \
