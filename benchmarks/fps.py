@@ -52,29 +52,6 @@ def synthetic_label_map(h: int, w: int, regions: str) -> np.ndarray:
     return lab
 
 
-class FixedRegions:
-    """Segmenter stand-in for --fixed-regions: the synthetic label map's one-hot masks, made once per
-    frame size and handed out again (so the segment stage costs next to nothing, and the stylizer gets
-    K full-size float32 masks as it does from MediaPipe)."""
-    def __init__(self, regions: str):
-        from realtime.segment import REGION_SETS
-        self.name, self.regions = regions, REGION_SETS[regions]
-        self._cache: dict[tuple[int, int], np.ndarray] = {}
-
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
-        from realtime.segment import label_map_to_masks
-        hw = frame.shape[:2]
-        if hw not in self._cache:
-            self._cache[hw] = label_map_to_masks(synthetic_label_map(*hw, self.name), self.regions)
-        return self._cache[hw]
-
-    def reset(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def build(backend: str, device: str, fp16: bool, layer: str, mode: str, regions: str, size: tuple[int, int],
           static: bool = False, deflicker: float = 0.0, decoder: str | None = None,
           channels_last: bool | None = None, cuda_graph: bool = False, fixed_regions: bool = False):
@@ -98,18 +75,11 @@ def build(backend: str, device: str, fp16: bool, layer: str, mode: str, regions:
     args = ap.Namespace(backend=backend, fp16=fp16, layer=layer, channels_last=channels_last, cuda_graph=cuda_graph)
     enc_e, dec_e = make_engines(args, enc, dec, dec_path, ew, dev)
     bank = StyleBank(enc_e, regions, device=dev)
-    if fixed_regions and regions != "none":
-        import tempfile
-        from realtime.images import read_image
-        h, w = read_image(DEMO_STYLE).shape[:2]
-        with tempfile.TemporaryDirectory() as tmp:
-            style_map = Path(tmp) / "style_regions.png"
-            cv2.imwrite(str(style_map), synthetic_label_map(h, w, regions))
-            bank.add(DEMO_STYLE, label_map=style_map)
-        seg = FixedRegions(regions)
-    else:
-        bank.add(DEMO_STYLE)
-        seg = make_segmenter(regions, static=static)
+    # --fixed-regions: one synthetic label map, resized to the style and to the frames (whose masks the
+    # label-map segmenter makes once per size, so the segment stage costs next to nothing)
+    label_map = synthetic_label_map(360, 640, regions) if fixed_regions and regions != "none" else None
+    bank.add(DEMO_STYLE, label_map=label_map)
+    seg = make_segmenter(regions, static=static, label_map=label_map)
     st = Stylizer(StylizerConfig(layer=layer, mode=mode, size=size, deflicker=deflicker), enc_e, dec_e, bank, dev)
     return st, seg
 

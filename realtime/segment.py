@@ -74,17 +74,29 @@ def label_map_to_masks(label_bgr: np.ndarray, regions: tuple[str, ...] = REGION_
 
 
 class LabelMapSegmenter(Segmenter):
-    """A fixed label map (a file), resized to each frame."""
+    """A fixed label map (a file, or a BGR array), resized to each frame.
 
-    def __init__(self, path: str | Path, regions: tuple[str, ...] = REGION_SETS["portrait"]):
+    The masks depend on the frame's size only, so those of the last size are kept and the same array
+    is handed out again instead of being recomputed every frame of a video (its users -- the
+    stylizer, the style bank, gatys -- only read it; not marked read-only, since torch.from_numpy
+    warns on such arrays)."""
+
+    def __init__(self, label: str | Path | np.ndarray, regions: tuple[str, ...] = REGION_SETS["portrait"]):
         from .images import read_image
-        self.path = Path(path)
+        if isinstance(label, np.ndarray):
+            self.path, self.label, self.what = None, label, "label map"
+        else:
+            self.path = Path(label)
+            self.label, self.what = read_image(self.path), str(self.path)
         self.regions = tuple(regions)
-        self.label = read_image(self.path)
-        label_map_to_masks(self.label, self.regions, what=str(self.path))  # validate now
+        label_map_to_masks(self.label, self.regions, what=self.what)  # validate now
+        self._last: tuple[tuple[int, int], np.ndarray] | None = None
 
     def __call__(self, frame):
-        return label_map_to_masks(self.label, self.regions, frame.shape[:2], str(self.path))
+        size = tuple(frame.shape[:2])
+        if self._last is None or self._last[0] != size:
+            self._last = (size, label_map_to_masks(self.label, self.regions, size, self.what))
+        return self._last[1]
 
 
 def _oval_order(connections) -> list[int]:
@@ -178,8 +190,8 @@ class MediaPipeSegmenter(Segmenter):
             self._mesh.close()
 
 
-def make_segmenter(regions: str, static: bool = False, label_map: str | Path | None = None) -> Segmenter:
-    """The segmenter for a region set; a label map file overrides MediaPipe."""
+def make_segmenter(regions: str, static: bool = False, label_map: str | Path | np.ndarray | None = None) -> Segmenter:
+    """The segmenter for a region set; a label map (a file or a BGR array) overrides MediaPipe."""
     if regions not in REGION_SETS:
         raise ValueError(f"regions must be one of {tuple(REGION_SETS)}, got {regions!r}")
     if label_map is not None:

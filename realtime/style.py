@@ -39,7 +39,8 @@ class StyleBank:
         self.styles: list[Style] = []
         self.index = 0
 
-    def add(self, path: str | Path, label_map: str | Path | None = None, image: np.ndarray | None = None) -> Style:
+    def add(self, path: str | Path, label_map: str | Path | np.ndarray | None = None,
+            image: np.ndarray | None = None) -> Style:
         img = read_image(path) if image is None else image
         h, w = img.shape[:2]
         if min(h, w) < MIN_STYLE_SIDE:

@@ -93,6 +93,24 @@ def test_mediapipe_video_mode_smooths_over_time(portrait_bgr):
     assert 0.3 < b[1][centre] < 0.7
 
 
+def test_label_map_segmenter_takes_arrays_and_makes_each_size_once():
+    """A label map given as an array works like a file; the masks of a size are made once and handed
+    out again on the next frame of that size (video), remade when the size changes."""
+    lab = np.zeros((20, 30, 3), np.uint8)
+    lab[5:, 10:20] = (0, 0, 255)                      # person (red, as BGR)
+    lab[6:10, 12:18] = (0, 255, 0)                    # face
+    seg = segment.make_segmenter("portrait", label_map=lab)
+    assert isinstance(seg, segment.LabelMapSegmenter)
+    a = seg(np.zeros((40, 60, 3), np.uint8))
+    assert a.shape == (3, 40, 60) and np.allclose(a.sum(0), 1)
+    np.testing.assert_array_equal(a, segment.label_map_to_masks(lab, segment.REGION_SETS["portrait"], (40, 60)))
+    assert seg(np.ones((40, 60, 3), np.uint8)) is a                  # same size: not recomputed
+    b = seg(np.zeros((10, 15, 3), np.uint8))
+    assert b.shape == (3, 10, 15) and b is not a
+    with pytest.raises(ValueError, match="label colours"):
+        segment.make_segmenter("portrait", label_map=np.full((4, 4, 3), (255, 0, 255), np.uint8))
+
+
 def test_make_segmenter_choices(tmp_path):
     assert isinstance(segment.make_segmenter("none"), segment.WholeFrameSegmenter)
     with pytest.raises(ValueError, match="regions must be one of"):
