@@ -17,7 +17,8 @@
 # way, as session 6 did: SKIP_TRAIN=1 first, then at once, while the machine is warm, SKIP_MEASURE=1;
 # TRAIN_LAYER=relu4_1 trains that decoder instead of relu3_1's, WIDTH=0.5 the half-width one; LR,
 # FEAT_WEIGHT, FEAT_ON_PLAIN=0, CROP (256; below the pack's 256-px short sides the crops vary in
-# scale) change the training recipe; AMP=1 trains under bfloat16 autocast (default 0:
+# scale) change the training recipe; REVIVE=1 first revives the checkpoint's dead channels
+# (training/revive.py); AMP=1 trains under bfloat16 autocast (default 0:
 # session 9 measured it 1.04x as fast).)
 # Results come back in $OUT: session.log, gpu_tests.log, kernel.json, kernel.log,
 # fps_gpu.json, fps_gpu_regions.json, fps_gpu_graph.json, train_log.jsonl, decoder_relu3_1_wide.pt, decoder_relu3_1_wide_train.pt (TRAIN_LAYER=
@@ -171,6 +172,13 @@ if [ "$T" -gt 60 ] && [ -d gpu_pack/photos ] && [ "${SKIP_TRAIN:-0}" != 1 ]; the
     fi
   else
     echo "== no committed $LAYER checkpoint to continue (weights/checkpoints/): training skipped"; T=0
+  fi
+  # REVIVE=1: first give the checkpoint's dormant channels (zero on every pixel of 32 training photos)
+  # fresh weights, with zero outgoing weights so that the output stays the same (training/revive.py,
+  # ReDo); session 10 found 74 of the full-width decoder's 128 first-stage channels dead.
+  if [ "$T" -gt 0 ] && [ "${REVIVE:-0}" = 1 ]; then
+    $PY -m training.revive --from "$RUN/checkpoint.pt" --out "$RUN/checkpoint.pt" --photos gpu_pack/photos 2>&1 \
+      | tr '\r' '\n' | grep -v '^photos:' || { echo "== revive failed: training skipped"; T=0; }
   fi
   [ "$T" -gt 0 ] && WARMUP=$($PY -c "import torch; print(0 if 'optim' in torch.load('$RUN/checkpoint.pt', map_location='cpu', weights_only=False) else 500)")
   if [ "$T" -gt 0 ]; then

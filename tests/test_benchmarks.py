@@ -319,3 +319,37 @@ def test_fps_fixed_regions_time_the_k_region_path_without_mediapipe(tmp_path, mo
     r = json.loads(out.read_text())["results"][0]
     assert r["regions"] == "portrait" and r["segmenter"] == "LabelMapSegmenter"
     assert r["median_ms"]["reconstruct"] > 0
+
+
+def test_dormant_counts_dead_channels_of_decoder_files_and_checkpoints(tmp_path, portrait_bgr, hed_weights):
+    """benchmarks/dormant.py: channels made dead (a huge negative bias) are counted, in a shipped decoder
+    file and in a training checkpoint alike; a missing file is a clear error."""
+    import random
+    import torch
+    from benchmarks import dormant
+    from engines.decoder import Decoder, save_decoder
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(photos / f"p{i}.jpg"), cv2.resize(np.roll(portrait_bgr, 50 * i, 1), (80, 96)))
+    torch.manual_seed(0)
+    dec = Decoder("relu3_1", hed_weights.arch, 0.25)
+    convs = [m for m in dec.net if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        for c in convs:
+            c.bias.fill_(0.5)
+        convs[0].bias[[0, 3, 4]] = -1e4
+        convs[1].bias[7] = -1e4
+    save_decoder(dec, tmp_path / "dec.pt", encoder_id=hed_weights.encoder_id)
+    torch.save({"config": {"layer": "relu3_1", "width": 0.25}, "model": dec.state_dict(), "iteration": 5,
+                "py_rng": random.Random(0).getstate(), "torch_rng": torch.get_rng_state()}, tmp_path / "ck.pt")
+    out = tmp_path / "d.json"
+    assert dormant.main(["--decoder", str(tmp_path / "dec.pt"), str(tmp_path / "ck.pt"), "--photos", str(photos),
+                         "--images", "3", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())["decoders"]
+    for row in got:
+        assert row["images"] == 3
+        assert [c["dormant"] for c in row["convs"]][:2] == [3, 1]
+        assert row["convs"][0]["zero"] == 3
+    with pytest.raises(SystemExit):
+        dormant.main(["--decoder", str(tmp_path / "missing.pt"), "--photos", str(photos)])

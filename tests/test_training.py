@@ -297,6 +297,63 @@ def test_widened_decoder_computes_the_same_and_resumes(tmp_path):
         widen.main(["--from", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.pt")])
 
 
+def test_revive_finds_dead_channels_and_gives_them_weights_without_changing_the_output(tiny_data, tmp_path):
+    """training.revive (ReDo): channels that are zero on every input score 0 and get fresh incoming weights
+    and zero outgoing ones: the output stays the same, they are active again and training reaches them
+    (their outgoing weights get a gradient); live channels are left alone.  The CLI writes a checkpoint
+    train_decoder --resume loads, and refuses a missing one."""
+    import random
+    from training import revive
+    torch.manual_seed(0)
+    dec = Decoder("relu3_1", "vgg16", 0.25)
+    convs = [m for m in dec.net if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        for c in convs:
+            c.bias.fill_(0.5)                      # no channel dead by chance
+        convs[0].bias[[1, 5, 6]] = -1e4            # dead on any input of sane size
+        convs[2].bias[3] = -1e4
+    feats = [torch.rand(2, 256, 9, 11) * 3 for _ in range(3)]
+    scores = revive.channel_scores(dec, feats)
+    assert [len(s) for s in scores] == [c.out_channels for c in convs[:-1]]
+    assert scores[0][[1, 5, 6]].abs().max() == 0 and scores[2][3] == 0
+    live0 = [i for i in range(convs[0].out_channels) if i not in (1, 5, 6)]
+    assert float(scores[0][live0].min()) > 1e-3
+    assert float(scores[0].mean()) == pytest.approx(1.0, rel=1e-5)
+    w_live = convs[0].weight[live0].detach().clone()
+    with torch.no_grad():
+        before = [dec(f) for f in feats]
+    revived = revive.revive_dormant(dec, scores, feats, tau=1e-3, seed=1)
+    assert revived[0] == [1, 5, 6] and revived[2] == [3] and revived[1] == [] and revived[3] == []
+    assert torch.equal(convs[0].weight[live0], w_live)
+    assert float(convs[0].bias[[1, 5, 6]].abs().max()) < 1e3 and float(convs[1].weight[:, [1, 5, 6]].abs().max()) == 0
+    with torch.no_grad():
+        for f, b in zip(feats, before):
+            torch.testing.assert_close(dec(f), b, rtol=0, atol=0)
+    again = revive.channel_scores(dec, feats)
+    assert float(again[0][[1, 5, 6]].min()) > 0.05 and float(again[2][3]) > 0.05     # centred: active again
+    dec.zero_grad()
+    dec(feats[0]).square().mean().backward()
+    assert float(convs[1].weight.grad[:, [1, 5, 6]].abs().sum()) > 0
+    assert float(convs[3].weight.grad[:, 3].abs().sum()) > 0
+    # the command line, on a checkpoint with dead channels, measured on a folder of photos
+    ph, _pa = tiny_data
+    dead = Decoder("relu3_1", "vgg16", 0.25)
+    with torch.no_grad():
+        [m for m in dead.net if isinstance(m, torch.nn.Conv2d)][0].bias[[0, 2]] = -1e4
+    ck = {"config": {"layer": "relu3_1", "width": 0.25, "lr": 1e-4}, "model": dead.state_dict(), "optim": {},
+          "iteration": 77, "history": [], "py_rng": random.Random(1).getstate(), "torch_rng": torch.get_rng_state()}
+    torch.save(ck, tmp_path / "dead.pt")
+    out = tmp_path / "rev" / "checkpoint.pt"
+    assert revive.main(["--from", str(tmp_path / "dead.pt"), "--out", str(out), "--photos", str(ph), "--images", "3"]) == 0
+    got = torch.load(out, map_location="cpu", weights_only=False)
+    assert got["iteration"] == 77 and "optim" not in got and got["revived"]["channels"][0][:2] == [0, 2]
+    loaded = Decoder("relu3_1", "vgg16", 0.25)
+    loaded.load_state_dict(got["model"])
+    assert float([m for m in loaded.net if isinstance(m, torch.nn.Conv2d)][0].bias[[0, 2]].abs().max()) < 1e3
+    with pytest.raises(SystemExit):
+        revive.main(["--from", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.pt")])
+
+
 def test_slimmed_checkpoint_is_smaller_and_resumes_with_a_fresh_adam(tiny_data, tmp_path, caplog):
     """training.slim_checkpoint drops the optimizer state (what the committed checkpoints keep, to fit
     the GPU carry limit); train_decoder --resume continues it with a fresh Adam and says so, from the
