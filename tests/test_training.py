@@ -96,6 +96,43 @@ def test_training_runs_skips_bad_files_and_resumes_exactly(tiny_data, tmp_path, 
     assert any((v - fresh.state_dict()[k]).abs().max() > 0 for k, v in da.state_dict().items() if "weight" in k)
 
 
+def test_training_revives_dead_channels_and_resumes_exactly(tiny_data, tmp_path):
+    """--revive-every: a checkpoint with dead channels (a huge negative bias) continues with them revived
+    (fresh bias, active again), and the run interrupted and resumed gives the same weights."""
+    import random
+    ph, pa = tiny_data
+    torch.manual_seed(3)
+    dead = Decoder("relu3_1", width=0.25)
+    convs = [m for m in dead.net if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        convs[0].bias[[2, 9]] = -1e4
+        convs[1].bias[4] = -1e4
+    ck = {"config": {"layer": "relu3_1", "width": 0.25}, "model": dead.state_dict(), "iteration": 0, "history": [],
+          "py_rng": random.Random(0).getstate(), "torch_rng": torch.get_rng_state()}
+    for r in ("ra", "rb"):
+        (tmp_path / r).mkdir()
+        torch.save(ck, tmp_path / r / "checkpoint.pt")
+    kw = dict(revive_every=2, iterations=4)
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "a.pt"), run_dir=str(tmp_path / "ra"), **kw), resume=True)
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "b.pt"), run_dir=str(tmp_path / "rb"), stop_after=3, **kw),
+            resume=True)
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "b.pt"), run_dir=str(tmp_path / "rb"), **kw), resume=True)
+    ma = torch.load(tmp_path / "ra" / "checkpoint.pt", weights_only=False)["model"]
+    mb = torch.load(tmp_path / "rb" / "checkpoint.pt", weights_only=False)["model"]
+    for k in ma:
+        torch.testing.assert_close(ma[k], mb[k], msg=k)
+    b0, b1 = ma["net.0.bias"], [v for k, v in ma.items() if k.endswith(".bias")][1]
+    assert float(b0[[2, 9]].max()) > -100 and float(b1[4]) > -100       # revived: no longer pinned dead
+    again = Decoder("relu3_1", width=0.25)
+    again.load_state_dict(ma)
+    from training.revive import channel_scores
+    enc = build_encoder("relu3_1")
+    img = torch.from_numpy(cv2.imread(str(next(ph.glob("p0.jpg"))))).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        sc = channel_scores(again, [enc(img)])
+    assert float(sc[0][[2, 9]].min()) > 0 and float(sc[1][4]) > 0
+
+
 def test_amp_training_runs_its_forward_passes_in_bfloat16_and_learns(tiny_data, tmp_path):
     """--amp: the forward passes under bfloat16 autocast (losses, weights and Adam stay FP32; on a CPU
     as on CUDA): the weights move and stay finite, and they differ from the FP32 run of the same

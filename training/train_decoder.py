@@ -80,6 +80,7 @@ class TrainConfig:
     eval_every: int = 500
     warmup: int = 0              # this run's first N iterations ramp the rate up from lr/N (fresh optimizer state)
     amp: bool = False            # forward passes under bfloat16 autocast (weights, Adam and losses stay FP32)
+    revive_every: int = 0        # every N iterations give dead channels fresh weights (training/revive.py); 0 = never
 
 
 def lr_at(cfg: TrainConfig, it: int, elapsed: float | None = None, run_it: int | None = None) -> float:
@@ -102,6 +103,33 @@ def _schedule(cfg: TrainConfig, it: int, elapsed: float | None) -> float:
         return cfg.lr
     t = (frac - 0.5) / 0.5
     return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def revive_in_training(dec: Decoder, opt: torch.optim.Optimizer, enc, sp: CropSampler, ss: CropSampler,
+                       rng: random.Random, seed: int, device, n: int = 16) -> list[list[int]]:
+    """--revive-every: channels that are zero on every pixel of ``n`` fresh crops get fresh incoming weights
+    and zero outgoing ones (training/revive.py, ReDo), and Adam forgets its moments for those weights.  The
+    crops come from the training RNG, so an interrupted and resumed run revives the same channels."""
+    from training.revive import _convs, channel_scores, revive_dormant
+    with torch.no_grad():
+        imgs = to_tensor([sp.sample() if rng.random() < 0.6 else ss.sample() for _ in range(n)], device)
+        feats = [enc(imgs[i:i + 4]).float() for i in range(0, n, 4)]
+        was_training = dec.training
+        dec.eval()
+        # only channels dead on every pixel: a channel quiet on these few crops may still be a rare feature
+        revived = revive_dormant(dec, channel_scores(dec, feats), feats, tau=0.0, seed=seed)
+        dec.train(was_training)
+    convs = _convs(dec)
+    for k, idx in enumerate(revived):
+        if not idx:
+            continue
+        for p, sl in ((convs[k].weight, idx), (convs[k].bias, idx), (convs[k + 1].weight, (slice(None), idx))):
+            st = opt.state.get(p)
+            if st:
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if key in st:
+                        st[key][sl] = 0
+    return revived
 
 
 def to_tensor(batch: list[np.ndarray], device=None) -> torch.Tensor:
@@ -366,6 +394,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             loss.backward()
             opt.step()
             it += 1
+            if cfg.revive_every and it % cfg.revive_every == 0:
+                revived = revive_in_training(dec, opt, enc, sp, ss, rng, cfg.seed * 1_000_003 + it, dev)
+                if any(revived):
+                    bar.write(f"iteration {it}: revived {[len(r) for r in revived]} dead channels per hidden conv")
             lv = float(loss.detach())
             run_loss = lv if run_loss is None else 0.98 * run_loss + 0.02 * lv
             bar.set_postfix(loss=f"{run_loss:.4g}", feat=f"{float(f_loss.detach()):.3g}", pix=f"{float(p_loss.detach()):.3g}",
@@ -418,6 +450,9 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     p.add_argument("--warmup", type=int, default=d.warmup, metavar="N",
                    help="ramp the rate up over this run's first N iterations (for a fresh optimizer state, e.g. "
                         "after training.widen; default 0)")
+    p.add_argument("--revive-every", type=int, default=d.revive_every, metavar="N",
+                   help="every N iterations, give channels that are zero on every pixel of 16 fresh crops new "
+                        "weights, output unchanged (training/revive.py; default 0 = never)")
     for f in ("iterations", "batch", "crop", "mix_crop", "cache_crops", "load_side", "seed", "stop_after", "threads", "grid_every",
               "eval_every"):
         p.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(d, f))
