@@ -6,7 +6,10 @@ never brings it back (training/revive.py gives such channels fresh weights).
 
 A channel's score is its mean |activation| over the photos divided by the mean over its layer's
 channels (ReDo's score, Sokar et al. 2023); it is counted dormant when the score is at most --tau.
-Each photo is encoded whole with its shorter side at 256 px.  FILE is a shipped decoder (weights/*.pt)
+Each photo is encoded whole with its shorter side at 256 px.  For the first convolution it also
+reports the mean and the spread (over pixels) of the pre-activations of dormant and live channels:
+its inputs (non-negative ReLU features) have a large common mean, so a shift of a channel's weights
+moves every pixel's pre-activation together.  FILE is a shipped decoder (weights/*.pt)
 or a training checkpoint (runs/*/checkpoint.pt).
 """
 from __future__ import annotations
@@ -79,11 +82,27 @@ def main(argv=None) -> int:
             feats = list(photo_features(enc, a.photos, a.images))
         scores = channel_scores(dec, feats)
         convs = _convs(dec)
+        # the first convolution's pre-activations in units of their spread over the pixels: a channel
+        # dies when its mean (the part every pixel shares) sinks below zero by more than its spread
+        pre = torch.cat([convs[0](f / dec.feat_scale).flatten(2)[0] for f in feats], 1).double()
+        x = torch.cat([(f / dec.feat_scale).flatten(2)[0] for f in feats], 1).double()
+        mu, sd = pre.mean(1), pre.std(1)
+        is_dead = scores[0] <= a.tau
+        first = {"input_mean_over_rms": float(x.mean() / x.pow(2).mean().sqrt())}
+        for name, sel in (("dormant", is_dead), ("live", ~is_dead)):
+            if bool(sel.any()):
+                first[name] = {"pre_mean": float(mu[sel].mean()), "pre_std": float(sd[sel].mean()),
+                               "mean_over_std": float((mu[sel] / sd[sel].clamp_min(1e-12)).mean())}
         layers = [{"conv": k, "in": convs[k].in_channels, "channels": convs[k].out_channels,
                    "dormant": int((s <= a.tau).sum()), "zero": int((s == 0).sum())} for k, s in enumerate(scores)]
-        rows.append({"decoder": str(f), "layer": dec.layer, "width": dec.width, "images": len(feats), "convs": layers})
+        rows.append({"decoder": str(f), "layer": dec.layer, "width": dec.width, "images": len(feats), "convs": layers,
+                     "first_conv": first})
         print(f"{f} ({dec.layer}, width {dec.width}, {len(feats)} photos): " + ", ".join(
             f"conv {r['conv']} {r['dormant']}/{r['channels']}" for r in layers) + f" dormant (score <= {a.tau:g})")
+        print(f"  first conv, pre-activation mean / spread over pixels: " + ", ".join(
+            f"{k} {v['pre_mean']:.2f} / {v['pre_std']:.2f} ({v['mean_over_std']:+.1f})"
+            for k, v in first.items() if isinstance(v, dict)) +
+              f"; its input's mean is {first['input_mean_over_rms']:.2f} of its RMS")
     if a.json:
         write_json(a.json, {"machine": machine_info(), "tau": a.tau,
                             "photos": "held-out portraits" if a.holdout else a.photos, "decoders": rows})

@@ -351,5 +351,8 @@ def test_dormant_counts_dead_channels_of_decoder_files_and_checkpoints(tmp_path,
         assert row["images"] == 3
         assert [c["dormant"] for c in row["convs"]][:2] == [3, 1]
         assert row["convs"][0]["zero"] == 3
+        first = row["first_conv"]
+        assert first["dormant"]["pre_mean"] < -1000 < first["live"]["pre_mean"]        # the -1e4 biases
+        assert 0 < first["input_mean_over_rms"] <= 1
     with pytest.raises(SystemExit):
         dormant.main(["--decoder", str(tmp_path / "missing.pt"), "--photos", str(photos)])

@@ -2,10 +2,12 @@
 
 A ReLU channel whose pre-activation is negative on every input passes no gradient to its incoming
 weights, so once it is dead, training never brings it back.  Measured in session 10 on the shipped
-relu3_1 decoders: of the first convolution's channels (256 features -> the 1/4-resolution stage,
-where everything the image needs passes), 74 of 128 in the full-width decoder and 43 of 64 in the
-half-width one are zero on every pixel of the held-out portraits (the full-width one was widened
-from the half-width one, which copied its dead channels too).
+relu3_1 decoders (``benchmarks/dormant.py --holdout``): of the first convolution's channels (256
+features -> the 1/4-resolution stage, where everything the image needs passes), 67 of 128 in the
+full-width decoder and 40 of 64 in the half-width one are (almost) never active on the held-out
+portraits (the full-width one was widened from the half-width one and copied its dead channels);
+the relu4_1 decoder's first convolution has 116 of 128.  They died in the first CPU session's
+training (5,600 iterations at a rate of 1e-3 already had 37 of 64).
 
 The remedy follows ReDo (Sokar, Agarwal, Castro & Evci 2023, "The dormant neuron phenomenon in deep
 reinforcement learning"): a channel is dormant when its mean absolute activation, divided by the
