@@ -106,7 +106,7 @@ def _schedule(cfg: TrainConfig, it: int, elapsed: float | None) -> float:
 
 
 def revive_in_training(dec: Decoder, opt: torch.optim.Optimizer, enc, sp: CropSampler, ss: CropSampler,
-                       rng: random.Random, seed: int, device, n: int = 16) -> list[list[int]]:
+                       rng: random.Random, seed: int, device, n: int = 64) -> list[list[int]]:
     """--revive-every: channels that are zero on every pixel of ``n`` fresh crops get fresh incoming weights
     and zero outgoing ones (training/revive.py, ReDo), and Adam forgets its moments for those weights.  The
     crops come from the training RNG, so an interrupted and resumed run revives the same channels."""
@@ -451,7 +451,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
                    help="ramp the rate up over this run's first N iterations (for a fresh optimizer state, e.g. "
                         "after training.widen; default 0)")
     p.add_argument("--revive-every", type=int, default=d.revive_every, metavar="N",
-                   help="every N iterations, give channels that are zero on every pixel of 16 fresh crops new "
+                   help="every N iterations, give channels that are zero on every pixel of 64 fresh crops new "
                         "weights, output unchanged (training/revive.py; default 0 = never)")
     for f in ("iterations", "batch", "crop", "mix_crop", "cache_crops", "load_side", "seed", "stop_after", "threads", "grid_every",
               "eval_every"):
