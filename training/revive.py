@@ -47,6 +47,29 @@ def _convs(dec: Decoder) -> list[nn.Conv2d]:
     return [m for m in dec.net if isinstance(m, nn.Conv2d)]
 
 
+def _hooked_means(dec: Decoder, modules: list[nn.Module], feats, stat) -> list[torch.Tensor | None]:
+    """Run ``dec`` over ``feats`` with a hook on each of ``modules``; for each, the mean over the samples
+    of ``stat(k, output)`` (a per-channel vector), or None without samples or when never called."""
+    sums: list[torch.Tensor | None] = [None] * len(modules)
+    count = 0
+
+    def hook(k):
+        def f(_m, _i, out):
+            v = stat(k, out.detach()).double().cpu() * out.shape[0]
+            sums[k] = v if sums[k] is None else sums[k] + v
+        return f
+
+    handles = [m.register_forward_hook(hook(k)) for k, m in enumerate(modules)]
+    try:
+        for feat in feats:
+            dec(feat)
+            count += feat.shape[0]
+    finally:
+        for h in handles:
+            h.remove()
+    return [None if s is None or not count else s / count for s in sums]
+
+
 @torch.no_grad()
 def channel_scores(dec: Decoder, feats) -> list[torch.Tensor]:
     """For each hidden convolution (every one but the last), each channel's mean absolute activation
@@ -56,29 +79,10 @@ def channel_scores(dec: Decoder, feats) -> list[torch.Tensor]:
     relus = [m for m in dec.net if isinstance(m, nn.ReLU)]
     if len(relus) != len(convs) - 1:
         raise ValueError(f"expected one ReLU after each hidden convolution, found {len(relus)} for {len(convs)}")
-    sums = [torch.zeros(c.out_channels, dtype=torch.float64) for c in convs[:-1]]
-    count = [0]
-
-    def hook(k):
-        def f(_m, _i, out):
-            sums[k] += out.detach().abs().double().mean(dim=(0, 2, 3)).cpu() * out.shape[0]
-        return f
-
-    handles = [r.register_forward_hook(hook(k)) for k, r in enumerate(relus)]
-    try:
-        for feat in feats:
-            dec(feat)
-            count[0] += feat.shape[0]
-    finally:
-        for h in handles:
-            h.remove()
-    if count[0] == 0:
+    means = _hooked_means(dec, relus, feats, lambda _k, out: out.abs().mean(dim=(0, 2, 3)))
+    if any(m is None for m in means):
         raise ValueError("no features to score the channels on")
-    scores = []
-    for s in sums:
-        mean = s / count[0]
-        scores.append((mean / mean.mean().clamp_min(1e-30)).float())
-    return scores
+    return [(m / m.mean().clamp_min(1e-30)).float() for m in means]
 
 
 @torch.no_grad()
@@ -110,25 +114,12 @@ def revive_dormant(dec: Decoder, scores: list[torch.Tensor], feats=(), tau: floa
         nxt.weight[:, idx] = 0
     # a revived channel feeds nothing (its outgoing weights are zero), so the pre-activations of all
     # of them can be measured in one pass and centred independently
-    pre = {k: torch.zeros(len(idx), dtype=torch.float64) for k, idx in enumerate(revived) if idx}
-    count = [0]
-
-    def hook(k):
-        def f(_m, _i, out):
-            pre[k] += out.detach()[:, revived[k]].double().mean(dim=(0, 2, 3)).cpu() * out.shape[0]
-        return f
-
-    handles = [convs[k].register_forward_hook(hook(k)) for k in pre]
-    try:
-        for feat in feats:
-            dec(feat)
-            count[0] += feat.shape[0]
-    finally:
-        for h in handles:
-            h.remove()
-    if count[0]:
-        for k, total in pre.items():
-            convs[k].bias[revived[k]] -= (total / count[0]).to(convs[k].bias)
+    centre = [k for k, idx in enumerate(revived) if idx]
+    means = _hooked_means(dec, [convs[k] for k in centre], feats,
+                          lambda j, out: out[:, revived[centre[j]]].mean(dim=(0, 2, 3)))
+    for k, m in zip(centre, means):
+        if m is not None:
+            convs[k].bias[revived[k]] -= m.to(convs[k].bias)
     return revived
 
 
@@ -143,7 +134,7 @@ def photo_features(enc, photos: str | Path, n: int, short_side: int = 256, seed:
 
 
 def main(argv=None) -> int:
-    from training.train_decoder import read_checkpoint
+    from training.train_decoder import read_checkpoint_or_exit
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--from", dest="src", required=True, help="training checkpoint (runs/.../checkpoint.pt)")
     p.add_argument("--out", required=True, help="the training checkpoint to write")
@@ -157,10 +148,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     src = Path(a.src)
-    try:
-        ck = read_checkpoint(src)
-    except (FileNotFoundError, ValueError) as e:
-        p.error(str(e))
+    ck = read_checkpoint_or_exit(p, src)
     if a.images < 1:
         p.error("--images must be at least 1")
     cfg = dict(ck["config"])

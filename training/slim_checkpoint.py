@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engines.weights import atomic_torch_save  # noqa: E402
-from training.train_decoder import read_checkpoint  # noqa: E402
+from training.train_decoder import read_checkpoint_or_exit  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -28,10 +28,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="where to write the slimmed checkpoint")
     a = p.parse_args(argv)
     src = Path(a.checkpoint)
-    try:
-        ck = read_checkpoint(src)
-    except (FileNotFoundError, ValueError) as e:
-        p.error(str(e))
+    ck = read_checkpoint_or_exit(p, src)
     slim = {k: v for k, v in ck.items() if k != "optim"}
     atomic_torch_save(slim, Path(a.out))
     print(f"{src} ({src.stat().st_size / 1e6:.1f} MB, iteration {ck['iteration']}) -> {a.out} "

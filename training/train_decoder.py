@@ -261,6 +261,14 @@ def read_checkpoint(path: str | Path) -> dict:
     return ck
 
 
+def read_checkpoint_or_exit(parser: argparse.ArgumentParser, path: str | Path) -> dict:
+    """read_checkpoint for a command line: a missing or foreign file ends it with the parser's error."""
+    try:
+        return read_checkpoint(path)
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(str(e))
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

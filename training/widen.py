@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engines.decoder import Decoder  # noqa: E402
 from engines.weights import atomic_torch_save  # noqa: E402
-from training.train_decoder import read_checkpoint  # noqa: E402
+from training.train_decoder import read_checkpoint_or_exit  # noqa: E402
 
 
 def widen_decoder(narrow: Decoder, factor: int = 2, noise: float = 0.01, seed: int = 0) -> Decoder:
@@ -73,10 +73,7 @@ def main(argv=None) -> int:
     p.add_argument("--noise", type=float, default=0.01, help="symmetry-breaking noise, relative (default 0.01)")
     a = p.parse_args(argv)
     src = Path(a.src)
-    try:
-        ck = read_checkpoint(src)
-    except (FileNotFoundError, ValueError) as e:
-        p.error(str(e))
+    ck = read_checkpoint_or_exit(p, src)
     cfg = dict(ck["config"])
     narrow = None
     for arch in ("vgg16", "vgg19"):                 # the encoder's family decides the decoder's depth
