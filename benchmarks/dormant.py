@@ -47,6 +47,49 @@ def load_any(path: Path, ew) -> Decoder:
         return dec.eval()
 
 
+def measure(f: Path, ew, encoders: dict, a) -> dict:
+    """One decoder's counts (and the first convolution's pre-activation figures), printed and returned."""
+    dec = load_any(f, ew)
+    if dec.layer not in encoders:
+        encoders[dec.layer] = build_encoder(dec.layer, ew)
+    enc = encoders[dec.layer]
+    if a.holdout:
+        from benchmarks.autoencoder import holdout_files
+        imgs = []
+        for h in holdout_files():
+            img = read_image(h)
+            s = 256 / min(img.shape[:2])
+            imgs.append(cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)),
+                                   interpolation=cv2.INTER_AREA))
+        feats = [enc(bgr_to_tensor(img)) for img in imgs]
+    else:
+        feats = list(photo_features(enc, a.photos, a.images))
+    scores = channel_scores(dec, feats)
+    convs = _convs(dec)
+    # the first convolution's pre-activations in units of their spread over the pixels: a channel
+    # dies when its mean (the part every pixel shares) sinks below zero by more than its spread
+    pre = torch.cat([convs[0](f / dec.feat_scale).flatten(2)[0] for f in feats], 1).double()
+    x = torch.cat([(f / dec.feat_scale).flatten(2)[0] for f in feats], 1).double()
+    mu, sd = pre.mean(1), pre.std(1)
+    is_dead = scores[0] <= a.tau
+    first = {"input_mean_over_rms": float(x.mean() / x.pow(2).mean().sqrt())}
+    for name, sel in (("dormant", is_dead), ("live", ~is_dead)):
+        if bool(sel.any()):
+            first[name] = {"pre_mean": float(mu[sel].mean()), "pre_std": float(sd[sel].mean()),
+                           "mean_over_std": float((mu[sel] / sd[sel].clamp_min(1e-12)).mean())}
+    layers = [{"conv": k, "in": convs[k].in_channels, "channels": convs[k].out_channels,
+               "dormant": int((s <= a.tau).sum()), "zero": int((s == 0).sum())} for k, s in enumerate(scores)]
+    row = {"decoder": str(f), "layer": dec.layer, "width": dec.width, "images": len(feats), "convs": layers,
+           "first_conv": first}
+    print(f"{f} ({dec.layer}, width {dec.width}, {len(feats)} photos): " + ", ".join(
+        f"conv {r['conv']} {r['dormant']}/{r['channels']}" for r in layers) + f" dormant (score <= {a.tau:g})")
+    print(f"  first conv, pre-activation mean / spread over pixels: " + ", ".join(
+        f"{k} {v['pre_mean']:.2f} / {v['pre_std']:.2f} ({v['mean_over_std']:+.1f})"
+        for k, v in first.items() if isinstance(v, dict)) +
+          f"; its input's mean is {first['input_mean_over_rms']:.2f} of its RMS")
+    return row
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--decoder", nargs="+", default=None,
@@ -64,45 +107,9 @@ def main(argv=None) -> int:
         if not f.is_file():
             p.error(f"decoder not found: {f}")
     ew = load_encoder_weights(None)
-    encoders, rows = {}, []
-    torch.set_grad_enabled(False)
-    for f in files:
-        dec = load_any(f, ew)
-        enc = encoders.setdefault(dec.layer, build_encoder(dec.layer, ew))
-        if a.holdout:
-            from benchmarks.autoencoder import holdout_files
-            imgs = []
-            for h in holdout_files():
-                img = read_image(h)
-                s = 256 / min(img.shape[:2])
-                imgs.append(cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)),
-                                       interpolation=cv2.INTER_AREA))
-            feats = [enc(bgr_to_tensor(img)) for img in imgs]
-        else:
-            feats = list(photo_features(enc, a.photos, a.images))
-        scores = channel_scores(dec, feats)
-        convs = _convs(dec)
-        # the first convolution's pre-activations in units of their spread over the pixels: a channel
-        # dies when its mean (the part every pixel shares) sinks below zero by more than its spread
-        pre = torch.cat([convs[0](f / dec.feat_scale).flatten(2)[0] for f in feats], 1).double()
-        x = torch.cat([(f / dec.feat_scale).flatten(2)[0] for f in feats], 1).double()
-        mu, sd = pre.mean(1), pre.std(1)
-        is_dead = scores[0] <= a.tau
-        first = {"input_mean_over_rms": float(x.mean() / x.pow(2).mean().sqrt())}
-        for name, sel in (("dormant", is_dead), ("live", ~is_dead)):
-            if bool(sel.any()):
-                first[name] = {"pre_mean": float(mu[sel].mean()), "pre_std": float(sd[sel].mean()),
-                               "mean_over_std": float((mu[sel] / sd[sel].clamp_min(1e-12)).mean())}
-        layers = [{"conv": k, "in": convs[k].in_channels, "channels": convs[k].out_channels,
-                   "dormant": int((s <= a.tau).sum()), "zero": int((s == 0).sum())} for k, s in enumerate(scores)]
-        rows.append({"decoder": str(f), "layer": dec.layer, "width": dec.width, "images": len(feats), "convs": layers,
-                     "first_conv": first})
-        print(f"{f} ({dec.layer}, width {dec.width}, {len(feats)} photos): " + ", ".join(
-            f"conv {r['conv']} {r['dormant']}/{r['channels']}" for r in layers) + f" dormant (score <= {a.tau:g})")
-        print(f"  first conv, pre-activation mean / spread over pixels: " + ", ".join(
-            f"{k} {v['pre_mean']:.2f} / {v['pre_std']:.2f} ({v['mean_over_std']:+.1f})"
-            for k, v in first.items() if isinstance(v, dict)) +
-              f"; its input's mean is {first['input_mean_over_rms']:.2f} of its RMS")
+    encoders: dict = {}
+    with torch.no_grad():           # a context, not set_grad_enabled: main() runs inside the tests' process
+        rows = [measure(f, ew, encoders, a) for f in files]
     if a.json:
         write_json(a.json, {"machine": machine_info(), "tau": a.tau,
                             "photos": "held-out portraits" if a.holdout else a.photos, "decoders": rows})

@@ -346,6 +346,7 @@ def test_dormant_counts_dead_channels_of_decoder_files_and_checkpoints(tmp_path,
     out = tmp_path / "d.json"
     assert dormant.main(["--decoder", str(tmp_path / "dec.pt"), str(tmp_path / "ck.pt"), "--photos", str(photos),
                          "--images", "3", "--json", str(out)]) == 0
+    assert torch.is_grad_enabled()          # it ran under no_grad without switching autograd off for the caller
     got = json.loads(out.read_text())["decoders"]
     for row in got:
         assert row["images"] == 3
