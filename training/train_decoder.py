@@ -61,7 +61,7 @@ class TrainConfig:
     scale_max: float = 1.0
     width: float = 0.5
     feat_on_plain: bool = False
-    lr: float = 1e-3
+    lr: float = 2e-4               # 1e-3 killed most first-stage channels in 1,500 iterations (session 10)
     lr_final: float = 5e-5
     pixel_weight: float = 1.0
     feat_weight: float = 0.02
