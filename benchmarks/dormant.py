@@ -68,8 +68,9 @@ def measure(f: Path, ew, encoders: dict, a) -> dict:
     convs = _convs(dec)
     # the first convolution's pre-activations in units of their spread over the pixels: a channel
     # dies when its mean (the part every pixel shares) sinks below zero by more than its spread
-    pre = torch.cat([convs[0](f / dec.feat_scale).flatten(2)[0] for f in feats], 1).double()
-    x = torch.cat([(f / dec.feat_scale).flatten(2)[0] for f in feats], 1).double()
+    xs = [dec.normalise_input(f) for f in feats]
+    pre = torch.cat([convs[0](x).flatten(2)[0] for x in xs], 1).double()
+    x = torch.cat([x.flatten(2)[0] for x in xs], 1).double()
     mu, sd = pre.mean(1), pre.std(1)
     is_dead = scores[0] <= a.tau
     first = {"input_mean_over_rms": float(x.mean() / x.pow(2).mean().sqrt())}

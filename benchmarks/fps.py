@@ -54,11 +54,12 @@ def synthetic_label_map(h: int, w: int, regions: str) -> np.ndarray:
 
 def build(backend: str, device: str, fp16: bool, layer: str, mode: str, regions: str, size: tuple[int, int],
           static: bool = False, deflicker: float = 0.0, decoder: str | None = None,
-          channels_last: bool | None = None, cuda_graph: bool = False, fixed_regions: bool = False):
+          channels_last: bool | None = None, cuda_graph: bool | None = None, fixed_regions: bool = False):
     """The CLI's objects (engines, style bank, stylizer, segmenter) for one configuration; ``decoder``
     a decoder file instead of the CLI's default for the device; ``channels_last``: the PyTorch
     engines in NHWC layout or not (None: the CLI's default for the device); ``cuda_graph``: the
-    PyTorch engines replayed from a CUDA graph per input shape (TorchEngine(cuda_graph=True));
+    PyTorch engines replayed from a CUDA graph per input shape (TorchEngine(cuda_graph=True)) or not
+    (None: the CLI's default for the device);
     ``fixed_regions``: style and frames segmented by synthetic_label_map instead of MediaPipe."""
     import argparse as ap
     from engines.decoder import load_decoder, resolve_decoder
@@ -136,7 +137,7 @@ def profile_frames(st, seg, frames: list, size: tuple[int, int], device: str, ro
 
 def bench_one(backend: str, device: str, fp16: bool, height: int, frames: list, layer: str, mode: str,
               regions: str, warmup: int = 3, profile: bool = False, deflicker: float = 0.0,
-              decoder: str | None = None, channels_last: bool | None = None, cuda_graph: bool = False,
+              decoder: str | None = None, channels_last: bool | None = None, cuda_graph: bool | None = None,
               fixed_regions: bool = False) -> dict:
     width = round(height * 16 / 9) // 2 * 2
     st, seg = build(backend, device, fp16, layer, mode, regions, (width, height), deflicker=deflicker,
@@ -210,10 +211,11 @@ def main(argv=None) -> int:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="the PyTorch engines in channels_last (NHWC) layout, which cuDNN's FP16 convolutions "
                         "use natively, or not (default: the CLI's, on CUDA only; the other backends ignore it)")
-    p.add_argument("--cuda-graph", action="store_true",
-                   help="the PyTorch engines on CUDA replayed from a CUDA graph captured once per input shape "
-                        "(fewer kernel launches from Python: session 8's torch.profiler table of a 720p FP16 frame "
-                        "on the H100 had ~9 ms of host time, under the profiler, for ~5 ms of GPU time)")
+    p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
+                   help="the PyTorch engines on CUDA replayed from a CUDA graph captured once per input shape, "
+                        "or launched from Python (default: the CLI's, on CUDA since session 11, which timed both; "
+                        "session 8's torch.profiler table of a 720p FP16 frame on the H100 had ~9 ms of host time, "
+                        "under the profiler, for ~5 ms of GPU time)")
     p.add_argument("--fixed-regions", action="store_true",
                    help="segment the style and every frame by a fixed synthetic portrait label map (a person "
                         "ellipse, a face inside it) instead of MediaPipe, made once per size: the K-region "

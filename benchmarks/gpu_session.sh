@@ -21,7 +21,7 @@
 # (training/revive.py), REVIVE_EVERY=N (1000; 0 = never) revives them again in training; AMP=1 trains under bfloat16 autocast (default 0:
 # session 9 measured it 1.04x as fast).)
 # Results come back in $OUT: session.log, gpu_tests.log, kernel.json, kernel.log,
-# fps_gpu.json, fps_gpu_regions.json, fps_gpu_graph.json, train_log.jsonl, decoder_relu3_1_wide.pt, decoder_relu3_1_wide_train.pt (TRAIN_LAYER=
+# fps_gpu.json, fps_gpu_regions.json, fps_gpu_eager.json, train_log.jsonl, decoder_relu3_1_wide.pt, decoder_relu3_1_wide_train.pt (TRAIN_LAYER=
 # relu4_1: decoder_relu4_1_wide*).  Only if `benchmarks/autoencoder.py --holdout --layer LAYER
 # --decoder .../decoder_LAYER_wide.pt` beats the shipped one, copy it into weights/ and slim the
 # training checkpoint into weights/checkpoints/ (python -m training.slim_checkpoint ... --out
@@ -124,9 +124,7 @@ if [ "${SKIP_FPS:-0}" != 1 ]; then
   # reconstruct stage's 1.0 ms on the H100); the tables land in session.log
   timeout 150 $PY benchmarks/fps.py --devices cuda --fp16 --backends torch --regions none \
     --sizes 480,720,1080 --frames 20 --profile 720 --json "$OUT/fps_gpu.json" 2>&1 | grep -v "^W0000\|^I0000"
-  # the networks replayed from CUDA graphs (fps.py --cuda-graph; session 9 failed at capture -- a host
-  # tensor in the encoder's forward, fixed since -- so not yet timed): session 8's profile
-  # had ~9 ms of host time a 720p FP16 frame for ~5 ms of GPU time.  (Session 8 timed the deflicker,
+  # (Session 8 timed the deflicker,
   # 1.5 ms at 720p, and NCHW against channels_last: `fps.py ... --deflicker 0.5`, `--no-channels-last`.)
   # K = 3 regions as a user runs it (--regions portrait), segmented by a fixed synthetic label map
   # (no MediaPipe here): the masks' upload and on-device check, which session 9 found costing 2 ms a
@@ -134,9 +132,11 @@ if [ "${SKIP_FPS:-0}" != 1 ]; then
   echo "== fps with three fixed regions ($(left) s left)"
   timeout 100 $PY benchmarks/fps.py --devices cuda --fp16 --backends torch --regions portrait --fixed-regions \
     --sizes 480,720,1080 --frames 20 --json "$OUT/fps_gpu_regions.json" 2>&1 | grep "^|\|torch/"
-  echo "== fps with the networks replayed from CUDA graphs, 480p-1080p ($(left) s left)"
+  # the runs above replay the networks from CUDA graphs, the CUDA default since session 11 (which
+  # timed 720p FP16 at 7.7 ms against 8.5 launched from Python); this one launches them from Python
+  echo "== fps with the networks launched from Python (--no-cuda-graph), 480p-1080p ($(left) s left)"
   timeout 120 $PY benchmarks/fps.py --devices cuda --fp16 --backends torch --regions none --sizes 480,720,1080 \
-    --frames 20 --cuda-graph --json "$OUT/fps_gpu_graph.json" 2>&1 | grep "^|\|torch/"
+    --frames 20 --no-cuda-graph --json "$OUT/fps_gpu_eager.json" 2>&1 | grep "^|\|torch/"
 fi
 fi  # SKIP_MEASURE
 

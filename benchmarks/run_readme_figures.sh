@@ -8,7 +8,11 @@
 # *_h100* from the H100: kernel_gpu_h100.json, _profile.txt and _ncu.txt from session 9's kernel.json
 # and kernel.log (SKIP_TRAIN=1; session 8's as kernel_gpu_h100_session8*), fps_gpu_h100_session9.json
 # from session 9's fps_gpu.json, and from session 8: fps_gpu_h100.json from its --channels-last run,
-# fps_gpu_h100_nchw.json and fps_gpu_h100_profile.txt from its NCHW run, then the default).
+# fps_gpu_h100_nchw.json and fps_gpu_h100_profile.txt from its NCHW run, then the default; session 11
+# (SKIP_TRAIN=1 GATE_ON_KERNEL=0 BUDGET=470): kernel_gpu_h100_session11.json and _ncu.txt from its
+# kernel.json and kernel.log, fps_gpu_h100_session11.json, _regions.json and _graph.json from its
+# fps_gpu*.json, fps_gpu_h100_session11_profile.txt from session.log's "== fps" part, and
+# gpu_tests_h100_session11.txt from gpu_tests.log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -19,6 +23,8 @@ $PY benchmarks/autoencoder.py --holdout --layer relu3_1 --decoder weights/decode
   --json docs/results/autoencoder_relu3_1_wide.json --grid docs/autoencoder_relu3_1_wide.png
 $PY benchmarks/autoencoder.py --training 16 --layer relu3_1 --decoder weights/decoder_relu3_1_wide.pt \
   --json docs/results/autoencoder_relu3_1_wide_training.json
+$PY benchmarks/dormant.py --json docs/results/dormant_shipped.json
+$PY benchmarks/dormant.py --holdout --json docs/results/dormant_shipped_holdout.json
 $PY benchmarks/inversion.py --holdout --limit 4 --steps 150 --starts decoder --threads 2 --max-side 256 \
   --decoder weights/decoder_relu3_1_wide.pt --json docs/results/inversion_relu3_1_wide.json --grid docs/inversion_relu3_1_wide.jpg
 $PY benchmarks/grid.py --out docs/grid_modes.png --strip docs/demo_strip.png
@@ -27,4 +33,6 @@ $PY benchmarks/fps.py --backends torch,onnx --sizes 240,360,480,720,1080 --frame
 $PY benchmarks/temporal.py --frames 32 --size 360 --deflicker 0.5,0.6,0.8 --json docs/results/temporal.json
 $PY benchmarks/peers.py --frames 8 --size 384 --json docs/results/peers.json --grid docs/peers.png
 $PY benchmarks/quality.py --size 256 --gatys-iterations 500 --threads 1 --json docs/results/quality.json --grid docs/quality.png
+$PY benchmarks/quality.py --size 256 --threads 1 --decoder wide --methods photo,linear,linear-iter500,adain,wct,gram \
+  --json docs/results/quality_wide_s11.json --grid /tmp/quality_wide_s11.png        # session 11's wide decoder
 $PY benchmarks/train_speed.py --json docs/results/train_speed.json

@@ -67,11 +67,16 @@ class Decoder(nn.Module):
         self.net = nn.Sequential(*layers)
         self.in_channels = c
 
+    def normalise_input(self, feat: torch.Tensor) -> torch.Tensor:
+        """What the first convolution sees: the features over their per-channel scale (benchmarks/
+        dormant.py reads it too, so that a change here reaches both)."""
+        return feat / self.feat_scale
+
     def forward(self, feat: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
         if feat.dim() != 4 or feat.shape[1] != self.in_channels:
             raise ValueError(f"decoder for {self.layer} expects N x {self.in_channels} x h x w features, "
                              f"got {tuple(feat.shape)}")
-        y = self.net(feat / self.feat_scale)
+        y = self.net(self.normalise_input(feat))
         if out_size is not None and tuple(y.shape[-2:]) != tuple(out_size):
             # the encoder pools in ceil mode, so odd sizes come back up to 2 px larger: crop
             y = y[..., : out_size[0], : out_size[1]]

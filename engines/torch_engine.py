@@ -2,6 +2,7 @@
 CUDA-graph replay for a fixed shape (GPU)."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -13,6 +14,10 @@ from .base import Engine, register
 @register("torch", ".pt", ".pth")
 class TorchEngine(Engine):
     kind = "torch"
+    # CUDA graphs kept, one per input shape, least recently used dropped beyond this: each holds its
+    # own input, output and activation memory, and a frame size stays the same for a whole stream
+    # while style paintings (encoded once each) come in other sizes
+    MAX_GRAPHS = 4
 
     def __init__(self, source="torch", *, device="cpu", precision: str = "fp32", module: nn.Module | None = None,
                  channels_last: bool = False, compile: bool = False, cuda_graph: bool = False, **kw):
@@ -35,7 +40,7 @@ class TorchEngine(Engine):
         self.module = m
         self.fn = torch.compile(m, mode="max-autotune-no-cudagraphs") if compile else m
         self.cuda_graph = bool(cuda_graph) and self.device.type == "cuda"
-        self._graphs: dict[tuple, tuple] = {}
+        self._graphs: OrderedDict[tuple, tuple] = OrderedDict()
         self.in_channels = getattr(module, "in_channels", 3)
         self.meta = {"layer": getattr(module, "layer", None)}
 
@@ -51,7 +56,11 @@ class TorchEngine(Engine):
         if not self.cuda_graph:
             return self._run(x)
         key = tuple(x.shape)
-        if key not in self._graphs:                     # buffers allocated once per shape
+        if key in self._graphs:
+            self._graphs.move_to_end(key)
+        else:                                           # buffers allocated once per shape
+            while len(self._graphs) >= self.MAX_GRAPHS:
+                self._graphs.popitem(last=False)
             static_in = torch.zeros(key, device=self.device)
             s = torch.cuda.Stream()
             s.wait_stream(torch.cuda.current_stream())

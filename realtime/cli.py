@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="network runtime; auto (default): ONNX Runtime on the CPU (about 1.6x faster than PyTorch there, "
            "see benchmarks/fps.py), PyTorch on CUDA")
     a("--fp16", action="store_true", help="run the networks in FP16 (CUDA); statistics stay FP32")
+    a("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
+      help="PyTorch backend on CUDA: replay the networks from a CUDA graph captured once per input size "
+           "(default on: a 720p FP16 frame 7.7 ms instead of 8.5 on an H100, see the README); "
+           "--no-cuda-graph launches every kernel from Python instead")
     a("--method", choices=["decoder", "gatys"], default=None,
       help="decoder: fast feed-forward (default); gatys: slow image-space optimisation, the quality reference")
     a("--mode", choices=["linear", "adain", "wct", "gram"], default=None,
@@ -136,6 +140,16 @@ def channels_last_default(device) -> bool:
     return device.type == "cuda"
 
 
+def cuda_graph_default(device) -> bool:
+    """Whether the PyTorch engines replay the networks from CUDA graphs when not told: on CUDA, yes.
+    A frame is bound by the host's kernel launches there (session 8's torch.profiler table of a 720p
+    FP16 frame on the H100: ~9 ms of host time for ~5 ms of GPU time).  Session 11 timed both on the
+    H100 (benchmarks/fps.py [--cuda-graph]; docs/results/fps_gpu_h100_session11.json and _graph.json):
+    FP16 480p 5.0 ms against 6.2, 720p 7.7 against 8.5, 1080p 14.9 against 14.5 (a tie); FP32 5.8 /
+    9.1 / 18.2 against 6.7 / 9.8 / 18.9.  CUDA graphs do not exist on the CPU."""
+    return device.type == "cuda"
+
+
 def make_engines(args, enc, dec, dec_path, ew, device):
     """Wrap the encoder and decoder in the engines of --backend (exports cached on first use)."""
     from engines.base import load_engine
@@ -146,11 +160,12 @@ def make_engines(args, enc, dec, dec_path, ew, device):
     if args.backend == "torch":
         prec = "fp16" if args.fp16 else "fp32"
         # channels_last: the device's default (channels_last_default) unless benchmarks/fps.py's
-        # --channels-last / --no-channels-last says otherwise; cuda_graph: only fps.py's --cuda-graph
-        # (not yet timed on a GPU; the CLI has neither option)
+        # --channels-last / --no-channels-last says otherwise; cuda_graph: the device's default
+        # (cuda_graph_default) unless --cuda-graph / --no-cuda-graph says otherwise
         cl = getattr(args, "channels_last", None)
         cl = channels_last_default(device) if cl is None else bool(cl)
-        graph = bool(getattr(args, "cuda_graph", False))
+        graph = getattr(args, "cuda_graph", None)
+        graph = cuda_graph_default(device) if graph is None else bool(graph)
         return (load_engine("torch", device, prec, module=enc, channels_last=cl, cuda_graph=graph),
                 load_engine("torch", device, prec, module=dec, channels_last=cl, cuda_graph=graph))
     profile_e = profile_d = None

@@ -225,23 +225,24 @@ def test_tensorrt_backend_without_tensorrt_or_gpu_is_one_clear_error(photo, caps
     assert "TensorRT" in msg or "GPU" in msg
 
 
-def test_pytorch_engines_default_to_channels_last_on_cuda_only(monkeypatch):
+def test_pytorch_engines_default_to_channels_last_and_cuda_graphs_on_cuda_only(monkeypatch):
     """make_engines: the PyTorch engines run in channels_last on CUDA unless told otherwise
-    (benchmarks/fps.py --no-channels-last), NCHW on the CPU (channels_last_default); CUDA-graph
-    replay only when asked (fps.py --cuda-graph).  load_engine is recorded rather than run, so this
-    needs no GPU."""
+    (benchmarks/fps.py --no-channels-last), NCHW on the CPU (channels_last_default); replayed from
+    CUDA graphs on CUDA unless told otherwise (--no-cuda-graph), never on the CPU
+    (cuda_graph_default).  load_engine is recorded rather than run, so this needs no GPU."""
     import argparse
 
     import engines.base
-    from realtime.cli import channels_last_default, make_engines
+    from realtime.cli import channels_last_default, cuda_graph_default, make_engines
     seen = []
     monkeypatch.setattr(engines.base, "load_engine", lambda kind, device, prec, module, channels_last, cuda_graph:
                         seen.append((device.type, channels_last, cuda_graph)))
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     for device, flags in ((cuda, {}), (cpu, {}), (cuda, {"channels_last": False}), (cpu, {"channels_last": True}),
-                          (cuda, {"cuda_graph": True})):
+                          (cuda, {"cuda_graph": False}), (cuda, {"cuda_graph": None})):
         args = argparse.Namespace(backend="torch", fp16=device.type == "cuda", **flags)
         make_engines(args, None, None, None, None, device)
-    assert seen == ([("cuda", True, False)] * 2 + [("cpu", False, False)] * 2 + [("cuda", False, False)] * 2
-                    + [("cpu", True, False)] * 2 + [("cuda", True, True)] * 2)
+    assert seen == ([("cuda", True, True)] * 2 + [("cpu", False, False)] * 2 + [("cuda", False, True)] * 2
+                    + [("cpu", True, False)] * 2 + [("cuda", True, False)] * 2 + [("cuda", True, True)] * 2)
     assert channels_last_default(cuda) and not channels_last_default(cpu)
+    assert cuda_graph_default(cuda) and not cuda_graph_default(cpu)

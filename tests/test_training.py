@@ -452,3 +452,21 @@ def test_decoder_saved_from_cuda_stores_cpu_tensors(tmp_path):
     save_decoder(dec, tmp_path / "d.pt", encoder_id="x")
     raw = torch.load(tmp_path / "d.pt", weights_only=True)       # no map_location: where it was saved
     assert all(v.device.type == "cpu" for v in raw["state_dict"].values())
+
+
+def test_decoder_normalise_input_is_what_its_first_convolution_sees():
+    """Decoder.normalise_input is the forward pass's own input step (benchmarks/dormant.py measures
+    the first convolution's pre-activations through it): the first conv's output inside forward,
+    caught by a hook, equals that conv applied to normalise_input's result."""
+    torch.manual_seed(0)
+    dec = Decoder("relu3_1", width=0.5).eval()
+    dec.feat_scale.uniform_(0.5, 3.0)                      # not all ones, so a skipped step shows
+    seen = []
+    first = next(m for m in dec.net if isinstance(m, torch.nn.Conv2d))
+    h = first.register_forward_hook(lambda _m, _i, out: seen.append(out.clone()))   # a ReLU follows in place
+    f = torch.rand(1, dec.in_channels, 6, 7) * 10
+    with torch.no_grad():
+        dec(f)
+        h.remove()
+        torch.testing.assert_close(seen[0], first(dec.normalise_input(f)))
+        assert not torch.allclose(seen[0], first(f))
