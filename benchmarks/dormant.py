@@ -42,7 +42,7 @@ def load_any(path: Path, ew) -> Decoder:
         except (FileNotFoundError, ValueError):
             raise SystemExit(f"{path}: neither a decoder file nor a training checkpoint ({first})")
         cfg = ck["config"]
-        dec = Decoder(cfg["layer"], ew.arch, cfg["width"])
+        dec = Decoder(cfg["layer"], ew.arch, cfg["width"], centre=cfg.get("centre_input", False))
         dec.load_state_dict(ck["model"])
         return dec.eval()
 

@@ -49,13 +49,18 @@ def _plan(layer: str, arch: str, width: float) -> list[tuple[str, int, int]]:
 
 
 class Decoder(nn.Module):
-    def __init__(self, layer: str = "relu3_1", arch: str = "vgg16", width: float = 1.0):
+    def __init__(self, layer: str = "relu3_1", arch: str = "vgg16", width: float = 1.0, centre: bool = False):
         super().__init__()
         if layer not in LAYERS[:4]:
             raise ValueError(f"decoders exist for {LAYERS[:4]}, got {layer!r}")
-        self.layer, self.arch, self.width = layer, arch, float(width)
+        self.layer, self.arch, self.width, self.centre = layer, arch, float(width), bool(centre)
         c = LAYER_CHANNELS[layer]
         self.register_buffer("feat_scale", torch.ones(1, c, 1, 1))
+        # centre: a per-channel mean subtracted before the scale (LeCun et al. 1998, "Efficient
+        # BackProp": centred inputs), for decoders trained with train_decoder --centre-input; the
+        # shipped ones have none (no buffer, no extra operation in their exported graphs)
+        if self.centre:
+            self.register_buffer("feat_mean", torch.zeros(1, c, 1, 1))
         layers: list[nn.Module] = []
         for kind, cin, cout in _plan(layer, arch, width):
             if kind == "up":
@@ -70,7 +75,7 @@ class Decoder(nn.Module):
     def normalise_input(self, feat: torch.Tensor) -> torch.Tensor:
         """What the first convolution sees: the features over their per-channel scale (benchmarks/
         dormant.py reads it too, so that a change here reaches both)."""
-        return feat / self.feat_scale
+        return ((feat - self.feat_mean) if self.centre else feat) / self.feat_scale
 
     def forward(self, feat: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
         if feat.dim() != 4 or feat.shape[1] != self.in_channels:
@@ -83,7 +88,8 @@ class Decoder(nn.Module):
         return y
 
     def config(self) -> dict:
-        return {"layer": self.layer, "arch": self.arch, "width": self.width}
+        cfg = {"layer": self.layer, "arch": self.arch, "width": self.width}
+        return {**cfg, "centre": True} if self.centre else cfg        # shipped files' configs unchanged
 
 
 def state_digest(state: dict[str, torch.Tensor]) -> str:
@@ -99,7 +105,7 @@ def save_decoder(dec: Decoder, path: Path, *, encoder_id: str, meta: dict | None
     """Write a shippable decoder file (FP16 storage) atomically; returns its content digest."""
     from .weights import atomic_torch_save
     # CPU tensors whatever the decoder's device: a file written after GPU training must load anywhere
-    state = {k: (v.half() if fp16 and v.is_floating_point() and k != "feat_scale" else v.float()).detach().cpu()
+    state = {k: (v.half() if fp16 and v.is_floating_point() and k not in ("feat_scale", "feat_mean") else v.float()).detach().cpu()
              for k, v in dec.state_dict().items()}
     digest = state_digest(state)
     atomic_torch_save({"format": DECODER_FORMAT, "config": dec.config(), "encoder_id": encoder_id,

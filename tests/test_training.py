@@ -470,3 +470,28 @@ def test_decoder_normalise_input_is_what_its_first_convolution_sees():
         h.remove()
         torch.testing.assert_close(seen[0], first(dec.normalise_input(f)))
         assert not torch.allclose(seen[0], first(f))
+
+
+def test_centre_input_trains_a_centred_decoder_that_saves_loads_and_resumes_only_centred(tiny_data, tmp_path):
+    """--centre-input: a fresh decoder measures its input's per-channel mean (non-negative ReLU
+    features: a positive mean) and spread, subtracts the mean before the scale, and keeps both in FP32
+    through save and load; the shipped (uncentred) format has no such buffer, and a checkpoint resumes
+    only with the setting it was trained with."""
+    ph, pa = tiny_data
+    cfg = _cfg(tmp_path, ph, pa, out=str(tmp_path / "c.pt"), run_dir=str(tmp_path / "rc"), centre_input=True)
+    T.train(cfg)
+    dec = load_decoder(tmp_path / "c.pt")
+    assert dec.centre and dec.config()["centre"] is True
+    assert dec.feat_mean.dtype == torch.float32 and float(dec.feat_mean.min()) >= 0 and float(dec.feat_mean.max()) > 0
+    raw = torch.load(tmp_path / "c.pt", weights_only=True)["state_dict"]
+    assert raw["feat_mean"].dtype == torch.float32 and raw["feat_scale"].dtype == torch.float32
+    f = torch.rand(1, dec.in_channels, 5, 6) * 3
+    torch.testing.assert_close(dec.normalise_input(f), (f - dec.feat_mean) / dec.feat_scale)
+    assert "feat_mean" not in Decoder("relu3_1", width=0.25).state_dict()        # shipped format unchanged
+    assert "centre" not in Decoder("relu3_1", width=0.25).config()
+    with pytest.raises(SystemExit, match="centre-input"):
+        T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "c.pt"), run_dir=str(tmp_path / "rc"), iterations=6),
+                resume=True)
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "c.pt"), run_dir=str(tmp_path / "rc"), iterations=6,
+                 centre_input=True), resume=True)
+    assert load_decoder(tmp_path / "c.pt").meta["iterations"] == 6

@@ -153,7 +153,7 @@ def main(argv=None) -> int:
         p.error("--images must be at least 1")
     cfg = dict(ck["config"])
     ew = load_encoder_weights(a.encoder_weights or cfg.get("encoder_weights"))
-    dec = Decoder(cfg["layer"], ew.arch, cfg["width"])
+    dec = Decoder(cfg["layer"], ew.arch, cfg["width"], centre=cfg.get("centre_input", False))
     try:
         dec.load_state_dict(ck["model"])
     except RuntimeError as e:

@@ -61,6 +61,7 @@ class TrainConfig:
     scale_max: float = 1.0
     width: float = 0.5
     feat_on_plain: bool = False
+    centre_input: bool = False     # subtract a per-channel mean at the decoder's input (Decoder(centre=True))
     lr: float = 2e-4               # 1e-3 killed most first-stage channels in 1,500 iterations (session 10)
     lr_final: float = 5e-5
     pixel_weight: float = 1.0
@@ -156,11 +157,16 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def measure_feat_scale(enc, sampler_p, sampler_s, n: int = 32, device=None) -> torch.Tensor:
+def measure_feat_scale(enc, sampler_p, sampler_s, n: int = 32, device=None, centre: bool = False):
+    """The decoder's input statistics on n crops (half photos, half paintings): the per-channel RMS
+    (floored at 5 % of the mean RMS) -- or, with ``centre``, the pair (per-channel mean, spread about
+    it), for Decoder(centre=True)."""
     x = to_tensor([sampler_p.sample() for _ in range(n // 2)] + [sampler_s.sample() for _ in range(n // 2)], device)
     f = enc(x)
-    rms = f.pow(2).mean((0, 2, 3)).sqrt()
-    return rms.clamp_min(0.05 * float(rms.mean())).view(1, -1, 1, 1)
+    mean = f.mean((0, 2, 3), keepdim=True) if centre else torch.zeros_like(f[:1, :, :1, :1])
+    rms = (f - mean).pow(2).mean((0, 2, 3)).sqrt()
+    scale = rms.clamp_min(0.05 * float(rms.mean())).view(1, -1, 1, 1)
+    return (mean.view(1, -1, 1, 1), scale) if centre else scale
 
 
 @torch.no_grad()
@@ -302,13 +308,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if not eval_imgs:
         log.warning("no held-out portraits found in %s: the held-out PSNR will not be measured "
                     "(--holdout-dir names their folder)", hdir)
-    dec = Decoder(cfg.layer, ew.arch, cfg.width).to(dev)
+    dec = Decoder(cfg.layer, ew.arch, cfg.width, centre=cfg.centre_input).to(dev)
     opt = torch.optim.Adam(dec.parameters(), lr=cfg.lr)
     it, history = 0, []
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ck["config"]["layer"] != cfg.layer or ck["config"]["width"] != cfg.width:
             raise SystemExit(f"{ckpt_path} is for layer {ck['config']['layer']} width {ck['config']['width']}")
+        if bool(ck["config"].get("centre_input", False)) != cfg.centre_input:
+            raise SystemExit(f"{ckpt_path} was trained {'with' if not cfg.centre_input else 'without'} "
+                             f"--centre-input: resume it with the same setting")
         dec.load_state_dict(ck["model"])
         if "optim" in ck:
             opt.load_state_dict(ck["optim"])
@@ -320,7 +329,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         torch.set_rng_state(ck["torch_rng"])
         log.info("resumed from %s at iteration %d", ckpt_path, it)
     else:
-        dec.feat_scale.copy_(measure_feat_scale(enc, sp, ss, device=dev))
+        if cfg.centre_input:
+            mean, sc = measure_feat_scale(enc, sp, ss, device=dev, centre=True)
+            dec.feat_mean.copy_(mean)
+            dec.feat_scale.copy_(sc)
+        else:
+            dec.feat_scale.copy_(measure_feat_scale(enc, sp, ss, device=dev))
     scale = dec.feat_scale
     cache = FeatureCache.build_or_load(run, cfg, enc, photos, paintings, ew.encoder_id, dev) if cfg.cache_crops else None
     mix_crop = cfg.mix_crop or cfg.crop
@@ -452,6 +466,10 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
                         "run's wall time instead of the iteration count")
     p.add_argument("--feat-on-plain", action="store_true",
                    help="also apply the feature loss to plain samples (default: pixel loss only for them)")
+    p.add_argument("--centre-input", action="store_true",
+                   help="a fresh decoder subtracts each input channel's mean (measured on 32 crops) before its "
+                        "scale: centred inputs (LeCun et al. 1998); an experiment against dying first-stage "
+                        "channels, not the shipped decoders' recipe (weights/README.md)")
     p.add_argument("--amp", action="store_true",
                    help="run the forward passes under bfloat16 autocast (weights, optimizer and losses stay "
                         "FP32); meant for CUDA (an H100 in session 9: 1.04x as fast as FP32 at batch 16, 256 px)")

@@ -35,8 +35,10 @@ def widen_decoder(narrow: Decoder, factor: int = 2, noise: float = 0.01, seed: i
     """A decoder ``factor`` times as wide (in the stages ``width`` scales) computing the same function."""
     if factor < 2:
         raise ValueError(f"widening factor must be at least 2, got {factor}")
-    wide = Decoder(narrow.layer, narrow.arch, narrow.width * factor)
+    wide = Decoder(narrow.layer, narrow.arch, narrow.width * factor, centre=narrow.centre)
     wide.feat_scale.copy_(narrow.feat_scale)
+    if narrow.centre:
+        wide.feat_mean.copy_(narrow.feat_mean)
     n_convs = [m for m in narrow.net if isinstance(m, nn.Conv2d)]
     w_convs = [m for m in wide.net if isinstance(m, nn.Conv2d)]
     g = torch.Generator().manual_seed(seed)
@@ -78,7 +80,7 @@ def main(argv=None) -> int:
     narrow = None
     for arch in ("vgg16", "vgg19"):                 # the encoder's family decides the decoder's depth
         try:
-            narrow = Decoder(cfg["layer"], arch, cfg["width"])
+            narrow = Decoder(cfg["layer"], arch, cfg["width"], centre=cfg.get("centre_input", False))
             narrow.load_state_dict(ck["model"])
             break
         except RuntimeError:
