@@ -15,9 +15,11 @@ from .base import Engine, register
 class TorchEngine(Engine):
     kind = "torch"
     # CUDA graphs kept, one per input shape, least recently used dropped beyond this: each holds its
-    # own input, output and activation memory, and a frame size stays the same for a whole stream
-    # while style paintings (encoded once each) come in other sizes
+    # own input, output and activation memory, and a frame size stays the same for a whole stream.
+    # A shape is captured the second time it comes (a capture costs three passes): style paintings,
+    # encoded once each, and a folder of stills of assorted sizes run eagerly.
     MAX_GRAPHS = 4
+    MAX_SEEN = 64
 
     def __init__(self, source="torch", *, device="cpu", precision: str = "fp32", module: nn.Module | None = None,
                  channels_last: bool = False, compile: bool = False, cuda_graph: bool = False, **kw):
@@ -41,6 +43,7 @@ class TorchEngine(Engine):
         self.fn = torch.compile(m, mode="max-autotune-no-cudagraphs") if compile else m
         self.cuda_graph = bool(cuda_graph) and self.device.type == "cuda"
         self._graphs: OrderedDict[tuple, tuple] = OrderedDict()
+        self._seen: OrderedDict[tuple, None] = OrderedDict()      # shapes run once, eagerly
         self.in_channels = getattr(module, "in_channels", 3)
         self.meta = {"layer": getattr(module, "layer", None)}
 
@@ -58,7 +61,13 @@ class TorchEngine(Engine):
         key = tuple(x.shape)
         if key in self._graphs:
             self._graphs.move_to_end(key)
-        else:                                           # buffers allocated once per shape
+        elif key not in self._seen:                     # first time: eagerly, and remember the shape
+            self._seen[key] = None
+            while len(self._seen) > self.MAX_SEEN:
+                self._seen.popitem(last=False)
+            return self._run(x)
+        else:                                           # second time: capture (buffers once per shape)
+            del self._seen[key]
             while len(self._graphs) >= self.MAX_GRAPHS:
                 self._graphs.popitem(last=False)
             static_in = torch.zeros(key, device=self.device)

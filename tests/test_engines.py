@@ -167,22 +167,33 @@ def test_fp16_torch_engine_on_cuda_matches_fp32_cpu(compile_, graph, decoder, he
 
 @pytest.mark.gpu
 def test_cuda_graph_engine_keeps_the_last_shapes_and_recaptures_a_dropped_one():
-    """TorchEngine(cuda_graph=True), the CUDA default since session 11: one graph per input shape, the
-    least recently used dropped beyond MAX_GRAPHS; a dropped shape is captured again and still gives
-    the eager engine's output, and a reused shape moves to the back of the queue."""
+    """TorchEngine(cuda_graph=True), the CUDA default since session 11: a shape runs eagerly the first
+    time and is captured the second; one graph per shape, the least recently used dropped beyond
+    MAX_GRAPHS; every call gives the eager engine's output, a dropped shape is captured again, and a
+    reused shape moves to the back of the queue."""
     dec = build_network("decoder", "relu3_1")
     eager = TorchEngine(module=dec, device="cuda")
     eng = TorchEngine(module=build_network("decoder", "relu3_1"), device="cuda", cuda_graph=True)
-    shapes = [(1, 256, 8 + 2 * i, 12) for i in range(TorchEngine.MAX_GRAPHS + 2)]
+    n = TorchEngine.MAX_GRAPHS
+    shapes = [(1, 256, 8 + 2 * i, 12) for i in range(n + 2)]
     xs = {s: torch.rand(s, device="cuda") for s in shapes}
-    for s in shapes:
+
+    def check(s):
         torch.testing.assert_close(eng(xs[s]), eager(xs[s]), rtol=1e-3, atol=1e-3)
-    assert list(eng._graphs) == shapes[-TorchEngine.MAX_GRAPHS:]          # the first two dropped
-    eng(xs[shapes[-TorchEngine.MAX_GRAPHS]])                              # reuse the oldest kept
-    assert list(eng._graphs)[-1] == shapes[-TorchEngine.MAX_GRAPHS]
-    torch.testing.assert_close(eng(xs[shapes[0]]), eager(xs[shapes[0]]), rtol=1e-3, atol=1e-3)
-    assert len(eng._graphs) == TorchEngine.MAX_GRAPHS and shapes[0] in eng._graphs
-    assert shapes[-TorchEngine.MAX_GRAPHS + 1] not in eng._graphs         # now the least recently used
+
+    check(shapes[0])
+    assert not eng._graphs                                                # once: not captured
+    for s in shapes:
+        check(s)
+        check(s)
+    assert list(eng._graphs) == shapes[-n:]                               # the first two dropped
+    check(shapes[-n])                                                     # reuse the oldest kept
+    assert list(eng._graphs)[-1] == shapes[-n]
+    check(shapes[0])                                                      # dropped: eager again,
+    assert shapes[0] not in eng._graphs
+    check(shapes[0])                                                      # then captured again
+    assert len(eng._graphs) == n and shapes[0] in eng._graphs
+    assert shapes[-n + 1] not in eng._graphs                              # now the least recently used
 
 
 @pytest.mark.gpu
