@@ -157,6 +157,9 @@ def make_engines(args, enc, dec, dec_path, ew, device):
     from engines.weights import sha256_file
     if args.backend == "auto":
         args.backend = "torch" if device.type == "cuda" else "onnx"
+    if getattr(args, "cuda_graph", None) and (args.backend != "torch" or device.type != "cuda"):
+        log.warning("--cuda-graph applies to the PyTorch backend on CUDA only; ignored (backend %s, device %s)",
+                    args.backend, device.type)
     if args.backend == "torch":
         prec = "fp16" if args.fp16 else "fp32"
         # channels_last: the device's default (channels_last_default) unless benchmarks/fps.py's

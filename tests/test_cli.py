@@ -246,3 +246,24 @@ def test_pytorch_engines_default_to_channels_last_and_cuda_graphs_on_cuda_only(m
                     + [("cpu", True, False)] * 2 + [("cuda", True, False)] * 2 + [("cuda", True, True)] * 2)
     assert channels_last_default(cuda) and not channels_last_default(cpu)
     assert cuda_graph_default(cuda) and not cuda_graph_default(cpu)
+
+
+def test_cuda_graph_asked_where_it_cannot_apply_is_ignored_with_a_warning(monkeypatch, caplog):
+    """--cuda-graph on the CPU (or with another backend) cannot be honoured: say so rather than ignore
+    it silently; the engines are built as without it."""
+    import argparse
+
+    import engines.base
+    from realtime.cli import make_engines
+    seen = []
+    monkeypatch.setattr(engines.base, "load_engine", lambda kind, device, prec, module, channels_last, cuda_graph:
+                        seen.append(cuda_graph))
+    with caplog.at_level("WARNING", logger="stylecam"):
+        make_engines(argparse.Namespace(backend="torch", fp16=False, cuda_graph=True), None, None, None, None,
+                     torch.device("cpu"))
+    assert "--cuda-graph applies to the PyTorch backend on CUDA only" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="stylecam"):
+        make_engines(argparse.Namespace(backend="torch", fp16=False, cuda_graph=None), None, None, None, None,
+                     torch.device("cpu"))
+    assert "--cuda-graph" not in caplog.text                     # the default says nothing
