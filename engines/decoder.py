@@ -73,8 +73,9 @@ class Decoder(nn.Module):
         self.in_channels = c
 
     def normalise_input(self, feat: torch.Tensor) -> torch.Tensor:
-        """What the first convolution sees: the features over their per-channel scale (benchmarks/
-        dormant.py reads it too, so that a change here reaches both)."""
+        """What the first convolution sees: the features (less their per-channel mean, for a centred
+        decoder) over their per-channel scale (benchmarks/dormant.py reads it too, so that a change
+        here reaches both)."""
         return ((feat - self.feat_mean) if self.centre else feat) / self.feat_scale
 
     def forward(self, feat: torch.Tensor, out_size: tuple[int, int] | None = None) -> torch.Tensor:
