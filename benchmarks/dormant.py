@@ -33,7 +33,7 @@ from training.revive import _convs, channel_scores, photo_features  # noqa: E402
 
 def load_any(path: Path, ew) -> Decoder:
     """A shipped decoder file or a training checkpoint, as a Decoder in eval mode."""
-    from training.train_decoder import read_checkpoint
+    from training.train_decoder import decoder_from_checkpoint, read_checkpoint
     try:
         return load_decoder(path, encoder_id=ew.encoder_id).float().eval()
     except (ValueError, KeyError, RuntimeError) as first:
@@ -41,10 +41,7 @@ def load_any(path: Path, ew) -> Decoder:
             ck = read_checkpoint(path)
         except (FileNotFoundError, ValueError):
             raise SystemExit(f"{path}: neither a decoder file nor a training checkpoint ({first})")
-        cfg = ck["config"]
-        dec = Decoder(cfg["layer"], ew.arch, cfg["width"], centre=cfg.get("centre_input", False))
-        dec.load_state_dict(ck["model"])
-        return dec.eval()
+        return decoder_from_checkpoint(ck, ew.arch).eval()
 
 
 def measure(f: Path, ew, encoders: dict, a) -> dict:

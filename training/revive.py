@@ -134,7 +134,7 @@ def photo_features(enc, photos: str | Path, n: int, short_side: int = 256, seed:
 
 
 def main(argv=None) -> int:
-    from training.train_decoder import read_checkpoint_or_exit
+    from training.train_decoder import decoder_from_checkpoint, read_checkpoint_or_exit
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--from", dest="src", required=True, help="training checkpoint (runs/.../checkpoint.pt)")
     p.add_argument("--out", required=True, help="the training checkpoint to write")
@@ -153,9 +153,8 @@ def main(argv=None) -> int:
         p.error("--images must be at least 1")
     cfg = dict(ck["config"])
     ew = load_encoder_weights(a.encoder_weights or cfg.get("encoder_weights"))
-    dec = Decoder(cfg["layer"], ew.arch, cfg["width"], centre=cfg.get("centre_input", False))
     try:
-        dec.load_state_dict(ck["model"])
+        dec = decoder_from_checkpoint(ck, ew.arch)
     except RuntimeError as e:
         p.error(f"{src}: its model is not a {ew.arch} decoder of layer {cfg['layer']}, width {cfg['width']}: {e}")
     dec.eval()

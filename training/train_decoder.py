@@ -157,16 +157,15 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def measure_feat_scale(enc, sampler_p, sampler_s, n: int = 32, device=None, centre: bool = False):
-    """The decoder's input statistics on n crops (half photos, half paintings): the per-channel RMS
-    (floored at 5 % of the mean RMS) -- or, with ``centre``, the pair (per-channel mean, spread about
-    it), for Decoder(centre=True)."""
+def measure_feat_stats(enc, sampler_p, sampler_s, n: int = 32, device=None, centre: bool = False):
+    """The decoder's input statistics on n crops (half photos, half paintings): (mean, scale), each
+    1 x C x 1 x 1; the mean is zero unless ``centre`` (Decoder(centre=True)), and the scale is the
+    per-channel RMS about it, floored at 5 % of the mean RMS."""
     x = to_tensor([sampler_p.sample() for _ in range(n // 2)] + [sampler_s.sample() for _ in range(n // 2)], device)
     f = enc(x)
     mean = f.mean((0, 2, 3), keepdim=True) if centre else torch.zeros_like(f[:1, :, :1, :1])
     rms = (f - mean).pow(2).mean((0, 2, 3)).sqrt()
-    scale = rms.clamp_min(0.05 * float(rms.mean())).view(1, -1, 1, 1)
-    return (mean.view(1, -1, 1, 1), scale) if centre else scale
+    return mean, rms.clamp_min(0.05 * float(rms.mean())).view(1, -1, 1, 1)
 
 
 @torch.no_grad()
@@ -267,6 +266,15 @@ def read_checkpoint(path: str | Path) -> dict:
     return ck
 
 
+def decoder_from_checkpoint(ck: dict, arch: str) -> Decoder:
+    """The Decoder a training checkpoint holds (its config's layer, width and centring, ``arch`` the
+    encoder's family); RuntimeError when its weights do not fit that shape."""
+    cfg = ck["config"]
+    dec = Decoder(cfg["layer"], arch, cfg["width"], centre=cfg.get("centre_input", False))
+    dec.load_state_dict(ck["model"])
+    return dec
+
+
 def read_checkpoint_or_exit(parser: argparse.ArgumentParser, path: str | Path) -> dict:
     """read_checkpoint for a command line: a missing or foreign file ends it with the parser's error."""
     try:
@@ -329,12 +337,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         torch.set_rng_state(ck["torch_rng"])
         log.info("resumed from %s at iteration %d", ckpt_path, it)
     else:
+        mean, sc = measure_feat_stats(enc, sp, ss, device=dev, centre=cfg.centre_input)
+        dec.feat_scale.copy_(sc)
         if cfg.centre_input:
-            mean, sc = measure_feat_scale(enc, sp, ss, device=dev, centre=True)
             dec.feat_mean.copy_(mean)
-            dec.feat_scale.copy_(sc)
-        else:
-            dec.feat_scale.copy_(measure_feat_scale(enc, sp, ss, device=dev))
     scale = dec.feat_scale
     cache = FeatureCache.build_or_load(run, cfg, enc, photos, paintings, ew.encoder_id, dev) if cfg.cache_crops else None
     mix_crop = cfg.mix_crop or cfg.crop

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engines.decoder import Decoder  # noqa: E402
 from engines.weights import atomic_torch_save  # noqa: E402
-from training.train_decoder import read_checkpoint_or_exit  # noqa: E402
+from training.train_decoder import decoder_from_checkpoint, read_checkpoint_or_exit  # noqa: E402
 
 
 def widen_decoder(narrow: Decoder, factor: int = 2, noise: float = 0.01, seed: int = 0) -> Decoder:
@@ -80,8 +80,7 @@ def main(argv=None) -> int:
     narrow = None
     for arch in ("vgg16", "vgg19"):                 # the encoder's family decides the decoder's depth
         try:
-            narrow = Decoder(cfg["layer"], arch, cfg["width"], centre=cfg.get("centre_input", False))
-            narrow.load_state_dict(ck["model"])
+            narrow = decoder_from_checkpoint(ck, arch)
             break
         except RuntimeError:
             narrow = None
