@@ -232,12 +232,18 @@ DEFAULT_VARIANT = "quad+even"
 # sizes the lanes layouts' blocks so that they fill whole waves evenly (masked_recon_kernels.cuh,
 # even_span: e.g. 720p on the H100 as 528 blocks, four per multiprocessor, instead of 456, three or
 # four).
-SUFFIXES = ("even", "solve1")
+# A suffix +pdl launches the op's passes as programmatic dependent launches on sm_90+ GPUs (Hopper's
+# griddepcontrol; masked_recon_kernels.cuh, launch): pass 1 starts while the memset of its sums
+# finishes, pass 2 loads its masks while pass 1 finishes.  Written in session 12 to close the gap
+# to 80 % of copy bandwidth at 720p (74 % on the H100 in session 11, 42 us of which the two kernel
+# boundaries cost a few); older GPUs launch the ordinary way.
+SUFFIXES = ("even", "solve1", "pdl")
 
 
-def parse_variant(variant: str) -> tuple[str, bool, bool]:
-    """'LAYOUT[+even][+solve1]' -> (pass-1 layout, solve in pass 2's prologue, even waves).
-    ``auto`` stands for DEFAULT_VARIANT (so ``auto+solve1`` is the default with the solve kernel)."""
+def parse_variant(variant: str) -> tuple[str, bool, bool, bool]:
+    """'LAYOUT[+even][+solve1][+pdl]' -> (pass-1 layout, solve in pass 2's prologue, even waves,
+    programmatic dependent launches).  ``auto`` stands for DEFAULT_VARIANT (so ``auto+solve1`` is
+    the default with the solve kernel)."""
     layout, *flags = variant.split("+")
     if layout == "auto" and "even" not in flags:
         default_layout, *default_flags = DEFAULT_VARIANT.split("+")
@@ -246,20 +252,21 @@ def parse_variant(variant: str) -> tuple[str, bool, bool]:
            or ("even" in flags and layout == "warp"))
     if bad:
         raise ValueError(f"unknown kernel variant {variant!r}: auto or a pass-1 layout ({', '.join(MOMENTS_LAYOUTS)}), "
-                         f"optionally followed by +even (not with warp or auto) and +solve1")
-    return layout, "solve1" not in flags, "even" in flags
+                         f"optionally followed by +even (not with warp or auto), +solve1 and +pdl")
+    return layout, "solve1" not in flags, "even" in flags, "pdl" in flags
 
 
 def set_tuning(moments: str = "auto") -> None:
     """Launch choice of the CUDA op, for benchmarks and tests that compare them in one process:
     ``moments``, a variant: ``auto`` (DEFAULT_VARIANT) or pass 1's layout (MOMENTS_LAYOUTS),
     optionally with ``+even`` (the lanes layouts' blocks filling whole waves evenly) and ``+solve1``
-    (the between-pass solve as a kernel of its own).  Read from STYLECAM_MOMENTS when the extension
-    is loaded.  The CPU reference has no such choice."""
-    layout, solve2, even = parse_variant(moments)
+    (the between-pass solve as a kernel of its own) and ``+pdl`` (programmatic dependent launches,
+    sm_90+).  Read from STYLECAM_MOMENTS when the extension is loaded.  The CPU reference has no such
+    choice."""
+    layout, solve2, even, pdl = parse_variant(moments)
     if _ext is None:
         raise RuntimeError("the CUDA extension is not loaded (kernels.build_extension())")
-    if not _ext.set_tuning(**MOMENTS_LAYOUTS[layout], even=even, solve_in_pass2=solve2):
+    if not _ext.set_tuning(**MOMENTS_LAYOUTS[layout], even=even, solve_in_pass2=solve2, pdl=pdl):
         raise RuntimeError(f"the CUDA extension refused the variant {moments!r}: rebuild it")
 
 

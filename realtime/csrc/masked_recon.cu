@@ -102,8 +102,15 @@ stylecam::Pass1 tuning_pass1{true, false, 4, 1, true};
 // 71-72 % of copy bandwidth against 69 %; 480p +4, 1080p +1 points); false = solve_kernel between
 bool tuning_solve_in_pass2 = true;
 
+// pdl: fused_recon's kernels as programmatic dependent launches on sm_90+ (masked_recon_kernels.cuh,
+// launch): pass 1 on the lanes path starts while the memset of its sums finishes, and pass 2 loads
+// its masks while pass 1 finishes, waiting (griddepcontrol.wait) only before it reads the sums.  At
+// 720p on the H100 the op is 42 us of which each kernel boundary costs a few (session 12: the +pdl
+// variant, benchmarks/kernel.py).  Off by default until timed there.
+bool tuning_pdl = false;
+
 // false for a combination no kernel is built for, which changes nothing
-bool set_tuning(bool lanes, bool prefetch, int lpc, int tile_div, bool even, bool solve_in_pass2) {
+bool set_tuning(bool lanes, bool prefetch, int lpc, int tile_div, bool even, bool solve_in_pass2, bool pdl) {
   // the moments_lanes_kernel instantiations launch_moments has: (lpc, prefetch, tile_div)
   const bool built = lanes ? ((lpc == 1 && !prefetch && tile_div == 1) || (lpc == 1 && prefetch && tile_div == 2) ||
                               (lpc == 4 && tile_div == 1))
@@ -111,6 +118,7 @@ bool set_tuning(bool lanes, bool prefetch, int lpc, int tile_div, bool even, boo
   if (!built) return false;
   tuning_pass1 = {lanes, prefetch, lpc, tile_div, even};
   tuning_solve_in_pass2 = solve_in_pass2;
+  tuning_pdl = pdl;
   return true;
 }
 
@@ -126,17 +134,29 @@ int multiprocessors(int device) {
   return cache[device];
 }
 
-Geometry geometry(const at::Tensor& f, int K, const at::Tensor* out = nullptr) {
+// compute capability major per device, asked once per device (programmatic launches need 9+)
+int cc_major(int device) {
+  static int cache[64] = {0};
+  int n = 0;
+  if (device >= 0 && device < 64 && cache[device] != 0) return cache[device];
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrComputeCapabilityMajor, device));
+  if (device >= 0 && device < 64) cache[device] = n;
+  return n;
+}
+
+// pdl: programmatic dependent launches asked for (fused_recon with tuning_pdl); only on sm_90+
+Geometry geometry(const at::Tensor& f, int K, const at::Tensor* out = nullptr, bool pdl = false) {
   const int sms = multiprocessors(f.get_device());
   const int64_t P = f.size(2) * f.size(3), vec = 16 / static_cast<int64_t>(f.element_size());
   const bool v = f.is_contiguous() && P % vec == 0 && aligned16(f.data_ptr()) &&
                  (out == nullptr || aligned16(out->data_ptr()));
   return {K, static_cast<int>(f.size(1)), static_cast<int>(f.size(2)), static_cast<int>(f.size(3)),
-          f.stride(1), f.stride(2), f.stride(3), v, tuning_pass1, sms};
+          f.stride(1), f.stride(2), f.stride(3), v, tuning_pass1, sms, pdl && cc_major(f.get_device()) >= 9};
 }
 
-void moments(const at::Tensor& f, const at::Tensor& w, float* s1, float* s2, float* ws, cudaStream_t s) {
-  const Geometry g = geometry(f, w.size(0));
+void moments(const at::Tensor& f, const at::Tensor& w, float* s1, float* s2, float* ws, cudaStream_t s,
+             bool pdl = false) {
+  const Geometry g = geometry(f, w.size(0), nullptr, pdl);
   const float* wp = w.data_ptr<float>();
   if (f.scalar_type() == at::kHalf)
     stylecam::launch_moments(reinterpret_cast<const __half*>(f.data_ptr<at::Half>()), wp, g, s1, s2, ws, s);
@@ -152,11 +172,11 @@ void moments(const at::Tensor& f, const at::Tensor& w, float* s1, float* s2, flo
 // `solve` (optional): pass 2 solves its coefficients from pass 1's sums itself (A and B unused)
 void affine(const at::Tensor& f, const at::Tensor& w, const float* A, const float* B, at::Tensor& out, float floor,
             cudaStream_t s, const float* s1 = nullptr, const float* s2 = nullptr, const float* ws = nullptr,
-            const SolveArgs* solve = nullptr) {
+            const SolveArgs* solve = nullptr, bool pdl = false) {
   const SolveArgs none{};
   const SolveArgs& sa = solve != nullptr ? *solve : none;
   if (solve == nullptr) s1 = s2 = ws = nullptr;
-  const Geometry g = geometry(f, w.size(0), &out);
+  const Geometry g = geometry(f, w.size(0), &out, pdl);
   const float* wp = w.data_ptr<float>();
   if (f.scalar_type() == at::kHalf)
     stylecam::launch_affine(reinterpret_cast<const __half*>(f.data_ptr<at::Half>()), wp, A, B, g,
@@ -228,6 +248,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_rec
   // scratch, zeroed by one memset: wsum, s1, s2 (the sums of pass 1; only wsum is returned, a view
   // at the start of the buffer -- a fake tensor has storage offset 0, and opcheck's fake-tensor test
   // on the H100 (session 7) failed on wsum's nonzero offset), then A, B (the solve's coefficients)
+  // (a dense copy of f, if one is made, comes first: with tuning_pdl the memset below must be the kernel
+  // just ahead of pass 1)
+  const at::Tensor fin = dense(f);
   at::Tensor sums = at::zeros({4 * K * C + K}, fopt);
   // the returned statistics each in their own memory (the schema promises outputs that share none;
   // torch.library.opcheck's schema test on the H100 caught views of one buffer)
@@ -242,16 +265,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_rec
                pm.defined() ? pm.data_ptr<float>() : nullptr, pv.defined() ? pv.data_ptr<float>() : nullptr,
                o0.defined() ? o0.data_ptr<float>() : nullptr, mean.data_ptr<float>(), var.data_ptr<float>(),
                off.data_ptr<float>(), a, a + n};
-  const at::Tensor fin = dense(f);
-  moments(fin, w, p, p + K * C, wsum, stream);
+  // with tuning_pdl, both passes are programmatic launches: every input they read before their
+  // griddepcontrol.wait (f, w) was complete before the memset, an ordinary launch, started
+  moments(fin, w, p, p + K * C, wsum, stream, tuning_pdl);
   const float lo = floor.has_value() ? static_cast<float>(*floor) : -3.0e38f;
   at::Tensor out = at::empty_like(fin);
   if (tuning_solve_in_pass2) {
-    affine(fin, w, a, a + n, out, lo, stream, p, p + K * C, wsum, &sa);
+    affine(fin, w, a, a + n, out, lo, stream, p, p + K * C, wsum, &sa, tuning_pdl);
   } else {
     stylecam::launch_solve(p, p + K * C, wsum, sa, stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    affine(fin, w, a, a + n, out, lo, stream);
+    affine(fin, w, a, a + n, out, lo, stream, nullptr, nullptr, nullptr, nullptr, tuning_pdl);
   }
   return {out, sums.narrow(0, 0, K), mean, var, off};
 }
@@ -268,5 +292,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "nothing, for a combination no kernel is built for",
         pybind11::arg("lanes"), pybind11::arg("prefetch"), pybind11::arg("lpc"), pybind11::arg("tile_div"),
         pybind11::arg("even"),
-        pybind11::arg("solve_in_pass2"));
+        pybind11::arg("solve_in_pass2"), pybind11::arg("pdl") = false);
 }

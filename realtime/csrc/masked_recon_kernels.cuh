@@ -35,6 +35,24 @@ template <> __device__ __forceinline__ float from_f<float>(float v) { return v; 
 template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
+// Programmatic dependent launch (Hopper, sm_90+; PTX griddepcontrol, the instructions behind CUDA's
+// cudaGridDependencySynchronize / cudaTriggerProgrammaticLaunchCompletion; the idea is NVIDIA's, see
+// the CUDA programming guide's "Programmatic Dependent Launch and Synchronization").  A kernel
+// launched with the programmatic-serialization attribute (launch() below, the +pdl variant) may start
+// before the kernel ahead of it on the stream has finished: `wait_for_primary` blocks until that
+// kernel has completed and its writes are visible; `allow_dependents` lets the next such kernel start
+// early.  Both do nothing on older GPUs and in kernels launched the ordinary way.
+__device__ __forceinline__ void wait_for_primary() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allow_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
@@ -321,13 +339,14 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
     }
   }
   __syncthreads();
-  if (blockIdx.y == 0 && threadIdx.y == 0) {    // region areas, once per tile, by one warp
+  __shared__ float area[K];
+  if (blockIdx.y == 0 && threadIdx.y == 0) {    // region areas, once per tile, by one warp (added at the end)
 #pragma unroll
     for (int k = 0; k < K; ++k) {
       float t = 0.f;
       for (int j = threadIdx.x; j < n; j += kLanes) t += ms[k][j];
       t = warp_sum(t);
-      if (threadIdx.x == 0) atomicAdd(&wsum[k], t);
+      if (threadIdx.x == 0) area[k] = t;
     }
   }
   float a1[K], a2[K];
@@ -349,6 +368,7 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
     for (int j = j0; j < n; j += STEP)
       accumulate_run<T, K, TILE>(__ldg(reinterpret_cast<const uint4*>(fc + j)), ms, j, a1, a2);
   }
+  allow_dependents();                 // pass 2 (+pdl) may now launch and load its masks
   if constexpr (LPC > 1) {            // every lane is here (the loop above has ended for all)
 #pragma unroll
     for (int k = 0; k < K; ++k) {
@@ -367,6 +387,8 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
     }
   }
   __syncthreads();
+  wait_for_primary();                 // +pdl: the memset zeroing the sums has finished
+  if (blockIdx.y == 0 && tid < K) atomicAdd(&wsum[tid], area[tid]);
   for (int i = tid; i < 2 * K * kLanes; i += kLanes * kRows) {
     const int row = i / kLanes, lane = i % kLanes, cc = blockIdx.y * kLanes + lane;
     if (cc < C) {
@@ -401,6 +423,7 @@ __global__ void __launch_bounds__(kThreads) affine_kernel(
   bool ok[PPT];
   float m[K][PPT];
   load_tile<K, PPT, VEC>(w, P, W, sh, sw, tile0, off, ok, m);
+  wait_for_primary();   // +pdl: the masks were loaded while pass 1 (or the solve) ran; its sums are now complete
   const bool solve_here = s1 != nullptr;        // the same for every thread of the grid
   if (solve_here) {
     for (int i = threadIdx.x; i < K * nc; i += kThreads) {
@@ -463,6 +486,30 @@ inline Shape launch_shape(int64_t P, int C, int K, int slots) {
   return {tiles, (C + group - 1) / group, group};
 }
 
+// Launches `kernel` on stream s; with pdl, as a programmatic dependent launch (wait_for_primary
+// above): it may start while the kernel ahead of it finishes.  Only for kernels that call
+// wait_for_primary before they read anything the kernel ahead writes, and only where every input
+// read before that wait was complete before the kernel ahead started.  Falls back to an ordinary
+// launch if the runtime refuses the attribute.
+template <typename... Params, typename... Args>
+inline void launch(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t s, Args... args) {
+  if (pdl) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = 0;
+    cfg.stream = s;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    if (cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...) == cudaSuccess) return;
+    cudaGetLastError();   // clear it and launch the ordinary way
+  }
+  kernel<<<grid, block, 0, s>>>(static_cast<Params>(args)...);
+}
+
 template <typename Kernel>
 inline int blocks_per_sm(Kernel kernel) {
   int per_sm = 0;
@@ -510,6 +557,8 @@ struct Geometry {
   bool vec;             // contiguous NCHW planes, 16-byte aligned, H*W a multiple of 16 / sizeof(T)
   Pass1 p1;             // pass 1's layout on the vector path
   int sms;              // multiprocessors of the device
+  bool pdl;             // programmatic dependent launches (fused_recon's +pdl on sm_90+): pass 1 on the
+                        // lanes path after the memset, pass 2 after pass 1 or the solve
 };
 
 // One overload per dtype, each defined in its own translation unit by STYLECAM_INSTANTIATE.
@@ -538,12 +587,12 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const Solve
     default: { constexpr int KK = 8; __VA_ARGS__; } break;  \
   }
 
-#define STYLECAM_LAUNCH(kernel, ...)                                                                              \
+#define STYLECAM_LAUNCH(pdl, kernel, ...)                                                                         \
   do {                                                                                                            \
     static int per_sm = 0;                 /* one per kernel instantiation: asked once */                       \
     if (per_sm == 0) per_sm = blocks_per_sm(kernel);                                                              \
     const Shape sh = launch_shape(static_cast<int64_t>(g.H) * g.W, g.C, g.K, per_sm * g.sms);                     \
-    kernel<<<dim3(sh.tiles, sh.groups), kThreads, 0, s>>>(__VA_ARGS__);                                           \
+    launch(pdl, kernel, dim3(sh.tiles, sh.groups), dim3(kThreads), s, __VA_ARGS__);                              \
   } while (0)
 
 #define STYLECAM_INSTANTIATE(T)                                                                                   \
@@ -561,17 +610,17 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const Solve
         const int span = g.p1.even ? even_span(P, cg, tile, g.sms, 6, V) : tile;                                \
         const dim3 grid(static_cast<unsigned>((P + span - 1) / span), cg);                                        \
         if (g.p1.lpc == 4 && g.p1.prefetch)      /* the combinations set_tuning accepts */                     \
-          moments_lanes_kernel<T, KK, MT, true, 4><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, span, s1, s2, ws);         \
+          launch(g.pdl, moments_lanes_kernel<T, KK, MT, true, 4>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws);         \
         else if (g.p1.lpc == 4)                                                                                   \
-          moments_lanes_kernel<T, KK, MT, false, 4><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, span, s1, s2, ws);        \
+          launch(g.pdl, moments_lanes_kernel<T, KK, MT, false, 4>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws);        \
         else if (g.p1.prefetch)                                                                                   \
-          moments_lanes_kernel<T, KK, MT / 2, true><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, span, s1, s2, ws);        \
-        else moments_lanes_kernel<T, KK, MT, false><<<grid, block, 0, s>>>(f, g.sc, w, g.C, P, span, s1, s2, ws));       \
+          launch(g.pdl, moments_lanes_kernel<T, KK, MT / 2, true>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws);        \
+        else launch(g.pdl, moments_lanes_kernel<T, KK, MT, false>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws));       \
     } else if (g.vec) {                                                                                           \
-      STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH((moments_kernel<T, KK, V>),                                        \
+      STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH(false, (moments_kernel<T, KK, V>),                                        \
           f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws));                                          \
     } else {                                                                                                      \
-      STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH((moments_kernel<T, KK, 1>),                                        \
+      STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH(false, (moments_kernel<T, KK, 1>),                                        \
           f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws));                                          \
     }                                                                                                             \
   }                                                                                                               \
@@ -580,10 +629,10 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const Solve
                         cudaStream_t s) {                                                                         \
     constexpr int V = 16 / sizeof(T);                                                                             \
     if (g.vec) {                                                                                                  \
-      STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH((affine_kernel<T, KK, V>),                                         \
+      STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH(g.pdl, (affine_kernel<T, KK, V>),                                         \
           f, g.sc, g.sh, g.sw, w, A, B, g.C, g.H, g.W, sh.group, out, lo, hi, s1, s2, ws, sa));                   \
     } else {                                                                                                      \
-      STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH((affine_kernel<T, KK, 1>),                                         \
+      STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH(g.pdl, (affine_kernel<T, KK, 1>),                                         \
           f, g.sc, g.sh, g.sw, w, A, B, g.C, g.H, g.W, sh.group, out, lo, hi, s1, s2, ws, sa));                   \
     }                                                                                                             \
   }
