@@ -112,8 +112,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dtype", choices=["fp16", "fp32", "bf16"], default="fp16")
     p.add_argument("--json", default=None)
-    p.add_argument("--moments", default="auto,auto+pdl,auto+solve1,auto+solve1+pdl,quad,quadpf,quadpf+even,quadpf+even+pdl",
-                   help="variants to time, comma-separated: auto (the op's own choice, quad+even) or a pass-1 layout "
+    p.add_argument("--moments", default="auto,quad+even,auto+solve1,quad+even+solve1,quad,quadpf,quadpf+even,quadpf+even+pdl",
+                   help="variants to time, comma-separated: auto (the op's own choice, quad+even+pdl) or a pass-1 layout "
                         "(kernels.set_tuning): warp (a warp per channel), lanes1 (a thread per channel, the "
                         "largest tile), prefetch2 (lanes, half the largest tile, its feature loads issued before "
                         "the mask stage and kept in flight), quad (lanes, the largest tile, 4 lanes per channel: "

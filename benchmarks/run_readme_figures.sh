@@ -12,7 +12,9 @@
 # (SKIP_TRAIN=1 GATE_ON_KERNEL=0 BUDGET=470): kernel_gpu_h100_session11.json and _ncu.txt from its
 # kernel.json and kernel.log, fps_gpu_h100_session11.json, _regions.json and _graph.json from its
 # fps_gpu*.json, fps_gpu_h100_session11_profile.txt from session.log's "== fps" part, and
-# gpu_tests_h100_session11.txt from gpu_tests.log).
+# gpu_tests_h100_session11.txt from gpu_tests.log; session 12 (SKIP_TRAIN=1 GATE_ON_KERNEL=0 SKIP_NCU=1
+# SKIP_FPS=1 BUDGET=300): kernel_gpu_h100_session12.json from its kernel.json, gpu_tests_h100_session12.txt
+# from gpu_tests.log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

@@ -208,8 +208,8 @@ def build_extension(verbose: bool = False):
 # docs/results/kernel_gpu_h100.json); session 9 removed the layouts that never won (a quarter or half
 # of the tile without prefetch, 8 lanes per channel).
 # quadpf = quad with each thread's first four feature loads issued before the mask stage and four kept
-# in flight (written after session 9's run, not yet timed: at 720p pass 1 fills 0.58-0.67 of a wave of
-# blocks, too few threads to keep enough bytes in flight, and more loads per thread is the other way).
+# in flight (written after session 9's run for pass 1's low occupancy; timed on the H100 in sessions 11
+# and 12: a tie at 720p and 1080p, 3 points lost at 480p -- opt-in).
 MOMENTS_LAYOUTS = {
     "warp": {"lanes": False, "prefetch": False, "lpc": 1, "tile_div": 1},
     "lanes1": {"lanes": True, "prefetch": False, "lpc": 1, "tile_div": 1},
@@ -221,8 +221,10 @@ MOMENTS_LAYOUTS = {
 # adain/linear, % of copy bandwidth at 480p / 720p / 1080p): quad+even 76/76, 78/78, 80/80; the
 # default before (lanes1, prefetch2 past one wave of blocks) 75/75, 75/76, 80/81; quad 72/73, 79/78,
 # 77/77; the old default with +even 78/78, 76/75, 79/78 -- quad+even is within two points of the best
-# at every size, where each of the others loses three or more somewhere.
-DEFAULT_VARIANT = "quad+even"
+# at every size, where each of the others loses three or more somewhere.  Session 12 added +pdl
+# (below) to the default: on the H100 (docs/results/kernel_gpu_h100_session12.json, same run) quad+even
+# 71/71, 75/75, 77/77 against quad+even+pdl 72/73, 77/77, 78/78 -- better in all six rows.
+DEFAULT_VARIANT = "quad+even+pdl"
 
 # fused_recon runs its between-pass solve in pass 2's prologue (each block solving the entries of its
 # own channels): one launch fewer than a solve kernel of its own, which was 2.1 of 43 us at 720p on the
@@ -236,23 +238,24 @@ DEFAULT_VARIANT = "quad+even"
 # griddepcontrol; masked_recon_kernels.cuh, launch): pass 1 starts while the memset of its sums
 # finishes, pass 2 loads its masks while pass 1 finishes.  Written in session 12 to close the gap
 # to 80 % of copy bandwidth at 720p (74 % on the H100 in session 11, 42 us of which the two kernel
-# boundaries cost a few); older GPUs launch the ordinary way.
+# boundaries cost a few); older GPUs launch the ordinary way.  Part of the default (above): a
+# layout named without "auto" is taken exactly as named, so "quad+even" is the default less +pdl.
 SUFFIXES = ("even", "solve1", "pdl")
 
 
 def parse_variant(variant: str) -> tuple[str, bool, bool, bool]:
     """'LAYOUT[+even][+solve1][+pdl]' -> (pass-1 layout, solve in pass 2's prologue, even waves,
     programmatic dependent launches).  ``auto`` stands for DEFAULT_VARIANT (so ``auto+solve1`` is
-    the default with the solve kernel)."""
+    the default with the solve kernel; auto+even and auto+pdl repeat what auto has and are refused)."""
     layout, *flags = variant.split("+")
-    if layout == "auto" and "even" not in flags:
+    if layout == "auto":
         default_layout, *default_flags = DEFAULT_VARIANT.split("+")
         layout, flags = default_layout, default_flags + flags
     bad = (layout not in MOMENTS_LAYOUTS or any(f not in SUFFIXES for f in flags) or len(set(flags)) != len(flags)
            or ("even" in flags and layout == "warp"))
     if bad:
         raise ValueError(f"unknown kernel variant {variant!r}: auto or a pass-1 layout ({', '.join(MOMENTS_LAYOUTS)}), "
-                         f"optionally followed by +even (not with warp or auto), +solve1 and +pdl")
+                         f"optionally followed by +even (not with warp), +solve1 and +pdl (auto has +even+pdl)")
     return layout, "solve1" not in flags, "even" in flags, "pdl" in flags
 
 

@@ -173,7 +173,7 @@ def test_cuda_kernel_fp16_near_limit_and_odd_sizes():
 
 
 @pytest.fixture(params=["auto", "auto+solve1", "warp", "lanes1", "prefetch2", "quad", "lanes1+even",
-                        "prefetch2+even+solve1", "quadpf", "quadpf+even", "auto+pdl", "auto+solve1+pdl", "warp+pdl"])
+                        "prefetch2+even+solve1", "quadpf", "quadpf+even", "quad+even", "quad+even+solve1", "warp+pdl"])
 def moments_layout(request):
     """Every layout of pass 1 (kernels.set_tuning; the default set back afterwards)."""
     kernels.set_tuning(request.param)
@@ -190,7 +190,7 @@ def test_cuda_fused_op_matches_cpu_reference_over_frames(dtype, K, channels_last
     over three frames, at sizes with several pixel tiles and channel groups: odd ones (every pixel
     through the strides) and 45 x 120, whose H*W is a multiple of 8 (NCHW then takes the 16-byte
     vector path, with runs across rows).  The second frame is floored at zero (the stylizer's clamp)."""
-    if channels_last and moments_layout not in ("auto", "auto+solve1", "auto+pdl"):
+    if channels_last and moments_layout not in ("auto", "auto+solve1", "quad+even"):
         pytest.skip("channels_last features take the strided pass 1 whatever the vector-path layout")
     kernels.set_tuning(moments_layout)
     tol = {torch.float32: 2e-4, torch.float16: 3e-3, torch.bfloat16: 2e-2}[dtype]
@@ -351,15 +351,15 @@ def test_kernel_variant_names_parse_and_unknown_ones_are_refused():
     """Kernel variants (benchmarks/kernel.py --moments, STYLECAM_MOMENTS, the GPU tests): a pass-1
     layout, optionally with +even (blocks filling whole waves) and +solve1 (the between-pass solve as a
     kernel of its own; by default it runs in pass 2's prologue)."""
-    assert kernels.parse_variant("auto") == ("quad", True, True, False) == kernels.parse_variant(kernels.DEFAULT_VARIANT)
-    assert kernels.parse_variant("auto+solve1") == ("quad", False, True, False)
-    assert kernels.parse_variant("auto+pdl") == ("quad", True, True, True)
+    assert kernels.parse_variant("auto") == ("quad", True, True, True) == kernels.parse_variant(kernels.DEFAULT_VARIANT)
+    assert kernels.parse_variant("auto+solve1") == ("quad", False, True, True)
+    assert kernels.parse_variant("quad+even") == ("quad", True, True, False)
     assert kernels.parse_variant("warp+solve1+pdl") == ("warp", False, False, True)
     assert kernels.parse_variant("prefetch2+solve1") == ("prefetch2", False, False, False)
     assert kernels.parse_variant("quad") == ("quad", True, False, False)
     assert kernels.parse_variant("lanes1+solve1+even") == ("lanes1", False, True, False)
     assert set(kernels.MOMENTS_LAYOUTS) == {"warp", "lanes1", "prefetch2", "quad", "quadpf"}
     for bad in ("prefetch1", "auto+solve2", "auto+solve3", "+solve1", "solve1", "warp+even", "quad+even+even",
-                "auto+even", "octet", "lanes2", "lanes4", "auto+pdl+pdl", "pdl"):
+                "auto+even", "auto+pdl", "octet", "lanes2", "lanes4", "quad+pdl+pdl", "pdl"):
         with pytest.raises(ValueError, match="unknown kernel variant"):
             kernels.parse_variant(bad)

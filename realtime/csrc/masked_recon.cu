@@ -93,9 +93,9 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 // points of the best at every size, where each of the others loses three or more somewhere.  Others:
 // warp (moments_kernel, a warp per channel, the first layout: 56-66 %), lanes1 (lpc 1, the largest
 // tile), prefetch2 (lpc 1, half the tile, loads in flight before the mask stage), quadpf (quad with
-// the loads in flight; 43 registers against 40, no spills: ptxas, FP16, K = 3).  quadpf was written
-// after session 9's run and is not yet timed: at 720p pass 1 fills 0.58-0.67 of a wave of blocks, too
-// few threads to keep enough bytes in flight, and more loads per thread is the other way to more.
+// the loads in flight; 43 registers against 40, no spills: ptxas, FP16, K = 3), written after session
+// 9's run for pass 1's low occupancy (0.58-0.67 of a wave at 720p); timed on the H100 in sessions 11
+// and 12: a tie at 720p and 1080p, 3 points lost at 480p, so opt-in.
 stylecam::Pass1 tuning_pass1{true, false, 4, 1, true};
 // solve_in_pass2: fused_recon's between-pass solve in pass 2's prologue (each block solving its own
 // channels) instead of a kernel of its own: the default since session 8 timed it on the H100 (720p
@@ -105,9 +105,10 @@ bool tuning_solve_in_pass2 = true;
 // pdl: fused_recon's kernels as programmatic dependent launches on sm_90+ (masked_recon_kernels.cuh,
 // launch): pass 1 on the lanes path starts while the memset of its sums finishes, and pass 2 loads
 // its masks while pass 1 finishes, waiting (griddepcontrol.wait) only before it reads the sums.  At
-// 720p on the H100 the op is 42 us of which each kernel boundary costs a few (session 12: the +pdl
-// variant, benchmarks/kernel.py).  Off by default until timed there.
-bool tuning_pdl = false;
+// 720p on the H100 the op was 42 us of which each kernel boundary costs a few.  On by default since
+// session 12 timed it there (benchmarks/kernel.py, CUDA graphs, adain/linear, % of copy bandwidth):
+// 480p 72/73 against 71/71, 720p 77/77 against 75/75, 1080p 78/78 against 77/77.
+bool tuning_pdl = true;
 
 // false for a combination no kernel is built for, which changes nothing
 bool set_tuning(bool lanes, bool prefetch, int lpc, int tile_div, bool even, bool solve_in_pass2, bool pdl) {
