@@ -53,6 +53,22 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(vals))
 
 
+def psnr_lowpass(a: np.ndarray, b: np.ndarray, sigma: float = 2.0) -> float:
+    """PSNR of both images blurred (Gaussian, ``sigma`` pixels): the error left once fine detail is
+    discounted.  Close to the plain PSNR when the error is regional (patches of wrong colour or
+    brightness), far above it when it is fine detail."""
+    blur = lambda z: cv2.GaussianBlur(z.astype(np.float64), (0, 0), sigma)  # noqa: E731
+    return psnr(blur(a), blur(b))
+
+
+def psnr_bicubic(img: np.ndarray, factor: int = 4) -> float:
+    """PSNR of ``img`` reduced ``factor`` times (area) and enlarged back (bicubic): what keeping only
+    the resolution of relu3_1's grid (1/4) would give, a yardstick for the decoder's PSNR."""
+    h, w = img.shape[:2]
+    small = cv2.resize(img, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA)
+    return psnr(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC), img)
+
+
 def holdout_files() -> list[Path]:
     from training.data import DEFAULT_DATA, holdout_names
     return [DEFAULT_DATA / "photos" / n for n in sorted(holdout_names())]
@@ -116,7 +132,8 @@ def evaluate(files, layer: str, decoder: str | None, max_side: int) -> list[dict
         # the paper's objective on this photo: how far the decoded image's features are from the photo's
         ferr = float(((enc(y_t.clamp(0, 1)) - feat) ** 2).sum() / (feat ** 2).sum())
         rows.append({"file": Path(f).name, "size": f"{img.shape[1]}x{img.shape[0]}", "psnr": psnr(y, img),
-                     "ssim": ssim(y, img), "feature_error": ferr, "luma_share": luma_share(y, img), "ms": ms})
+                     "ssim": ssim(y, img), "feature_error": ferr, "luma_share": luma_share(y, img), "ms": ms,
+                     "psnr_lowpass": psnr_lowpass(y, img), "psnr_bicubic4": psnr_bicubic(img, 4)})
     return rows
 
 
@@ -147,9 +164,14 @@ def main(argv=None) -> int:
               f"feature error {r['feature_error']:.4f}  luminance {100 * r['luma_share']:.0f} % of the error  "
               f"{r['ms']:.0f} ms")
     print(f"luminance: {100 * ml:.0f} % of the squared error on average (the rest is colour)")
+    mlo = float(np.mean([r["psnr_lowpass"] for r in rows]))
+    mb4 = float(np.mean([r["psnr_bicubic4"] for r in rows]))
+    print(f"both blurred (sigma 2 px): {mlo:.2f} dB (fine detail discounted); the photo reduced 4x and "
+          f"enlarged back (bicubic): {mb4:.2f} dB")
     if a.json:
         write_json(a.json, {"machine": info, "layer": a.layer, "mean_psnr": mp, "mean_ssim": ms,
-                            "mean_feature_error": mf, "mean_luma_share": ml, "images": rows})
+                            "mean_feature_error": mf, "mean_luma_share": ml, "mean_psnr_lowpass": mlo,
+                            "mean_psnr_bicubic4": mb4, "images": rows})
     if a.grid:
         ew = load_encoder_weights(None)
         enc = build_encoder(a.layer, ew)

@@ -75,6 +75,7 @@ def test_autoencoder_report(tmp_path, portrait_bgr):
     img = cv2.imread(str(d / "a.png"))
     assert autoencoder.psnr(img, img) > 90 and abs(autoencoder.ssim(img, img) - 1) < 1e-9
     assert 0 <= r["mean_luma_share"] <= 1
+    assert r["mean_psnr_lowpass"] > 5 and r["mean_psnr_bicubic4"] > 5
 
 
 def test_luma_share_splits_the_error_into_brightness_and_colour():
@@ -89,6 +90,20 @@ def test_luma_share_splits_the_error_into_brightness_and_colour():
     assert autoencoder.luma_share(colour, img) == pytest.approx(0.0, abs=1e-12)
     assert autoencoder.luma_share(both, img) == pytest.approx(3 * 100 / (16 ** 2 + 10 ** 2 + 4 ** 2))
     assert autoencoder.luma_share(img, img) == 0.0
+
+
+def test_lowpass_and_bicubic_yardsticks_tell_fine_detail_from_regional_error():
+    """benchmarks/autoencoder.py's psnr_lowpass discounts fine detail but not a patch of wrong
+    brightness; psnr_bicubic is exact on an image that is constant over 4 x 4 blocks' scale."""
+    rng = np.random.default_rng(1)
+    img = np.full((64, 64, 3), 120, np.uint8)
+    noisy = np.clip(img.astype(np.int16) + rng.choice([-12, 12], img.shape), 0, 255).astype(np.uint8)
+    patch = img.copy()
+    patch[16:40, 16:40] += 12                                  # the same squared error's order, regional
+    assert autoencoder.psnr_lowpass(noisy, img) > autoencoder.psnr(noisy, img) + 15
+    assert autoencoder.psnr_lowpass(patch, img) < autoencoder.psnr(patch, img) + 6
+    assert autoencoder.psnr_bicubic(img) > 90
+    assert autoencoder.psnr_bicubic(noisy) < 30
 
 
 def _bundled_pair(tmp_path):

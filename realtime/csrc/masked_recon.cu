@@ -109,17 +109,23 @@ bool tuning_solve_in_pass2 = true;
 // session 12 timed it there (benchmarks/kernel.py, CUDA graphs, adain/linear, % of copy bandwidth):
 // 480p 72/73 against 71/71, 720p 77/77 against 75/75, 1080p 78/78 against 77/77.
 bool tuning_pdl = true;
+// early (with pdl): pass 1 lets pass 2 launch before its loop (into the slots pass 1 leaves free), and
+// pass 2 loads its first channel's features before its wait.  Written in session 12 after the +pdl
+// run, without a GPU: not yet timed, off by default.
+bool tuning_early = false;
 
 // false for a combination no kernel is built for, which changes nothing
-bool set_tuning(bool lanes, bool prefetch, int lpc, int tile_div, bool even, bool solve_in_pass2, bool pdl) {
+bool set_tuning(bool lanes, bool prefetch, int lpc, int tile_div, bool even, bool solve_in_pass2, bool pdl,
+                bool early) {
   // the moments_lanes_kernel instantiations launch_moments has: (lpc, prefetch, tile_div)
   const bool built = lanes ? ((lpc == 1 && !prefetch && tile_div == 1) || (lpc == 1 && prefetch && tile_div == 2) ||
                               (lpc == 4 && tile_div == 1))
                            : (!prefetch && lpc == 1 && tile_div == 1 && !even);   // the warp layout has none
-  if (!built) return false;
+  if (!built || (early && !pdl)) return false;
   tuning_pass1 = {lanes, prefetch, lpc, tile_div, even};
   tuning_solve_in_pass2 = solve_in_pass2;
   tuning_pdl = pdl;
+  tuning_early = early;
   return true;
 }
 
@@ -152,7 +158,8 @@ Geometry geometry(const at::Tensor& f, int K, const at::Tensor* out = nullptr, b
   const bool v = f.is_contiguous() && P % vec == 0 && aligned16(f.data_ptr()) &&
                  (out == nullptr || aligned16(out->data_ptr()));
   return {K, static_cast<int>(f.size(1)), static_cast<int>(f.size(2)), static_cast<int>(f.size(3)),
-          f.stride(1), f.stride(2), f.stride(3), v, tuning_pass1, sms, pdl && cc_major(f.get_device()) >= 9};
+          f.stride(1), f.stride(2), f.stride(3), v, tuning_pass1, sms, pdl && cc_major(f.get_device()) >= 9,
+          pdl && tuning_early && cc_major(f.get_device()) >= 9};
 }
 
 void moments(const at::Tensor& f, const at::Tensor& w, float* s1, float* s2, float* ws, cudaStream_t s,
@@ -293,5 +300,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "nothing, for a combination no kernel is built for",
         pybind11::arg("lanes"), pybind11::arg("prefetch"), pybind11::arg("lpc"), pybind11::arg("tile_div"),
         pybind11::arg("even"),
-        pybind11::arg("solve_in_pass2"), pybind11::arg("pdl") = false);
+        pybind11::arg("solve_in_pass2"), pybind11::arg("pdl") = false, pybind11::arg("early") = false);
 }

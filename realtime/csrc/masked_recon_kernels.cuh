@@ -292,7 +292,7 @@ __device__ __forceinline__ void accumulate_run(const uint4& raw, const float (&m
 template <typename T, int K, int TILE, bool PREFETCH, int LPC = 1>
 __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
     const T* __restrict__ f, int64_t sc, const float* __restrict__ w, int C, int64_t P, int span,
-    float* __restrict__ s1, float* __restrict__ s2, float* __restrict__ wsum) {
+    float* __restrict__ s1, float* __restrict__ s2, float* __restrict__ wsum, bool early) {
   constexpr int VEC = 16 / sizeof(T);
   constexpr int STEP = kRows * VEC;                       // pixels between a thread's runs
   constexpr int ITERS = TILE / STEP;                      // runs per thread
@@ -339,6 +339,7 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
     }
   }
   __syncthreads();
+  if (early) allow_dependents();      // +early: pass 2 may launch (into spare slots) before this block's loop
   __shared__ float area[K];
   if (blockIdx.y == 0 && threadIdx.y == 0) {    // region areas, once per tile, by one warp (added at the end)
 #pragma unroll
@@ -368,7 +369,7 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
     for (int j = j0; j < n; j += STEP)
       accumulate_run<T, K, TILE>(__ldg(reinterpret_cast<const uint4*>(fc + j)), ms, j, a1, a2);
   }
-  allow_dependents();                 // pass 2 (+pdl) may now launch and load its masks
+  if (!early) allow_dependents();     // pass 2 (+pdl) may now launch and load its masks
   if constexpr (LPC > 1) {            // every lane is here (the loop above has ended for all)
 #pragma unroll
     for (int k = 0; k < K; ++k) {
@@ -412,7 +413,7 @@ __global__ void __launch_bounds__(kThreads) affine_kernel(
     const T* __restrict__ f, int64_t sc, int64_t sh, int64_t sw, const float* __restrict__ w,
     const float* __restrict__ A, const float* __restrict__ B, int C, int H, int W, int group,
     T* __restrict__ out, float lo, float hi, const float* __restrict__ s1, const float* __restrict__ s2,
-    const float* __restrict__ ws, SolveArgs sa) {
+    const float* __restrict__ ws, SolveArgs sa, bool early) {
   constexpr int PPT = pixels_per_thread(K);
   static_assert(PPT % VEC == 0, "a thread's pixels are whole runs");
   __shared__ float coef[2][K][kMaxGroup];
@@ -423,6 +424,9 @@ __global__ void __launch_bounds__(kThreads) affine_kernel(
   bool ok[PPT];
   float m[K][PPT];
   load_tile<K, PPT, VEC>(w, P, W, sh, sw, tile0, off, ok, m);
+  // +early: the first channel's features too (f was complete before pass 1 began, like the masks)
+  float first[PPT];
+  if (early) load_values<T, PPT, VEC>(f + static_cast<int64_t>(c0) * sc, off, first);
   wait_for_primary();   // +pdl: the masks were loaded while pass 1 (or the solve) ran; its sums are now complete
   const bool solve_here = s1 != nullptr;        // the same for every thread of the grid
   if (solve_here) {
@@ -443,7 +447,12 @@ __global__ void __launch_bounds__(kThreads) affine_kernel(
       b[k] = solve_here ? coef[1][k][j] : __ldg(&B[k * C + c]);
     }
     float v[PPT];
-    load_values<T, PPT, VEC>(f + static_cast<int64_t>(c) * sc, off, v);
+    if (early && j == 0) {
+#pragma unroll
+      for (int i = 0; i < PPT; ++i) v[i] = first[i];
+    } else {
+      load_values<T, PPT, VEC>(f + static_cast<int64_t>(c) * sc, off, v);
+    }
     float r[PPT];
 #pragma unroll
     for (int i = 0; i < PPT; ++i) {
@@ -559,6 +568,8 @@ struct Geometry {
   int sms;              // multiprocessors of the device
   bool pdl;             // programmatic dependent launches (fused_recon's +pdl on sm_90+): pass 1 on the
                         // lanes path after the memset, pass 2 after pass 1 or the solve
+  bool early;           // with pdl (+early): pass 1 lets pass 2 launch before its loop instead of after,
+                        // and pass 2 loads its first channel's features before it waits
 };
 
 // One overload per dtype, each defined in its own translation unit by STYLECAM_INSTANTIATE.
@@ -610,12 +621,12 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const Solve
         const int span = g.p1.even ? even_span(P, cg, tile, g.sms, 6, V) : tile;                                \
         const dim3 grid(static_cast<unsigned>((P + span - 1) / span), cg);                                        \
         if (g.p1.lpc == 4 && g.p1.prefetch)      /* the combinations set_tuning accepts */                     \
-          launch(g.pdl, moments_lanes_kernel<T, KK, MT, true, 4>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws);         \
+          launch(g.pdl, moments_lanes_kernel<T, KK, MT, true, 4>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws, g.early);         \
         else if (g.p1.lpc == 4)                                                                                   \
-          launch(g.pdl, moments_lanes_kernel<T, KK, MT, false, 4>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws);        \
+          launch(g.pdl, moments_lanes_kernel<T, KK, MT, false, 4>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws, g.early);        \
         else if (g.p1.prefetch)                                                                                   \
-          launch(g.pdl, moments_lanes_kernel<T, KK, MT / 2, true>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws);        \
-        else launch(g.pdl, moments_lanes_kernel<T, KK, MT, false>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws));       \
+          launch(g.pdl, moments_lanes_kernel<T, KK, MT / 2, true>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws, g.early);        \
+        else launch(g.pdl, moments_lanes_kernel<T, KK, MT, false>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws, g.early));       \
     } else if (g.vec) {                                                                                           \
       STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH(false, (moments_kernel<T, KK, V>),                                        \
           f, g.sc, g.sh, g.sw, w, g.C, g.H, g.W, sh.group, s1, s2, ws));                                          \
@@ -630,10 +641,10 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const Solve
     constexpr int V = 16 / sizeof(T);                                                                             \
     if (g.vec) {                                                                                                  \
       STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH(g.pdl, (affine_kernel<T, KK, V>),                                         \
-          f, g.sc, g.sh, g.sw, w, A, B, g.C, g.H, g.W, sh.group, out, lo, hi, s1, s2, ws, sa));                   \
+          f, g.sc, g.sh, g.sw, w, A, B, g.C, g.H, g.W, sh.group, out, lo, hi, s1, s2, ws, sa, g.early));                   \
     } else {                                                                                                      \
       STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH(g.pdl, (affine_kernel<T, KK, 1>),                                         \
-          f, g.sc, g.sh, g.sw, w, A, B, g.C, g.H, g.W, sh.group, out, lo, hi, s1, s2, ws, sa));                   \
+          f, g.sc, g.sh, g.sw, w, A, B, g.C, g.H, g.W, sh.group, out, lo, hi, s1, s2, ws, sa, g.early));                   \
     }                                                                                                             \
   }
 
