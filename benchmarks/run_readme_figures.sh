@@ -37,4 +37,6 @@ $PY benchmarks/peers.py --frames 8 --size 384 --json docs/results/peers.json --g
 $PY benchmarks/quality.py --size 256 --gatys-iterations 500 --threads 1 --json docs/results/quality.json --grid docs/quality.png
 $PY benchmarks/quality.py --size 256 --threads 1 --decoder wide --methods photo,linear,linear-iter500,adain,wct,gram \
   --json docs/results/quality_wide_s11.json --grid /tmp/quality_wide_s11.png        # session 11's wide decoder
+$PY benchmarks/quality.py --size 256 --threads 1 --methods photo,linear,linear-iter500,adain,wct,gram \
+  --json docs/results/quality_half_s12.json --grid /tmp/quality_half_s12.png        # session 12's half-width decoder
 $PY benchmarks/train_speed.py --json docs/results/train_speed.json
