@@ -18,7 +18,9 @@
 # TRAIN_LAYER=relu4_1 trains that decoder instead of relu3_1's, WIDTH=0.5 the half-width one; LR,
 # FEAT_WEIGHT, FEAT_ON_PLAIN=0, CROP (256; below the pack's 256-px short sides the crops vary in
 # scale) change the training recipe; REVIVE=0 skips reviving the checkpoint's dead channels first
-# (training/revive.py), REVIVE_EVERY=N (1000; 0 = never) revives them again in training; AMP=1 trains under bfloat16 autocast (default 0:
+# (training/revive.py), REVIVE_EVERY=N (1000; 0 = never) revives them again in training; LOWRES_WEIGHT=W
+# (default 0) adds W x the MSE of 4x4 block averages to the pixel loss (train_decoder --lowres-weight,
+# untried on a GPU); AMP=1 trains under bfloat16 autocast (default 0:
 # session 9 measured it 1.04x as fast).)
 # Results come back in $OUT: session.log, gpu_tests.log, kernel.json, kernel.log,
 # fps_gpu.json, fps_gpu_regions.json, fps_gpu_eager.json, train_log.jsonl, decoder_relu3_1_wide.pt, decoder_relu3_1_wide_train.pt (TRAIN_LAYER=
@@ -190,12 +192,12 @@ if [ "$T" -gt 60 ] && [ -d gpu_pack/photos ] && [ "${SKIP_TRAIN:-0}" != 1 ]; the
   # (1.04x; weights/README.md), and that probe was then removed from this script.
   AMP=${AMP:-0}
   AMP_FLAG=""; [ "$AMP" = 1 ] && AMP_FLAG="--amp"
-  echo "== training $LAYER for $T s (width $WIDTH, warm-up $WARMUP; $FEAT_FLAG, feature weight ${FEAT_WEIGHT:-0.02}, amp $AMP, revived first ${REVIVE:-1}, revive every ${REVIVE_EVERY:-1000})"
+  echo "== training $LAYER for $T s (width $WIDTH, warm-up $WARMUP; $FEAT_FLAG, feature weight ${FEAT_WEIGHT:-0.02}, lowres weight ${LOWRES_WEIGHT:-0}, amp $AMP, revived first ${REVIVE:-1}, revive every ${REVIVE_EVERY:-1000})"
   timeout $(( T + 40 )) $PY -m training.train_decoder --layer "$LAYER" --device cuda --resume --width "$WIDTH" $AMP_FLAG \
     --photos gpu_pack/photos --paintings gpu_pack/paintings --holdout-dir gpu_pack/holdout --run-dir "$RUN" \
     --out "$OUT/$NAME.pt" --crop "${CROP:-256}" --batch 16 --mix-prob 0.2 --mix-crop 128 \
     --iterations 1000000 --lr "${LR:-2e-4}" --lr-final 2e-5 --lr-by-time --warmup $WARMUP $FEAT_FLAG \
-    --feat-weight "${FEAT_WEIGHT:-0.02}" --revive-every "${REVIVE_EVERY:-1000}" \
+    --feat-weight "${FEAT_WEIGHT:-0.02}" --revive-every "${REVIVE_EVERY:-1000}" --lowres-weight "${LOWRES_WEIGHT:-0}" \
     --max-minutes "$(awk "BEGIN{print ($T - 15)/60}")" --checkpoint-minutes 2 --eval-every 1000 --grid-every 2000 2>&1 \
     | tr '\r' '\n' | awk -v bar_re="^decoder $LAYER:" '$0 ~ bar_re {bar=$0; next} {print} END {print bar}' | tail -25
   cp "$RUN/checkpoint.pt" "$OUT/${NAME}_train.pt" 2>/dev/null || true

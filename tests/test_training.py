@@ -96,6 +96,32 @@ def test_training_runs_skips_bad_files_and_resumes_exactly(tiny_data, tmp_path, 
     assert any((v - fresh.state_dict()[k]).abs().max() > 0 for k, v in da.state_dict().items() if "weight" in k)
 
 
+def test_lowres_loss_sees_regional_tone_not_fine_detail():
+    """lowres_loss (--lowres-weight): zero for a zero-mean pattern inside each 4 x 4 block (fine detail),
+    the full squared offset for a patch of wrong brightness that covers whole blocks."""
+    target = torch.rand(2, 3, 16, 20)
+    checker = (torch.arange(16)[:, None] + torch.arange(20)[None, :]) % 2 * 2.0 - 1.0     # +-1, zero mean per block
+    detail = target + 0.1 * checker
+    patch = target.clone()
+    patch[..., 4:12, 8:16] += 0.1
+    assert float(T.lowres_loss(detail, target)) < 1e-12 < float(torch.nn.functional.mse_loss(detail, target))
+    # the patch is 8 x 8 of 16 x 20 pixels: mean squared offset 0.01 * 64 / 320 on both scales
+    assert float(T.lowres_loss(patch, target)) == pytest.approx(0.01 * 64 / 320, rel=1e-4)
+    assert float(T.lowres_loss(target, target)) == 0.0
+
+
+def test_lowres_weight_changes_training_and_is_recorded(tiny_data, tmp_path):
+    ph, pa = tiny_data
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "a.pt"), run_dir=str(tmp_path / "ra")))
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "b.pt"), run_dir=str(tmp_path / "rb"), lowres_weight=4.0))
+    ck = torch.load(tmp_path / "rb" / "checkpoint.pt", weights_only=False)
+    assert ck["config"]["lowres_weight"] == 4.0
+    da, db = load_decoder(tmp_path / "a.pt"), load_decoder(tmp_path / "b.pt")
+    assert any((va - vb).abs().max() > 0 for va, vb in zip(da.state_dict().values(), db.state_dict().values()))
+    cfg, _ = T.parse_args(["--lowres-weight", "2.5"])
+    assert cfg.lowres_weight == 2.5 and T.parse_args([])[0].lowres_weight == 0.0
+
+
 def test_training_revives_dead_channels_and_resumes_exactly(tiny_data, tmp_path):
     """--revive-every: a checkpoint with dead channels (a huge negative bias) continues with them revived
     (fresh bias, active again), and the run interrupted and resumed gives the same weights."""
