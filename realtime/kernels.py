@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -241,39 +242,54 @@ DEFAULT_VARIANT = "quad+even+pdl"
 # boundaries cost a few); older GPUs launch the ordinary way.  Part of the default (above): a
 # layout named without "auto" is taken exactly as named, so "quad+even" is the default less +pdl.
 # A suffix +early (with +pdl) lets pass 2 launch before pass 1's loop instead of after it, into the
-# slots pass 1 leaves free, and has pass 2 load its first channel's features before it waits: written
-# in session 12 after the +pdl run, without a GPU; not yet timed.
-SUFFIXES = ("even", "solve1", "pdl", "early")
+# slots pass 1 leaves free, and has pass 2 load its first channel's features before it waits; +fill
+# (with +even) gives pass 1 at least as many blocks as fit on the GPU at once (720p on the H100: six
+# per multiprocessor instead of four) for more loads in flight.  Both written in session 12 after the
+# +pdl run, without a GPU; not yet timed.
+SUFFIXES = ("even", "solve1", "pdl", "early", "fill")
 
 
-def parse_variant(variant: str) -> tuple[str, bool, bool, bool, bool]:
-    """'LAYOUT[+even][+solve1][+pdl][+early]' -> (pass-1 layout, solve in pass 2's prologue, even waves,
-    programmatic dependent launches, early launch of pass 2).  ``auto`` stands for DEFAULT_VARIANT (so ``auto+solve1`` is
-    the default with the solve kernel; auto+even and auto+pdl repeat what auto has and are refused)."""
+class Variant(NamedTuple):
+    """A kernel variant's fields, as set_tuning hands them to the extension."""
+    layout: str        # pass 1's layout (MOMENTS_LAYOUTS)
+    solve2: bool       # the between-pass solve in pass 2's prologue (no +solve1)
+    even: bool         # +even: block spans filling whole waves evenly
+    pdl: bool          # +pdl: programmatic dependent launches (sm_90+)
+    early: bool        # +early: pass 2 launched before pass 1's loop
+    fill: bool         # +fill: pass 1 in as many blocks as fit on the GPU at once
+
+
+def parse_variant(variant: str) -> Variant:
+    """'LAYOUT[+even][+solve1][+pdl][+early][+fill]' -> its Variant.  ``auto`` stands for
+    DEFAULT_VARIANT (so ``auto+solve1`` is the default with the solve kernel; auto+even and auto+pdl
+    repeat what auto has and are refused)."""
     layout, *flags = variant.split("+")
     if layout == "auto":
         default_layout, *default_flags = DEFAULT_VARIANT.split("+")
         layout, flags = default_layout, default_flags + flags
     bad = (layout not in MOMENTS_LAYOUTS or any(f not in SUFFIXES for f in flags) or len(set(flags)) != len(flags)
-           or ("even" in flags and layout == "warp") or ("early" in flags and "pdl" not in flags))
+           or ("even" in flags and layout == "warp") or ("early" in flags and "pdl" not in flags)
+           or ("fill" in flags and "even" not in flags))
     if bad:
         raise ValueError(f"unknown kernel variant {variant!r}: auto or a pass-1 layout ({', '.join(MOMENTS_LAYOUTS)}), "
-                         f"optionally followed by +even (not with warp), +solve1, +pdl and +early (with +pdl; auto has "
-                         f"+even+pdl)")
-    return layout, "solve1" not in flags, "even" in flags, "pdl" in flags, "early" in flags
+                         f"optionally followed by +even (not with warp), +solve1, +pdl, +early (with +pdl) and "
+                         f"+fill (with +even); auto has +even+pdl")
+    return Variant(layout, "solve1" not in flags, "even" in flags, "pdl" in flags, "early" in flags, "fill" in flags)
 
 
 def set_tuning(moments: str = "auto") -> None:
     """Launch choice of the CUDA op, for benchmarks and tests that compare them in one process:
     ``moments``, a variant: ``auto`` (DEFAULT_VARIANT) or pass 1's layout (MOMENTS_LAYOUTS),
-    optionally with ``+even`` (the lanes layouts' blocks filling whole waves evenly) and ``+solve1``
+    optionally with ``+even`` (the lanes layouts' blocks filling whole waves evenly), ``+solve1``
     (the between-pass solve as a kernel of its own), ``+pdl`` (programmatic dependent launches,
-    sm_90+) and ``+early`` (with +pdl: pass 2 launched before pass 1's loop).  Read from STYLECAM_MOMENTS when the extension is loaded.  The CPU reference has no such
-    choice."""
-    layout, solve2, even, pdl, early = parse_variant(moments)
+    sm_90+), ``+early`` (with +pdl: pass 2 launched before pass 1's loop) and ``+fill`` (with +even:
+    pass 1 in as many blocks as fit at once).  Read from STYLECAM_MOMENTS when the extension is
+    loaded.  The CPU reference has no such choice."""
+    v = parse_variant(moments)
     if _ext is None:
         raise RuntimeError("the CUDA extension is not loaded (kernels.build_extension())")
-    if not _ext.set_tuning(**MOMENTS_LAYOUTS[layout], even=even, solve_in_pass2=solve2, pdl=pdl, early=early):
+    if not _ext.set_tuning(**MOMENTS_LAYOUTS[v.layout], even=v.even, solve_in_pass2=v.solve2, pdl=v.pdl,
+                           early=v.early, fill=v.fill):
         raise RuntimeError(f"the CUDA extension refused the variant {moments!r}: rebuild it")
 
 

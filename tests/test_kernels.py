@@ -108,7 +108,8 @@ def test_cuda_kernel_compiles_and_links(tmp_path, monkeypatch):
     # every variant name maps onto fields the extension takes (set_tuning needs no GPU) ...
     try:
         for layout in kernels.MOMENTS_LAYOUTS:
-            for suffix in ("", "+solve1", "+pdl", "+pdl+early") + (("+even", "+even+solve1+pdl") if layout != "warp" else ()):
+            for suffix in ("", "+solve1", "+pdl", "+pdl+early") + (("+even", "+even+solve1+pdl", "+even+fill")
+                                                                    if layout != "warp" else ()):
                 kernels.set_tuning(layout + suffix)
         kernels.set_tuning("auto+solve1")
         # ... and the extension refuses combinations no kernel is built for, changing nothing
@@ -124,6 +125,8 @@ def test_cuda_kernel_compiles_and_links(tmp_path, monkeypatch):
         assert ext.set_tuning(lanes=False, prefetch=False, lpc=1, tile_div=1, even=True, solve_in_pass2=True) is False
         assert ext.set_tuning(lanes=True, prefetch=False, lpc=4, tile_div=1, even=True, solve_in_pass2=True,
                               pdl=False, early=True) is False      # +early needs +pdl
+        assert ext.set_tuning(lanes=True, prefetch=False, lpc=4, tile_div=1, even=False, solve_in_pass2=True,
+                              fill=True) is False                  # +fill needs +even
     finally:
         kernels.set_tuning()
 
@@ -176,7 +179,7 @@ def test_cuda_kernel_fp16_near_limit_and_odd_sizes():
 
 @pytest.fixture(params=["auto", "auto+solve1", "warp", "lanes1", "prefetch2", "quad", "lanes1+even",
                         "prefetch2+even+solve1", "quadpf", "quadpf+even", "quad+even", "quad+even+solve1", "warp+pdl",
-                        "auto+early", "auto+solve1+early"])
+                        "auto+early", "auto+solve1+early", "auto+fill", "prefetch2+even+fill"])
 def moments_layout(request):
     """Every layout of pass 1 (kernels.set_tuning; the default set back afterwards)."""
     kernels.set_tuning(request.param)
@@ -354,17 +357,19 @@ def test_kernel_variant_names_parse_and_unknown_ones_are_refused():
     """Kernel variants (benchmarks/kernel.py --moments, STYLECAM_MOMENTS, the GPU tests): a pass-1
     layout, optionally with +even (blocks filling whole waves) and +solve1 (the between-pass solve as a
     kernel of its own; by default it runs in pass 2's prologue)."""
-    assert kernels.parse_variant("auto") == ("quad", True, True, True, False) == kernels.parse_variant(kernels.DEFAULT_VARIANT)
-    assert kernels.parse_variant("auto+solve1") == ("quad", False, True, True, False)
-    assert kernels.parse_variant("auto+early") == ("quad", True, True, True, True)
-    assert kernels.parse_variant("quad+even") == ("quad", True, True, False, False)
-    assert kernels.parse_variant("warp+solve1+pdl") == ("warp", False, False, True, False)
-    assert kernels.parse_variant("prefetch2+solve1") == ("prefetch2", False, False, False, False)
-    assert kernels.parse_variant("quad") == ("quad", True, False, False, False)
-    assert kernels.parse_variant("lanes1+solve1+even") == ("lanes1", False, True, False, False)
+    V = kernels.Variant
+    assert kernels.parse_variant("auto") == V("quad", True, True, True, False, False) == kernels.parse_variant(kernels.DEFAULT_VARIANT)
+    assert kernels.parse_variant("auto+solve1") == V("quad", False, True, True, False, False)
+    assert kernels.parse_variant("auto+early") == V("quad", True, True, True, True, False)
+    assert kernels.parse_variant("auto+fill+early") == V("quad", True, True, True, True, True)
+    assert kernels.parse_variant("quad+even") == V("quad", True, True, False, False, False)
+    assert kernels.parse_variant("warp+solve1+pdl") == V("warp", False, False, True, False, False)
+    assert kernels.parse_variant("prefetch2+solve1") == V("prefetch2", False, False, False, False, False)
+    assert kernels.parse_variant("quad") == V("quad", True, False, False, False, False)
+    assert kernels.parse_variant("lanes1+solve1+even") == V("lanes1", False, True, False, False, False)
     assert set(kernels.MOMENTS_LAYOUTS) == {"warp", "lanes1", "prefetch2", "quad", "quadpf"}
     for bad in ("prefetch1", "auto+solve2", "auto+solve3", "+solve1", "solve1", "warp+even", "quad+even+even",
                 "auto+even", "auto+pdl", "octet", "lanes2", "lanes4", "quad+pdl+pdl", "pdl", "quad+early",
-                "quad+even+early", "early"):
+                "quad+even+early", "early", "quad+fill", "warp+fill", "auto+fill+fill"):
         with pytest.raises(ValueError, match="unknown kernel variant"):
             kernels.parse_variant(bad)

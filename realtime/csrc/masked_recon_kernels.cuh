@@ -537,8 +537,13 @@ inline int blocks_per_sm(Kernel kernel) {
 // tile so that blocks = k x multiprocessors, k the fewest that fit the spans into the tile (rounded
 // up to whole waves of `per_sm` blocks past one wave): 720p 66 x 8 = 528 blocks of 880 pixels, four
 // per multiprocessor.  Returns the span (a multiple of vec, at most tile).
-inline int even_span(int64_t P, int64_t groups, int tile, int sms, int per_sm, int vec) {
+// fill (+fill, written in session 12 without a GPU, not yet timed): at least per_sm blocks per
+// multiprocessor, i.e. every slot the registers allow (720p on the H100: 792 blocks of 584 pixels,
+// six per multiprocessor, instead of four), for more warps -- and loads -- in flight: Nsight Compute
+// put pass 1 at 48 % achieved occupancy, waiting on global loads 8.4 of every 14.3 cycles.
+inline int even_span(int64_t P, int64_t groups, int tile, int sms, int per_sm, int vec, bool fill = false) {
   int64_t k = (P * groups + static_cast<int64_t>(tile) * sms - 1) / (static_cast<int64_t>(tile) * sms);
+  if (fill && k < per_sm) k = per_sm;
   if (k > per_sm) k = (k + per_sm - 1) / per_sm * per_sm;
   for (;; ++k) {
     const int64_t nbx = (k * sms + groups - 1) / groups;               // blocks along the pixels
@@ -557,6 +562,7 @@ struct Pass1 {
   int tile_div;         // lanes: tile = lanes_max_tile(K) / tile_div, 1 or 2 (built: lpc 1 with prefetch
                         // and 2, lpc 1 or 4 without prefetch and 1, lpc 4 with prefetch and 1; set_tuning)
   bool even;            // lanes: block spans sized to fill whole waves evenly (even_span) instead of a tile each
+  bool fill;            // even: at least as many blocks as fit on the GPU at once (even_span's fill)
 };
 
 // What the torch glue passes to the launchers of one dtype (T = float, __half or __nv_bfloat16).
@@ -618,7 +624,7 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const Solve
         constexpr int MT = lanes_max_tile(KK);                                                                    \
         const int tile = g.p1.tile_div == 2 ? MT / 2 : MT;                                                        \
         /* 6 blocks per multiprocessor: the lanes kernels' register limit (40 registers, ncu) */               \
-        const int span = g.p1.even ? even_span(P, cg, tile, g.sms, 6, V) : tile;                                \
+        const int span = g.p1.even ? even_span(P, cg, tile, g.sms, 6, V, g.p1.fill) : tile;                     \
         const dim3 grid(static_cast<unsigned>((P + span - 1) / span), cg);                                        \
         if (g.p1.lpc == 4 && g.p1.prefetch)      /* the combinations set_tuning accepts */                     \
           launch(g.pdl, moments_lanes_kernel<T, KK, MT, true, 4>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws, g.early);         \
