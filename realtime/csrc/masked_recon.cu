@@ -129,37 +129,27 @@ bool set_tuning(bool lanes, bool prefetch, int lpc, int tile_div, bool even, boo
   return true;
 }
 
-// multiprocessors per device, asked once per device
-int multiprocessors(int device) {
+// A device attribute, asked once per (attribute, device) for the first 64 devices
+template <cudaDeviceAttr Attr>
+int device_attribute(int device) {
   static int cache[64] = {0};
-  if (device < 0 || device >= 64) {
-    int n = 0;
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-    return n;
-  }
-  if (cache[device] == 0) C10_CUDA_CHECK(cudaDeviceGetAttribute(&cache[device], cudaDevAttrMultiProcessorCount, device));
-  return cache[device];
-}
-
-// compute capability major per device, asked once per device (programmatic launches need 9+)
-int cc_major(int device) {
-  static int cache[64] = {0};
-  int n = 0;
   if (device >= 0 && device < 64 && cache[device] != 0) return cache[device];
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrComputeCapabilityMajor, device));
+  int n = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&n, Attr, device));
   if (device >= 0 && device < 64) cache[device] = n;
   return n;
 }
 
 // pdl: programmatic dependent launches asked for (fused_recon with tuning_pdl); only on sm_90+
 Geometry geometry(const at::Tensor& f, int K, const at::Tensor* out = nullptr, bool pdl = false) {
-  const int sms = multiprocessors(f.get_device());
+  const int dev = f.get_device(), sms = device_attribute<cudaDevAttrMultiProcessorCount>(dev);
+  // programmatic launches need compute capability 9+
+  const bool pdl_here = pdl && device_attribute<cudaDevAttrComputeCapabilityMajor>(dev) >= 9;
   const int64_t P = f.size(2) * f.size(3), vec = 16 / static_cast<int64_t>(f.element_size());
   const bool v = f.is_contiguous() && P % vec == 0 && aligned16(f.data_ptr()) &&
                  (out == nullptr || aligned16(out->data_ptr()));
   return {K, static_cast<int>(f.size(1)), static_cast<int>(f.size(2)), static_cast<int>(f.size(3)),
-          f.stride(1), f.stride(2), f.stride(3), v, tuning_pass1, sms, pdl && cc_major(f.get_device()) >= 9,
-          pdl && tuning_early && cc_major(f.get_device()) >= 9};
+          f.stride(1), f.stride(2), f.stride(3), v, tuning_pass1, sms, pdl_here, pdl_here && tuning_early};
 }
 
 void moments(const at::Tensor& f, const at::Tensor& w, float* s1, float* s2, float* ws, cudaStream_t s,
