@@ -61,6 +61,16 @@ def psnr_lowpass(a: np.ndarray, b: np.ndarray, sigma: float = 2.0) -> float:
     return psnr(blur(a), blur(b))
 
 
+def psnr_less_smooth_error(y: np.ndarray, img: np.ndarray, sigma: float | None = 8.0) -> float:
+    """PSNR of ``y`` against ``img`` once the smooth part of its error is taken away: the error
+    img - y blurred (Gaussian, ``sigma`` px) is added to ``y``; ``sigma=None`` takes away only the
+    error's mean per channel (a colour cast over the whole image).  How much of the PSNR lost is
+    regional tone on that scale, which a decoder with the right colours per region would win back."""
+    e = img.astype(np.float64) - y.astype(np.float64)
+    fix = e.reshape(-1, 3).mean(0) if sigma is None else cv2.GaussianBlur(e, (0, 0), sigma)
+    return psnr(y.astype(np.float64) + fix, img)
+
+
 def psnr_bicubic(img: np.ndarray, factor: int = 4) -> float:
     """PSNR of ``img`` reduced ``factor`` times (area) and enlarged back (bicubic): what keeping only
     the resolution of relu3_1's grid (1/4) would give, a yardstick for the decoder's PSNR."""
@@ -133,7 +143,9 @@ def evaluate(files, layer: str, decoder: str | None, max_side: int) -> list[dict
         ferr = float(((enc(y_t.clamp(0, 1)) - feat) ** 2).sum() / (feat ** 2).sum())
         rows.append({"file": Path(f).name, "size": f"{img.shape[1]}x{img.shape[0]}", "psnr": psnr(y, img),
                      "ssim": ssim(y, img), "feature_error": ferr, "luma_share": luma_share(y, img), "ms": ms,
-                     "psnr_lowpass": psnr_lowpass(y, img), "psnr_bicubic4": psnr_bicubic(img, 4)})
+                     "psnr_lowpass": psnr_lowpass(y, img), "psnr_bicubic4": psnr_bicubic(img, 4),
+                     "psnr_less_cast": psnr_less_smooth_error(y, img, None),
+                     "psnr_less_smooth8": psnr_less_smooth_error(y, img, 8.0)})
     return rows
 
 
@@ -168,10 +180,15 @@ def main(argv=None) -> int:
     mb4 = float(np.mean([r["psnr_bicubic4"] for r in rows]))
     print(f"both blurred (sigma 2 px): {mlo:.2f} dB (fine detail discounted); the photo reduced 4x and "
           f"enlarged back (bicubic): {mb4:.2f} dB")
+    mcast = float(np.mean([r["psnr_less_cast"] for r in rows]))
+    ms8 = float(np.mean([r["psnr_less_smooth8"] for r in rows]))
+    print(f"with the error's mean colour taken away: {mcast:.2f} dB; with its smooth part (the error blurred, "
+          f"sigma 8 px) taken away: {ms8:.2f} dB")
     if a.json:
         write_json(a.json, {"machine": info, "layer": a.layer, "mean_psnr": mp, "mean_ssim": ms,
                             "mean_feature_error": mf, "mean_luma_share": ml, "mean_psnr_lowpass": mlo,
-                            "mean_psnr_bicubic4": mb4, "images": rows})
+                            "mean_psnr_bicubic4": mb4, "mean_psnr_less_cast": mcast,
+                            "mean_psnr_less_smooth8": ms8, "images": rows})
     if a.grid:
         ew = load_encoder_weights(None)
         enc = build_encoder(a.layer, ew)

@@ -76,6 +76,7 @@ def test_autoencoder_report(tmp_path, portrait_bgr):
     assert autoencoder.psnr(img, img) > 90 and abs(autoencoder.ssim(img, img) - 1) < 1e-9
     assert 0 <= r["mean_luma_share"] <= 1
     assert r["mean_psnr_lowpass"] > 5 and r["mean_psnr_bicubic4"] > 5
+    assert r["mean_psnr_less_smooth8"] >= r["mean_psnr"] - 0.5 and r["mean_psnr_less_cast"] >= r["mean_psnr"] - 1e-6
 
 
 def test_luma_share_splits_the_error_into_brightness_and_colour():
@@ -104,6 +105,20 @@ def test_lowpass_and_bicubic_yardsticks_tell_fine_detail_from_regional_error():
     assert autoencoder.psnr_lowpass(patch, img) < autoencoder.psnr(patch, img) + 6
     assert autoencoder.psnr_bicubic(img) > 90
     assert autoencoder.psnr_bicubic(noisy) < 30
+
+
+def test_taking_away_the_smooth_error_wins_back_a_cast_and_a_patch_but_not_noise():
+    """psnr_less_smooth_error: a colour cast over the whole image is taken away exactly with
+    sigma=None; a large patch of wrong brightness mostly with sigma 8; fine noise hardly at all."""
+    rng = np.random.default_rng(2)
+    img = rng.integers(60, 190, (96, 96, 3)).astype(np.uint8)
+    cast = (img.astype(np.int16) + np.array([6, -4, 9])).astype(np.uint8)
+    assert autoencoder.psnr(cast, img) < 40 < autoencoder.psnr_less_smooth_error(cast, img, None)
+    patch = img.copy()
+    patch[16:80, 16:80] += 10
+    assert autoencoder.psnr_less_smooth_error(patch, img, 8.0) > autoencoder.psnr(patch, img) + 6
+    noisy = np.clip(img.astype(np.int16) + rng.choice([-12, 12], img.shape), 0, 255).astype(np.uint8)
+    assert autoencoder.psnr_less_smooth_error(noisy, img, 8.0) < autoencoder.psnr(noisy, img) + 1
 
 
 def _bundled_pair(tmp_path):
@@ -372,3 +387,21 @@ def test_dormant_counts_dead_channels_of_decoder_files_and_checkpoints(tmp_path,
         assert 0 < first["input_mean_over_rms"] <= 1
     with pytest.raises(SystemExit):
         dormant.main(["--decoder", str(tmp_path / "missing.pt"), "--photos", str(photos)])
+
+
+def test_tone_probe_reduces_to_cell_averages_and_its_probes_map_features_to_colour():
+    """benchmarks/tone_probe.py's ``reduce`` is the photo averaged over the feature grid's cells
+    (partial cells dropped), and every probe maps C feature channels to 3 colour channels on the grid."""
+    import torch
+    from benchmarks import tone_probe
+    img = np.zeros((9, 10, 3), np.uint8)
+    img[:4, :4] = 200          # one whole 4x4 cell bright
+    img[0, 4] = 40             # one pixel of the next cell
+    r = tone_probe.reduce(img, 4)
+    assert r.shape == (2, 2, 3)
+    assert r[0, 0, 0] == 200 and r[0, 1, 0] == 40 / 16 and r[1, 0, 0] == 0
+    for kind in ("linear", "mlp", "conv"):
+        out = tone_probe.make_probe(kind, 16)(torch.zeros(2, 16, 5, 7))
+        assert out.shape == (2, 3, 5, 7)
+    with pytest.raises(ValueError):
+        tone_probe.make_probe("nonsense", 16)
