@@ -93,6 +93,23 @@ def make_probe(kind: str, cin: int) -> nn.Module:
     raise ValueError(kind)
 
 
+@torch.no_grad()
+def flat_fields(enc, dec, levels=(0.15, 0.5, 0.85), side: int = 64) -> tuple[float, float]:
+    """Decode uniform images of every colour on a levels^3 grid: (PSNR of the decoded colour in each
+    field's centre half against the true colour, the largest error of one channel in 0-255 steps).
+    A flat field is the simplest region there is; its features are a fixed function of its colour."""
+    errs = []
+    for b in levels:
+        for g in levels:
+            for r in levels:
+                c = torch.tensor([b, g, r]).view(1, 3, 1, 1)
+                y = dec(enc(c.expand(1, 3, side, side).contiguous()), out_size=(side, side)).clamp(0, 1)
+                q = side // 4
+                errs.append((y[0, :, q:side - q, q:side - q] - c[0]).flatten(1) * 255.0)
+    e = torch.cat(errs, 1)
+    return float(10 * np.log10(255.0 ** 2 / float((e ** 2).mean()))), float(e.abs().max())
+
+
 def training_set(enc, dec, stride: int, n: int, side: int, seed: int):
     """Features and reduced targets of ``n`` training photos (not held out), centre crops of
     side x side after the shorter side is scaled to ``side``."""
@@ -129,6 +146,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-side", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
+    p.add_argument("--flat-only", action="store_true", help="only the flat-field check (seconds, no training data)")
     a = p.parse_args(argv)
     torch.manual_seed(a.seed)
     stride = STRIDE[a.layer]
@@ -138,6 +156,11 @@ def main(argv=None) -> int:
     dec = load_decoder(dec_path, encoder_id=ew.encoder_id)
     scale = dec.feat_scale.float()  # the probes see the features as the decoder does (per-channel scale)
 
+    flat_psnr, flat_max = flat_fields(enc, dec)
+    print(f"flat fields (27 uniform colours): the decoder's colour {flat_psnr:.2f} dB, worst channel off by "
+          f"{flat_max:.0f}/255")
+    if a.flat_only:
+        return 0
     t0 = time.perf_counter()
     kinds = a.probes.split(",")
     feats, tones, dtones = training_set(enc, dec if "fix" in kinds else None, stride, a.train_photos, a.side,
@@ -203,6 +226,7 @@ def main(argv=None) -> int:
                             "train_photos": len(feats), "side": a.side, "steps": a.steps, "stride": stride,
                             "mean_tone_psnr": {k: float(np.mean(v)) for k, v in rows.items()},
                             "decoder_full_psnr": float(np.mean([r[4] for r in held])),
+                            "flat_field_psnr": flat_psnr, "flat_field_max_error": flat_max,
                             "images": [{"file": r[0], **{k: v[i] for k, v in rows.items()}}
                                        for i, r in enumerate(held)]})
     return 0

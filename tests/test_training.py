@@ -521,3 +521,29 @@ def test_centre_input_trains_a_centred_decoder_that_saves_loads_and_resumes_only
     T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "c.pt"), run_dir=str(tmp_path / "rc"), iterations=6,
                  centre_input=True), resume=True)
     assert load_decoder(tmp_path / "c.pt").meta["iterations"] == 6
+
+
+def test_crop_sampler_smooth_blurs_that_share_of_crops_and_draws_nothing_when_off():
+    """CropSampler(smooth=P) (train_decoder --smooth) blurs crops so the decoder sees smooth regions;
+    at P=0 it draws no extra random numbers, so runs trained before the option resume alike."""
+    import random
+    import cv2
+    import numpy as np
+    from training.data import CropSampler
+    rng_img = np.random.default_rng(0)
+    imgs = [rng_img.integers(0, 256, (80, 96, 3)).astype(np.uint8) for _ in range(3)]
+
+    def detail(x):
+        return float(cv2.Laplacian(x.astype(np.float64), cv2.CV_64F).var())
+
+    plain = CropSampler(imgs, 32, (0.5, 1.0), random.Random(5))
+    off = CropSampler(imgs, 32, (0.5, 1.0), random.Random(5), smooth=0.0)
+    always = CropSampler(imgs, 32, (0.5, 1.0), random.Random(5), smooth=1.0)
+    a, b, c = [plain.sample() for _ in range(8)], [off.sample() for _ in range(8)], [always.sample() for _ in range(8)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert plain.rng.getstate() == off.rng.getstate()
+    assert all(y.shape == (32, 32, 3) and y.dtype == np.uint8 for y in c)
+    assert max(detail(y) for y in c) < 0.2 * min(detail(x) for x in a)
+    half = CropSampler(imgs, 32, (1.0, 1.0), random.Random(6), smooth=0.5)  # no resizing: only blur smooths
+    blurred = sum(detail(half.sample()) < 0.2 * detail(imgs[0]) for _ in range(200))
+    assert 60 < blurred < 140

@@ -8,6 +8,7 @@ report (``training/holdout.txt``, file names only).
 from __future__ import annotations
 
 import logging
+import math
 import random
 from pathlib import Path
 
@@ -76,8 +77,13 @@ def load_folder(folder: str | Path, short_side: int, exclude: set[str] = frozens
 class CropSampler:
     """Random crops with random scale and horizontal flip, as float BGR [0,1] arrays."""
 
-    def __init__(self, images: list[np.ndarray], crop: int, scale: tuple[float, float], rng: random.Random):
+    def __init__(self, images: list[np.ndarray], crop: int, scale: tuple[float, float], rng: random.Random,
+                 smooth: float = 0.0, smooth_sigma: tuple[float, float] = (1.0, 8.0)):
         self.images, self.crop, self.scale, self.rng = images, crop, scale, rng
+        # smooth: the share of crops blurred (Gaussian, sigma log-uniform in smooth_sigma px), so the
+        # decoder also sees large smooth regions -- flat skin and walls at the live frame's scale, which
+        # the training photos (reduced to a 256-px short side) rarely have (session 13, weights/README.md)
+        self.smooth, self.smooth_sigma = float(smooth), smooth_sigma
 
     def sample(self) -> np.ndarray:
         img = self.images[self.rng.randrange(len(self.images))]
@@ -92,4 +98,8 @@ class CropSampler:
                                interpolation=cv2.INTER_AREA if side > self.crop else cv2.INTER_LINEAR)
         if self.rng.random() < 0.5:
             patch = patch[:, ::-1]
+        if self.smooth > 0 and self.rng.random() < self.smooth:  # no draw at all when off: old runs resume alike
+            lo, hi = self.smooth_sigma
+            sigma = math.exp(self.rng.uniform(math.log(lo), math.log(hi)))
+            patch = cv2.GaussianBlur(np.ascontiguousarray(patch), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
         return np.ascontiguousarray(patch)

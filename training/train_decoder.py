@@ -68,6 +68,7 @@ class TrainConfig:
     feat_weight: float = 0.02
     tv_weight: float = 1e-3
     lowres_weight: float = 0.0     # extra pixel MSE between 4x4 averages of output and photo (lowres_loss)
+    smooth: float = 0.0            # share of plain crops blurred (sigma 1-8 px): smooth regions (CropSampler)
     mix_prob: float = 0.35
     mix_crop: int = 0            # crop side of mixed samples (0 = crop); smaller makes their feature loss cheaper
     cache_crops: int = 0         # plain crops whose features are computed once and kept (FP16) in RUN; 0 = live
@@ -241,8 +242,8 @@ class FeatureCache:
         # beside new data (or the reverse)
         meta_p.unlink(missing_ok=True)
         rng = random.Random(cfg.seed + 1)
-        sp = CropSampler(photos, cfg.crop, (cfg.scale_min, cfg.scale_max), rng)
-        ss = CropSampler(paintings, cfg.crop, (cfg.scale_min, cfg.scale_max), rng)
+        sp = CropSampler(photos, cfg.crop, (cfg.scale_min, cfg.scale_max), rng, smooth=cfg.smooth)
+        ss = CropSampler(paintings, cfg.crop, (cfg.scale_min, cfg.scale_max), rng, smooth=cfg.smooth)
         n, chunk = cfg.cache_crops, 16
         imgs = np.empty((n, cfg.crop, cfg.crop, 3), np.uint8)
         feats = None
@@ -313,8 +314,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     photos = load_folder(cfg.photos, cfg.load_side, hold, "photos")
     paintings = load_folder(cfg.paintings, cfg.load_side, hold, "paintings")
     log.info("training on %d photos and %d paintings (%d held out)", len(photos), len(paintings), len(hold))
-    sp = CropSampler(photos, cfg.crop, (cfg.scale_min, cfg.scale_max), rng)
-    ss = CropSampler(paintings, cfg.crop, (cfg.scale_min, cfg.scale_max), rng)
+    sp = CropSampler(photos, cfg.crop, (cfg.scale_min, cfg.scale_max), rng, smooth=cfg.smooth)
+    ss = CropSampler(paintings, cfg.crop, (cfg.scale_min, cfg.scale_max), rng, smooth=cfg.smooth)
     eval_imgs = []
     hdir = Path(cfg.holdout_dir or cfg.photos)
     for name in sorted(hold)[:8]:
@@ -504,6 +505,9 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     for f in ("scale_min", "scale_max", "width", "lr", "lr_final", "pixel_weight", "feat_weight", "tv_weight",
               "mix_prob", "checkpoint_minutes", "max_minutes"):
         p.add_argument("--" + f.replace("_", "-"), type=float, default=getattr(d, f))
+    p.add_argument("--smooth", type=float, default=d.smooth, metavar="P",
+                   help="blur this share of the plain training crops (Gaussian, sigma 1-8 px, log-uniform) so "
+                        "the decoder learns large smooth regions too (default 0; weights/README.md, session 13)")
     p.add_argument("--lowres-weight", type=float, default=d.lowres_weight, metavar="W",
                    help="add W x the MSE between 4x4 block averages of output and photo to the pixel loss: "
                         "regional tone weighted above fine detail (default 0; session 12's diagnosis, "
