@@ -277,6 +277,13 @@ def test_pack_data_resizes_skips_unreadable_and_trains(tiny_data, tmp_path):
     assert len(photos) == 5 and len(list((out / "paintings").iterdir())) == 3     # broken.jpg skipped
     assert all(min(cv2.imread(str(p)).shape[:2]) == 40 for p in photos)
     assert not (tmp_path / "packed.tmp").exists()
+    # --no-upscale: the 64 x 72 photos stay as they are under --side 100, larger ones are reduced
+    assert pack_data.main(["--photos", str(ph), "--paintings", str(pa), "--out", str(tmp_path / "own"),
+                           "--side", "100", "--no-upscale"]) == 0
+    assert all(cv2.imread(str(p)).shape[:2] == (72, 64) for p in (tmp_path / "own" / "photos").iterdir())
+    assert pack_data.main(["--photos", str(ph), "--paintings", str(pa), "--out", str(tmp_path / "own2"),
+                           "--side", "50", "--no-upscale"]) == 0
+    assert all(min(cv2.imread(str(p)).shape[:2]) == 50 for p in (tmp_path / "own2" / "photos").iterdir())
     assert pack_data.main(["--photos", str(ph), "--paintings", str(pa), "--out", str(tmp_path / "big"),
                            "--limit-mib", "0.0001"]) == 2 and not (tmp_path / "big").exists()
     T.train(_cfg(tmp_path, out / "photos", out / "paintings", out=str(tmp_path / "p.pt"), run_dir=str(tmp_path / "rp"),

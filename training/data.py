@@ -42,8 +42,9 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def iter_folder(folder: str | Path, short_side: int, exclude: set[str] = frozenset(), desc: str = "loading",
-                counter: dict | None = None):
-    """(path, image) for every readable image, resized so its shorter side is ``short_side``."""
+                counter: dict | None = None, upscale: bool = True):
+    """(path, image) for every readable image, resized so its shorter side is ``short_side``
+    (``upscale=False``: images already smaller are kept at their own size)."""
     for p in tqdm(list_images(folder), desc=desc, unit="img", leave=False):
         if p.name in exclude:
             continue
@@ -56,6 +57,9 @@ def iter_folder(folder: str | Path, short_side: int, exclude: set[str] = frozens
         img = to_bgr_uint8(img)
         h, w = img.shape[:2]
         s = short_side / min(h, w)
+        if s > 1 and not upscale:
+            yield p, img
+            continue
         img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))),
                          interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
         yield p, img
