@@ -94,20 +94,25 @@ def make_probe(kind: str, cin: int) -> nn.Module:
 
 
 @torch.no_grad()
-def flat_fields(enc, dec, levels=(0.15, 0.5, 0.85), side: int = 64) -> tuple[float, float]:
+def flat_fields(enc, dec, levels=(0.15, 0.5, 0.85), side: int = 64) -> tuple[float, float, float]:
     """Decode uniform images of every colour on a levels^3 grid: (PSNR of the decoded colour in each
-    field's centre half against the true colour, the largest error of one channel in 0-255 steps).
+    field's centre half against the true colour, the largest error of one channel in 0-255 steps,
+    the smallest distance between two fields' centre feature vectors at the decoder's input scale).
     A flat field is the simplest region there is; its features are a fixed function of its colour."""
-    errs = []
+    errs, vecs = [], []
     for b in levels:
         for g in levels:
             for r in levels:
                 c = torch.tensor([b, g, r]).view(1, 3, 1, 1)
-                y = dec(enc(c.expand(1, 3, side, side).contiguous()), out_size=(side, side)).clamp(0, 1)
+                feat = enc(c.expand(1, 3, side, side).contiguous())
+                vecs.append((feat / dec.feat_scale)[0, :, feat.shape[2] // 2, feat.shape[3] // 2])
+                y = dec(feat, out_size=(side, side)).clamp(0, 1)
                 q = side // 4
                 errs.append((y[0, :, q:side - q, q:side - q] - c[0]).flatten(1) * 255.0)
     e = torch.cat(errs, 1)
-    return float(10 * np.log10(255.0 ** 2 / float((e ** 2).mean()))), float(e.abs().max())
+    d = torch.cdist(torch.stack(vecs), torch.stack(vecs))
+    d.fill_diagonal_(float("inf"))
+    return float(10 * np.log10(255.0 ** 2 / float((e ** 2).mean()))), float(e.abs().max()), float(d.min())
 
 
 def training_set(enc, dec, stride: int, n: int, side: int, seed: int):
@@ -156,9 +161,9 @@ def main(argv=None) -> int:
     dec = load_decoder(dec_path, encoder_id=ew.encoder_id)
     scale = dec.feat_scale.float()  # the probes see the features as the decoder does (per-channel scale)
 
-    flat_psnr, flat_max = flat_fields(enc, dec)
+    flat_psnr, flat_max, flat_sep = flat_fields(enc, dec)
     print(f"flat fields (27 uniform colours): the decoder's colour {flat_psnr:.2f} dB, worst channel off by "
-          f"{flat_max:.0f}/255")
+          f"{flat_max:.0f}/255; the nearest two fields' features {flat_sep:.2f} apart (at the decoder's input scale)")
     if a.flat_only:
         return 0
     t0 = time.perf_counter()
@@ -227,6 +232,7 @@ def main(argv=None) -> int:
                             "mean_tone_psnr": {k: float(np.mean(v)) for k, v in rows.items()},
                             "decoder_full_psnr": float(np.mean([r[4] for r in held])),
                             "flat_field_psnr": flat_psnr, "flat_field_max_error": flat_max,
+                            "flat_field_min_feature_distance": flat_sep,
                             "images": [{"file": r[0], **{k: v[i] for k, v in rows.items()}}
                                        for i, r in enumerate(held)]})
     return 0

@@ -405,3 +405,22 @@ def test_tone_probe_reduces_to_cell_averages_and_its_probes_map_features_to_colo
         assert out.shape == (2, 3, 5, 7)
     with pytest.raises(ValueError):
         tone_probe.make_probe("nonsense", 16)
+
+
+def test_tone_probe_flat_fields_scores_the_decoded_colour_of_uniform_images():
+    """flat_fields: a 'decoder' that adds 0.1 to every channel of a feature map that is the image
+    itself scores 20 dB with a worst error of 25.5/255, and the nearest two of the 27 fields (levels
+    0.15, 0.5, 0.85) differ by 0.35 in one channel."""
+    import torch
+    from benchmarks import tone_probe
+
+    class Shift(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("feat_scale", torch.ones(1, 3, 1, 1))
+
+        def forward(self, f, out_size):
+            return f + 0.1
+
+    psnr_db, worst, sep = tone_probe.flat_fields(lambda x: x, Shift(), side=16)
+    assert abs(psnr_db - 20.0) < 1e-3 and abs(worst - 25.5) < 1e-3 and abs(sep - 0.35) < 1e-5
