@@ -226,7 +226,8 @@ class FeatureCache:
                       dev=None) -> "FeatureCache":
         key = {"layer": cfg.layer, "n": cfg.cache_crops, "crop": cfg.crop, "seed": cfg.seed,
                "load_side": cfg.load_side, "scale": [cfg.scale_min, cfg.scale_max], "encoder_id": encoder_id,
-               "photos": len(photos), "paintings": len(paintings)}
+               "photos": len(photos), "paintings": len(paintings),
+               **({"smooth": cfg.smooth} if cfg.smooth else {})}  # (absent when off: older caches stay valid)
         stem = run / f"feature_cache_{cfg.layer}_{cfg.cache_crops}"
         meta_p, img_p, feat_p = stem.with_suffix(".json"), stem.with_suffix(".img.npy"), stem.with_suffix(".feat.npy")
         if meta_p.exists() and img_p.exists() and feat_p.exists():
