@@ -122,11 +122,9 @@ def training_set(enc, dec, stride: int, n: int, side: int, seed: int):
     hold = holdout_names()
     names = sorted(p.name for p in (DEFAULT_DATA / "photos").iterdir() if p.name not in hold)
     random.Random(seed).shuffle(names)
-    keep = set(names[:n])
+    skip = hold | set(names[n:])  # read and resize only the n photos used
     feats, tones, dtones = [], [], []
-    for p, img in iter_folder(DEFAULT_DATA / "photos", side, exclude=hold, desc="features"):
-        if p.name not in keep:
-            continue
+    for p, img in iter_folder(DEFAULT_DATA / "photos", side, exclude=skip, desc="features"):
         h, w = img.shape[:2]
         y, x = (h - side) // 2, (w - side) // 2
         crop = img[y:y + side, x:x + side]
