@@ -554,3 +554,66 @@ def test_crop_sampler_smooth_blurs_that_share_of_crops_and_draws_nothing_when_of
     half = CropSampler(imgs, 32, (1.0, 1.0), random.Random(6), smooth=0.5)  # no resizing: only blur smooths
     blurred = sum(detail(half.sample()) < 0.2 * detail(imgs[0]) for _ in range(200))
     assert 60 < blurred < 140
+
+
+def test_ema_exports_the_averaged_weights_resumes_exactly_and_slims_to_them(tiny_data, tmp_path):
+    """--ema D: the exported decoder holds the moving average of the weights (not the last iterate), the
+    average follows min(D, (1+n)/(10+n)), an interrupted and resumed run gives the same average, reviving
+    copies the revived channels into it, and slim_checkpoint keeps the average as the model."""
+    from training import slim_checkpoint
+    ph, pa = tiny_data
+    cfg = T.TrainConfig(ema=0.999)
+    assert T.ema_decay(cfg, 0) == pytest.approx(0.1) and T.ema_decay(cfg, 90) == pytest.approx(0.91)
+    assert T.ema_decay(cfg, 10**6) == 0.999
+    assert T.parse_args(["--ema", "0.99"])[0].ema == 0.99 and T.parse_args([])[0].ema == 0.0
+    kw = dict(ema=0.5, iterations=6, revive_every=3, lr=1e-2)
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "a.pt"), run_dir=str(tmp_path / "ra"), **kw))
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "b.pt"), run_dir=str(tmp_path / "rb"), stop_after=4, **kw))
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "b.pt"), run_dir=str(tmp_path / "rb"), **kw), resume=True)
+    ca, cb = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=False) for r in ("ra", "rb"))
+    assert ca["ema_updates"] == cb["ema_updates"] == 6
+    for k in ca["model"]:
+        torch.testing.assert_close(ca["model"][k], cb["model"][k], msg=k)
+        torch.testing.assert_close(ca["ema"][k], cb["ema"][k], msg=k)
+    exported = load_decoder(tmp_path / "a.pt").state_dict()
+    assert exported.keys() == ca["ema"].keys()
+    for k, v in exported.items():            # FP16 storage of the average
+        torch.testing.assert_close(v.float(), ca["ema"][k].float(), atol=2e-3, rtol=2e-3, msg=k)
+    assert max(float((ca["ema"][k] - ca["model"][k]).abs().max()) for k in ca["model"] if "weight" in k) > 1e-3
+    assert load_decoder(tmp_path / "a.pt").meta["ema"] == 0.5
+    # the average by hand (no reviving): the weights after each step, averaged with the ramped decay from
+    # the initial weights (those of a run at rate 0)
+    kw = dict(ema=0.5, iterations=6, lr=1e-2)
+    steps = []
+    for n in range(0, 7):
+        r = tmp_path / f"s{n}"
+        extra = dict(stop_after=1, lr=0.0, lr_final=0.0) if n == 0 else dict(stop_after=n)
+        T.train(_cfg(tmp_path, ph, pa, out=str(r / "d.pt"), run_dir=str(r), **{**kw, **extra}))
+        steps.append(torch.load(r / "checkpoint.pt", weights_only=False))
+    key = "net.0.weight"
+    want = steps[0]["model"][key].clone()
+    for n in range(6):
+        want.lerp_(steps[n + 1]["model"][key], 1 - min(0.5, (1 + n) / (10 + n)))
+    torch.testing.assert_close(want, steps[6]["ema"][key])
+    slim = tmp_path / "slim.pt"
+    assert slim_checkpoint.main([str(tmp_path / "ra" / "checkpoint.pt"), "--out", str(slim)]) == 0
+    sk = torch.load(slim, weights_only=False)
+    assert "ema" not in sk and "optim" not in sk
+    for k in sk["model"]:
+        assert torch.equal(sk["model"][k], ca["ema"][k]), k
+
+
+def test_copy_revived_puts_exactly_the_revived_channels_into_the_average():
+    from training.revive import _convs
+    torch.manual_seed(1)
+    dec, avg = Decoder("relu3_1", width=0.25), Decoder("relu3_1", width=0.25)
+    before = {k: v.clone() for k, v in avg.state_dict().items()}
+    T.copy_revived(avg, dec, [[1, 5], [], [0]])
+    ca, cd = _convs(avg), _convs(dec)
+    assert torch.equal(ca[0].weight[[1, 5]], cd[0].weight[[1, 5]]) and torch.equal(ca[0].bias[[1, 5]], cd[0].bias[[1, 5]])
+    assert torch.equal(ca[1].weight[:, [1, 5]], cd[1].weight[:, [1, 5]])
+    assert torch.equal(ca[2].weight[0], cd[2].weight[0]) and torch.equal(ca[3].weight[:, 0], cd[3].weight[:, 0])
+    # everything else is the average's own
+    w0 = before["net.0.weight"]
+    assert torch.equal(ca[0].weight[0], w0[0]) and not torch.equal(ca[0].weight[0], cd[0].weight[0])
+    assert torch.equal(ca[1].weight[:, 0], [v for k, v in before.items() if k.endswith("weight")][1][:, 0])

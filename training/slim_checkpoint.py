@@ -5,7 +5,9 @@ the project's committed checkpoints travel to a lent GPU beside the packed train
 64 MiB limit (benchmarks/gpu_session.sh).  ``train_decoder --resume`` continues a slimmed
 checkpoint with a fresh Adam (it warns); ``--warmup N`` ramps the rate up over the first N
 iterations, which a fresh Adam needs (session 5's CPU probe: without it the held-out PSNR fell
-1.5 dB in 50 iterations at 2e-4).  Model, iteration count, history and random states are kept.
+1.5 dB in 50 iterations at 2e-4).  Model, iteration count, history and random states are kept.  A
+checkpoint of a run with ``--ema`` keeps only its averaged weights, as its model: those are what the
+run exported (the shipped decoder), and a second copy would double the file.
 
     python -m training.slim_checkpoint runs/gpu_relu3_1/checkpoint.pt \\
         --out weights/checkpoints/decoder_relu3_1_wide_train.pt
@@ -29,10 +31,13 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     src = Path(a.checkpoint)
     ck = read_checkpoint_or_exit(p, src)
-    slim = {k: v for k, v in ck.items() if k != "optim"}
+    slim = {k: v for k, v in ck.items() if k not in ("optim", "ema", "ema_updates")}
+    if "ema" in ck:
+        slim["model"] = ck["ema"]
     atomic_torch_save(slim, Path(a.out))
     print(f"{src} ({src.stat().st_size / 1e6:.1f} MB, iteration {ck['iteration']}) -> {a.out} "
-          f"({Path(a.out).stat().st_size / 1e6:.1f} MB, no optimizer state)")
+          f"({Path(a.out).stat().st_size / 1e6:.1f} MB, no optimizer state"
+          + (", the averaged weights as its model)" if "ema" in ck else ")"))
     return 0
 
 

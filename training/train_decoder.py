@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -84,6 +85,23 @@ class TrainConfig:
     warmup: int = 0              # this run's first N iterations ramp the rate up from lr/N (fresh optimizer state)
     amp: bool = False            # forward passes under bfloat16 autocast (weights, Adam and losses stay FP32)
     revive_every: int = 0        # every N iterations give dead channels fresh weights (training/revive.py); 0 = never
+    ema: float = 0.0             # decay of a moving average of the weights, exported and evaluated (ema_decay); 0 = off
+
+
+def ema_decay(cfg: TrainConfig, n: int) -> float:
+    """The decay of the weights' exponential moving average at its ``n``-th update (--ema D): min(D, (1 + n) /
+    (10 + n)), the usual ramp, so that the average soon forgets the weights it started from (a fresh decoder's
+    random ones).  Polyak & Juditsky 1992 for averaging the iterates; the ramp as in TensorFlow's
+    ExponentialMovingAverage(num_updates).  Session 13's CPU probes at batch 4 and a constant rate swung by up
+    to 1 dB held out (2-3 dB on single portraits) from one 1,000-iteration checkpoint to the next: the last
+    iterate of a noisy run is a poor estimate of where it is heading."""
+    return min(cfg.ema, (1 + n) / (10 + n))
+
+
+@torch.no_grad()
+def ema_update(avg: Decoder, dec: Decoder, decay: float) -> None:
+    for a, p in zip(avg.parameters(), dec.parameters()):
+        a.lerp_(p, 1.0 - decay)
 
 
 def lr_at(cfg: TrainConfig, it: int, elapsed: float | None = None, run_it: int | None = None) -> float:
@@ -133,6 +151,20 @@ def revive_in_training(dec: Decoder, opt: torch.optim.Optimizer, enc, sp: CropSa
                     if key in st:
                         st[key][sl] = 0
     return revived
+
+
+@torch.no_grad()
+def copy_revived(avg: Decoder, dec: Decoder, revived: list[list[int]]) -> None:
+    """--ema with --revive-every: a revived channel's fresh incoming weights and zero outgoing ones go into the
+    average as they are (averaging them with the dead ones would bring back outgoing weights of a channel
+    that is alive again, and change the averaged decoder's output)."""
+    from training.revive import _convs
+    ca, cd = _convs(avg), _convs(dec)
+    for k, idx in enumerate(revived):
+        if idx:
+            ca[k].weight[idx] = cd[k].weight[idx]
+            ca[k].bias[idx] = cd[k].bias[idx]
+            ca[k + 1].weight[:, idx] = cd[k + 1].weight[:, idx]
 
 
 def to_tensor(batch: list[np.ndarray], device=None) -> torch.Tensor:
@@ -332,6 +364,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     dec = Decoder(cfg.layer, ew.arch, cfg.width, centre=cfg.centre_input).to(dev)
     opt = torch.optim.Adam(dec.parameters(), lr=cfg.lr)
     it, history = 0, []
+    ema_state, ema_n = None, 0
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ck["config"]["layer"] != cfg.layer or ck["config"]["width"] != cfg.width:
@@ -346,6 +379,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             log.warning("%s has no optimizer state (a slimmed or widened checkpoint): "
                         "a fresh Adam -- --warmup N ramps its rate up", ckpt_path)
         it, history = ck["iteration"], ck["history"]
+        if cfg.ema and "ema" in ck:
+            ema_state, ema_n = ck["ema"], ck["ema_updates"]
+        elif cfg.ema:
+            log.info("%s has no weight average: --ema starts one from its weights", ckpt_path)
         rng.setstate(ck["py_rng"])
         torch.set_rng_state(ck["torch_rng"])
         log.info("resumed from %s at iteration %d", ckpt_path, it)
@@ -355,6 +392,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if cfg.centre_input:
             dec.feat_mean.copy_(mean)
     scale = dec.feat_scale
+    avg = None                      # --ema: the averaged decoder, which is evaluated and exported
+    if cfg.ema:
+        avg = copy.deepcopy(dec).eval().requires_grad_(False)
+        if ema_state is not None:
+            avg.load_state_dict(ema_state)
+    shipped = avg if avg is not None else dec
     cache = FeatureCache.build_or_load(run, cfg, enc, photos, paintings, ew.encoder_id, dev) if cfg.cache_crops else None
     mix_crop = cfg.mix_crop or cfg.crop
     sp_mix = CropSampler(photos, mix_crop, (cfg.scale_min, cfg.scale_max), rng)
@@ -363,12 +406,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     def checkpoint() -> None:
         atomic_torch_save({"config": asdict(cfg), "model": dec.state_dict(), "optim": opt.state_dict(),
                            "iteration": it, "history": history, "py_rng": rng.getstate(),
-                           "torch_rng": torch.get_rng_state()}, ckpt_path)
+                           "torch_rng": torch.get_rng_state(),
+                           **({"ema": avg.state_dict(), "ema_updates": ema_n} if avg is not None else {})},
+                          ckpt_path)
         done = it - loop["start_it"]
         meta = {"iterations": it, "config": asdict(cfg), "holdout_psnr_256": history[-1]["psnr"] if history else None,
                 "seconds_per_iteration": (time.time() - loop["t0"]) / done if done else None,
-                "date": time.strftime("%Y-%m-%d")}
-        save_decoder(dec, out, encoder_id=ew.encoder_id, meta=meta)
+                "date": time.strftime("%Y-%m-%d"), **({"ema": cfg.ema} if avg is not None else {})}
+        save_decoder(shipped, out, encoder_id=ew.encoder_id, meta=meta)
         log.info("checkpoint at iteration %d -> %s, %s", it, ckpt_path, out)
 
     stop = {"now": False}
@@ -437,8 +482,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             loss.backward()
             opt.step()
             it += 1
+            if avg is not None:
+                ema_update(avg, dec, ema_decay(cfg, ema_n))
+                ema_n += 1
             if cfg.revive_every and it % cfg.revive_every == 0:
                 revived = revive_in_training(dec, opt, enc, sp, ss, rng, cfg.seed * 1_000_003 + it, dev)
+                if avg is not None and any(revived):
+                    copy_revived(avg, dec, revived)
                 if any(revived):
                     bar.write(f"iteration {it}: revived {[len(r) for r in revived]} dead channels per hidden conv")
             lv = float(loss.detach())
@@ -450,12 +500,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 save_grid(run / f"samples_{it:07d}.png", targets, y.detach())
             if it % cfg.eval_every == 0 or it == cfg.iterations:
                 dec.eval()
-                p = eval_holdout(enc, dec, eval_imgs, dev)
+                p = eval_holdout(enc, shipped, eval_imgs, dev)
+                raw = eval_holdout(enc, dec, eval_imgs, dev) if avg is not None else None
                 dec.train()
-                history.append({"it": it, "psnr": p, "loss": run_loss, "time": time.time()})
+                history.append({"it": it, "psnr": p, "loss": run_loss, "time": time.time(),
+                                **({"psnr_raw": raw} if avg is not None else {})})
                 with open(run / "log.jsonl", "a") as fh:
                     fh.write(json.dumps(history[-1]) + "\n")
-                bar.write(f"iteration {it}: held-out PSNR {p:.2f} dB (8 portraits, <=256 px)")
+                bar.write(f"iteration {it}: held-out PSNR {p:.2f} dB (8 portraits, <=256 px"
+                          + (f"; averaged weights, the last iterate's {raw:.2f})" if avg is not None else ")"))
             if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
                 checkpoint()
                 last_ckpt = time.time()
@@ -503,6 +556,10 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     for f in ("iterations", "batch", "crop", "mix_crop", "cache_crops", "load_side", "seed", "stop_after", "threads", "grid_every",
               "eval_every"):
         p.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(d, f))
+    p.add_argument("--ema", type=float, default=d.ema, metavar="D",
+                   help="keep an exponential moving average of the weights (decay D, e.g. 0.999, ramped up as "
+                        "min(D, (1+n)/(10+n))) and export and evaluate it instead of the last iterate (default 0 = "
+                        "off; weights/README.md, session 14)")
     for f in ("scale_min", "scale_max", "width", "lr", "lr_final", "pixel_weight", "feat_weight", "tv_weight",
               "mix_prob", "checkpoint_minutes", "max_minutes"):
         p.add_argument("--" + f.replace("_", "-"), type=float, default=getattr(d, f))
