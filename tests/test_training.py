@@ -617,3 +617,20 @@ def test_copy_revived_puts_exactly_the_revived_channels_into_the_average():
     w0 = before["net.0.weight"]
     assert torch.equal(ca[0].weight[0], w0[0]) and not torch.equal(ca[0].weight[0], cd[0].weight[0])
     assert torch.equal(ca[1].weight[:, 0], [v for k, v in before.items() if k.endswith("weight")][1][:, 0])
+
+
+def test_tools_read_the_average_of_an_ema_checkpoint(tiny_data, tmp_path):
+    """revive / widen / dormant.py read a checkpoint through decoder_from_checkpoint: for an --ema run that
+    is its averaged weights (what it exported), and revive writes no average (training starts a fresh one)."""
+    from training import revive
+    ph, pa = tiny_data
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "a.pt"), run_dir=str(tmp_path / "ra"), ema=0.9, lr=1e-2))
+    ck = torch.load(tmp_path / "ra" / "checkpoint.pt", weights_only=False)
+    dec = T.decoder_from_checkpoint(ck, "vgg16")
+    for k, v in dec.state_dict().items():
+        assert torch.equal(v, ck["ema"][k]), k
+    assert not all(torch.equal(ck["ema"][k], ck["model"][k]) for k in ck["model"])
+    out = tmp_path / "rv" / "checkpoint.pt"
+    assert revive.main(["--from", str(tmp_path / "ra" / "checkpoint.pt"), "--out", str(out), "--photos", str(ph),
+                        "--images", "2"]) == 0
+    assert "ema" not in torch.load(out, weights_only=False)

@@ -313,10 +313,12 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def decoder_from_checkpoint(ck: dict, arch: str) -> Decoder:
     """The Decoder a training checkpoint holds (its config's layer, width and centring, ``arch`` the
-    encoder's family); RuntimeError when its weights do not fit that shape."""
+    encoder's family): the averaged weights of an ``--ema`` run (what it exported), else its model;
+    RuntimeError when the weights do not fit that shape.  (training.revive and training.widen read it,
+    and write a checkpoint without an average: training then starts a fresh one from their result.)"""
     cfg = ck["config"]
     dec = Decoder(cfg["layer"], arch, cfg["width"], centre=cfg.get("centre_input", False))
-    dec.load_state_dict(ck["model"])
+    dec.load_state_dict(ck.get("ema", ck["model"]))
     return dec
 
 
