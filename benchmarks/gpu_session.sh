@@ -27,8 +27,9 @@
 # 1,000, 2,000, 3,000 iterations at batch 4) -- pack for it with
 # `pack_data --out gpu_pack --side 512 --no-upscale --quality 70 --limit-mib 60 --with-encoder`
 # (54 MiB with the encoder); SMOOTH=P blurs that share of the plain crops (train_decoder --smooth; its CPU probe
-# lost 0.2 dB); EMA=D exports and evaluates a moving average of the weights (train_decoder --ema D, e.g.
-# 0.999; default 0 = the last iterate).)
+# lost 0.2 dB); EMA=D sets the decay of the moving average of the weights that is exported and
+# evaluated (train_decoder --ema; default 0.999 since session 14's CPU probe, +0.46 dB on average over
+# the last iterate; EMA=0: the last iterate, as sessions 3-12 shipped).)
 # Results come back in $OUT: session.log, gpu_tests.log, kernel.json, kernel.log,
 # fps_gpu.json, fps_gpu_regions.json, fps_gpu_eager.json, train_log.jsonl, decoder_relu3_1_wide.pt, decoder_relu3_1_wide_train.pt (TRAIN_LAYER=
 # relu4_1: decoder_relu4_1_wide*).  Only if `benchmarks/autoencoder.py --holdout --layer LAYER
@@ -199,13 +200,13 @@ if [ "$T" -gt 60 ] && [ -d gpu_pack/photos ] && [ "${SKIP_TRAIN:-0}" != 1 ]; the
   # (1.04x; weights/README.md), and that probe was then removed from this script.
   AMP=${AMP:-0}
   AMP_FLAG=""; [ "$AMP" = 1 ] && AMP_FLAG="--amp"
-  echo "== training $LAYER for $T s (width $WIDTH, warm-up $WARMUP; $FEAT_FLAG, feature weight ${FEAT_WEIGHT:-0.02}, lowres weight ${LOWRES_WEIGHT:-0}, load side ${LOAD_SIDE:-256}, scale min ${SCALE_MIN:-0.5}, smooth ${SMOOTH:-0}, ema ${EMA:-0}, amp $AMP, revived first ${REVIVE:-1}, revive every ${REVIVE_EVERY:-1000})"
+  echo "== training $LAYER for $T s (width $WIDTH, warm-up $WARMUP; $FEAT_FLAG, feature weight ${FEAT_WEIGHT:-0.02}, lowres weight ${LOWRES_WEIGHT:-0}, load side ${LOAD_SIDE:-256}, scale min ${SCALE_MIN:-0.5}, smooth ${SMOOTH:-0}, ema ${EMA:-0.999}, amp $AMP, revived first ${REVIVE:-1}, revive every ${REVIVE_EVERY:-1000})"
   timeout $(( T + 40 )) $PY -m training.train_decoder --layer "$LAYER" --device cuda --resume --width "$WIDTH" $AMP_FLAG \
     --photos gpu_pack/photos --paintings gpu_pack/paintings --holdout-dir gpu_pack/holdout --run-dir "$RUN" \
     --out "$OUT/$NAME.pt" --crop "${CROP:-256}" --batch 16 --mix-prob 0.2 --mix-crop 128 \
     --iterations 1000000 --lr "${LR:-2e-4}" --lr-final 2e-5 --lr-by-time --warmup $WARMUP $FEAT_FLAG \
     --feat-weight "${FEAT_WEIGHT:-0.02}" --revive-every "${REVIVE_EVERY:-1000}" --lowres-weight "${LOWRES_WEIGHT:-0}" \
-    --load-side "${LOAD_SIDE:-256}" --scale-min "${SCALE_MIN:-0.5}" --smooth "${SMOOTH:-0}" --ema "${EMA:-0}" \
+    --load-side "${LOAD_SIDE:-256}" --scale-min "${SCALE_MIN:-0.5}" --smooth "${SMOOTH:-0}" --ema "${EMA:-0.999}" \
     --max-minutes "$(awk "BEGIN{print ($T - 15)/60}")" --checkpoint-minutes 2 --eval-every 1000 --grid-every 2000 2>&1 \
     | tr '\r' '\n' | awk -v bar_re="^decoder $LAYER:" '$0 ~ bar_re {bar=$0; next} {print} END {print bar}' | tail -25
   cp "$RUN/checkpoint.pt" "$OUT/${NAME}_train.pt" 2>/dev/null || true

@@ -85,7 +85,7 @@ class TrainConfig:
     warmup: int = 0              # this run's first N iterations ramp the rate up from lr/N (fresh optimizer state)
     amp: bool = False            # forward passes under bfloat16 autocast (weights, Adam and losses stay FP32)
     revive_every: int = 0        # every N iterations give dead channels fresh weights (training/revive.py); 0 = never
-    ema: float = 0.0             # decay of a moving average of the weights, exported and evaluated (ema_decay); 0 = off
+    ema: float = 0.999           # decay of a moving average of the weights, exported and evaluated (ema_decay); 0 = off
 
 
 def ema_decay(cfg: TrainConfig, n: int) -> float:
@@ -560,8 +560,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
         p.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(d, f))
     p.add_argument("--ema", type=float, default=d.ema, metavar="D",
                    help="keep an exponential moving average of the weights (decay D, e.g. 0.999, ramped up as "
-                        "min(D, (1+n)/(10+n))) and export and evaluate it instead of the last iterate (default 0 = "
-                        "off; weights/README.md, session 14)")
+                        "min(D, (1+n)/(10+n))) and export and evaluate it instead of the last iterate (default "
+                        "%(default)s; 0 = off: the last iterate; weights/README.md, session 14)")
     for f in ("scale_min", "scale_max", "width", "lr", "lr_final", "pixel_weight", "feat_weight", "tv_weight",
               "mix_prob", "checkpoint_minutes", "max_minutes"):
         p.add_argument("--" + f.replace("_", "-"), type=float, default=getattr(d, f))
