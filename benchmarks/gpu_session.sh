@@ -24,7 +24,8 @@
 # session 9 measured it 1.04x as fast); LOAD_SIDE=512 SCALE_MIN=0.25 read the photos at a 512-px
 # shorter side and crop 1-4x that crop's size (the held-out portraits' and the live frames' scale;
 # session 13's CPU probe, inconclusive: +0.20, +0.41, -0.84 dB against the 256-px recipe after
-# 1,000, 2,000, 3,000 iterations at batch 4) -- pack for it with
+# 1,000, 2,000, 3,000 iterations at batch 4; repeated with --ema in session 14: -0.05, +0.11, +0.03,
+# no effect worth device time) -- pack for it with
 # `pack_data --out gpu_pack --side 512 --no-upscale --quality 70 --limit-mib 60 --with-encoder`
 # (54 MiB with the encoder); SMOOTH=P blurs that share of the plain crops (train_decoder --smooth; its CPU probe
 # lost 0.2 dB); EMA=D sets the decay of the moving average of the weights that is exported and
