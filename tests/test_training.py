@@ -634,3 +634,25 @@ def test_tools_read_the_average_of_an_ema_checkpoint(tiny_data, tmp_path):
     assert revive.main(["--from", str(tmp_path / "ra" / "checkpoint.pt"), "--out", str(out), "--photos", str(ph),
                         "--images", "2"]) == 0
     assert "ema" not in torch.load(out, weights_only=False)
+
+
+def test_first_lr_mult_trains_the_first_convolution_at_that_multiple_of_the_rate(tiny_data, tmp_path):
+    """--first-lr-mult M: Adam gets the first convolution as its own group at M x the scheduled rate (the
+    others at the rate); the default keeps one group (older checkpoints' optimizer states still load),
+    and resuming with another M is refused with a message instead of a crash deep in Adam."""
+    dec = Decoder("relu3_1", width=0.25)
+    assert len(T.param_groups(dec, 1.0)) == 1
+    g = T.param_groups(dec, 0.2)
+    first = [m for m in dec.net if isinstance(m, torch.nn.Conv2d)][0]
+    assert g[0]["params"] == list(first.parameters()) and g[0]["lr_mult"] == 0.2
+    assert len(g[0]["params"]) + len(g[1]["params"]) == len(list(dec.parameters()))
+    ph, pa = tiny_data
+    cfg = _cfg(tmp_path, ph, pa, out=str(tmp_path / "a.pt"), run_dir=str(tmp_path / "ra"), first_lr_mult=0.2,
+               stop_after=2, lr=1e-3, lr_final=1e-3, ema=0.0)
+    T.train(cfg)
+    ck = torch.load(tmp_path / "ra" / "checkpoint.pt", weights_only=False)
+    lrs = [grp["lr"] for grp in ck["optim"]["param_groups"]]
+    assert lrs == pytest.approx([2e-4, 1e-3])
+    with pytest.raises(SystemExit, match="first-lr-mult"):
+        T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "a.pt"), run_dir=str(tmp_path / "ra"), ema=0.0), resume=True)
+    assert T.parse_args(["--first-lr-mult", "0.25"])[0].first_lr_mult == 0.25

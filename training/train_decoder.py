@@ -85,7 +85,25 @@ class TrainConfig:
     warmup: int = 0              # this run's first N iterations ramp the rate up from lr/N (fresh optimizer state)
     amp: bool = False            # forward passes under bfloat16 autocast (weights, Adam and losses stay FP32)
     revive_every: int = 0        # every N iterations give dead channels fresh weights (training/revive.py); 0 = never
+    first_lr_mult: float = 1.0   # the first convolution trains at this times the rate (param_groups)
     ema: float = 0.999           # decay of a moving average of the weights, exported and evaluated (ema_decay); 0 = off
+
+
+def param_groups(dec: Decoder, first_lr_mult: float):
+    """Adam's parameter groups: one, or with ``first_lr_mult`` != 1 the first convolution apart, at that
+    multiple of the rate (its ``lr_mult``).  Why: a ReLU channel's incoming weights all see the same
+    non-negative input, so their gradients share a sign, and Adam moves each of them by about the rate
+    whatever the gradient's size; the channel's pre-activation then moves by about rate x fan-in x the
+    input's mean on every pixel at once.  The first convolution has by far the largest fan-in (relu3_1:
+    256 x 9, relu4_1: 512 x 9) and is where the decoders' channels died (session 10; session 14 saw relu4_1's
+    revived ones die again within 500 iterations at 2e-4).  Adam's step scaled inversely with fan-in
+    is also what muP prescribes for hidden layers (Yang et al. 2021, Tensor Programs V)."""
+    if first_lr_mult == 1.0:
+        return [{"params": list(dec.parameters())}]
+    first = next(m for m in dec.net if isinstance(m, torch.nn.Conv2d))
+    ids = {id(p) for p in first.parameters()}
+    return [{"params": list(first.parameters()), "lr_mult": first_lr_mult},
+            {"params": [p for p in dec.parameters() if id(p) not in ids], "lr_mult": 1.0}]
 
 
 def ema_decay(cfg: TrainConfig, n: int) -> float:
@@ -364,7 +382,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         log.warning("no held-out portraits found in %s: the held-out PSNR will not be measured "
                     "(--holdout-dir names their folder)", hdir)
     dec = Decoder(cfg.layer, ew.arch, cfg.width, centre=cfg.centre_input).to(dev)
-    opt = torch.optim.Adam(dec.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(param_groups(dec, cfg.first_lr_mult), lr=cfg.lr)
     it, history = 0, []
     ema_state, ema_n = None, 0
     if resume and ckpt_path.exists():
@@ -376,7 +394,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                              f"--centre-input: resume it with the same setting")
         dec.load_state_dict(ck["model"])
         if "optim" in ck:
-            opt.load_state_dict(ck["optim"])
+            try:
+                opt.load_state_dict(ck["optim"])
+            except ValueError as e:          # another --first-lr-mult split the parameters into other groups
+                raise SystemExit(f"{ckpt_path}: its optimizer state does not fit --first-lr-mult "
+                                 f"{cfg.first_lr_mult} (it was {ck['config'].get('first_lr_mult', 1.0)}): {e}")
         else:
             log.warning("%s has no optimizer state (a slimmed or widened checkpoint): "
                         "a fresh Adam -- --warmup N ramps its rate up", ckpt_path)
@@ -438,7 +460,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 log.info("--max-minutes %.1f reached at iteration %d", cfg.max_minutes, it)
                 break
             for g in opt.param_groups:
-                g["lr"] = lr_at(cfg, it, time.time() - loop["t0"], it - loop["start_it"])
+                g["lr"] = g.get("lr_mult", 1.0) * lr_at(cfg, it, time.time() - loop["t0"], it - loop["start_it"])
             n_mix = sum(rng.random() < cfg.mix_prob for _ in range(cfg.batch))
             n_plain = cfg.batch - n_mix
             targets = y = None
@@ -558,6 +580,9 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     for f in ("iterations", "batch", "crop", "mix_crop", "cache_crops", "load_side", "seed", "stop_after", "threads", "grid_every",
               "eval_every"):
         p.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(d, f))
+    p.add_argument("--first-lr-mult", type=float, default=d.first_lr_mult, metavar="M",
+                   help="train the decoder's first convolution at M x the rate (default 1): its channels, with the "
+                        "largest fan-in, are the ones that die (param_groups; weights/README.md, session 14)")
     p.add_argument("--ema", type=float, default=d.ema, metavar="D",
                    help="keep an exponential moving average of the weights (decay D, e.g. 0.999, ramped up as "
                         "min(D, (1+n)/(10+n))) and export and evaluate it instead of the last iterate (default "
