@@ -30,7 +30,10 @@
 # (54 MiB with the encoder); SMOOTH=P blurs that share of the plain crops (train_decoder --smooth; its CPU probe
 # lost 0.2 dB); EMA=D sets the decay of the moving average of the weights that is exported and
 # evaluated (train_decoder --ema; default 0.999 since session 14's CPU probe, +0.46 dB on average over
-# the last iterate; EMA=0: the last iterate, as sessions 3-12 shipped).)
+# the last iterate; EMA=0: the last iterate, as sessions 3-12 shipped); FIRST_LR_MULT=M trains the
+# first convolution at M x the rate (train_decoder --first-lr-mult; default 0.2 for relu4_1, whose
+# revived first-stage channels died again at 28-95 per 500 iterations on the CPU at 1.0 and at 0-2 at
+# 0.2 in session 14; 1.0 for relu3_1, whose channels stayed alive on the H100).)
 # Results come back in $OUT: session.log, gpu_tests.log, kernel.json, kernel.log,
 # fps_gpu.json, fps_gpu_regions.json, fps_gpu_eager.json, train_log.jsonl, decoder_relu3_1_wide.pt, decoder_relu3_1_wide_train.pt (TRAIN_LAYER=
 # relu4_1: decoder_relu4_1_wide*).  Only if `benchmarks/autoencoder.py --holdout --layer LAYER
@@ -200,14 +203,15 @@ if [ "$T" -gt 60 ] && [ -d gpu_pack/photos ] && [ "${SKIP_TRAIN:-0}" != 1 ]; the
   # iterations each way from the same checkpoint on the H100 first, FP32 22.7 it/s against --amp 23.7
   # (1.04x; weights/README.md), and that probe was then removed from this script.
   AMP=${AMP:-0}
+  if [ "$LAYER" = relu4_1 ]; then FIRST_LR_MULT=${FIRST_LR_MULT:-0.2}; else FIRST_LR_MULT=${FIRST_LR_MULT:-1.0}; fi
   AMP_FLAG=""; [ "$AMP" = 1 ] && AMP_FLAG="--amp"
-  echo "== training $LAYER for $T s (width $WIDTH, warm-up $WARMUP; $FEAT_FLAG, feature weight ${FEAT_WEIGHT:-0.02}, lowres weight ${LOWRES_WEIGHT:-0}, load side ${LOAD_SIDE:-256}, scale min ${SCALE_MIN:-0.5}, smooth ${SMOOTH:-0}, ema ${EMA:-0.999}, amp $AMP, revived first ${REVIVE:-1}, revive every ${REVIVE_EVERY:-1000})"
+  echo "== training $LAYER for $T s (width $WIDTH, warm-up $WARMUP; $FEAT_FLAG, feature weight ${FEAT_WEIGHT:-0.02}, lowres weight ${LOWRES_WEIGHT:-0}, load side ${LOAD_SIDE:-256}, scale min ${SCALE_MIN:-0.5}, smooth ${SMOOTH:-0}, ema ${EMA:-0.999}, first-conv rate x $FIRST_LR_MULT, amp $AMP, revived first ${REVIVE:-1}, revive every ${REVIVE_EVERY:-1000})"
   timeout $(( T + 40 )) $PY -m training.train_decoder --layer "$LAYER" --device cuda --resume --width "$WIDTH" $AMP_FLAG \
     --photos gpu_pack/photos --paintings gpu_pack/paintings --holdout-dir gpu_pack/holdout --run-dir "$RUN" \
     --out "$OUT/$NAME.pt" --crop "${CROP:-256}" --batch 16 --mix-prob 0.2 --mix-crop 128 \
     --iterations 1000000 --lr "${LR:-2e-4}" --lr-final 2e-5 --lr-by-time --warmup $WARMUP $FEAT_FLAG \
     --feat-weight "${FEAT_WEIGHT:-0.02}" --revive-every "${REVIVE_EVERY:-1000}" --lowres-weight "${LOWRES_WEIGHT:-0}" \
-    --load-side "${LOAD_SIDE:-256}" --scale-min "${SCALE_MIN:-0.5}" --smooth "${SMOOTH:-0}" --ema "${EMA:-0.999}" \
+    --load-side "${LOAD_SIDE:-256}" --scale-min "${SCALE_MIN:-0.5}" --smooth "${SMOOTH:-0}" --ema "${EMA:-0.999}" --first-lr-mult "$FIRST_LR_MULT" \
     --max-minutes "$(awk "BEGIN{print ($T - 15)/60}")" --checkpoint-minutes 2 --eval-every 1000 --grid-every 2000 2>&1 \
     | tr '\r' '\n' | awk -v bar_re="^decoder $LAYER:" '$0 ~ bar_re {bar=$0; next} {print} END {print bar}' | tail -25
   cp "$RUN/checkpoint.pt" "$OUT/${NAME}_train.pt" 2>/dev/null || true
