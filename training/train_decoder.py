@@ -100,7 +100,8 @@ def param_groups(dec: Decoder, first_lr_mult: float):
     is also what muP prescribes for hidden layers (Yang et al. 2021, Tensor Programs V)."""
     if first_lr_mult == 1.0:
         return [{"params": list(dec.parameters())}]
-    first = next(m for m in dec.net if isinstance(m, torch.nn.Conv2d))
+    from training.revive import _convs
+    first = _convs(dec)[0]
     ids = {id(p) for p in first.parameters()}
     return [{"params": list(first.parameters()), "lr_mult": first_lr_mult},
             {"params": [p for p in dec.parameters() if id(p) not in ids], "lr_mult": 1.0}]
