@@ -53,6 +53,55 @@ __device__ __forceinline__ void allow_dependents() {
 #endif
 }
 
+// +l2 (written in session 15 without a GPU, not yet timed): L2 eviction-priority hints, sm_80+ (PTX
+// createpolicy and the .L2::cache_hint qualifier of ld/st).  Pass 1 reads the features with
+// evict_last, so that the 29.5 MB of a 720p FP16 frame (the H100's L2 holds 50 MB) are still in L2
+// when pass 2 reads them a few microseconds later; pass 2 reads them with evict_first (their last use
+// here, which also lowers the priority pass 1 gave them) and writes its output with evict_first, so
+// that the output's lines are the first to leave instead of the features pass 2 has not read yet.
+// Pass 2 is 22 of the op's 41 us at 720p and moves 59 MB at about the copy rate: every feature byte it
+// finds in L2 is one byte fewer from DRAM.  Older GPUs compile the plain loads and stores.
+__device__ __forceinline__ uint64_t l2_evict_last() {
+  uint64_t p = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(p));
+#endif
+  return p;
+}
+__device__ __forceinline__ uint64_t l2_evict_first() {
+  uint64_t p = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
+#endif
+  return p;
+}
+// A read-only 16-byte load (as __ldg) with the L2 policy `pol`
+__device__ __forceinline__ uint4 ldg_hint(const void* ptr, uint64_t pol) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint4 r;
+  asm("ld.global.nc.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+      : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(ptr), "l"(pol));
+  return r;
+#else
+  return __ldg(reinterpret_cast<const uint4*>(ptr));
+#endif
+}
+// A 16-byte store with the L2 policy `pol`
+__device__ __forceinline__ void stg_hint(void* ptr, const uint4& v, uint64_t pol) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("st.global.L2::cache_hint.v4.u32 [%0], {%1, %2, %3, %4}, %5;"
+               :: "l"(ptr), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w), "l"(pol));   // out is not read here
+#else
+  *reinterpret_cast<uint4*>(ptr) = v;
+#endif
+}
+// A 16-byte read-only load, with the policy `pol` where HINT (+l2)
+template <bool HINT>
+__device__ __forceinline__ uint4 load16(const void* ptr, uint64_t pol) {
+  if constexpr (HINT) return ldg_hint(ptr, pol);
+  else return __ldg(reinterpret_cast<const uint4*>(ptr));
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
@@ -87,16 +136,18 @@ __device__ __forceinline__ void load_tile(const float* __restrict__ w, int64_t P
   }
 }
 
-// The PPT feature values of one channel (base fc) as floats.
-template <typename T, int PPT, int VEC>
-__device__ __forceinline__ void load_values(const T* __restrict__ fc, const int64_t (&off)[PPT], float (&v)[PPT]) {
+// The PPT feature values of one channel (base fc) as floats (16-byte loads with the L2 policy pol
+// where HINT).
+template <typename T, int PPT, int VEC, bool HINT = false>
+__device__ __forceinline__ void load_values(const T* __restrict__ fc, const int64_t (&off)[PPT], float (&v)[PPT],
+                                            uint64_t pol = 0) {
   if constexpr (VEC == 1) {
 #pragma unroll
     for (int i = 0; i < PPT; ++i) v[i] = to_f(fc[off[i]]);     // past the end: offset 0, weight 0
   } else {
 #pragma unroll
     for (int u = 0; u < PPT / VEC; ++u) {
-      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(fc + off[u * VEC]));
+      const uint4 raw = load16<HINT>(fc + off[u * VEC], pol);
       const T* t = reinterpret_cast<const T*>(&raw);
 #pragma unroll
       for (int e = 0; e < VEC; ++e) v[u * VEC + e] = to_f(t[e]);
@@ -288,8 +339,9 @@ __device__ __forceinline__ void accumulate_run(const uint4& raw, const float (&m
 // 480p/720p/1080p) and was removed; the template keeps any power of two up to 8.
 //
 // span: the pixels of a block, at most TILE and a multiple of VEC (TILE itself but for the +even
-// launches, even_span below).
-template <typename T, int K, int TILE, bool PREFETCH, int LPC = 1>
+// launches, even_span below).  HINT (+l2, without PREFETCH): the feature loads with L2 evict_last
+// (l2_evict_last above).
+template <typename T, int K, int TILE, bool PREFETCH, int LPC = 1, bool HINT = false>
 __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
     const T* __restrict__ f, int64_t sc, const float* __restrict__ w, int C, int64_t P, int span,
     float* __restrict__ s1, float* __restrict__ s2, float* __restrict__ wsum, bool early) {
@@ -301,6 +353,7 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
   constexpr int R = kRows / LPC;                          // warps along the pixels per channel
   static_assert(VEC % 4 == 0 && TILE % STEP == 0, "runs of whole float4 mask groups");
   static_assert(LPC >= 1 && kRows % LPC == 0 && (LPC & (LPC - 1)) == 0, "LPC: 1, 2, 4 or 8");
+  static_assert(!(HINT && PREFETCH), "+l2 is built for the layouts without prefetch");
   __shared__ __align__(16) float ms[K][TILE];
   __shared__ float red[kRows][2 * K][kLanes + 1];
   const int64_t p0 = static_cast<int64_t>(blockIdx.x) * span;
@@ -365,9 +418,10 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
       accumulate_run<T, K, TILE>(raw, ms, j, a1, a2);
     }
   } else if (c < C) {
+    const uint64_t pol = HINT ? l2_evict_last() : 0;
 #pragma unroll 2
     for (int j = j0; j < n; j += STEP)
-      accumulate_run<T, K, TILE>(__ldg(reinterpret_cast<const uint4*>(fc + j)), ms, j, a1, a2);
+      accumulate_run<T, K, TILE>(load16<HINT>(fc + j, pol), ms, j, a1, a2);
   }
   if (!early) allow_dependents();     // pass 2 (+pdl) may now launch and load its masks
   if constexpr (LPC > 1) {            // every lane is here (the loop above has ended for all)
@@ -408,7 +462,8 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
 // sums of pass 1 (solve_entry; the blocks of the first pixel tile also store the statistics and
 // coefficients the op returns), which saves the solve kernel's launch (2.2 us of 45 at 720p on the
 // H100) for a little redundant arithmetic per block.
-template <typename T, int K, int VEC>
+// HINT (+l2, VEC > 1): the feature loads and the output's stores with L2 evict_first (l2_evict_first).
+template <typename T, int K, int VEC, bool HINT = false>
 __global__ void __launch_bounds__(kThreads) affine_kernel(
     const T* __restrict__ f, int64_t sc, int64_t sh, int64_t sw, const float* __restrict__ w,
     const float* __restrict__ A, const float* __restrict__ B, int C, int H, int W, int group,
@@ -425,8 +480,10 @@ __global__ void __launch_bounds__(kThreads) affine_kernel(
   float m[K][PPT];
   load_tile<K, PPT, VEC>(w, P, W, sh, sw, tile0, off, ok, m);
   // +early: the first channel's features too (f was complete before pass 1 began, like the masks)
+  static_assert(!HINT || VEC > 1, "+l2 is built for the vector path");
+  const uint64_t pol = HINT ? l2_evict_first() : 0;
   float first[PPT];
-  if (early) load_values<T, PPT, VEC>(f + static_cast<int64_t>(c0) * sc, off, first);
+  if (early) load_values<T, PPT, VEC, HINT>(f + static_cast<int64_t>(c0) * sc, off, first, pol);
   wait_for_primary();   // +pdl: the masks were loaded while pass 1 (or the solve) ran; its sums are now complete
   const bool solve_here = s1 != nullptr;        // the same for every thread of the grid
   if (solve_here) {
@@ -451,7 +508,7 @@ __global__ void __launch_bounds__(kThreads) affine_kernel(
 #pragma unroll
       for (int i = 0; i < PPT; ++i) v[i] = first[i];
     } else {
-      load_values<T, PPT, VEC>(f + static_cast<int64_t>(c) * sc, off, v);
+      load_values<T, PPT, VEC, HINT>(f + static_cast<int64_t>(c) * sc, off, v, pol);
     }
     float r[PPT];
 #pragma unroll
@@ -474,7 +531,8 @@ __global__ void __launch_bounds__(kThreads) affine_kernel(
         T* t = reinterpret_cast<T*>(&raw);
 #pragma unroll
         for (int e = 0; e < VEC; ++e) t[e] = from_f<T>(r[u * VEC + e]);
-        *reinterpret_cast<uint4*>(oc + off[u * VEC]) = raw;
+        if constexpr (HINT) stg_hint(oc + off[u * VEC], raw, pol);
+        else *reinterpret_cast<uint4*>(oc + off[u * VEC]) = raw;
       }
     }
   }
@@ -563,6 +621,8 @@ struct Pass1 {
                         // and 2, lpc 1 or 4 without prefetch and 1, lpc 4 with prefetch and 1; set_tuning)
   bool even;            // lanes: block spans sized to fill whole waves evenly (even_span) instead of a tile each
   bool fill;            // even: at least as many blocks as fit on the GPU at once (even_span's fill)
+  bool l2;              // lanes, lpc 4, no prefetch (+l2): L2 eviction hints in both passes (pass 2 on the
+                        // vector path); see l2_evict_last
 };
 
 // What the torch glue passes to the launchers of one dtype (T = float, __half or __nv_bfloat16).
@@ -628,6 +688,8 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const Solve
         const dim3 grid(static_cast<unsigned>((P + span - 1) / span), cg);                                        \
         if (g.p1.lpc == 4 && g.p1.prefetch)      /* the combinations set_tuning accepts */                     \
           launch(g.pdl, moments_lanes_kernel<T, KK, MT, true, 4>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws, g.early);         \
+        else if (g.p1.lpc == 4 && g.p1.l2)                                                                        \
+          launch(g.pdl, moments_lanes_kernel<T, KK, MT, false, 4, true>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws, g.early);  \
         else if (g.p1.lpc == 4)                                                                                   \
           launch(g.pdl, moments_lanes_kernel<T, KK, MT, false, 4>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws, g.early);        \
         else if (g.p1.prefetch)                                                                                   \
@@ -645,7 +707,10 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const Solve
                         float lo, float hi, const float* s1, const float* s2, const float* ws, const SolveArgs& sa, \
                         cudaStream_t s) {                                                                         \
     constexpr int V = 16 / sizeof(T);                                                                             \
-    if (g.vec) {                                                                                                  \
+    if (g.vec && g.p1.l2) {                                                                                       \
+      STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH(g.pdl, (affine_kernel<T, KK, V, true>),                                   \
+          f, g.sc, g.sh, g.sw, w, A, B, g.C, g.H, g.W, sh.group, out, lo, hi, s1, s2, ws, sa, g.early));                   \
+    } else if (g.vec) {                                                                                           \
       STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH(g.pdl, (affine_kernel<T, KK, V>),                                         \
           f, g.sc, g.sh, g.sw, w, A, B, g.C, g.H, g.W, sh.group, out, lo, hi, s1, s2, ws, sa, g.early));                   \
     } else {                                                                                                      \
