@@ -249,7 +249,7 @@ DEFAULT_VARIANT = "quad+even+pdl"
 # A suffix +l2 (quad only) adds L2 eviction-priority hints (sm_80+): pass 1 reads the features with
 # evict_last so that they are still in L2 when pass 2 reads them (a 720p FP16 frame's 29.5 MB against
 # the H100's 50 MB of L2), pass 2 reads them and writes its output with evict_first
-# (masked_recon_kernels.cuh, l2_evict_last).  Written in session 15 without a GPU; not yet timed.
+# (masked_recon_kernels.cuh, l2_policy).  Written in session 15 without a GPU; not yet timed.
 SUFFIXES = ("even", "solve1", "pdl", "early", "fill", "l2")
 
 

@@ -116,7 +116,7 @@ bool tuning_early = false;
 
 // false for a combination no kernel is built for, which changes nothing
 // l2 (+l2): L2 eviction hints, built for quad only (lanes, lpc 4, no prefetch; masked_recon_kernels.cuh,
-// l2_evict_last).  Written in session 15 without a GPU: not yet timed, off by default.
+// l2_policy).  Written in session 15 without a GPU: not yet timed, off by default.
 bool set_tuning(bool lanes, bool prefetch, int lpc, int tile_div, bool even, bool solve_in_pass2, bool pdl,
                 bool early, bool fill, bool l2) {
   // the moments_lanes_kernel instantiations launch_moments has: (lpc, prefetch, tile_div)

@@ -61,17 +61,13 @@ __device__ __forceinline__ void allow_dependents() {
 // that the output's lines are the first to leave instead of the features pass 2 has not read yet.
 // Pass 2 is 22 of the op's 41 us at 720p and moves 59 MB at about the copy rate: every feature byte it
 // finds in L2 is one byte fewer from DRAM.  Older GPUs compile the plain loads and stores.
-__device__ __forceinline__ uint64_t l2_evict_last() {
+// The L2 policy evict_last (LAST) or evict_first, for all of the addresses a load or store touches
+template <bool LAST>
+__device__ __forceinline__ uint64_t l2_policy() {
   uint64_t p = 0;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(p));
-#endif
-  return p;
-}
-__device__ __forceinline__ uint64_t l2_evict_first() {
-  uint64_t p = 0;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
+  if constexpr (LAST) asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(p));
+  else asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
 #endif
   return p;
 }
@@ -340,7 +336,7 @@ __device__ __forceinline__ void accumulate_run(const uint4& raw, const float (&m
 //
 // span: the pixels of a block, at most TILE and a multiple of VEC (TILE itself but for the +even
 // launches, even_span below).  HINT (+l2, without PREFETCH): the feature loads with L2 evict_last
-// (l2_evict_last above).
+// (l2_policy above).
 template <typename T, int K, int TILE, bool PREFETCH, int LPC = 1, bool HINT = false>
 __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
     const T* __restrict__ f, int64_t sc, const float* __restrict__ w, int C, int64_t P, int span,
@@ -418,7 +414,7 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
       accumulate_run<T, K, TILE>(raw, ms, j, a1, a2);
     }
   } else if (c < C) {
-    const uint64_t pol = HINT ? l2_evict_last() : 0;
+    const uint64_t pol = HINT ? l2_policy<true>() : 0;
 #pragma unroll 2
     for (int j = j0; j < n; j += STEP)
       accumulate_run<T, K, TILE>(load16<HINT>(fc + j, pol), ms, j, a1, a2);
@@ -462,7 +458,7 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
 // sums of pass 1 (solve_entry; the blocks of the first pixel tile also store the statistics and
 // coefficients the op returns), which saves the solve kernel's launch (2.2 us of 45 at 720p on the
 // H100) for a little redundant arithmetic per block.
-// HINT (+l2, VEC > 1): the feature loads and the output's stores with L2 evict_first (l2_evict_first).
+// HINT (+l2, VEC > 1): the feature loads and the output's stores with L2 evict_first (l2_policy).
 template <typename T, int K, int VEC, bool HINT = false>
 __global__ void __launch_bounds__(kThreads) affine_kernel(
     const T* __restrict__ f, int64_t sc, int64_t sh, int64_t sw, const float* __restrict__ w,
@@ -481,7 +477,7 @@ __global__ void __launch_bounds__(kThreads) affine_kernel(
   load_tile<K, PPT, VEC>(w, P, W, sh, sw, tile0, off, ok, m);
   // +early: the first channel's features too (f was complete before pass 1 began, like the masks)
   static_assert(!HINT || VEC > 1, "+l2 is built for the vector path");
-  const uint64_t pol = HINT ? l2_evict_first() : 0;
+  const uint64_t pol = HINT ? l2_policy<false>() : 0;
   float first[PPT];
   if (early) load_values<T, PPT, VEC, HINT>(f + static_cast<int64_t>(c0) * sc, off, first, pol);
   wait_for_primary();   // +pdl: the masks were loaded while pass 1 (or the solve) ran; its sums are now complete
@@ -622,7 +618,7 @@ struct Pass1 {
   bool even;            // lanes: block spans sized to fill whole waves evenly (even_span) instead of a tile each
   bool fill;            // even: at least as many blocks as fit on the GPU at once (even_span's fill)
   bool l2;              // lanes, lpc 4, no prefetch (+l2): L2 eviction hints in both passes (pass 2 on the
-                        // vector path); see l2_evict_last
+                        // vector path); see l2_policy
 };
 
 // What the torch glue passes to the launchers of one dtype (T = float, __half or __nv_bfloat16).
