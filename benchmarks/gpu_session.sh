@@ -89,7 +89,7 @@ if [ "${SKIP_OTHER_TESTS:-0}" != 1 ]; then
 fi
 
 echo "== kernel benchmark ($(left) s left)"
-timeout 150 $PY benchmarks/kernel.py --profile --json "$OUT/kernel.json" 2>&1 | tee "$OUT/kernel.log" | tail -12
+timeout 180 $PY benchmarks/kernel.py --profile --json "$OUT/kernel.json" 2>&1 | tee "$OUT/kernel.log" | tail -12
 
 # Nsight Compute on one fused call per variant (pass 1's stall reasons, memory throughput), when
 # the device has ncu and lets it read the counters; appended to kernel.log (SKIP_NCU=1: not)

@@ -249,8 +249,10 @@ DEFAULT_VARIANT = "quad+even+pdl"
 # A suffix +l2 (quad only) adds L2 eviction-priority hints (sm_80+): pass 1 reads the features with
 # evict_last so that they are still in L2 when pass 2 reads them (a 720p FP16 frame's 29.5 MB against
 # the H100's 50 MB of L2), pass 2 reads them and writes its output with evict_first
-# (masked_recon_kernels.cuh, l2_policy).  Written in session 15 without a GPU; not yet timed.
-SUFFIXES = ("even", "solve1", "pdl", "early", "fill", "l2")
+# (masked_recon_kernels.cuh, l2_policy).  A suffix +p256 (quad only, not with +l2) has pass 1 load with
+# L2's 256-byte prefetch, so that its next step's bytes are on their way from DRAM (ldg_256).  Both
+# written in session 15 without a GPU; not yet timed.
+SUFFIXES = ("even", "solve1", "pdl", "early", "fill", "l2", "p256")
 
 
 class Variant(NamedTuple):
@@ -262,10 +264,11 @@ class Variant(NamedTuple):
     early: bool        # +early: pass 2 launched before pass 1's loop
     fill: bool         # +fill: pass 1 in as many blocks as fit on the GPU at once
     l2: bool = False   # +l2: L2 eviction hints (quad only)
+    p256: bool = False  # +p256: pass 1's loads with L2's 256-byte prefetch (quad only, not with +l2)
 
 
 def parse_variant(variant: str) -> Variant:
-    """'LAYOUT[+even][+solve1][+pdl][+early][+fill][+l2]' -> its Variant.  ``auto`` stands for
+    """'LAYOUT[+even][+solve1][+pdl][+early][+fill][+l2|+p256]' -> its Variant.  ``auto`` stands for
     DEFAULT_VARIANT (so ``auto+solve1`` is the default with the solve kernel; auto+even and auto+pdl
     repeat what auto has and are refused)."""
     layout, *flags = variant.split("+")
@@ -274,13 +277,14 @@ def parse_variant(variant: str) -> Variant:
         layout, flags = default_layout, default_flags + flags
     bad = (layout not in MOMENTS_LAYOUTS or any(f not in SUFFIXES for f in flags) or len(set(flags)) != len(flags)
            or ("even" in flags and layout == "warp") or ("early" in flags and "pdl" not in flags)
-           or ("fill" in flags and "even" not in flags) or ("l2" in flags and layout != "quad"))
+           or ("fill" in flags and "even" not in flags) or (("l2" in flags or "p256" in flags) and layout != "quad")
+           or ("l2" in flags and "p256" in flags))
     if bad:
         raise ValueError(f"unknown kernel variant {variant!r}: auto or a pass-1 layout ({', '.join(MOMENTS_LAYOUTS)}), "
                          f"optionally followed by +even (not with warp), +solve1, +pdl, +early (with +pdl) and "
-                         f"+fill (with +even) and +l2 (with quad); auto has +even+pdl")
+                         f"+fill (with +even), +l2 or +p256 (with quad); auto has +even+pdl")
     return Variant(layout, "solve1" not in flags, "even" in flags, "pdl" in flags, "early" in flags, "fill" in flags,
-                   "l2" in flags)
+                   "l2" in flags, "p256" in flags)
 
 
 def set_tuning(moments: str = "auto") -> None:
@@ -289,13 +293,14 @@ def set_tuning(moments: str = "auto") -> None:
     optionally with ``+even`` (the lanes layouts' blocks filling whole waves evenly), ``+solve1``
     (the between-pass solve as a kernel of its own), ``+pdl`` (programmatic dependent launches,
     sm_90+), ``+early`` (with +pdl: pass 2 launched before pass 1's loop), ``+fill`` (with +even:
-    pass 1 in as many blocks as fit at once) and ``+l2`` (with quad: L2 eviction hints).  Read from STYLECAM_MOMENTS when the extension is
+    pass 1 in as many blocks as fit at once), ``+l2`` (with quad: L2 eviction hints) or ``+p256`` (with
+    quad: pass 1's loads with L2's 256-byte prefetch).  Read from STYLECAM_MOMENTS when the extension is
     loaded.  The CPU reference has no such choice."""
     v = parse_variant(moments)
     if _ext is None:
         raise RuntimeError("the CUDA extension is not loaded (kernels.build_extension())")
     if not _ext.set_tuning(**MOMENTS_LAYOUTS[v.layout], even=v.even, solve_in_pass2=v.solve2, pdl=v.pdl,
-                           early=v.early, fill=v.fill, l2=v.l2):
+                           early=v.early, fill=v.fill, l2=v.l2, p256=v.p256):
         raise RuntimeError(f"the CUDA extension refused the variant {moments!r}: rebuild it")
 
 

@@ -91,10 +91,28 @@ __device__ __forceinline__ void stg_hint(void* ptr, const uint4& v, uint64_t pol
   *reinterpret_cast<uint4*>(ptr) = v;
 #endif
 }
-// A 16-byte read-only load, with the policy `pol` where HINT (+l2)
-template <bool HINT>
+// +p256 (written in session 15 without a GPU, not yet timed): a read-only 16-byte load that asks L2
+// to fetch the whole 256-byte block around it from DRAM (PTX .L2::256B prefetch size, sm_80+).  In
+// pass 1's quad layout a block reads 128 contiguous bytes of a channel per step and the next 128 on
+// its next step, so the prefetch turns every other step's DRAM misses into L2 hits: more bytes in
+// flight per load instruction, for a pass that Nsight Compute found waiting on global loads 8.4 of
+// every 14.3 cycles at 48 % occupancy.
+__device__ __forceinline__ uint4 ldg_256(const void* ptr) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint4 r;
+  asm("ld.global.nc.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(ptr));
+  return r;
+#else
+  return __ldg(reinterpret_cast<const uint4*>(ptr));
+#endif
+}
+// A 16-byte read-only load: HINT 0 as __ldg, 1 with the L2 policy `pol` (+l2), 2 with L2's 256-byte
+// prefetch (+p256)
+template <int HINT>
 __device__ __forceinline__ uint4 load16(const void* ptr, uint64_t pol) {
-  if constexpr (HINT) return ldg_hint(ptr, pol);
+  if constexpr (HINT == 1) return ldg_hint(ptr, pol);
+  else if constexpr (HINT == 2) return ldg_256(ptr);
   else return __ldg(reinterpret_cast<const uint4*>(ptr));
 }
 
@@ -143,7 +161,7 @@ __device__ __forceinline__ void load_values(const T* __restrict__ fc, const int6
   } else {
 #pragma unroll
     for (int u = 0; u < PPT / VEC; ++u) {
-      const uint4 raw = load16<HINT>(fc + off[u * VEC], pol);
+      const uint4 raw = load16<HINT ? 1 : 0>(fc + off[u * VEC], pol);
       const T* t = reinterpret_cast<const T*>(&raw);
 #pragma unroll
       for (int e = 0; e < VEC; ++e) v[u * VEC + e] = to_f(t[e]);
@@ -335,9 +353,9 @@ __device__ __forceinline__ void accumulate_run(const uint4& raw, const float (&m
 // 480p/720p/1080p) and was removed; the template keeps any power of two up to 8.
 //
 // span: the pixels of a block, at most TILE and a multiple of VEC (TILE itself but for the +even
-// launches, even_span below).  HINT (+l2, without PREFETCH): the feature loads with L2 evict_last
-// (l2_policy above).
-template <typename T, int K, int TILE, bool PREFETCH, int LPC = 1, bool HINT = false>
+// launches, even_span below).  HINT (without PREFETCH): the feature loads with L2 evict_last (1, +l2;
+// l2_policy above) or L2's 256-byte prefetch (2, +p256; ldg_256).
+template <typename T, int K, int TILE, bool PREFETCH, int LPC = 1, int HINT = 0>
 __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
     const T* __restrict__ f, int64_t sc, const float* __restrict__ w, int C, int64_t P, int span,
     float* __restrict__ s1, float* __restrict__ s2, float* __restrict__ wsum, bool early) {
@@ -349,7 +367,7 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
   constexpr int R = kRows / LPC;                          // warps along the pixels per channel
   static_assert(VEC % 4 == 0 && TILE % STEP == 0, "runs of whole float4 mask groups");
   static_assert(LPC >= 1 && kRows % LPC == 0 && (LPC & (LPC - 1)) == 0, "LPC: 1, 2, 4 or 8");
-  static_assert(!(HINT && PREFETCH), "+l2 is built for the layouts without prefetch");
+  static_assert(!(HINT && PREFETCH), "+l2 and +p256 are built for the layouts without prefetch");
   __shared__ __align__(16) float ms[K][TILE];
   __shared__ float red[kRows][2 * K][kLanes + 1];
   const int64_t p0 = static_cast<int64_t>(blockIdx.x) * span;
@@ -414,7 +432,7 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
       accumulate_run<T, K, TILE>(raw, ms, j, a1, a2);
     }
   } else if (c < C) {
-    const uint64_t pol = HINT ? l2_policy<true>() : 0;
+    const uint64_t pol = HINT == 1 ? l2_policy<true>() : 0;
 #pragma unroll 2
     for (int j = j0; j < n; j += STEP)
       accumulate_run<T, K, TILE>(load16<HINT>(fc + j, pol), ms, j, a1, a2);
@@ -619,6 +637,8 @@ struct Pass1 {
   bool fill;            // even: at least as many blocks as fit on the GPU at once (even_span's fill)
   bool l2;              // lanes, lpc 4, no prefetch (+l2): L2 eviction hints in both passes (pass 2 on the
                         // vector path); see l2_policy
+  bool p256;            // lanes, lpc 4, no prefetch, not with l2 (+p256): pass 1's loads with L2's 256-byte
+                        // prefetch; see ldg_256
 };
 
 // What the torch glue passes to the launchers of one dtype (T = float, __half or __nv_bfloat16).
@@ -685,7 +705,9 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const Solve
         if (g.p1.lpc == 4 && g.p1.prefetch)      /* the combinations set_tuning accepts */                     \
           launch(g.pdl, moments_lanes_kernel<T, KK, MT, true, 4>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws, g.early);         \
         else if (g.p1.lpc == 4 && g.p1.l2)                                                                        \
-          launch(g.pdl, moments_lanes_kernel<T, KK, MT, false, 4, true>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws, g.early);  \
+          launch(g.pdl, moments_lanes_kernel<T, KK, MT, false, 4, 1>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws, g.early);     \
+        else if (g.p1.lpc == 4 && g.p1.p256)                                                                      \
+          launch(g.pdl, moments_lanes_kernel<T, KK, MT, false, 4, 2>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws, g.early);     \
         else if (g.p1.lpc == 4)                                                                                   \
           launch(g.pdl, moments_lanes_kernel<T, KK, MT, false, 4>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws, g.early);        \
         else if (g.p1.prefetch)                                                                                   \
