@@ -144,21 +144,26 @@ int device_attribute(int device) {
   return n;
 }
 
-// pdl: programmatic dependent launches asked for (fused_recon with tuning_pdl); only on sm_90+
-Geometry geometry(const at::Tensor& f, int K, const at::Tensor* out = nullptr, bool pdl = false) {
+// pdl: programmatic dependent launches asked for (fused_recon with tuning_pdl); only on sm_90+.
+// hints: the +l2 hints may be used (fused_recon only: pass 1's evict_last is undone by pass 2's
+// evict_first reads, which the standalone masked_moments op has no pass 2 to do)
+Geometry geometry(const at::Tensor& f, int K, const at::Tensor* out = nullptr, bool pdl = false,
+                  bool hints = false) {
   const int dev = f.get_device(), sms = device_attribute<cudaDevAttrMultiProcessorCount>(dev);
   // programmatic launches need compute capability 9+
   const bool pdl_here = pdl && device_attribute<cudaDevAttrComputeCapabilityMajor>(dev) >= 9;
   const int64_t P = f.size(2) * f.size(3), vec = 16 / static_cast<int64_t>(f.element_size());
+  stylecam::Pass1 p1 = tuning_pass1;
+  p1.l2 = p1.l2 && hints;
   const bool v = f.is_contiguous() && P % vec == 0 && aligned16(f.data_ptr()) &&
                  (out == nullptr || aligned16(out->data_ptr()));
   return {K, static_cast<int>(f.size(1)), static_cast<int>(f.size(2)), static_cast<int>(f.size(3)),
-          f.stride(1), f.stride(2), f.stride(3), v, tuning_pass1, sms, pdl_here, pdl_here && tuning_early};
+          f.stride(1), f.stride(2), f.stride(3), v, p1, sms, pdl_here, pdl_here && tuning_early};
 }
 
 void moments(const at::Tensor& f, const at::Tensor& w, float* s1, float* s2, float* ws, cudaStream_t s,
-             bool pdl = false) {
-  const Geometry g = geometry(f, w.size(0), nullptr, pdl);
+             bool pdl = false, bool hints = false) {
+  const Geometry g = geometry(f, w.size(0), nullptr, pdl, hints);
   const float* wp = w.data_ptr<float>();
   if (f.scalar_type() == at::kHalf)
     stylecam::launch_moments(reinterpret_cast<const __half*>(f.data_ptr<at::Half>()), wp, g, s1, s2, ws, s);
@@ -174,11 +179,11 @@ void moments(const at::Tensor& f, const at::Tensor& w, float* s1, float* s2, flo
 // `solve` (optional): pass 2 solves its coefficients from pass 1's sums itself (A and B unused)
 void affine(const at::Tensor& f, const at::Tensor& w, const float* A, const float* B, at::Tensor& out, float floor,
             cudaStream_t s, const float* s1 = nullptr, const float* s2 = nullptr, const float* ws = nullptr,
-            const SolveArgs* solve = nullptr, bool pdl = false) {
+            const SolveArgs* solve = nullptr, bool pdl = false, bool hints = false) {
   const SolveArgs none{};
   const SolveArgs& sa = solve != nullptr ? *solve : none;
   if (solve == nullptr) s1 = s2 = ws = nullptr;
-  const Geometry g = geometry(f, w.size(0), &out, pdl);
+  const Geometry g = geometry(f, w.size(0), &out, pdl, hints);
   const float* wp = w.data_ptr<float>();
   if (f.scalar_type() == at::kHalf)
     stylecam::launch_affine(reinterpret_cast<const __half*>(f.data_ptr<at::Half>()), wp, A, B, g,
@@ -269,15 +274,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fused_rec
                off.data_ptr<float>(), a, a + n};
   // with tuning_pdl, both passes are programmatic launches: every input they read before their
   // griddepcontrol.wait (f, w) was complete before the memset, an ordinary launch, started
-  moments(fin, w, p, p + K * C, wsum, stream, tuning_pdl);
+  moments(fin, w, p, p + K * C, wsum, stream, tuning_pdl, true);
   const float lo = floor.has_value() ? static_cast<float>(*floor) : -3.0e38f;
   at::Tensor out = at::empty_like(fin);
   if (tuning_solve_in_pass2) {
-    affine(fin, w, a, a + n, out, lo, stream, p, p + K * C, wsum, &sa, tuning_pdl);
+    affine(fin, w, a, a + n, out, lo, stream, p, p + K * C, wsum, &sa, tuning_pdl, true);
   } else {
     stylecam::launch_solve(p, p + K * C, wsum, sa, stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    affine(fin, w, a, a + n, out, lo, stream, nullptr, nullptr, nullptr, nullptr, tuning_pdl);
+    affine(fin, w, a, a + n, out, lo, stream, nullptr, nullptr, nullptr, nullptr, tuning_pdl, true);
   }
   return {out, sums.narrow(0, 0, K), mean, var, off};
 }
