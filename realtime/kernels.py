@@ -249,10 +249,10 @@ DEFAULT_VARIANT = "quad+even+pdl"
 # A suffix +l2 (quad only) adds L2 eviction-priority hints (sm_80+): pass 1 reads the features with
 # evict_last so that they are still in L2 when pass 2 reads them (a 720p FP16 frame's 29.5 MB against
 # the H100's 50 MB of L2), pass 2 reads them and writes its output with evict_first
-# (masked_recon_kernels.cuh, l2_policy); only in the fused op (fused_recon), whose pass 2 undoes pass 1's
-# evict_last: the standalone masked_moments and masked_affine ops load as without it.  A suffix +p256 (quad only, not with +l2) has pass 1 load with
-# L2's 256-byte prefetch, so that its next step's bytes are on their way from DRAM (ldg_256).  Both
-# written in session 15 without a GPU; not yet timed.
+# (masked_recon_kernels.cuh, l2_policy); only in the fused op (fused_recon), whose pass 2 undoes pass
+# 1's evict_last: the standalone masked_moments and masked_affine ops load as without it.  A suffix
+# +p256 (quad only, not with +l2) has pass 1 load with L2's 256-byte prefetch, so that its next step's
+# bytes are on their way from DRAM (ldg_256).  Both written in session 15 without a GPU; not yet timed.
 SUFFIXES = ("even", "solve1", "pdl", "early", "fill", "l2", "p256")
 
 
