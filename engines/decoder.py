@@ -49,11 +49,19 @@ def _plan(layer: str, arch: str, width: float) -> list[tuple[str, int, int]]:
 
 
 class Decoder(nn.Module):
-    def __init__(self, layer: str = "relu3_1", arch: str = "vgg16", width: float = 1.0, centre: bool = False):
+    def __init__(self, layer: str = "relu3_1", arch: str = "vgg16", width: float = 1.0, centre: bool = False,
+                 extra: int = 0):
         super().__init__()
         if layer not in LAYERS[:4]:
             raise ValueError(f"decoders exist for {LAYERS[:4]}, got {layer!r}")
+        if int(extra) != extra or extra < 0:
+            raise ValueError(f"extra convolutions must be a whole number >= 0, got {extra!r}")
         self.layer, self.arch, self.width, self.centre = layer, arch, float(width), bool(centre)
+        # extra: that many more 3x3 convolutions (+ ReLU) right after the first one, at the features'
+        # own resolution and the first convolution's width -- more depth and context where the decoder
+        # decides regional tone, at a sixteenth of a full-resolution convolution's cost per channel pair
+        # for relu3_1 (training/deepen.py adds them to a trained decoder without changing its output)
+        self.extra = int(extra)
         c = LAYER_CHANNELS[layer]
         self.register_buffer("feat_scale", torch.ones(1, c, 1, 1))
         # centre: a per-channel mean subtracted before the scale (LeCun et al. 1998, "Efficient
@@ -62,11 +70,14 @@ class Decoder(nn.Module):
         if self.centre:
             self.register_buffer("feat_mean", torch.zeros(1, c, 1, 1))
         layers: list[nn.Module] = []
-        for kind, cin, cout in _plan(layer, arch, width):
+        for i, (kind, cin, cout) in enumerate(_plan(layer, arch, width)):
             if kind == "up":
                 layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
             elif kind == "conv":
                 layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)]
+                if i == 0:
+                    for _ in range(self.extra):
+                        layers += [nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True)]
             else:
                 layers.append(nn.Conv2d(cin, cout, 3, padding=1))
         self.net = nn.Sequential(*layers)
@@ -90,7 +101,11 @@ class Decoder(nn.Module):
 
     def config(self) -> dict:
         cfg = {"layer": self.layer, "arch": self.arch, "width": self.width}
-        return {**cfg, "centre": True} if self.centre else cfg        # shipped files' configs unchanged
+        if self.centre:
+            cfg["centre"] = True
+        if self.extra:
+            cfg["extra"] = self.extra
+        return cfg                      # shipped files' configs unchanged: neither key when not used
 
 
 def state_digest(state: dict[str, torch.Tensor]) -> str:

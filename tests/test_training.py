@@ -367,6 +367,60 @@ def test_widened_decoder_computes_the_same_and_resumes(tmp_path):
         widen.main(["--from", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.pt")])
 
 
+def test_deepened_decoder_computes_the_same_trains_exports_and_resumes_only_deepened(tiny_data, tmp_path):
+    """training.deepen (Net2DeeperNet): identity convolutions added after the first one, before the first
+    upsampling (at the features' resolution), leave the output unchanged -- also when deepened twice --
+    and train: the checkpoint it writes resumes with --extra-convs N (only with it), and the exported
+    decoder keeps its extra convolutions through save and load.  The shipped shape has none."""
+    from engines.decoder import Decoder
+    from training import deepen
+    torch.manual_seed(0)
+    dec = Decoder("relu3_1", "vgg16", 0.5)
+    for m in dec.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.normal_(m.bias, 0.0, 0.1)
+    dec.feat_scale.fill_(2.0)
+    deep = deepen.deepen_decoder(dec, 2)
+    twice = deepen.deepen_decoder(deepen.deepen_decoder(dec, 1), 1)
+    assert deep.extra == 2 and twice.extra == 2 and deep.config()["extra"] == 2
+    first_up = next(i for i, m in enumerate(deep.net) if isinstance(m, torch.nn.Upsample))
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in deep.net[:first_up]) == 3
+    assert sum(p.numel() for p in deep.parameters()) == sum(p.numel() for p in dec.parameters()) + 2 * (64 * 64 * 9 + 64)
+    x = torch.rand(2, 256, 6, 7) * 6
+    with torch.no_grad():
+        torch.testing.assert_close(deep(x), dec(x), rtol=0, atol=1e-6)
+        torch.testing.assert_close(twice(x), dec(x), rtol=0, atol=1e-6)
+    assert "extra" not in Decoder("relu3_1", width=0.25).config()        # shipped files' configs unchanged
+    with pytest.raises(ValueError, match="whole number"):
+        Decoder("relu3_1", width=0.25, extra=-1)
+    with pytest.raises(ValueError, match="at least 1"):
+        deepen.deepen_decoder(dec, 0)
+
+    ph, pa = tiny_data
+    run = tmp_path / "rd"
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "d.pt"), run_dir=str(run)))
+    plain = load_decoder(tmp_path / "d.pt")
+    assert deepen.main(["--from", str(run / "checkpoint.pt"), "--out", str(run / "checkpoint.pt")]) == 0
+    ck = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ck["config"]["extra_convs"] == 2 and ck["iteration"] == 4 and "optim" not in ck and "ema" not in ck
+    again = T.decoder_from_checkpoint(ck, "vgg16")
+    f = torch.rand(1, 256, 5, 6) * plain.feat_scale * 3
+    with torch.no_grad():         # the exported file held the average; the deepened checkpoint starts from it
+        torch.testing.assert_close(again(f), plain(f), rtol=1e-2, atol=1e-2)
+    with pytest.raises(SystemExit, match="extra-convs 2"):
+        T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "d.pt"), run_dir=str(run), iterations=6), resume=True)
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "d.pt"), run_dir=str(run), iterations=6, extra_convs=2),
+            resume=True)
+    trained = load_decoder(tmp_path / "d.pt")
+    assert trained.extra == 2 and trained.meta["iterations"] == 6
+    new = [m for m in trained.net if isinstance(m, torch.nn.Conv2d)][1]
+    ident = torch.zeros_like(new.weight)
+    ident[torch.arange(new.out_channels), torch.arange(new.out_channels), 1, 1] = 1
+    assert not torch.allclose(new.weight, ident)          # training moved the added convolution
+    with pytest.raises(SystemExit):
+        deepen.main(["--from", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.pt")])
+
+
 def test_revive_finds_dead_channels_and_gives_them_weights_without_changing_the_output(tiny_data, tmp_path):
     """training.revive (ReDo): channels that are zero on every input score 0 and get fresh incoming weights
     and zero outgoing ones: the output stays the same, they are active again and training reaches them

@@ -63,6 +63,7 @@ class TrainConfig:
     width: float = 0.5
     feat_on_plain: bool = False
     centre_input: bool = False     # subtract a per-channel mean at the decoder's input (Decoder(centre=True))
+    extra_convs: int = 0           # more convolutions after the first, at the features' resolution (Decoder(extra=))
     lr: float = 2e-4               # 1e-3 killed most first-stage channels in 1,500 iterations (session 10)
     lr_final: float = 5e-5
     pixel_weight: float = 1.0
@@ -336,7 +337,8 @@ def decoder_from_checkpoint(ck: dict, arch: str) -> Decoder:
     RuntimeError when the weights do not fit that shape.  (training.revive and training.widen read it,
     and write a checkpoint without an average: training then starts a fresh one from their result.)"""
     cfg = ck["config"]
-    dec = Decoder(cfg["layer"], arch, cfg["width"], centre=cfg.get("centre_input", False))
+    dec = Decoder(cfg["layer"], arch, cfg["width"], centre=cfg.get("centre_input", False),
+                  extra=cfg.get("extra_convs", 0))
     dec.load_state_dict(ck.get("ema", ck["model"]))
     return dec
 
@@ -382,7 +384,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if not eval_imgs:
         log.warning("no held-out portraits found in %s: the held-out PSNR will not be measured "
                     "(--holdout-dir names their folder)", hdir)
-    dec = Decoder(cfg.layer, ew.arch, cfg.width, centre=cfg.centre_input).to(dev)
+    dec = Decoder(cfg.layer, ew.arch, cfg.width, centre=cfg.centre_input, extra=cfg.extra_convs).to(dev)
     opt = torch.optim.Adam(param_groups(dec, cfg.first_lr_mult), lr=cfg.lr)
     it, history = 0, []
     ema_state, ema_n = None, 0
@@ -393,6 +395,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if bool(ck["config"].get("centre_input", False)) != cfg.centre_input:
             raise SystemExit(f"{ckpt_path} was trained {'with' if not cfg.centre_input else 'without'} "
                              f"--centre-input: resume it with the same setting")
+        if int(ck["config"].get("extra_convs", 0)) != cfg.extra_convs:
+            raise SystemExit(f"{ckpt_path} has {ck['config'].get('extra_convs', 0)} extra convolutions "
+                             f"(training.deepen adds them): resume it with --extra-convs "
+                             f"{ck['config'].get('extra_convs', 0)}, not {cfg.extra_convs}")
         dec.load_state_dict(ck["model"])
         if "optim" in ck:
             try:
@@ -569,6 +575,10 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
                    help="a fresh decoder subtracts each input channel's mean (measured on 32 crops) before its "
                         "scale: centred inputs (LeCun et al. 1998); an experiment against dying first-stage "
                         "channels, not the shipped decoders' recipe (weights/README.md)")
+    p.add_argument("--extra-convs", type=int, default=d.extra_convs, metavar="N",
+                   help="N more 3x3 convolutions right after the first, at the features' resolution (more depth "
+                        "and context for regional tone, little cost; training.deepen adds them to a trained "
+                        "decoder; default 0, the shipped decoders' shape)")
     p.add_argument("--amp", action="store_true",
                    help="run the forward passes under bfloat16 autocast (weights, optimizer and losses stay "
                         "FP32); meant for CUDA (an H100 in session 9: 1.04x as fast as FP32 at batch 16, 256 px)")

@@ -1,0 +1,101 @@
+"""Deepen a trained decoder without changing what it computes: N more 3x3 convolutions (+ ReLU) right
+after its first one, at the features' own resolution (``Decoder(extra=N)``).
+
+Net2DeeperNet (Chen, Goodfellow & Shlens 2016, "Net2Net: accelerating learning via knowledge
+transfer"): each new convolution starts as the identity (the centre tap 1 on its own channel, every
+other weight and the bias 0).  Its input comes out of a ReLU, so it is never negative, and the ReLU
+after the new convolution passes it through unchanged: the deeper network's output equals the
+shallower one's exactly, and training then moves the new layers away from the identity.  Why there:
+the decoders' error is mostly regional tone, patches a few feature cells across (weights/README.md),
+and a convolution at the features' resolution widens what each output pixel sees by two feature
+cells at a sixteenth of the cost of a full-resolution one (relu3_1).
+
+    python -m training.deepen --from runs/half/checkpoint.pt --out runs/deep/checkpoint.pt [--add 2]
+
+The result is a training checkpoint (no optimizer state and no weight average: neither fits the new
+parameters; the iteration count kept) that ``python -m training.train_decoder --resume --run-dir
+runs/deep --extra-convs N ...`` continues (``--warmup`` ramps the fresh Adam's rate up).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engines.decoder import Decoder  # noqa: E402
+from engines.weights import atomic_torch_save  # noqa: E402
+from training.train_decoder import decoder_from_checkpoint, read_checkpoint_or_exit  # noqa: E402
+
+
+def deepen_decoder(dec: Decoder, add: int = 2) -> Decoder:
+    """A decoder with ``add`` more identity-initialised convolutions after the first, same function."""
+    if add < 1:
+        raise ValueError(f"--add must be at least 1, got {add}")
+    deep = Decoder(dec.layer, dec.arch, dec.width, centre=dec.centre, extra=dec.extra + add)
+    deep.feat_scale.copy_(dec.feat_scale)
+    if dec.centre:
+        deep.feat_mean.copy_(dec.feat_mean)
+    old = [m for m in dec.net if isinstance(m, nn.Conv2d)]
+    new = [m for m in deep.net if isinstance(m, nn.Conv2d)]
+    # the first convolution, then the old extra ones, keep their places; the added ones come right after
+    # them (before the first upsampling); every later convolution shifts by ``add``
+    keep = 1 + dec.extra
+    pairs = list(zip(old[:keep], new[:keep])) + list(zip(old[keep:], new[keep + add:]))
+    with torch.no_grad():
+        for a, b in pairs:
+            if a.weight.shape != b.weight.shape:
+                raise ValueError(f"convolution shapes differ: {tuple(a.weight.shape)} -> {tuple(b.weight.shape)}")
+            b.weight.copy_(a.weight)
+            b.bias.copy_(a.bias)
+        for conv in new[keep:keep + add]:
+            c = conv.out_channels
+            conv.weight.zero_()
+            conv.weight[torch.arange(c), torch.arange(c), 1, 1] = 1.0
+            conv.bias.zero_()
+    return deep
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--from", dest="src", required=True, help="training checkpoint (runs/.../checkpoint.pt)")
+    p.add_argument("--out", required=True, help="the deepened training checkpoint to write")
+    p.add_argument("--add", type=int, default=2, help="convolutions to add (default 2)")
+    a = p.parse_args(argv)
+    if a.add < 1:
+        p.error("--add must be at least 1")
+    src = Path(a.src)
+    ck = read_checkpoint_or_exit(p, src)
+    cfg = dict(ck["config"])
+    dec = None
+    for arch in ("vgg16", "vgg19"):                 # the encoder's family decides the decoder's depth
+        try:
+            dec = decoder_from_checkpoint(ck, arch)
+            break
+        except RuntimeError:
+            dec = None
+    if dec is None:
+        p.error(f"{src}: its model matches no VGG16/VGG19 decoder of layer {cfg['layer']}, width {cfg['width']}")
+    deep = deepen_decoder(dec, a.add)
+    feat = torch.rand(1, dec.in_channels, 9, 11) * dec.feat_scale * 3
+    with torch.no_grad():
+        diff = float((deep(feat) - dec(feat)).abs().max())
+    if diff > 1e-5:
+        raise SystemExit(f"deepening changed the output by {diff:.2e}: refusing to write it")
+    cfg["extra_convs"] = deep.extra
+    atomic_torch_save({"config": cfg, "model": deep.state_dict(),
+                       "iteration": ck["iteration"], "history": list(ck.get("history", [])), "py_rng": ck["py_rng"],
+                       "torch_rng": ck["torch_rng"],
+                       "deepened_from": f"{src} ({dec.extra} extra convolutions, +{a.add})"}, Path(a.out))
+    n_old, n_new = (sum(x.numel() for x in m.parameters()) for m in (dec, deep))
+    print(f"{src} ({dec.extra} extra convolutions, {n_old:,} parameters) -> {a.out} ({deep.extra}, {n_new:,} "
+          f"parameters); same output to {diff:.1e}; resume with --extra-convs {deep.extra}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
