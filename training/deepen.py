@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engines.decoder import Decoder  # noqa: E402
 from engines.weights import atomic_torch_save  # noqa: E402
-from training.train_decoder import decoder_from_checkpoint, read_checkpoint_or_exit  # noqa: E402
+from training.train_decoder import decoder_of_checkpoint_or_exit, read_checkpoint_or_exit  # noqa: E402
 
 
 def deepen_decoder(dec: Decoder, add: int = 2) -> Decoder:
@@ -71,15 +71,7 @@ def main(argv=None) -> int:
     src = Path(a.src)
     ck = read_checkpoint_or_exit(p, src)
     cfg = dict(ck["config"])
-    dec = None
-    for arch in ("vgg16", "vgg19"):                 # the encoder's family decides the decoder's depth
-        try:
-            dec = decoder_from_checkpoint(ck, arch)
-            break
-        except RuntimeError:
-            dec = None
-    if dec is None:
-        p.error(f"{src}: its model matches no VGG16/VGG19 decoder of layer {cfg['layer']}, width {cfg['width']}")
+    dec = decoder_of_checkpoint_or_exit(p, ck, src)
     deep = deepen_decoder(dec, a.add)
     feat = torch.rand(1, dec.in_channels, 9, 11) * dec.feat_scale * 3
     with torch.no_grad():

@@ -343,6 +343,18 @@ def decoder_from_checkpoint(ck: dict, arch: str) -> Decoder:
     return dec
 
 
+def decoder_of_checkpoint_or_exit(parser: argparse.ArgumentParser, ck: dict, src: str | Path) -> Decoder:
+    """decoder_from_checkpoint for a command line that does not know the encoder's family (training.widen,
+    training.deepen): the VGG16 or VGG19 decoder the weights fit; neither ends it with the parser's error."""
+    for arch in ("vgg16", "vgg19"):                 # the encoder's family decides the decoder's depth
+        try:
+            return decoder_from_checkpoint(ck, arch)
+        except RuntimeError:
+            pass
+    cfg = ck["config"]
+    parser.error(f"{src}: its model matches no VGG16/VGG19 decoder of layer {cfg['layer']}, width {cfg['width']}")
+
+
 def read_checkpoint_or_exit(parser: argparse.ArgumentParser, path: str | Path) -> dict:
     """read_checkpoint for a command line: a missing or foreign file ends it with the parser's error."""
     try:

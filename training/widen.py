@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engines.decoder import Decoder  # noqa: E402
 from engines.weights import atomic_torch_save  # noqa: E402
-from training.train_decoder import decoder_from_checkpoint, read_checkpoint_or_exit  # noqa: E402
+from training.train_decoder import decoder_of_checkpoint_or_exit, read_checkpoint_or_exit  # noqa: E402
 
 
 def widen_decoder(narrow: Decoder, factor: int = 2, noise: float = 0.01, seed: int = 0) -> Decoder:
@@ -77,15 +77,7 @@ def main(argv=None) -> int:
     src = Path(a.src)
     ck = read_checkpoint_or_exit(p, src)
     cfg = dict(ck["config"])
-    narrow = None
-    for arch in ("vgg16", "vgg19"):                 # the encoder's family decides the decoder's depth
-        try:
-            narrow = decoder_from_checkpoint(ck, arch)
-            break
-        except RuntimeError:
-            narrow = None
-    if narrow is None:
-        p.error(f"{src}: its model matches no VGG16/VGG19 decoder of layer {cfg['layer']}, width {cfg['width']}")
+    narrow = decoder_of_checkpoint_or_exit(p, ck, src)
     wide = widen_decoder(narrow, a.factor, a.noise)
     feat = torch.rand(1, narrow.in_channels, 9, 11) * narrow.feat_scale * 3
     with torch.no_grad():
