@@ -329,19 +329,59 @@ def test_mixed_training_features_are_clamped_like_the_stylizers():
     assert min(mins) == 0.0
 
 
+def _half_decoder_with_biases():
+    """A half-width relu3_1 decoder whose biases are not zero (so a reshaping that mishandles them shows)."""
+    from engines.decoder import Decoder
+    torch.manual_seed(0)
+    dec = Decoder("relu3_1", "vgg16", 0.5)
+    for m in dec.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.normal_(m.bias, 0.0, 0.1)
+    dec.feat_scale.fill_(2.0)
+    return dec
+
+
+def _checkpoint_of(dec, path):
+    import random
+    ck = {"config": {"layer": "relu3_1", "width": dec.width, "lr": 1e-4}, "model": dec.state_dict(), "optim": {},
+          "iteration": 123, "history": [{"it": 100, "psnr": 20.0}], "py_rng": random.Random(1).getstate(),
+          "torch_rng": torch.get_rng_state()}
+    torch.save(ck, path)
+    return ck
+
+
+@pytest.mark.parametrize("tool", ["widen", "deepen"])
+def test_reshaping_that_changes_the_output_is_refused_and_writes_nothing(tmp_path, monkeypatch, tool):
+    """training.widen/deepen check the reshaped decoder against the original before writing: a reshaping
+    that moved the output (here one weight nudged) ends the command and leaves no checkpoint behind."""
+    import importlib
+    mod = importlib.import_module(f"training.{tool}")
+    fn = {"widen": "widen_decoder", "deepen": "deepen_decoder"}[tool]
+    real = getattr(mod, fn)
+
+    def broken(*args, **kw):
+        out = real(*args, **kw)
+        with torch.no_grad():
+            out.net[-1].bias.add_(0.05)          # the last convolution: every output pixel moves
+        return out
+
+    monkeypatch.setattr(mod, fn, broken)
+    _checkpoint_of(_half_decoder_with_biases(), tmp_path / "in.pt")
+    with pytest.raises(SystemExit, match={"widen": "widening", "deepen": "deepening"}[tool] + " changed the output by"):
+        mod.main(["--from", str(tmp_path / "in.pt"), "--out", str(tmp_path / "out" / "checkpoint.pt")])
+    assert not (tmp_path / "out" / "checkpoint.pt").exists()
+    monkeypatch.setattr(mod, fn, real)                  # unbroken, the same command writes it
+    assert mod.main(["--from", str(tmp_path / "in.pt"), "--out", str(tmp_path / "out" / "checkpoint.pt")]) == 0
+    assert (tmp_path / "out" / "checkpoint.pt").exists()
+
+
 def test_widened_decoder_computes_the_same_and_resumes(tmp_path):
     """training.widen: a half-width decoder made twice as wide (Net2WiderNet) gives the same output,
     its copies are not identical (symmetry broken without changing the output), and the checkpoint
     it writes has the shape train_decoder --resume --width 1.0 loads."""
-    import random
     from engines.decoder import Decoder
     from training import widen
-    torch.manual_seed(0)
-    narrow = Decoder("relu3_1", "vgg16", 0.5)
-    for m in narrow.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            torch.nn.init.normal_(m.bias, 0.0, 0.1)
-    narrow.feat_scale.fill_(2.0)
+    narrow = _half_decoder_with_biases()
     wide = widen.widen_decoder(narrow, 2, noise=0.05)
     assert wide.width == 1.0
     assert sum(p.numel() for p in wide.parameters()) > 2 * sum(p.numel() for p in narrow.parameters())
@@ -351,10 +391,7 @@ def test_widened_decoder_computes_the_same_and_resumes(tmp_path):
     second = [m for m in wide.net if isinstance(m, torch.nn.Conv2d)][1]    # its inputs are copies
     c = second.in_channels // 2
     assert not torch.equal(second.weight[:, :c], second.weight[:, c:])
-    ck = {"config": {"layer": "relu3_1", "width": 0.5, "lr": 1e-4}, "model": narrow.state_dict(), "optim": {},
-          "iteration": 123, "history": [{"it": 100, "psnr": 20.0}], "py_rng": random.Random(1).getstate(),
-          "torch_rng": torch.get_rng_state()}
-    torch.save(ck, tmp_path / "narrow.pt")
+    ck = _checkpoint_of(narrow, tmp_path / "narrow.pt")
     assert widen.main(["--from", str(tmp_path / "narrow.pt"), "--out", str(tmp_path / "wide" / "checkpoint.pt")]) == 0
     out = torch.load(tmp_path / "wide" / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert out["config"]["width"] == 1.0 and out["iteration"] == 123 and out["history"] == ck["history"]
@@ -374,12 +411,7 @@ def test_deepened_decoder_computes_the_same_trains_exports_and_resumes_only_deep
     decoder keeps its extra convolutions through save and load.  The shipped shape has none."""
     from engines.decoder import Decoder
     from training import deepen
-    torch.manual_seed(0)
-    dec = Decoder("relu3_1", "vgg16", 0.5)
-    for m in dec.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            torch.nn.init.normal_(m.bias, 0.0, 0.1)
-    dec.feat_scale.fill_(2.0)
+    dec = _half_decoder_with_biases()
     deep = deepen.deepen_decoder(dec, 2)
     twice = deepen.deepen_decoder(deepen.deepen_decoder(dec, 1), 1)
     assert deep.extra == 2 and twice.extra == 2 and deep.config()["extra"] == 2

@@ -28,8 +28,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engines.decoder import Decoder  # noqa: E402
-from engines.weights import atomic_torch_save  # noqa: E402
-from training.train_decoder import decoder_of_checkpoint_or_exit, read_checkpoint_or_exit  # noqa: E402
+from training.train_decoder import (decoder_of_checkpoint_or_exit, read_checkpoint_or_exit,  # noqa: E402
+                                    same_output_or_exit, write_reshaped_checkpoint)
 
 
 def deepen_decoder(dec: Decoder, add: int = 2) -> Decoder:
@@ -73,16 +73,9 @@ def main(argv=None) -> int:
     cfg = dict(ck["config"])
     dec = decoder_of_checkpoint_or_exit(p, ck, src)
     deep = deepen_decoder(dec, a.add)
-    feat = torch.rand(1, dec.in_channels, 9, 11) * dec.feat_scale * 3
-    with torch.no_grad():
-        diff = float((deep(feat) - dec(feat)).abs().max())
-    if diff > 1e-5:
-        raise SystemExit(f"deepening changed the output by {diff:.2e}: refusing to write it")
+    diff = same_output_or_exit(dec, deep, 1e-5, "deepening")
     cfg["extra_convs"] = deep.extra
-    atomic_torch_save({"config": cfg, "model": deep.state_dict(),
-                       "iteration": ck["iteration"], "history": list(ck.get("history", [])), "py_rng": ck["py_rng"],
-                       "torch_rng": ck["torch_rng"],
-                       "deepened_from": f"{src} ({dec.extra} extra convolutions, +{a.add})"}, Path(a.out))
+    write_reshaped_checkpoint(ck, cfg, deep, a.out, deepened_from=f"{src} ({dec.extra} extra convolutions, +{a.add})")
     n_old, n_new = (sum(x.numel() for x in m.parameters()) for m in (dec, deep))
     print(f"{src} ({dec.extra} extra convolutions, {n_old:,} parameters) -> {a.out} ({deep.extra}, {n_new:,} "
           f"parameters); same output to {diff:.1e}; resume with --extra-convs {deep.extra}")

@@ -38,7 +38,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engines.decoder import Decoder  # noqa: E402
-from engines.weights import atomic_torch_save, build_encoder, load_encoder_weights  # noqa: E402
+from engines.weights import build_encoder, load_encoder_weights  # noqa: E402
 from realtime.images import bgr_to_tensor  # noqa: E402
 from training.data import DEFAULT_DATA, holdout_names, iter_folder  # noqa: E402
 
@@ -134,7 +134,7 @@ def photo_features(enc, photos: str | Path, n: int, short_side: int = 256, seed:
 
 
 def main(argv=None) -> int:
-    from training.train_decoder import decoder_from_checkpoint, read_checkpoint_or_exit
+    from training.train_decoder import decoder_from_checkpoint, read_checkpoint_or_exit, write_reshaped_checkpoint
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--from", dest="src", required=True, help="training checkpoint (runs/.../checkpoint.pt)")
     p.add_argument("--out", required=True, help="the training checkpoint to write")
@@ -174,10 +174,8 @@ def main(argv=None) -> int:
     if mean_diff > 1e-3:
         raise SystemExit(f"reviving changed the output by {mean_diff:.2e} on average (max {diff:.2e}): refusing "
                          f"to write it; try a smaller --tau")
-    atomic_torch_save({"config": cfg, "model": dec.state_dict(), "iteration": ck["iteration"],
-                       "history": list(ck.get("history", [])), "py_rng": ck["py_rng"], "torch_rng": ck["torch_rng"],
-                       "revived": {"from": str(src), "tau": a.tau, "images": len(feats), "channels": revived}},
-                      Path(a.out))
+    write_reshaped_checkpoint(ck, cfg, dec, a.out,
+                              revived={"from": str(src), "tau": a.tau, "images": len(feats), "channels": revived})
     convs = _convs(dec)
     for k, idx in enumerate(revived):
         print(f"conv {k} ({convs[k].in_channels} -> {convs[k].out_channels}): {len(idx)} dormant channels revived")

@@ -355,6 +355,28 @@ def decoder_of_checkpoint_or_exit(parser: argparse.ArgumentParser, ck: dict, src
     parser.error(f"{src}: its model matches no VGG16/VGG19 decoder of layer {cfg['layer']}, width {cfg['width']}")
 
 
+def same_output_or_exit(old: Decoder, new: Decoder, tol: float, what: str) -> float:
+    """The largest difference between two decoders' outputs on a random post-ReLU feature map (odd size, up to
+    three times the features' typical scale); above ``tol`` the command ends without writing anything
+    (training.widen, training.deepen: reshaping must not change what the decoder computes)."""
+    feat = torch.rand(1, old.in_channels, 9, 11) * old.feat_scale * 3
+    with torch.no_grad():
+        diff = float((new(feat) - old(feat)).abs().max())
+    if not diff <= tol:                                  # NaN refuses too
+        raise SystemExit(f"{what} changed the output by {diff:.2e}: refusing to write it")
+    return diff
+
+
+def write_reshaped_checkpoint(ck: dict, cfg: dict, dec: Decoder, out: str | Path, **provenance) -> None:
+    """A training checkpoint for a decoder reshaped or repaired out of ``ck`` (training.widen, .deepen,
+    .revive): its weights, config, iteration, history and RNG states, and where it came from, but no
+    optimizer state and no weight average -- neither fits the changed parameters, so ``train_decoder
+    --resume`` starts a fresh Adam (and warns), which ``--warmup`` ramps up.  Written atomically."""
+    atomic_torch_save({"config": cfg, "model": dec.state_dict(), "iteration": ck["iteration"],
+                       "history": list(ck.get("history", [])), "py_rng": ck["py_rng"], "torch_rng": ck["torch_rng"],
+                       **provenance}, Path(out))
+
+
 def read_checkpoint_or_exit(parser: argparse.ArgumentParser, path: str | Path) -> dict:
     """read_checkpoint for a command line: a missing or foreign file ends it with the parser's error."""
     try:

@@ -27,8 +27,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engines.decoder import Decoder  # noqa: E402
-from engines.weights import atomic_torch_save  # noqa: E402
-from training.train_decoder import decoder_of_checkpoint_or_exit, read_checkpoint_or_exit  # noqa: E402
+from training.train_decoder import (decoder_of_checkpoint_or_exit, read_checkpoint_or_exit,  # noqa: E402
+                                    same_output_or_exit, write_reshaped_checkpoint)
 
 
 def widen_decoder(narrow: Decoder, factor: int = 2, noise: float = 0.01, seed: int = 0) -> Decoder:
@@ -79,18 +79,9 @@ def main(argv=None) -> int:
     cfg = dict(ck["config"])
     narrow = decoder_of_checkpoint_or_exit(p, ck, src)
     wide = widen_decoder(narrow, a.factor, a.noise)
-    feat = torch.rand(1, narrow.in_channels, 9, 11) * narrow.feat_scale * 3
-    with torch.no_grad():
-        diff = float((wide(feat) - narrow(feat)).abs().max())
-    if diff > 1e-3:
-        raise SystemExit(f"widening changed the output by {diff:.2e}: refusing to write it")
+    diff = same_output_or_exit(narrow, wide, 1e-3, "widening")
     cfg["width"] = wide.width
-    # no optimizer state: the narrow one's does not fit the wide parameters; train_decoder --resume then
-    # starts a fresh Adam (and warns), which --warmup ramps up
-    atomic_torch_save({"config": cfg, "model": wide.state_dict(),
-                       "iteration": ck["iteration"], "history": list(ck.get("history", [])), "py_rng": ck["py_rng"],
-                       "torch_rng": ck["torch_rng"], "widened_from": f"{src} (width {narrow.width}, x{a.factor})"},
-                      Path(a.out))
+    write_reshaped_checkpoint(ck, cfg, wide, a.out, widened_from=f"{src} (width {narrow.width}, x{a.factor})")
     n_old, n_new = (sum(x.numel() for x in m.parameters()) for m in (narrow, wide))
     print(f"{src} (width {narrow.width}, {n_old:,} parameters) -> {a.out} (width {wide.width}, {n_new:,} "
           f"parameters); same output to {diff:.1e}")
