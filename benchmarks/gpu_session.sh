@@ -200,13 +200,15 @@ if [ "$T" -gt 60 ] && [ -d gpu_pack/photos ] && [ "${SKIP_TRAIN:-0}" != 1 ]; the
       | tr '\r' '\n' | grep -v '^photos:' || { echo "== revive failed: training skipped"; T=0; }
   fi
   # DEEPEN=N: add N identity-initialised convolutions after the first one, at the features' resolution,
-  # output unchanged (training/deepen.py, Net2DeeperNet; a CPU probe in weights/README.md, session 17)
+  # output unchanged (training/deepen.py, Net2DeeperNet; a CPU probe in weights/README.md, session 17);
+  # DILATION=D makes them dilated (default 1)
   if [ "$T" -gt 0 ] && [ "${DEEPEN:-0}" -gt 0 ]; then
-    $PY -m training.deepen --from "$RUN/checkpoint.pt" --out "$RUN/checkpoint.pt" --add "$DEEPEN" \
+    $PY -m training.deepen --from "$RUN/checkpoint.pt" --out "$RUN/checkpoint.pt" --add "$DEEPEN" --dilation "${DILATION:-1}" \
       || { echo "== deepen failed: training skipped"; T=0; }
   fi
   [ "$T" -gt 0 ] && WARMUP=$($PY -c "import torch; print(0 if 'optim' in torch.load('$RUN/checkpoint.pt', map_location='cpu', weights_only=False) else 500)")
   [ "$T" -gt 0 ] && EXTRA=$($PY -c "import torch; print(torch.load('$RUN/checkpoint.pt', map_location='cpu', weights_only=False)['config'].get('extra_convs', 0))")
+  [ "$T" -gt 0 ] && DILATIONS=$($PY -c "import torch; print(torch.load('$RUN/checkpoint.pt', map_location='cpu', weights_only=False)['config'].get('extra_dilations', ''))")
   if [ "$T" -gt 0 ]; then
   # AMP=1: --amp, the forward passes under bfloat16 autocast.  Off by default: session 9 trained 300
   # iterations each way from the same checkpoint on the H100 first, FP32 22.7 it/s against --amp 23.7
@@ -214,8 +216,8 @@ if [ "$T" -gt 60 ] && [ -d gpu_pack/photos ] && [ "${SKIP_TRAIN:-0}" != 1 ]; the
   AMP=${AMP:-0}
   if [ "$LAYER" = relu4_1 ]; then FIRST_LR_MULT=${FIRST_LR_MULT:-0.2}; else FIRST_LR_MULT=${FIRST_LR_MULT:-1.0}; fi
   AMP_FLAG=""; [ "$AMP" = 1 ] && AMP_FLAG="--amp"
-  echo "== training $LAYER for $T s (width $WIDTH, warm-up $WARMUP; $FEAT_FLAG, feature weight ${FEAT_WEIGHT:-0.02}, lowres weight ${LOWRES_WEIGHT:-0}, load side ${LOAD_SIDE:-256}, scale min ${SCALE_MIN:-0.5}, smooth ${SMOOTH:-0}, ema ${EMA:-0.999}, first-conv rate x $FIRST_LR_MULT, amp $AMP, revived first ${REVIVE:-1}, revive every ${REVIVE_EVERY:-1000}, extra convolutions $EXTRA)"
-  timeout $(( T + 40 )) $PY -m training.train_decoder --layer "$LAYER" --device cuda --resume --width "$WIDTH" --extra-convs "$EXTRA" $AMP_FLAG \
+  echo "== training $LAYER for $T s (width $WIDTH, warm-up $WARMUP; $FEAT_FLAG, feature weight ${FEAT_WEIGHT:-0.02}, lowres weight ${LOWRES_WEIGHT:-0}, load side ${LOAD_SIDE:-256}, scale min ${SCALE_MIN:-0.5}, smooth ${SMOOTH:-0}, ema ${EMA:-0.999}, first-conv rate x $FIRST_LR_MULT, amp $AMP, revived first ${REVIVE:-1}, revive every ${REVIVE_EVERY:-1000}, extra convolutions $EXTRA, dilations ${DILATIONS:-1})"
+  timeout $(( T + 40 )) $PY -m training.train_decoder --layer "$LAYER" --device cuda --resume --width "$WIDTH" --extra-convs "$EXTRA" --extra-dilations "$DILATIONS" $AMP_FLAG \
     --photos gpu_pack/photos --paintings gpu_pack/paintings --holdout-dir gpu_pack/holdout --run-dir "$RUN" \
     --out "$OUT/$NAME.pt" --crop "${CROP:-256}" --batch 16 --mix-prob 0.2 --mix-crop 128 \
     --iterations 1000000 --lr "${LR:-2e-4}" --lr-final 2e-5 --lr-by-time --warmup $WARMUP $FEAT_FLAG \

@@ -50,7 +50,7 @@ def _plan(layer: str, arch: str, width: float) -> list[tuple[str, int, int]]:
 
 class Decoder(nn.Module):
     def __init__(self, layer: str = "relu3_1", arch: str = "vgg16", width: float = 1.0, centre: bool = False,
-                 extra: int = 0):
+                 extra: int = 0, dilations=None):
         super().__init__()
         if layer not in LAYERS[:4]:
             raise ValueError(f"decoders exist for {LAYERS[:4]}, got {layer!r}")
@@ -62,6 +62,14 @@ class Decoder(nn.Module):
         # decides regional tone, at a sixteenth of a full-resolution convolution's cost per channel pair
         # for relu3_1 (training/deepen.py adds them to a trained decoder without changing its output)
         self.extra = int(extra)
+        # dilations: one per extra convolution (default all 1).  A dilated 3x3 convolution (Yu & Koltun
+        # 2016, "Multi-scale context aggregation by dilated convolutions") widens what each output pixel
+        # sees by 2*d feature cells for the same cost; its identity start is the same centre tap
+        raw = tuple(dilations) if dilations is not None else (1,) * self.extra
+        if len(raw) != self.extra or any(int(x) != x or x < 1 for x in raw):
+            raise ValueError(f"dilations must be {self.extra} whole numbers >= 1 (one per extra convolution), "
+                             f"got {dilations!r}")
+        self.dilations = tuple(int(x) for x in raw)
         c = LAYER_CHANNELS[layer]
         self.register_buffer("feat_scale", torch.ones(1, c, 1, 1))
         # centre: a per-channel mean subtracted before the scale (LeCun et al. 1998, "Efficient
@@ -76,8 +84,8 @@ class Decoder(nn.Module):
             elif kind == "conv":
                 layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)]
                 if i == 0:
-                    for _ in range(self.extra):
-                        layers += [nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True)]
+                    for d in self.dilations:
+                        layers += [nn.Conv2d(cout, cout, 3, padding=d, dilation=d), nn.ReLU(inplace=True)]
             else:
                 layers.append(nn.Conv2d(cin, cout, 3, padding=1))
         self.net = nn.Sequential(*layers)
@@ -105,7 +113,9 @@ class Decoder(nn.Module):
             cfg["centre"] = True
         if self.extra:
             cfg["extra"] = self.extra
-        return cfg                      # shipped files' configs unchanged: neither key when not used
+        if any(d != 1 for d in self.dilations):
+            cfg["dilations"] = list(self.dilations)
+        return cfg                      # shipped files' configs unchanged: none of these keys when not used
 
 
 def state_digest(state: dict[str, torch.Tensor]) -> str:

@@ -453,6 +453,81 @@ def test_deepened_decoder_computes_the_same_trains_exports_and_resumes_only_deep
         deepen.main(["--from", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.pt")])
 
 
+def test_dilated_deepening_computes_the_same_sees_further_resumes_only_dilated_and_exports(tiny_data, tmp_path):
+    """training.deepen --dilation: the added convolutions are dilated (padding = dilation, same size out),
+    start as identities (output unchanged), see further than undilated ones once trained, and the
+    dilations travel through the checkpoint (resume only with --extra-dilations), the decoder file and
+    the ONNX graph (ONNX Runtime computes the same)."""
+    from engines import base
+    from engines.decoder import Decoder, save_decoder
+    from export.onnx_export import TOLERANCE, compare_outputs, export_onnx
+    from training import deepen
+    dec = _half_decoder_with_biases()
+    deep = deepen.deepen_decoder(deepen.deepen_decoder(dec, 2), 2, dilation=4)
+    assert deep.dilations == (1, 1, 4, 4) and deep.config()["dilations"] == [1, 1, 4, 4]
+    convs = [m for m in deep.net if isinstance(m, torch.nn.Conv2d)]
+    assert [c.dilation for c in convs[1:5]] == [(1, 1), (1, 1), (4, 4), (4, 4)]
+    assert [c.padding for c in convs[3:5]] == [(4, 4), (4, 4)]
+    x = torch.rand(1, 256, 11, 13) * 6
+    with torch.no_grad():
+        torch.testing.assert_close(deep(x), dec(x), rtol=0, atol=1e-6)
+    assert "dilations" not in deepen.deepen_decoder(dec, 2).config()          # all 1: no key, as shipped
+    with pytest.raises(ValueError, match="dilations must be 2"):
+        Decoder("relu3_1", width=0.5, extra=2, dilations=[1])
+    with pytest.raises(ValueError, match="dilation must be at least 1"):
+        deepen.deepen_decoder(dec, 1, dilation=0)
+
+    # how far one feature cell's change reaches in the output: with the new convolutions' weights moved
+    # off the identity, dilation 4 reaches 8 feature cells (32 px) further than dilation 1 does
+    def reach(d):
+        m = deepen.deepen_decoder(dec, 2, dilation=d)
+        with torch.no_grad():
+            for c in [c for c in m.net if isinstance(c, torch.nn.Conv2d)][1:3]:
+                c.weight.add_(torch.rand_like(c.weight) * 0.01)
+            base_x = torch.rand(1, 256, 31, 31) * 6
+            bumped = base_x.clone()
+            bumped[..., 15, 15] += 5.0
+            cols = ((m(bumped) - m(base_x)).abs().amax(dim=(0, 1, 2)) > 0).nonzero().flatten()
+        return int(cols.max() - cols.min() + 1)
+    assert reach(4) - reach(1) == 2 * 2 * (4 - 1) * 4
+
+    ph, pa = tiny_data
+    run = tmp_path / "rd"
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "d.pt"), run_dir=str(run)))
+    assert deepen.main(["--from", str(run / "checkpoint.pt"), "--out", str(run / "checkpoint.pt"),
+                        "--add", "2", "--dilation", "2"]) == 0
+    ck = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ck["config"]["extra_convs"] == 2 and ck["config"]["extra_dilations"] == "2,2"
+    assert "dilation 2" in ck["deepened_from"]
+    with pytest.raises(SystemExit, match="--extra-dilations 2,2"):
+        T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "d.pt"), run_dir=str(run), iterations=6, extra_convs=2),
+                resume=True)
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "d.pt"), run_dir=str(run), iterations=6, extra_convs=2,
+                 extra_dilations="2,2"), resume=True)
+    trained = load_decoder(tmp_path / "d.pt")
+    assert trained.dilations == (2, 2) and trained.meta["iterations"] == 6
+    save_decoder(trained, tmp_path / "again.pt", encoder_id="test")
+    again = load_decoder(tmp_path / "again.pt")
+    f = torch.rand(1, 256, 7, 9) * trained.feat_scale * 3
+    with torch.no_grad():
+        torch.testing.assert_close(again(f), trained(f))
+    onnx_path = export_onnx(trained.eval(), tmp_path / "d.onnx", what="decoder", layer="relu3_1")
+    rows = compare_outputs(trained, base.load_engine(onnx_path), [f, torch.rand(1, 256, 13, 6) * trained.feat_scale])
+    assert max(r["rel"] for r in rows) <= TOLERANCE["fp32"]
+
+
+def test_train_cli_checks_extra_dilations(capsys):
+    cfg, _ = T.parse_args(["--extra-convs", "2", "--extra-dilations", "1,2"])
+    assert cfg.extra_dilations == "1,2"
+    cfg, _ = T.parse_args(["--extra-convs", "2", "--extra-dilations", "1,1"])
+    assert cfg.extra_dilations == ""                  # all 1 is the plain shape: recorded as such
+    for bad in (["--extra-convs", "2", "--extra-dilations", "2"], ["--extra-convs", "1", "--extra-dilations", "0"],
+                ["--extra-convs", "1", "--extra-dilations", "x"], ["--extra-convs", "-1"]):
+        with pytest.raises(SystemExit):
+            T.parse_args(bad)
+        assert "--extra-" in capsys.readouterr().err
+
+
 def test_revive_finds_dead_channels_and_gives_them_weights_without_changing_the_output(tiny_data, tmp_path):
     """training.revive (ReDo): channels that are zero on every input score 0 and get fresh incoming weights
     and zero outgoing ones: the output stays the same, they are active again and training reaches them

@@ -10,11 +10,14 @@ the decoders' error is mostly regional tone, patches a few feature cells across 
 and a convolution at the features' resolution widens what each output pixel sees by two feature
 cells at a sixteenth of the cost of a full-resolution one (relu3_1).
 
-    python -m training.deepen --from runs/half/checkpoint.pt --out runs/deep/checkpoint.pt [--add 2]
+    python -m training.deepen --from runs/half/checkpoint.pt --out runs/deep/checkpoint.pt [--add 2] [--dilation 1]
+
+``--dilation D`` makes the added convolutions dilated (Yu & Koltun 2016): each then widens the view by
+2*D feature cells instead of 2, for the same cost, and starts as the same identity (the centre tap).
 
 The result is a training checkpoint (no optimizer state and no weight average: neither fits the new
 parameters; the iteration count kept) that ``python -m training.train_decoder --resume --run-dir
-runs/deep --extra-convs N ...`` continues (``--warmup`` ramps the fresh Adam's rate up).
+runs/deep --extra-convs N [--extra-dilations ...] ...`` (the flags it prints) continues (``--warmup`` ramps the fresh Adam's rate up).
 """
 from __future__ import annotations
 
@@ -32,11 +35,15 @@ from training.train_decoder import (decoder_of_checkpoint_or_exit, read_checkpoi
                                     same_output_or_exit, write_reshaped_checkpoint)
 
 
-def deepen_decoder(dec: Decoder, add: int = 2) -> Decoder:
-    """A decoder with ``add`` more identity-initialised convolutions after the first, same function."""
+def deepen_decoder(dec: Decoder, add: int = 2, dilation: int = 1) -> Decoder:
+    """A decoder with ``add`` more identity-initialised convolutions (of that dilation) after the first and
+    any extra ones it has, computing the same function."""
     if add < 1:
         raise ValueError(f"--add must be at least 1, got {add}")
-    deep = Decoder(dec.layer, dec.arch, dec.width, centre=dec.centre, extra=dec.extra + add)
+    if dilation < 1:
+        raise ValueError(f"--dilation must be at least 1, got {dilation}")
+    deep = Decoder(dec.layer, dec.arch, dec.width, centre=dec.centre, extra=dec.extra + add,
+                   dilations=dec.dilations + (dilation,) * add)
     deep.feat_scale.copy_(dec.feat_scale)
     if dec.centre:
         deep.feat_mean.copy_(dec.feat_mean)
@@ -65,20 +72,28 @@ def main(argv=None) -> int:
     p.add_argument("--from", dest="src", required=True, help="training checkpoint (runs/.../checkpoint.pt)")
     p.add_argument("--out", required=True, help="the deepened training checkpoint to write")
     p.add_argument("--add", type=int, default=2, help="convolutions to add (default 2)")
+    p.add_argument("--dilation", type=int, default=1,
+                   help="the added convolutions' dilation (default 1; 2 or 4 see further at the same cost: "
+                        "Yu & Koltun 2016)")
     a = p.parse_args(argv)
     if a.add < 1:
         p.error("--add must be at least 1")
+    if a.dilation < 1:
+        p.error("--dilation must be at least 1")
     src = Path(a.src)
     ck = read_checkpoint_or_exit(p, src)
     cfg = dict(ck["config"])
     dec = decoder_of_checkpoint_or_exit(p, ck, src)
-    deep = deepen_decoder(dec, a.add)
+    deep = deepen_decoder(dec, a.add, a.dilation)
     diff = same_output_or_exit(dec, deep, 1e-5, "deepening")
     cfg["extra_convs"] = deep.extra
-    write_reshaped_checkpoint(ck, cfg, deep, a.out, deepened_from=f"{src} ({dec.extra} extra convolutions, +{a.add})")
+    cfg["extra_dilations"] = ",".join(map(str, deep.dilations)) if any(d != 1 for d in deep.dilations) else ""
+    flags = f"--extra-convs {deep.extra}" + (f" --extra-dilations {cfg['extra_dilations']}" if cfg["extra_dilations"] else "")
+    write_reshaped_checkpoint(ck, cfg, deep, a.out, deepened_from=f"{src} ({dec.extra} extra convolutions, +{a.add}"
+                              + (f" of dilation {a.dilation})" if a.dilation != 1 else ")"))
     n_old, n_new = (sum(x.numel() for x in m.parameters()) for m in (dec, deep))
     print(f"{src} ({dec.extra} extra convolutions, {n_old:,} parameters) -> {a.out} ({deep.extra}, {n_new:,} "
-          f"parameters); same output to {diff:.1e}; resume with --extra-convs {deep.extra}")
+          f"parameters); same output to {diff:.1e}; resume with {flags}")
     return 0
 
 

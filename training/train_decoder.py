@@ -64,6 +64,7 @@ class TrainConfig:
     feat_on_plain: bool = False
     centre_input: bool = False     # subtract a per-channel mean at the decoder's input (Decoder(centre=True))
     extra_convs: int = 0           # more convolutions after the first, at the features' resolution (Decoder(extra=))
+    extra_dilations: str = ""      # their dilations, comma-separated, one each ("" = all 1; Decoder(dilations=))
     lr: float = 2e-4               # 1e-3 killed most first-stage channels in 1,500 iterations (session 10)
     lr_final: float = 5e-5
     pixel_weight: float = 1.0
@@ -331,6 +332,12 @@ def read_checkpoint(path: str | Path) -> dict:
     return ck
 
 
+def extra_dilations(cfg: dict) -> tuple[int, ...]:
+    """The extra convolutions' dilations a training config records (``extra_dilations``, "" = all 1)."""
+    spec = str(cfg.get("extra_dilations", "") or "")
+    return tuple(int(x) for x in spec.split(",")) if spec else (1,) * int(cfg.get("extra_convs", 0))
+
+
 def decoder_from_checkpoint(ck: dict, arch: str) -> Decoder:
     """The Decoder a training checkpoint holds (its config's layer, width and centring, ``arch`` the
     encoder's family): the averaged weights of an ``--ema`` run (what it exported), else its model;
@@ -338,7 +345,7 @@ def decoder_from_checkpoint(ck: dict, arch: str) -> Decoder:
     and write a checkpoint without an average: training then starts a fresh one from their result.)"""
     cfg = ck["config"]
     dec = Decoder(cfg["layer"], arch, cfg["width"], centre=cfg.get("centre_input", False),
-                  extra=cfg.get("extra_convs", 0))
+                  extra=cfg.get("extra_convs", 0), dilations=extra_dilations(cfg))
     dec.load_state_dict(ck.get("ema", ck["model"]))
     return dec
 
@@ -418,7 +425,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if not eval_imgs:
         log.warning("no held-out portraits found in %s: the held-out PSNR will not be measured "
                     "(--holdout-dir names their folder)", hdir)
-    dec = Decoder(cfg.layer, ew.arch, cfg.width, centre=cfg.centre_input, extra=cfg.extra_convs).to(dev)
+    dec = Decoder(cfg.layer, ew.arch, cfg.width, centre=cfg.centre_input, extra=cfg.extra_convs,
+                  dilations=extra_dilations(asdict(cfg))).to(dev)
     opt = torch.optim.Adam(param_groups(dec, cfg.first_lr_mult), lr=cfg.lr)
     it, history = 0, []
     ema_state, ema_n = None, 0
@@ -433,6 +441,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             raise SystemExit(f"{ckpt_path} has {ck['config'].get('extra_convs', 0)} extra convolutions "
                              f"(training.deepen adds them): resume it with --extra-convs "
                              f"{ck['config'].get('extra_convs', 0)}, not {cfg.extra_convs}")
+        if extra_dilations(ck["config"]) != extra_dilations(asdict(cfg)):
+            theirs = ",".join(map(str, extra_dilations(ck["config"])))
+            raise SystemExit(f"{ckpt_path}'s extra convolutions have dilations {theirs}: resume it with "
+                             f"--extra-dilations {theirs}")
         dec.load_state_dict(ck["model"])
         if "optim" in ck:
             try:
@@ -613,6 +625,9 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
                    help="N more 3x3 convolutions right after the first, at the features' resolution (more depth "
                         "and context for regional tone, little cost; training.deepen adds them to a trained "
                         "decoder; default 0, the shipped decoders' shape)")
+    p.add_argument("--extra-dilations", default=d.extra_dilations, metavar="D,D,...",
+                   help="the extra convolutions' dilations, one each, e.g. 1,1,2,2 (default: all 1); a dilated one "
+                        "sees 2*D feature cells further for the same cost (training.deepen --dilation)")
     p.add_argument("--amp", action="store_true",
                    help="run the forward passes under bfloat16 autocast (weights, optimizer and losses stay "
                         "FP32); meant for CUDA (an H100 in session 9: 1.04x as fast as FP32 at batch 16, 256 px)")
@@ -643,6 +658,17 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
                         "regional tone weighted above fine detail (default 0; session 12's diagnosis, "
                         "weights/README.md)")
     a = p.parse_args(argv)
+    if a.extra_convs < 0:
+        p.error(f"--extra-convs must be >= 0, got {a.extra_convs}")
+    if a.extra_dilations:
+        try:
+            dil = [int(x) for x in a.extra_dilations.split(",")]
+        except ValueError:
+            p.error(f"--extra-dilations takes whole numbers separated by commas, got {a.extra_dilations!r}")
+        if len(dil) != a.extra_convs or min(dil) < 1:
+            p.error(f"--extra-dilations needs {a.extra_convs} numbers >= 1 (one per --extra-convs), "
+                    f"got {a.extra_dilations!r}")
+        a.extra_dilations = ",".join(map(str, dil)) if any(x != 1 for x in dil) else ""
     resume = a.resume
     kw = {k: v for k, v in vars(a).items() if k != "resume"}
     return TrainConfig(**kw), resume
