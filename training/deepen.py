@@ -17,7 +17,8 @@ cells at a sixteenth of the cost of a full-resolution one (relu3_1).
 
 The result is a training checkpoint (no optimizer state and no weight average: neither fits the new
 parameters; the iteration count kept) that ``python -m training.train_decoder --resume --run-dir
-runs/deep --extra-convs N [--extra-dilations ...] ...`` (the flags it prints) continues (``--warmup`` ramps the fresh Adam's rate up).
+runs/deep --extra-convs N [--extra-dilations ...] ...`` (the flags it prints) continues (``--warmup``
+ramps the fresh Adam's rate up).
 """
 from __future__ import annotations
 
@@ -88,7 +89,9 @@ def main(argv=None) -> int:
     diff = same_output_or_exit(dec, deep, 1e-5, "deepening")
     cfg["extra_convs"] = deep.extra
     cfg["extra_dilations"] = ",".join(map(str, deep.dilations)) if any(d != 1 for d in deep.dilations) else ""
-    flags = f"--extra-convs {deep.extra}" + (f" --extra-dilations {cfg['extra_dilations']}" if cfg["extra_dilations"] else "")
+    flags = f"--extra-convs {deep.extra}"
+    if cfg["extra_dilations"]:
+        flags += f" --extra-dilations {cfg['extra_dilations']}"
     write_reshaped_checkpoint(ck, cfg, deep, a.out, deepened_from=f"{src} ({dec.extra} extra convolutions, +{a.add}"
                               + (f" of dilation {a.dilation})" if a.dilation != 1 else ")"))
     n_old, n_new = (sum(x.numel() for x in m.parameters()) for m in (dec, deep))
