@@ -472,6 +472,11 @@ def test_dilated_deepening_computes_the_same_sees_further_resumes_only_dilated_a
     with torch.no_grad():
         torch.testing.assert_close(deep(x), dec(x), rtol=0, atol=1e-6)
     assert "dilations" not in deepen.deepen_decoder(dec, 2).config()          # all 1: no key, as shipped
+    from training import widen
+    wide = widen.widen_decoder(deep, 2, noise=0.05)          # widening keeps the dilations
+    assert wide.dilations == (1, 1, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x), dec(x), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="dilations must be 2"):
         Decoder("relu3_1", width=0.5, extra=2, dilations=[1])
     with pytest.raises(ValueError, match="dilation must be at least 1"):

@@ -35,7 +35,8 @@ def widen_decoder(narrow: Decoder, factor: int = 2, noise: float = 0.01, seed: i
     """A decoder ``factor`` times as wide (in the stages ``width`` scales) computing the same function."""
     if factor < 2:
         raise ValueError(f"widening factor must be at least 2, got {factor}")
-    wide = Decoder(narrow.layer, narrow.arch, narrow.width * factor, centre=narrow.centre, extra=narrow.extra)
+    wide = Decoder(narrow.layer, narrow.arch, narrow.width * factor, centre=narrow.centre, extra=narrow.extra,
+                   dilations=narrow.dilations)
     wide.feat_scale.copy_(narrow.feat_scale)
     if narrow.centre:
         wide.feat_mean.copy_(narrow.feat_mean)
