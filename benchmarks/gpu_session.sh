@@ -206,9 +206,15 @@ if [ "$T" -gt 60 ] && [ -d gpu_pack/photos ] && [ "${SKIP_TRAIN:-0}" != 1 ]; the
     $PY -m training.deepen --from "$RUN/checkpoint.pt" --out "$RUN/checkpoint.pt" --add "$DEEPEN" --dilation "${DILATION:-1}" \
       || { echo "== deepen failed: training skipped"; T=0; }
   fi
-  [ "$T" -gt 0 ] && WARMUP=$($PY -c "import torch; print(0 if 'optim' in torch.load('$RUN/checkpoint.pt', map_location='cpu', weights_only=False) else 500)")
-  [ "$T" -gt 0 ] && EXTRA=$($PY -c "import torch; print(torch.load('$RUN/checkpoint.pt', map_location='cpu', weights_only=False)['config'].get('extra_convs', 0))")
-  [ "$T" -gt 0 ] && DILATIONS=$($PY -c "import torch; print(torch.load('$RUN/checkpoint.pt', map_location='cpu', weights_only=False)['config'].get('extra_dilations', ''))")
+  # one read of the checkpoint: the warm-up (500 iterations for a fresh Adam, none when it kept its
+  # optimizer), the extra convolutions and their dilations that --resume must be given
+  if [ "$T" -gt 0 ]; then
+    read -r WARMUP EXTRA DILATIONS < <($PY -c "
+import torch
+ck = torch.load('$RUN/checkpoint.pt', map_location='cpu', weights_only=False)
+print(0 if 'optim' in ck else 500, ck['config'].get('extra_convs', 0), ck['config'].get('extra_dilations', '') or '')
+") || { echo "== could not read $RUN/checkpoint.pt: training skipped"; T=0; }
+  fi
   if [ "$T" -gt 0 ]; then
   # AMP=1: --amp, the forward passes under bfloat16 autocast.  Off by default: session 9 trained 300
   # iterations each way from the same checkpoint on the H100 first, FP32 22.7 it/s against --amp 23.7

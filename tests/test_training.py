@@ -531,6 +531,11 @@ def test_train_cli_checks_extra_dilations(capsys):
         with pytest.raises(SystemExit):
             T.parse_args(bad)
         assert "--extra-" in capsys.readouterr().err
+    # the one rule for how a config records dilations, and its inverse (training.deepen writes through it)
+    for dils in [(1, 1, 4, 4), (2,), (1, 1), ()]:
+        spec = T.dilations_spec(dils)
+        assert spec == ("" if all(d == 1 for d in dils) else ",".join(map(str, dils)))
+        assert T.extra_dilations({"extra_convs": len(dils), "extra_dilations": spec}) == tuple(dils)
 
 
 def test_revive_finds_dead_channels_and_gives_them_weights_without_changing_the_output(tiny_data, tmp_path):

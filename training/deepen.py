@@ -32,8 +32,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engines.decoder import Decoder  # noqa: E402
-from training.train_decoder import (decoder_of_checkpoint_or_exit, read_checkpoint_or_exit,  # noqa: E402
-                                    same_output_or_exit, write_reshaped_checkpoint)
+from training.train_decoder import (decoder_of_checkpoint_or_exit, dilations_spec,  # noqa: E402
+                                    read_checkpoint_or_exit, same_output_or_exit, write_reshaped_checkpoint)
 
 
 def deepen_decoder(dec: Decoder, add: int = 2, dilation: int = 1) -> Decoder:
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     deep = deepen_decoder(dec, a.add, a.dilation)
     diff = same_output_or_exit(dec, deep, 1e-5, "deepening")
     cfg["extra_convs"] = deep.extra
-    cfg["extra_dilations"] = ",".join(map(str, deep.dilations)) if any(d != 1 for d in deep.dilations) else ""
+    cfg["extra_dilations"] = dilations_spec(deep.dilations)
     flags = f"--extra-convs {deep.extra}"
     if cfg["extra_dilations"]:
         flags += f" --extra-dilations {cfg['extra_dilations']}"

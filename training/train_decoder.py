@@ -338,6 +338,14 @@ def extra_dilations(cfg: dict) -> tuple[int, ...]:
     return tuple(int(x) for x in spec.split(",")) if spec else (1,) * int(cfg.get("extra_convs", 0))
 
 
+def dilations_spec(dilations) -> str:
+    """How a training config records these dilations: comma-separated, or "" when all are 1 (so an
+    undilated run's config, and the decoder file it writes, look as they did before dilations existed).
+    The inverse of ``extra_dilations``."""
+    dilations = [int(d) for d in dilations]
+    return ",".join(map(str, dilations)) if any(d != 1 for d in dilations) else ""
+
+
 def decoder_from_checkpoint(ck: dict, arch: str) -> Decoder:
     """The Decoder a training checkpoint holds (its config's layer, width and centring, ``arch`` the
     encoder's family): the averaged weights of an ``--ema`` run (what it exported), else its model;
@@ -668,7 +676,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
         if len(dil) != a.extra_convs or min(dil) < 1:
             p.error(f"--extra-dilations needs {a.extra_convs} numbers >= 1 (one per --extra-convs), "
                     f"got {a.extra_dilations!r}")
-        a.extra_dilations = ",".join(map(str, dil)) if any(x != 1 for x in dil) else ""
+        a.extra_dilations = dilations_spec(dil)
     resume = a.resume
     kw = {k: v for k, v in vars(a).items() if k != "resume"}
     return TrainConfig(**kw), resume
