@@ -71,6 +71,17 @@ def psnr_less_smooth_error(y: np.ndarray, img: np.ndarray, sigma: float | None =
     return psnr(y.astype(np.float64) + fix, img)
 
 
+def error_parts(y: np.ndarray, img: np.ndarray, sigma: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
+    """The photo ``img`` with only the smooth part of the decoded image's error (y - img blurred, Gaussian,
+    ``sigma`` px) added, and with only the rest (the detail) added, each rounded and clipped to 8 bits.
+    Encoding each and comparing its features with the photo's says how strongly the encoder sees each
+    kind of error -- how much the feature loss, and the features themselves, tell the decoder about it."""
+    e = y.astype(np.float64) - img.astype(np.float64)
+    smooth = cv2.GaussianBlur(e, (0, 0), sigma)
+    add = lambda d: np.clip(np.rint(img.astype(np.float64) + d), 0, 255).astype(np.uint8)  # noqa: E731
+    return add(smooth), add(e - smooth)
+
+
 def psnr_bicubic(img: np.ndarray, factor: int = 4) -> float:
     """PSNR of ``img`` reduced ``factor`` times (area) and enlarged back (bicubic): what keeping only
     the resolution of relu3_1's grid (1/4) would give, a yardstick for the decoder's PSNR."""
@@ -126,7 +137,7 @@ def read_at_most(path, max_side: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate(files, layer: str, decoder: str | None, max_side: int) -> list[dict]:
+def evaluate(files, layer: str, decoder: str | None, max_side: int, split: bool = False) -> list[dict]:
     ew = load_encoder_weights(None)
     enc = build_encoder(layer, ew)
     dec = load_decoder(decoder or weights_dir() / f"decoder_{layer}.pt", encoder_id=ew.encoder_id)
@@ -146,6 +157,11 @@ def evaluate(files, layer: str, decoder: str | None, max_side: int) -> list[dict
                      "psnr_lowpass": psnr_lowpass(y, img), "psnr_bicubic4": psnr_bicubic(img, 4),
                      "psnr_less_cast": psnr_less_smooth_error(y, img, None),
                      "psnr_less_smooth8": psnr_less_smooth_error(y, img, 8.0)})
+        if split:
+            rel = lambda z: float(((enc(bgr_to_tensor(z)) - feat) ** 2).sum() / (feat ** 2).sum())  # noqa: E731
+            smooth, detail = error_parts(y, img, 8.0)
+            rows[-1].update({"psnr_smooth8_only": psnr(smooth, img), "feature_error_smooth8_only": rel(smooth),
+                             "psnr_detail_only": psnr(detail, img), "feature_error_detail_only": rel(detail)})
     return rows
 
 
@@ -160,9 +176,13 @@ def main(argv=None) -> int:
     p.add_argument("--max-side", type=int, default=512)
     p.add_argument("--json", default=None)
     p.add_argument("--grid", default=None, help="write a PNG grid (input over reconstruction)")
+    p.add_argument("--split-error", action="store_true",
+                   help="also add the smooth part (sigma 8 px) of each decoded image's error to the photo, and "
+                        "the rest, and report each one's PSNR and relative feature error: how strongly the "
+                        "encoder sees regional tone errors against detail errors (two more encoder passes)")
     a = p.parse_args(argv)
     files = chosen_files(p, a)
-    rows = evaluate(files, a.layer, a.decoder, a.max_side)
+    rows = evaluate(files, a.layer, a.decoder, a.max_side, split=a.split_error)
     mp, ms = float(np.mean([r["psnr"] for r in rows])), float(np.mean([r["ssim"] for r in rows]))
     mf = float(np.mean([r["feature_error"] for r in rows]))
     ml = float(np.mean([r["luma_share"] for r in rows]))
@@ -184,11 +204,19 @@ def main(argv=None) -> int:
     ms8 = float(np.mean([r["psnr_less_smooth8"] for r in rows]))
     print(f"with the error's mean colour taken away: {mcast:.2f} dB; with its smooth part (the error blurred, "
           f"sigma 8 px) taken away: {ms8:.2f} dB")
+    split = {}
+    if a.split_error:
+        split = {f"mean_{k}": float(np.mean([r[k] for r in rows])) for k in
+                 ("psnr_smooth8_only", "feature_error_smooth8_only", "psnr_detail_only", "feature_error_detail_only")}
+        print(f"the error split (sigma 8 px), each part alone added to the photo: the smooth part "
+              f"{split['mean_psnr_smooth8_only']:.2f} dB, relative feature error "
+              f"{split['mean_feature_error_smooth8_only']:.4f}; the rest {split['mean_psnr_detail_only']:.2f} dB, "
+              f"{split['mean_feature_error_detail_only']:.4f}")
     if a.json:
         write_json(a.json, {"machine": info, "layer": a.layer, "mean_psnr": mp, "mean_ssim": ms,
                             "mean_feature_error": mf, "mean_luma_share": ml, "mean_psnr_lowpass": mlo,
                             "mean_psnr_bicubic4": mb4, "mean_psnr_less_cast": mcast,
-                            "mean_psnr_less_smooth8": ms8, "images": rows})
+                            "mean_psnr_less_smooth8": ms8, **split, "images": rows})
     if a.grid:
         ew = load_encoder_weights(None)
         enc = build_encoder(a.layer, ew)

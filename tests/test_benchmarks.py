@@ -121,6 +121,29 @@ def test_taking_away_the_smooth_error_wins_back_a_cast_and_a_patch_but_not_noise
     assert autoencoder.psnr_less_smooth_error(noisy, img, 8.0) < autoencoder.psnr(noisy, img) + 1
 
 
+def test_error_parts_split_a_patch_from_noise_and_the_report_gives_each_ones_feature_error(tmp_path, portrait_bgr):
+    """error_parts: a broad patch of wrong brightness goes (mostly) to the smooth part and fine noise to the
+    rest; --split-error reports each part's PSNR and feature error."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(60, 190, (96, 96, 3)).astype(np.uint8)
+    y = img.astype(np.int16)
+    y[8:88, 8:88] += 15                                                   # regional tone
+    y += rng.choice([-10, 10], img.shape)                                 # fine detail
+    y = np.clip(y, 0, 255).astype(np.uint8)
+    smooth, detail = autoencoder.error_parts(y, img, 8.0)
+    assert autoencoder.psnr(smooth, img) < autoencoder.psnr(detail, img)  # the patch's error is the larger
+    assert np.abs(detail.astype(int) - img)[30:60, 30:60].mean() == pytest.approx(10, abs=1.5)  # the noise
+    assert np.abs(smooth.astype(int) - img)[30:60, 30:60].mean() == pytest.approx(15, abs=1.5)  # the patch
+    d = tmp_path / "imgs"
+    d.mkdir()
+    cv2.imwrite(str(d / "a.png"), cv2.resize(portrait_bgr, (96, 112)))
+    out = tmp_path / "ae.json"
+    assert autoencoder.main([str(d), "--json", str(out), "--split-error"]) == 0
+    r = json.loads(out.read_text())
+    for k in ("smooth8", "detail"):
+        assert 0 <= r[f"mean_feature_error_{k}_only"] < 1 and r[f"mean_psnr_{k}_only"] > r["mean_psnr"] - 0.5
+
+
 def _bundled_pair(tmp_path):
     from realtime.capture import VideoFileSource
     from realtime.cli import DEMO_CLIP, DEMO_STYLE
