@@ -150,18 +150,22 @@ def evaluate(files, layer: str, decoder: str | None, max_side: int, split: bool 
         y_t = dec(feat, out_size=img.shape[:2])
         y = tensor_to_bgr(y_t)
         ms = (time.perf_counter() - t) * 1000
-        # the paper's objective on this photo: how far the decoded image's features are from the photo's
-        ferr = float(((enc(y_t.clamp(0, 1)) - feat) ** 2).sum() / (feat ** 2).sum())
+        # the paper's objective on this photo: how far an image's features are from the photo's
+        def rel(z: torch.Tensor) -> float:
+            return float(((enc(z) - feat) ** 2).sum() / (feat ** 2).sum())
+
+        ferr = rel(y_t.clamp(0, 1))
         rows.append({"file": Path(f).name, "size": f"{img.shape[1]}x{img.shape[0]}", "psnr": psnr(y, img),
                      "ssim": ssim(y, img), "feature_error": ferr, "luma_share": luma_share(y, img), "ms": ms,
                      "psnr_lowpass": psnr_lowpass(y, img), "psnr_bicubic4": psnr_bicubic(img, 4),
                      "psnr_less_cast": psnr_less_smooth_error(y, img, None),
                      "psnr_less_smooth8": psnr_less_smooth_error(y, img, 8.0)})
         if split:
-            rel = lambda z: float(((enc(bgr_to_tensor(z)) - feat) ** 2).sum() / (feat ** 2).sum())  # noqa: E731
             smooth, detail = error_parts(y, img, 8.0)
-            rows[-1].update({"psnr_smooth8_only": psnr(smooth, img), "feature_error_smooth8_only": rel(smooth),
-                             "psnr_detail_only": psnr(detail, img), "feature_error_detail_only": rel(detail)})
+            rows[-1].update({"psnr_smooth8_only": psnr(smooth, img),
+                             "feature_error_smooth8_only": rel(bgr_to_tensor(smooth)),
+                             "psnr_detail_only": psnr(detail, img),
+                             "feature_error_detail_only": rel(bgr_to_tensor(detail))})
     return rows
 
 

@@ -206,8 +206,8 @@ def main(argv=None) -> int:
     p.add_argument("--deflicker", type=float, default=0.0,
                    help="output deflicker strength (the CLI's default is 0.5; its time is in 'composite')")
     p.add_argument("--decoder", default=None, metavar="auto|small|wide|PATH",
-                   help="decoder, as run_cam.py's --decoder (default auto: wide on CUDA where it ships, small "
-                        "otherwise)")
+                   help="decoder, as run_cam.py's --decoder (default auto: the small one on every device "
+                        "since session 20; engines.decoder.WIDE_ON_CUDA)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="the PyTorch engines in channels_last (NHWC) layout, which cuDNN's FP16 convolutions "
                         "use natively, or not (default: the CLI's, on CUDA only; the other backends ignore it)")

@@ -139,15 +139,23 @@ def save_decoder(dec: Decoder, path: Path, *, encoder_id: str, meta: dict | None
     return digest
 
 
+# Whether CUDA devices default to the full-width ``decoder_LAYER_wide.pt`` where one ships.  It was
+# True from session 6 to 19, while the wide decoder reconstructed better (25.51 dB held out against
+# the half-width one's 25.19); False since session 20, when the half-width one with its four extra
+# convolutions, trained 7 more minutes on an H100, reached 27.01 dB (weights/README.md): better and
+# cheaper, so it is the default everywhere.  Set it back when a wide decoder wins again.
+WIDE_ON_CUDA = False
+
+
 def default_decoder_path(layer: str, device="cpu") -> Path:
-    """The decoder the CLI loads when --decoder is not given: on a CUDA device the full-width
-    ``decoder_LAYER_wide.pt`` where one ships (better reconstructions, about 2.6x the decoder's
-    arithmetic: cheap on a GPU), else -- and always on the CPU, where the wide one would take a
-    512-px still from 0.65 to 0.95 s with ONNX Runtime -- ``decoder_LAYER.pt`` (weights/README.md)."""
+    """The decoder the CLI loads when --decoder is not given: ``decoder_LAYER.pt`` (half width) --
+    on a CUDA device the full-width ``decoder_LAYER_wide.pt`` instead where one ships and
+    WIDE_ON_CUDA is set (about 2.6x the decoder's arithmetic: cheap on a GPU, but on the CPU it
+    would take a 512-px still from 0.65 to 0.95 s with ONNX Runtime; weights/README.md)."""
     from .weights import weights_dir
     small = weights_dir() / f"decoder_{layer}.pt"
     wide = weights_dir() / f"decoder_{layer}_wide.pt"
-    return wide if torch.device(device).type == "cuda" and wide.is_file() else small
+    return wide if WIDE_ON_CUDA and torch.device(device).type == "cuda" and wide.is_file() else small
 
 
 def resolve_decoder(spec: str | Path | None, layer: str, device="cpu") -> Path:

@@ -41,9 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opt", type=parse_hw, default=(720, 1280), help="most common image HxW")
     p.add_argument("--max", type=parse_hw, default=(1080, 1920), help="largest image HxW")
     p.add_argument("--decoder", default=None, metavar="auto|small|wide|PATH",
-                   help="decoder (default auto: the small weights/decoder_LAYER.pt for ONNX, which ONNX Runtime "
-                        "runs on the CPU; the wide weights/decoder_LAYER_wide.pt, where it ships, for a TensorRT "
-                        "engine); small, wide, or a file")
+                   help="decoder (default auto: the small weights/decoder_LAYER.pt, for ONNX and TensorRT alike "
+                        "since session 20 -- engines.decoder.WIDE_ON_CUDA); small, wide, or a file")
     p.add_argument("--out", default="exported", help="output folder (default: %(default)s)")
     return p
 
@@ -63,8 +62,8 @@ def export_one(what: str, a) -> tuple[Path, list[dict]]:
     from .fp16 import FP16_MAX, SAFETY, fp16_safe, recorded_range
     from engines.decoder import resolve_decoder
     from engines.weights import weights_dir
-    # the decoder that runs where the artefact runs: a TensorRT engine on CUDA (the full-width one
-    # where it ships), an ONNX graph for ONNX Runtime on the CPU (the half-width one)
+    # the decoder that runs where the artefact runs: a TensorRT engine on CUDA, an ONNX graph for ONNX
+    # Runtime on the CPU (the half-width one for both since session 20; engines.decoder.WIDE_ON_CUDA)
     dec_path = resolve_decoder(a.decoder, a.layer, "cuda" if a.format == "engine" else "cpu")
     module = build_network(what, a.layer, decoder_path=dec_path if what == "decoder" else None)
     prec = "fp16" if a.fp16 else "fp32"

@@ -72,16 +72,16 @@ def test_still_image_through_the_decoder(photo, tmp_path, capsys):
 
 
 def test_decoder_choice_by_name(photo, tmp_path, capsys):
-    """--decoder wide / small pick the shipped relu3_1 decoders by name (the wide one reconstructs the
-    photo better at strength 0, as the autoencoder benchmark says); a wide relu4_1 does not ship: one
-    clear error."""
+    """--decoder wide / small pick the shipped relu3_1 decoders by name (the small one, the default
+    since session 20, reconstructs the photo better at strength 0, as the autoencoder benchmark says:
+    27.0 against 25.5 dB); a wide relu4_1 does not ship: one clear error."""
     src = cv2.imread(str(photo))
     got = {}
     for name in ("small", "wide"):
         out = tmp_path / f"{name}.png"
         run_ok(["--source", photo, "--style", DEMO_STYLE, "--out", out, "--strength", "0", "--decoder", name], capsys)
         got[name] = psnr(cv2.imread(str(out)), src)
-    assert got["wide"] > got["small"]
+    assert got["small"] > got["wide"]
     assert "wide relu4_1 decoder" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--layer", "relu4_1",
                                               "--decoder", "wide", "--out", tmp_path / "x.png"], capsys)
     assert not (tmp_path / "x.png").exists()

@@ -152,7 +152,7 @@ def test_recorded_activation_range_is_fp16_safe():
                                                      (True, False, "small"), (False, False, "wide"),
                                                      (False, True, "wide")])
 def test_fp16_torch_engine_on_cuda_matches_fp32_cpu(compile_, graph, decoder, hed_weights):
-    """Both relu3_1 decoders (the wide one is the CUDA default) in FP16 on CUDA against FP32 on the CPU."""
+    """Both relu3_1 decoders (the small one the default everywhere, the wide one by name) in FP16 on CUDA against FP32 on the CPU."""
     from engines.decoder import resolve_decoder
     path = resolve_decoder(decoder, "relu3_1")
     dec = build_network("decoder", "relu3_1", decoder_path=path)

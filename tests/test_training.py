@@ -618,21 +618,29 @@ def test_slimmed_checkpoint_is_smaller_and_resumes_with_a_fresh_adam(tiny_data, 
         slim_checkpoint.main([str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.pt")])
 
 
-def test_default_decoder_is_the_wide_one_on_cuda_only(tmp_path, monkeypatch):
-    """The CLI's decoder without --decoder: decoder_LAYER.pt on the CPU (speed), the full-width
-    decoder_LAYER_wide.pt on CUDA where it exists, else the small one there too."""
+def test_default_decoder_is_the_small_one_unless_wide_on_cuda(tmp_path, monkeypatch):
+    """The CLI's decoder without --decoder: decoder_LAYER.pt everywhere since session 20 (it
+    reconstructs better); with WIDE_ON_CUDA, the full-width decoder_LAYER_wide.pt on CUDA where it
+    exists, else the small one there too, and always the small one on the CPU (speed)."""
+    from engines import decoder as decoder_module
     from engines import weights
-    from engines.decoder import default_decoder_path
+    from engines.decoder import default_decoder_path, resolve_decoder
     monkeypatch.setattr(weights, "weights_dir", lambda: tmp_path)
-    assert default_decoder_path("relu3_1", "cuda") == tmp_path / "decoder_relu3_1.pt"
     (tmp_path / "decoder_relu3_1_wide.pt").write_bytes(b"x")
+    (tmp_path / "decoder_relu3_1.pt").write_bytes(b"x")
+    assert decoder_module.WIDE_ON_CUDA is False
+    for device in ("cpu", "cuda", torch.device("cuda", 0)):
+        assert default_decoder_path("relu3_1", device) == tmp_path / "decoder_relu3_1.pt"
+        assert resolve_decoder(None, "relu3_1", device) == resolve_decoder("auto", "relu3_1", device) \
+            == tmp_path / "decoder_relu3_1.pt"
+    monkeypatch.setattr(decoder_module, "WIDE_ON_CUDA", True)
     assert default_decoder_path("relu3_1", "cpu") == tmp_path / "decoder_relu3_1.pt"
     assert default_decoder_path("relu3_1", torch.device("cuda", 0)) == tmp_path / "decoder_relu3_1_wide.pt"
     assert default_decoder_path("relu4_1", "cuda") == tmp_path / "decoder_relu4_1.pt"
-    from engines.decoder import resolve_decoder
-    (tmp_path / "decoder_relu3_1.pt").write_bytes(b"x")
     assert resolve_decoder(None, "relu3_1", "cpu") == resolve_decoder("auto", "relu3_1", "cpu") == tmp_path / "decoder_relu3_1.pt"
     assert resolve_decoder("auto", "relu3_1", "cuda") == resolve_decoder("wide", "relu3_1", "cpu") == tmp_path / "decoder_relu3_1_wide.pt"
+    (tmp_path / "decoder_relu3_1_wide.pt").unlink()
+    assert default_decoder_path("relu3_1", "cuda") == tmp_path / "decoder_relu3_1.pt"
     assert resolve_decoder("small", "relu3_1", "cuda") == tmp_path / "decoder_relu3_1.pt"
     assert resolve_decoder("elsewhere/d.pt", "relu3_1") == Path("elsewhere/d.pt")
     with pytest.raises(FileNotFoundError, match="relu3_1 only"):
