@@ -15,7 +15,7 @@
 #     command: BUDGET=585 bash benchmarks/gpu_session.sh      carry: ["gpu_pack"]      timeout_s: 600
 # (GATE_ON_KERNEL=0: go on whatever the kernel did, for a last call; SKIP_OTHER_TESTS=1: only the
 # kernel's gpu tests; SKIP_FPS=1: no FPS table; SKIP_NCU=1: no Nsight Compute profile; SKIP_TRAIN=1:
-# measure only; SKIP_MEASURE=1: train only -- two calls on a warm machine split device time this
+# measure only (KERNEL_ROUNDS, KERNEL_MOMENTS: see the kernel benchmark below); SKIP_MEASURE=1: train only -- two calls on a warm machine split device time this
 # way, as session 6 did: SKIP_TRAIN=1 first, then at once, while the machine is warm, SKIP_MEASURE=1;
 # TRAIN_LAYER=relu4_1 trains that decoder instead of relu3_1's, WIDTH=0.5 the half-width one; LR,
 # FEAT_WEIGHT, FEAT_ON_PLAIN=0, CROP (256; below the pack's 256-px short sides the crops vary in
@@ -91,7 +91,11 @@ if [ "${SKIP_OTHER_TESTS:-0}" != 1 ]; then
 fi
 
 echo "== kernel benchmark ($(left) s left)"
-timeout 180 $PY benchmarks/kernel.py --profile --json "$OUT/kernel.json" 2>&1 | tee "$OUT/kernel.log" | tail -12
+# KERNEL_MOMENTS=a,b,...: the variants to time (default: kernel.py's list); KERNEL_ROUNDS=N: time them
+# in N interleaved rounds, each row the median with its spread (session 20: single runs put three
+# variants 0.2-2.8 points above auto, within one machine's drift; docs/gpu_measurements.md)
+timeout $(( 120 + 60 * ${KERNEL_ROUNDS:-1} )) $PY benchmarks/kernel.py --profile --json "$OUT/kernel.json" \
+  --rounds "${KERNEL_ROUNDS:-1}" ${KERNEL_MOMENTS:+--moments "$KERNEL_MOMENTS"} 2>&1 | tee "$OUT/kernel.log" | tail -12
 
 # Nsight Compute on one fused call per variant (pass 1's stall reasons, memory throughput), when
 # the device has ncu and lets it read the counters; appended to kernel.log (SKIP_NCU=1: not)

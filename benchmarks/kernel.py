@@ -69,6 +69,19 @@ def copy_bandwidth() -> float:
     return 2 * x.numel() * 4 / (ms / 1000) / 1e9
 
 
+def summarise_rounds(eager_ms: list[float], graph_ms: list[float | None], nbytes: int, copy_gbps: float) -> dict:
+    """One variant's rounds (each the median of its own timed runs) -> the row's times: the median over
+    the rounds, and the spread of the achieved share of copy bandwidth (from the graph times, or the
+    eager ones where the call could not be captured) over the rounds."""
+    graph_ok = all(g is not None for g in graph_ms)
+    times = graph_ms if graph_ok else eager_ms
+    pct = [100 * nbytes / (t / 1000) / 1e9 / copy_gbps for t in times]
+    t = statistics.median(times)
+    return {"fused_ms": statistics.median(eager_ms), "fused_graph_ms": statistics.median(graph_ms) if graph_ok else None,
+            "GBps": nbytes / (t / 1000) / 1e9, "pct_copy_bw": 100 * nbytes / (t / 1000) / 1e9 / copy_gbps,
+            "pct_copy_bw_min": min(pct), "pct_copy_bw_max": max(pct), "rounds": len(times)}
+
+
 def unfused(f, m, style, mode: str):
     """The unfused PyTorch reference: reconstruct()'s own maths for these modes, less its input checks
     (which synchronise to raise clear errors, and would time the checks, not the maths)."""
@@ -122,9 +135,16 @@ def main(argv=None) -> int:
                         "of in pass 2's prologue, a +pdl suffix launches both passes as programmatic dependent "
                         "launches (sm_90+; in auto), +early (with +pdl) launches pass 2 before pass 1's loop, +fill (with +even) runs pass 1 in as many blocks as fit at once, +l2 (with quad) adds L2 eviction hints (features kept in L2 between the passes), +p256 (with quad, not with +l2) loads pass 1's features with L2's 256-byte prefetch.  The default list leaves out the layouts that never won on the H100 "
                         "(warp, lanes1, prefetch2: docs/results/kernel_gpu_h100*.json)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="time every variant this many times, interleaved (each round goes through the list, "
+                        "alternately forwards and backwards), and report the median over the rounds with the "
+                        "spread of the bandwidth share: to tell variants a point or two apart from the drift of "
+                        "one machine (default 1)")
     p.add_argument("--profile", action="store_true",
                    help="also print the CUDA time of every kernel of one fused call and one reference call (720p)")
     a = p.parse_args(argv)
+    if a.rounds < 1:
+        p.error("--rounds must be at least 1")
     for v in a.moments.split(","):
         try:
             kernels.parse_variant(v)
@@ -145,23 +165,30 @@ def main(argv=None) -> int:
         fs = (torch.randn(256, 64, 64, device="cuda") * 10).relu()
         style = R.StyleStats.from_features(fs, torch.ones(3, 64, 64, device="cuda") / 3)
         ref_times = {}          # the reference does not depend on the variant: timed once per mode
-        for layout, mode in [(lay, md) for lay in a.moments.split(",") for md in ("adain", "linear")]:
-            kernels.set_tuning(layout)
-            fused_fn = lambda: kernels.fused_reconstruct(f, m, style, mode, 1.0)  # noqa: E731
-            ref_fn = lambda: unfused(f, m, style, mode)  # noqa: E731
-            err = (fused_fn().float() - ref_fn().float()).abs().max().item()
-            if mode not in ref_times:
-                ref_times[mode] = (cuda_time(ref_fn), graph_time(ref_fn))
-            fused, fused_g = cuda_time(fused_fn), graph_time(fused_fn)
+        cases = [(lay, md) for lay in a.moments.split(",") for md in ("adain", "linear")]
+        eager = {c: [] for c in cases}
+        graph = {c: [] for c in cases}
+        errs = {}
+        for rnd in range(a.rounds):
+            for layout, mode in (cases if rnd % 2 == 0 else cases[::-1]):
+                kernels.set_tuning(layout)
+                fused_fn = lambda: kernels.fused_reconstruct(f, m, style, mode, 1.0)  # noqa: E731
+                ref_fn = lambda: unfused(f, m, style, mode)  # noqa: E731
+                if (layout, mode) not in errs:
+                    errs[layout, mode] = (fused_fn().float() - ref_fn().float()).abs().max().item()
+                if mode not in ref_times:
+                    ref_times[mode] = (cuda_time(ref_fn), graph_time(ref_fn))
+                eager[layout, mode].append(cuda_time(fused_fn))
+                graph[layout, mode].append(graph_time(fused_fn))
+        nbytes = 3 * f.numel() * f.element_size() + 2 * m.numel() * 4
+        for layout, mode in cases:
+            row = summarise_rounds(eager[layout, mode], graph[layout, mode], nbytes, bw)
             ref, ref_g = ref_times[mode]
-            t = fused_g if fused_g is not None else fused
-            nbytes = 3 * f.numel() * f.element_size() + 2 * m.numel() * 4
+            fused, fused_g = row["fused_ms"], row["fused_graph_ms"]
             rows.append({"frame": name, "features": f"256x{h}x{w}", "mode": mode, "moments": layout, "dtype": a.dtype,
-                         "fused_ms": fused, "reference_ms": ref, "speedup": ref / fused,
-                         "fused_graph_ms": fused_g, "reference_graph_ms": ref_g,
+                         "reference_ms": ref, "speedup": ref / fused, "reference_graph_ms": ref_g,
                          "speedup_graph": ref_g / fused_g if fused_g and ref_g else None,
-                         "max_abs_diff": err, "MB": nbytes / 1e6,
-                         "GBps": nbytes / (t / 1000) / 1e9, "pct_copy_bw": 100 * nbytes / (t / 1000) / 1e9 / bw})
+                         "max_abs_diff": errs[layout, mode], "MB": nbytes / 1e6, **row})
     if a.profile:
         for i, layout in enumerate(a.moments.split(",")):
             kernels.set_tuning(layout)
@@ -176,9 +203,11 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"| {r['frame']} | {r['features']} | {r['mode']} ({r['moments']}) | {r['fused_ms']:.3f} / {fmt(r['fused_graph_ms'])} | "
               f"{r['reference_ms']:.3f} / {fmt(r['reference_graph_ms'])} | {r['speedup']:.1f}x / "
-              f"{fmt(r['speedup_graph'], '{:.1f}x')} | {r['GBps']:.0f} | {r['pct_copy_bw']:.0f} % | {r['max_abs_diff']:.2g} |")
+              f"{fmt(r['speedup_graph'], '{:.1f}x')} | {r['GBps']:.0f} | {r['pct_copy_bw']:.0f} %"
+              + (f" ({r['pct_copy_bw_min']:.1f}-{r['pct_copy_bw_max']:.1f})" if r["rounds"] > 1 else "")
+              + f" | {r['max_abs_diff']:.2g} |")
     if a.json:
-        write_json(a.json, {"machine": info, "copy_GBps": bw, "rows": rows})
+        write_json(a.json, {"machine": info, "copy_GBps": bw, "rounds": a.rounds, "rows": rows})
     return 0
 
 

@@ -245,14 +245,18 @@ DEFAULT_VARIANT = "quad+even+pdl"
 # slots pass 1 leaves free, and has pass 2 load its first channel's features before it waits; +fill
 # (with +even) gives pass 1 at least as many blocks as fit on the GPU at once (720p on the H100: six
 # per multiprocessor instead of four) for more loads in flight.  Both written in session 12 after the
-# +pdl run, without a GPU; not yet timed.
+# +pdl run, without a GPU.  Timed in session 20 on an H100 (docs/results/kernel_gpu_h100_session20.json):
+# +early 0.3-1.8 points of copy bandwidth above auto in all six rows, +fill below it at 480p.
 # A suffix +l2 (quad only) adds L2 eviction-priority hints (sm_80+): pass 1 reads the features with
 # evict_last so that they are still in L2 when pass 2 reads them (a 720p FP16 frame's 29.5 MB against
 # the H100's 50 MB of L2), pass 2 reads them and writes its output with evict_first
 # (masked_recon_kernels.cuh, l2_policy); only in the fused op (fused_recon), whose pass 2 undoes pass
 # 1's evict_last: the standalone masked_moments and masked_affine ops load as without it.  A suffix
 # +p256 (quad only, not with +l2) has pass 1 load with L2's 256-byte prefetch, so that its next step's
-# bytes are on their way from DRAM (ldg_256).  Both written in session 15 without a GPU; not yet timed.
+# bytes are on their way from DRAM (ldg_256).  Both written in session 15 without a GPU; timed in
+# session 20: +l2 0.4-1.4 and +p256 0.2-2.8 points above auto in all six rows.  None of the three is
+# the default: one run's margins are within a machine's drift (auto: 77 % at 720p in session 12, 74 %
+# in session 20); benchmarks/kernel.py --rounds is there to settle it on the next lent GPU.
 SUFFIXES = ("even", "solve1", "pdl", "early", "fill", "l2", "p256")
 
 

@@ -298,6 +298,25 @@ def test_gpu_session_script_parses_and_kernel_benchmarks_need_a_gpu():
     assert kernel.main([]) == 2 and kernel_ncu.main(["auto"]) == 2
 
 
+def test_kernel_benchmark_rounds_summary_takes_medians_and_the_spread():
+    """benchmarks/kernel.py --rounds N: a variant's row is the median over its rounds, with the spread
+    of its bandwidth share; graph times where every round could be captured, else the eager ones."""
+    from benchmarks.kernel import summarise_rounds
+    nbytes, bw = 2_000_000, 1000.0          # 2 MB per call; a 2 us call would move 1,000 GB/s
+    r = summarise_rounds([0.010, 0.030, 0.020], [0.004, 0.002, 0.008], nbytes, bw)
+    assert r["fused_ms"] == pytest.approx(0.020) and r["fused_graph_ms"] == pytest.approx(0.004)
+    assert r["GBps"] == pytest.approx(500.0) and r["pct_copy_bw"] == pytest.approx(50.0)
+    assert r["pct_copy_bw_min"] == pytest.approx(25.0) and r["pct_copy_bw_max"] == pytest.approx(100.0)
+    assert r["rounds"] == 3
+    r = summarise_rounds([0.004, 0.008], [0.002, None], nbytes, bw)      # one round not capturable
+    assert r["fused_graph_ms"] is None and r["pct_copy_bw"] == pytest.approx(100 * 2e6 / 6e-6 / 1e9 / bw)
+    assert r["pct_copy_bw_min"] == pytest.approx(25.0) and r["pct_copy_bw_max"] == pytest.approx(50.0)
+    from benchmarks import kernel
+    with pytest.raises(SystemExit) as e:
+        kernel.main(["--rounds", "0"])
+    assert e.value.code == 2
+
+
 @pytest.mark.gpu
 def test_kernel_ncu_runs_every_variant_on_a_gpu(capsys):
     from benchmarks import kernel_ncu

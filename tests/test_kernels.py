@@ -189,7 +189,7 @@ def test_cuda_kernel_fp16_near_limit_and_odd_sizes():
 @pytest.fixture(params=["auto", "auto+solve1", "warp", "lanes1", "prefetch2", "quad", "lanes1+even",
                         "prefetch2+even+solve1", "quadpf", "quadpf+even", "quad+even", "quad+even+solve1", "warp+pdl",
                         "auto+early", "auto+solve1+early", "auto+fill", "prefetch2+even+fill", "auto+l2",
-                        "quad+solve1+l2", "auto+p256"])
+                        "quad+solve1+l2", "auto+p256", "auto+early+l2", "auto+early+p256"])
 def moments_layout(request):
     """Every layout of pass 1 (kernels.set_tuning; the default set back afterwards)."""
     kernels.set_tuning(request.param)
@@ -206,7 +206,8 @@ def test_cuda_fused_op_matches_cpu_reference_over_frames(dtype, K, channels_last
     over three frames, at sizes with several pixel tiles and channel groups: odd ones (every pixel
     through the strides) and 45 x 120, whose H*W is a multiple of 8 (NCHW then takes the 16-byte
     vector path, with runs across rows).  The second frame is floored at zero (the stylizer's clamp)."""
-    if channels_last and moments_layout not in ("auto", "auto+solve1", "quad+even", "auto+early", "auto+l2", "auto+p256"):
+    if channels_last and moments_layout not in ("auto", "auto+solve1", "quad+even", "auto+early", "auto+l2", "auto+p256",
+                                                       "auto+early+l2", "auto+early+p256"):
         pytest.skip("channels_last features take the strided pass 1 whatever the vector-path layout")
     kernels.set_tuning(moments_layout)
     tol = {torch.float32: 2e-4, torch.float16: 3e-3, torch.bfloat16: 2e-2}[dtype]
