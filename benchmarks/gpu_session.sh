@@ -17,7 +17,8 @@
 # kernel's gpu tests; SKIP_FPS=1: no FPS table; SKIP_NCU=1: no Nsight Compute profile; SKIP_TRAIN=1:
 # measure only (KERNEL_ROUNDS, KERNEL_MOMENTS: see the kernel benchmark below); SKIP_MEASURE=1: train only -- two calls on a warm machine split device time this
 # way, as session 6 did: SKIP_TRAIN=1 first, then at once, while the machine is warm, SKIP_MEASURE=1;
-# TRAIN_LAYER=relu4_1 trains that decoder instead of relu3_1's, WIDTH=0.5 the half-width one; LR,
+# TRAIN_LAYER=relu4_1 trains that decoder instead of relu3_1's, WIDTH=1.0 the full-width one (default
+# 0.5 since session 20: the half-width one, the default decoder, 25.91 -> 27.01 dB in 7 minutes there); LR,
 # FEAT_WEIGHT, FEAT_ON_PLAIN=0, CROP (256; below the pack's 256-px short sides the crops vary in
 # scale) change the training recipe; REVIVE=0 skips reviving the checkpoint's dead channels first
 # (training/revive.py), REVIVE_EVERY=N (1000; 0 = never) revives them again in training; LOWRES_WEIGHT=W
@@ -37,11 +38,12 @@
 # revived first-stage channels died again at 28-95 per 500 iterations on the CPU at 1.0 and at 0-2 at
 # 0.2 in session 14; 1.0 for relu3_1, whose channels stayed alive on the H100).)
 # Results come back in $OUT: session.log, gpu_tests.log, kernel.json, kernel.log,
-# fps_gpu.json, fps_gpu_regions.json, fps_gpu_eager.json, train_log.jsonl, decoder_relu3_1_wide.pt, decoder_relu3_1_wide_train.pt (TRAIN_LAYER=
-# relu4_1: decoder_relu4_1_wide*).  Only if `benchmarks/autoencoder.py --holdout --layer LAYER
-# --decoder .../decoder_LAYER_wide.pt` beats the shipped one, copy it into weights/ and slim the
-# training checkpoint into weights/checkpoints/ (python -m training.slim_checkpoint ... --out
-# weights/checkpoints/decoder_LAYER_wide_train.pt).
+# fps_gpu.json, fps_gpu_regions.json, fps_gpu_eager.json, train_log.jsonl, decoder_relu3_1.pt,
+# decoder_relu3_1_train.pt (WIDTH=1.0: decoder_relu3_1_wide*; TRAIN_LAYER=relu4_1: decoder_relu4_1*).
+# Only if `benchmarks/autoencoder.py --holdout --layer LAYER --decoder .../decoder_LAYER[_wide].pt`
+# beats the shipped one, copy it into weights/ and slim the training checkpoint (it keeps Adam's
+# state: continue it on the CPU with --warmup 0 before slimming) into weights/checkpoints/
+# (python -m training.slim_checkpoint ... --out weights/checkpoints/decoder_LAYER[_wide]_train.pt).
 #
 # The device image has PyTorch, OpenCV (headless), h5py, onnx and onnxruntime but no MediaPipe,
 # so the FPS table there runs with --regions none (segmentation is a CPU stage either way).
@@ -167,7 +169,8 @@ if [ "$T" -gt 60 ] && [ -d gpu_pack/photos ] && [ "${SKIP_TRAIN:-0}" != 1 ]; the
   # adopt the result only if benchmarks/autoencoder.py --holdout improves.  LR: the starting rate of
   # this call's schedule (2e-4: session 4's restarts at 5e-4 dipped first).  FEAT_WEIGHT: the feature
   # loss's weight (0.02; session 7's CPU probe: 0.2 cost 0.77 dB held out).
-  # TRAIN_LAYER (default relu3_1) and WIDTH (default 1.0): which decoder.  Full width continues the
+  # TRAIN_LAYER (default relu3_1) and WIDTH (default 0.5 since session 20, 1.0 before): which decoder.
+  # Half width continues the committed weights/checkpoints/decoder_LAYER_train.pt.  Full width continues the
   # committed weights/checkpoints/decoder_LAYER_wide_train.pt where there is one; otherwise the
   # committed half-width checkpoint is first widened without changing its output (training/widen.py,
   # Net2WiderNet) -- how session 6 made the wide relu3_1 decoder (24.04 -> 24.88 dB in 8 H100
@@ -175,7 +178,7 @@ if [ "$T" -gt 60 ] && [ -d gpu_pack/photos ] && [ "${SKIP_TRAIN:-0}" != 1 ]; the
   # iterations (--warmup).  The result is decoder_LAYER_wide.pt at width 1.0, decoder_LAYER.pt else.
   FEAT_FLAG=""; [ "${FEAT_ON_PLAIN:-1}" = 1 ] && FEAT_FLAG="--feat-on-plain"
   LAYER=${TRAIN_LAYER:-relu3_1}
-  WIDTH=${WIDTH:-1.0}
+  WIDTH=${WIDTH:-0.5}
   RUN=runs/gpu_$LAYER
   NAME=decoder_$LAYER; [ "$(awk "BEGIN{print ($WIDTH >= 1.0)}")" = 1 ] && NAME=decoder_${LAYER}_wide
   mkdir -p "$RUN"
