@@ -42,7 +42,7 @@
 # decoder_relu3_1_train.pt (WIDTH=1.0: decoder_relu3_1_wide*; TRAIN_LAYER=relu4_1: decoder_relu4_1*).
 # Only if `benchmarks/autoencoder.py --holdout --layer LAYER --decoder .../decoder_LAYER[_wide].pt`
 # beats the shipped one, copy it into weights/ and slim the training checkpoint (it keeps Adam's
-# state: continue it on the CPU with --warmup 0 before slimming) into weights/checkpoints/
+# state; session 20 continued it on the CPU first, which gained nothing held out) into weights/checkpoints/
 # (python -m training.slim_checkpoint ... --out weights/checkpoints/decoder_LAYER[_wide]_train.pt).
 #
 # The device image has PyTorch, OpenCV (headless), h5py, onnx and onnxruntime but no MediaPipe,

@@ -75,10 +75,11 @@ def summarise_rounds(eager_ms: list[float], graph_ms: list[float | None], nbytes
     eager ones where the call could not be captured) over the rounds."""
     graph_ok = all(g is not None for g in graph_ms)
     times = graph_ms if graph_ok else eager_ms
-    pct = [100 * nbytes / (t / 1000) / 1e9 / copy_gbps for t in times]
+    gbps = lambda ms: nbytes / (ms / 1000) / 1e9  # noqa: E731
+    pct = [100 * gbps(t) / copy_gbps for t in times]
     t = statistics.median(times)
     return {"fused_ms": statistics.median(eager_ms), "fused_graph_ms": statistics.median(graph_ms) if graph_ok else None,
-            "GBps": nbytes / (t / 1000) / 1e9, "pct_copy_bw": 100 * nbytes / (t / 1000) / 1e9 / copy_gbps,
+            "GBps": gbps(t), "pct_copy_bw": 100 * gbps(t) / copy_gbps,
             "pct_copy_bw_min": min(pct), "pct_copy_bw_max": max(pct), "rounds": len(times)}
 
 
