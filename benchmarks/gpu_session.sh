@@ -24,7 +24,9 @@
 # (training/revive.py), REVIVE_EVERY=N (1000; 0 = never) revives them again in training; LOWRES_WEIGHT=W
 # (default 0) adds W x the MSE of 4x4 block averages to the pixel loss (train_decoder --lowres-weight,
 # untried on a GPU); AMP=1 trains under bfloat16 autocast (default 0:
-# session 9 measured it 1.04x as fast); LOAD_SIDE=512 SCALE_MIN=0.25 read the photos at a 512-px
+# session 9 measured it 1.04x as fast); TRAIN_FLAGS="--channels-last ..." passes more train_decoder flags
+# (default auto: those the measuring call's training-speed step found fastest on this machine, if any;
+# SKIP_TRAIN_SPEED=1 skips that step); LOAD_SIDE=512 SCALE_MIN=0.25 read the photos at a 512-px
 # shorter side and crop 1-4x that crop's size (the held-out portraits' and the live frames' scale;
 # session 13's CPU probe, inconclusive: +0.20, +0.41, -0.84 dB against the 256-px recipe after
 # 1,000, 2,000, 3,000 iterations at batch 4; repeated with --ema in session 14: -0.05, +0.11, +0.03,
@@ -38,7 +40,7 @@
 # revived first-stage channels died again at 28-95 per 500 iterations on the CPU at 1.0 and at 0-2 at
 # 0.2 in session 14; 1.0 for relu3_1, whose channels stayed alive on the H100).)
 # Results come back in $OUT: session.log, gpu_tests.log, kernel.json, kernel.log,
-# fps_gpu.json, fps_gpu_regions.json, fps_gpu_eager.json, train_log.jsonl, decoder_relu3_1.pt,
+# fps_gpu.json, fps_gpu_regions.json, fps_gpu_eager.json, train_speed_gpu.json, train_profile_gpu.txt, train_log.jsonl, decoder_relu3_1.pt,
 # decoder_relu3_1_train.pt (WIDTH=1.0: decoder_relu3_1_wide*; TRAIN_LAYER=relu4_1: decoder_relu4_1*).
 # Only if `benchmarks/autoencoder.py --holdout --layer LAYER --decoder .../decoder_LAYER[_wide].pt`
 # beats the shipped one, copy it into weights/ and slim the training checkpoint (it keeps Adam's
@@ -160,6 +162,25 @@ if [ "${SKIP_FPS:-0}" != 1 ]; then
   timeout 120 $PY benchmarks/fps.py --devices cuda --fp16 --backends torch --regions none --sizes 480,720,1080 \
     --frames 20 --no-cuda-graph --json "$OUT/fps_gpu_eager.json" 2>&1 | grep "^|\|torch/"
 fi
+
+# Where a training iteration's time goes (session 9: ~43 ms on the H100 where the arithmetic needs
+# 10-20 ms; bfloat16 only 1.04x): the GPU recipe timed from the committed checkpoint in layout
+# variants (channels_last, cuDNN's algorithm search, bfloat16), then 30 iterations under
+# torch.profiler (named phases + costliest operators: $OUT/train_profile_gpu.txt).  The fastest
+# variant's flags, where it is at least 1.1x the plain recipe, go to runs/train_flags_auto, which the
+# training below reads (TRAIN_FLAGS=auto, the default) -- also in a second call on this warm machine.
+# SKIP_TRAIN_SPEED=1: not; TRAIN_SPEED_ITERS=N iterations a variant (default 150).
+if [ "${SKIP_TRAIN_SPEED:-0}" != 1 ] && [ -d gpu_pack/photos ]; then
+  echo "== training speed of the GPU recipe's layout variants, and a profile ($(left) s left)"
+  timeout 240 $PY benchmarks/train_speed.py --recipe gpu --device cuda \
+    --from "weights/checkpoints/decoder_${TRAIN_LAYER:-relu3_1}_train.pt" --photos gpu_pack/photos \
+    --paintings gpu_pack/paintings --iterations "${TRAIN_SPEED_ITERS:-150}" --profile 30 \
+    --profile-out "$OUT/train_profile_gpu.txt" --json "$OUT/train_speed_gpu.json" \
+    --flags-out runs/train_flags_auto --min-gain 1.1 2>&1 \
+    | tr '\r' '\n' | grep -E "s / iteration|^fastest|iterations each|^profile of|Error|error" | tail -14
+  head -12 "$OUT/train_profile_gpu.txt" 2>/dev/null
+  echo "train flags for TRAIN_FLAGS=auto: '$(cat runs/train_flags_auto 2>/dev/null)'"
+fi
 fi  # SKIP_MEASURE
 
 T=$(( $(left) - 45 ))
@@ -229,8 +250,12 @@ print(0 if 'optim' in ck else 500, ck['config'].get('extra_convs', 0), ck['confi
   AMP=${AMP:-0}
   if [ "$LAYER" = relu4_1 ]; then FIRST_LR_MULT=${FIRST_LR_MULT:-0.2}; else FIRST_LR_MULT=${FIRST_LR_MULT:-1.0}; fi
   AMP_FLAG=""; [ "$AMP" = 1 ] && AMP_FLAG="--amp"
-  echo "== training $LAYER for $T s (width $WIDTH, warm-up $WARMUP; $FEAT_FLAG, feature weight ${FEAT_WEIGHT:-0.02}, lowres weight ${LOWRES_WEIGHT:-0}, load side ${LOAD_SIDE:-256}, scale min ${SCALE_MIN:-0.5}, smooth ${SMOOTH:-0}, ema ${EMA:-0.999}, first-conv rate x $FIRST_LR_MULT, amp $AMP, revived first ${REVIVE:-1}, revive every ${REVIVE_EVERY:-1000}, extra convolutions $EXTRA, dilations ${DILATIONS:-1})"
-  timeout $(( T + 40 )) $PY -m training.train_decoder --layer "$LAYER" --device cuda --resume --width "$WIDTH" --extra-convs "$EXTRA" --extra-dilations "$DILATIONS" $AMP_FLAG \
+  # TRAIN_FLAGS: more train_decoder flags (e.g. "--channels-last --cudnn-benchmark"); auto (default): what
+  # the training-speed step above chose on this machine (runs/train_flags_auto), none if it did not run
+  TRAIN_FLAGS=${TRAIN_FLAGS:-auto}
+  if [ "$TRAIN_FLAGS" = auto ]; then TRAIN_FLAGS=$(cat runs/train_flags_auto 2>/dev/null || true); fi
+  echo "== training $LAYER for $T s (width $WIDTH, warm-up $WARMUP; $FEAT_FLAG, feature weight ${FEAT_WEIGHT:-0.02}, lowres weight ${LOWRES_WEIGHT:-0}, load side ${LOAD_SIDE:-256}, scale min ${SCALE_MIN:-0.5}, smooth ${SMOOTH:-0}, ema ${EMA:-0.999}, first-conv rate x $FIRST_LR_MULT, amp $AMP, flags '$TRAIN_FLAGS', revived first ${REVIVE:-1}, revive every ${REVIVE_EVERY:-1000}, extra convolutions $EXTRA, dilations ${DILATIONS:-1})"
+  timeout $(( T + 40 )) $PY -m training.train_decoder --layer "$LAYER" --device cuda --resume --width "$WIDTH" --extra-convs "$EXTRA" --extra-dilations "$DILATIONS" $AMP_FLAG $TRAIN_FLAGS \
     --photos gpu_pack/photos --paintings gpu_pack/paintings --holdout-dir gpu_pack/holdout --run-dir "$RUN" \
     --out "$OUT/$NAME.pt" --crop "${CROP:-256}" --batch 16 --mix-prob 0.2 --mix-crop 128 \
     --iterations 1000000 --lr "${LR:-2e-4}" --lr-final 2e-5 --lr-by-time --warmup $WARMUP $FEAT_FLAG \

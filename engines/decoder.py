@@ -130,9 +130,10 @@ def save_decoder(dec: Decoder, path: Path, *, encoder_id: str, meta: dict | None
                  fp16: bool = True) -> str:
     """Write a shippable decoder file (FP16 storage) atomically; returns its content digest."""
     from .weights import atomic_torch_save
-    # CPU tensors whatever the decoder's device: a file written after GPU training must load anywhere
+    # CPU tensors whatever the decoder's device: a file written after GPU training must load anywhere;
+    # contiguous whatever layout it trained in (train_decoder --channels-last)
     state = {k: (v.half() if fp16 and v.is_floating_point() and k not in ("feat_scale", "feat_mean") else v.float()).detach().cpu()
-             for k, v in dec.state_dict().items()}
+             .contiguous() for k, v in dec.state_dict().items()}
     digest = state_digest(state)
     atomic_torch_save({"format": DECODER_FORMAT, "config": dec.config(), "encoder_id": encoder_id,
                        "state_dict": state, "sha256": digest, "meta": meta or {}}, Path(path))

@@ -229,6 +229,35 @@ def test_train_speed_quick(tmp_path, portrait_bgr):
     assert all(r["seconds_per_iteration"] > 0 for r in d["results"].values())
 
 
+def test_train_speed_gpu_recipe_times_its_variants_from_a_checkpoint_and_profiles(tmp_path, portrait_bgr, capsys):
+    """--recipe gpu (here on the CPU, --quick): every layout variant resumed from a copy of --from (the
+    shipped decoder's shape, with its extra convolutions), timed, and the fastest's flags printed; --profile
+    adds the first variant's profile; a missing checkpoint is a clear error."""
+    from benchmarks import train_speed
+    from engines.weights import weights_dir
+    ph, pa = tmp_path / "ph", tmp_path / "pa"
+    ph.mkdir()
+    pa.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(ph / f"p{i}.png"), cv2.resize(portrait_bgr, (64, 72)))
+        cv2.imwrite(str(pa / f"s{i}.png"), cv2.resize(portrait_bgr, (60, 64))[::-1])
+    ck = weights_dir() / "checkpoints" / "decoder_relu3_1_train.pt"
+    out, prof = tmp_path / "g.json", tmp_path / "prof.txt"
+    assert train_speed.main(["--recipe", "gpu", "--quick", "--from", str(ck), "--photos", str(ph), "--paintings",
+                             str(pa), "--threads", "1", "--json", str(out), "--profile", "2",
+                             "--profile-out", str(prof), "--flags-out", str(tmp_path / "flags"),
+                             "--min-gain", "0"]) == 0
+    d = json.loads(out.read_text())
+    assert (tmp_path / "flags").read_text().strip() == d["results"][d["fastest"]]["flags"]
+    assert set(d["results"]) == set(train_speed.GPU_VARIANTS) and d["fastest"] in d["results"]
+    assert all(r["seconds_per_iteration"] > 0 for r in d["results"].values())
+    assert d["results"]["+ channels_last + cuDNN benchmark"]["flags"] == "--channels-last --cudnn-benchmark"
+    assert f'TRAIN_FLAGS="{d["results"][d["fastest"]]["flags"]}"' in capsys.readouterr().out
+    assert "step.backward" in prof.read_text()
+    with pytest.raises(SystemExit):
+        train_speed.main(["--recipe", "gpu", "--from", str(tmp_path / "nope.pt")])
+
+
 def test_judges_fall_back_to_the_whole_painting_for_a_region_it_lacks(tmp_path):
     """A painting without a person: its empty face/person regions are judged against the whole
     painting (as the methods use it), so the losses stay finite and comparable."""

@@ -253,15 +253,66 @@ def test_max_minutes_stops_with_a_checkpoint_and_no_cuda_is_a_clear_error(tiny_d
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("amp", [False, True])
-def test_training_on_cuda_with_cache_matches_shapes_and_learns(tiny_data, tmp_path, amp):
+@pytest.mark.parametrize("amp,fast", [(False, False), (True, False), (False, True)])
+def test_training_on_cuda_with_cache_matches_shapes_and_learns(tiny_data, tmp_path, amp, fast):
+    """On CUDA, FP32 and --amp, and with --channels-last --cudnn-benchmark (fast): finite weights that moved."""
     ph, pa = tiny_data
     cfg = _cfg(tmp_path, ph, pa, out=str(tmp_path / "g.pt"), run_dir=str(tmp_path / "rg"), device="cuda",
-               cache_crops=6, mix_crop=16, iterations=6, amp=amp, feat_on_plain=amp)
+               cache_crops=6, mix_crop=16, iterations=6, amp=amp, feat_on_plain=amp, channels_last=fast,
+               cudnn_benchmark=fast)
     T.train(cfg)
     d = load_decoder(tmp_path / "g.pt")
     assert d.meta["iterations"] == 6 and d.meta["config"]["device"] == "cuda" and d.meta["config"]["amp"] is amp
+    assert d.meta["config"]["channels_last"] is fast
     assert all(torch.isfinite(v.float()).all() for v in d.state_dict().values())
+    torch.manual_seed(0)                                   # the training's own initialisation (seed 0)
+    fresh = Decoder("relu3_1", width=0.25).state_dict()
+    assert all(float((d.state_dict()[k].float() - fresh[k]).abs().max()) > 0 for k in fresh if "weight" in k)
+
+
+def test_channels_last_training_is_the_same_maths_and_saves_plain_tensors(tiny_data, tmp_path):
+    """--channels-last changes the memory layout only: at a tiny rate (so that Adam's sign-like first steps
+    cannot amplify rounding) the weights end where the NCHW run's do, the checkpoint and the decoder file
+    hold plain contiguous tensors, and an NCHW run resumes the channels_last checkpoint."""
+    ph, pa = tiny_data
+    for name, cl in (("n", False), ("c", True)):
+        T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / f"{name}.pt"), run_dir=str(tmp_path / f"r{name}"),
+                     channels_last=cl, lr=1e-7, lr_final=1e-7, iterations=3))
+    ck = {n: torch.load(tmp_path / f"r{n}" / "checkpoint.pt", weights_only=False) for n in ("n", "c")}
+    assert ck["c"]["config"]["channels_last"] and not ck["n"]["config"]["channels_last"]
+    for part in ("model", "ema"):
+        for k, v in ck["c"][part].items():
+            assert v.is_contiguous(), (part, k)
+            torch.testing.assert_close(v, ck["n"][part][k], atol=1e-6, rtol=0, msg=f"{part} {k}")
+    torch.manual_seed(0)
+    fresh = Decoder("relu3_1", width=0.25).state_dict()
+    assert any(float((ck["c"]["model"][k] - fresh[k]).abs().max()) > 0 for k in fresh if "weight" in k)
+    assert all(v.is_contiguous() for v in torch.load(tmp_path / "c.pt", weights_only=False)["state_dict"].values())
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "c.pt"), run_dir=str(tmp_path / "rc"), iterations=5), resume=True)
+    assert load_decoder(tmp_path / "c.pt").meta["iterations"] == 5
+
+
+def test_profile_writes_the_phases_of_an_iteration(tiny_data, tmp_path):
+    """--profile N: after this run's first 10 iterations, N are profiled and RUN/profile.txt names each phase
+    of the step with its host time; a run that ends inside the window still writes what it has.  The decoder's
+    meta gains the speed without the first 10 iterations."""
+    ph, pa = tiny_data
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "p.pt"), run_dir=str(tmp_path / "rp"), iterations=14,
+                 profile=3, grid_every=1000, mix_prob=0.5))
+    text = (tmp_path / "rp" / "profile.txt").read_text()
+    assert text.startswith("# torch.profiler over 3 training iterations on cpu")
+    for ph_name in ("step.data+encode", "step.forward+loss", "step.backward", "step.adam", "step.ema"):
+        assert ph_name in text
+    import re
+    ms = [float(m) for m in re.findall(r"^  step\.\S+ +([\d.]+) ms +calls", text, re.M)]
+    assert len(ms) >= 5 and all(m >= 0 for m in ms) and max(ms) > 0
+    assert "aten::" in text                                    # the operator table
+    meta = load_decoder(tmp_path / "p.pt").meta
+    assert meta["seconds_per_iteration_steady"] > 0 and meta["seconds_per_iteration"] > 0
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "q.pt"), run_dir=str(tmp_path / "rq"), iterations=12,
+                 profile=5, grid_every=1000))
+    assert (tmp_path / "rq" / "profile.txt").read_text().startswith("# torch.profiler over 2 training iterations")
+    assert T.parse_args(["--profile", "7", "--channels-last", "--cudnn-benchmark"])[0].profile == 7
 
 
 def test_pack_data_resizes_skips_unreadable_and_trains(tiny_data, tmp_path):
@@ -327,6 +378,24 @@ def test_mixed_training_features_are_clamped_like_the_stylizers():
     rng = random.Random(0)
     mins = [float(T.mix_features(fp, fs, rng).min()) for _ in range(40)]
     assert min(mins) == 0.0
+
+
+@pytest.mark.gpu
+def test_wct_mix_on_the_cpu_is_the_devices_mix_returned_to_the_device():
+    """--wct-on-cpu: each mode's mix from the same RNG state, on the device and with wct on the host, agree
+    and come back on the device (wct among the modes drawn)."""
+    import random
+    g = torch.Generator().manual_seed(5)
+    fp = (torch.rand(1, 256, 16, 16, generator=g) * 2).cuda()
+    fs = (torch.rand(1, 256, 16, 16, generator=g) ** 2).cuda()
+    modes = set()
+    for seed in range(12):
+        a, b = random.Random(seed), random.Random(seed)
+        modes.add(random.Random(seed).choice(T.MIX_MODES))
+        on_dev, via_cpu = T.mix_features(fp, fs, a), T.mix_features(fp, fs, b, wct_on_cpu=True)
+        assert via_cpu.device == fp.device and a.getstate() == b.getstate()
+        torch.testing.assert_close(via_cpu, on_dev, atol=2e-4, rtol=2e-4)
+    assert "wct" in modes
 
 
 def _half_decoder_with_biases():

@@ -89,6 +89,49 @@ class TrainConfig:
     revive_every: int = 0        # every N iterations give dead channels fresh weights (training/revive.py); 0 = never
     first_lr_mult: float = 1.0   # the first convolution trains at this times the rate (param_groups)
     ema: float = 0.999           # decay of a moving average of the weights, exported and evaluated (ema_decay); 0 = off
+    channels_last: bool = False  # encoder, decoder and batches in channels_last memory format (same maths, other layout)
+    cudnn_benchmark: bool = False  # let cuDNN time its algorithms for each new shape (CUDA only)
+    wct_on_cpu: bool = False     # mixed samples' wct on the host CPU (mix_features; CUDA only)
+    profile: int = 0             # profile this many iterations (after 10 warm-up ones) with torch.profiler: RUN/profile.txt
+
+
+# the progress bar reads the losses (a host-device synchronisation on CUDA) every this many iterations,
+# so that the host can queue the next iteration's work while the device still runs this one's
+LOG_EVERY = 10
+
+
+def _phase(on: bool):
+    """A named range for --profile (torch.profiler.record_function), or nothing."""
+    return torch.profiler.record_function if on else (lambda name: contextlib.nullcontext())
+
+
+def _contiguous(state: dict) -> dict:
+    """A state dict with plain (NCHW-contiguous) tensors, whatever --channels-last made of them."""
+    return {k: v.contiguous() if torch.is_tensor(v) else v for k, v in state.items()}
+
+
+def write_profile(prof, path: Path, iterations: int, seconds: float, device: torch.device) -> str:
+    """--profile: the named phases of an iteration (host time, including any wait for the device) and the
+    operators that cost most, host and device, per iteration; written atomically to ``path``."""
+    ev = prof.key_averages()
+    per = 1e-3 / max(1, iterations)                       # microseconds in total -> ms per iteration
+    dev_attr = "self_device_time_total" if device.type != "cpu" else None
+    lines = [f"# torch.profiler over {iterations} training iterations on {device}: "
+             f"{seconds / max(1, iterations) * 1e3:.1f} ms per iteration of wall time (profiler on)",
+             "", "phase (host ms per iteration, including waits for the device)"]
+    for e in sorted((e for e in ev if e.key.startswith("step.")), key=lambda e: -e.cpu_time_total):
+        lines.append(f"  {e.key:<20} {e.cpu_time_total * per:8.2f} ms   calls {e.count}")
+    lines += ["", "operators by self host time:", ev.table(sort_by="self_cpu_time_total", row_limit=25)]
+    if dev_attr is not None:
+        try:
+            lines += ["operators by self device time:", ev.table(sort_by=dev_attr, row_limit=25)]
+        except (AttributeError, KeyError) as e:          # a torch that names the column otherwise
+            lines += [f"(no device-time table: {e})"]
+    text = "\n".join(lines) + "\n"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return text
 
 
 def param_groups(dec: Decoder, first_lr_mult: float):
@@ -193,13 +236,21 @@ def to_tensor(batch: list[np.ndarray], device=None) -> torch.Tensor:
     return (x.to(device) if device is not None else x).float().div_(255.0)
 
 
-def mix_features(fp: torch.Tensor, fs: torch.Tensor, rng: random.Random) -> torch.Tensor:
+def mix_features(fp: torch.Tensor, fs: torch.Tensor, rng: random.Random, wct_on_cpu: bool = False) -> torch.Tensor:
     """One (photo, painting) feature pair mixed by a random reconstruction mode and strength, clamped
-    at zero as the stylizer clamps them before decoding (they stand for ReLU features)."""
+    at zero as the stylizer clamps them before decoding (they stand for ReLU features).  ``wct_on_cpu``:
+    a ``wct`` mix of device features is computed on the host CPU and moved back (the same maths; its two
+    C x C eigendecompositions in float64 are latency-bound on a GPU; --wct-on-cpu)."""
     mode = rng.choice(MIX_MODES)
     strength = 1.0 if mode == "patchswap" else rng.uniform(0.3, 1.0)
+    if wct_on_cpu and mode == "wct" and fp.device.type != "cpu":
+        dev = fp.device
+        fp, fs = fp.cpu(), fs.cpu()
+    else:
+        dev = None
     style = R.StyleStats.from_features(fs)
-    return R.reconstruct(fp, None, style, mode=mode, strength=strength, use_kernel=False, floor=0.0)
+    out = R.reconstruct(fp, None, style, mode=mode, strength=strength, use_kernel=False, floor=0.0)
+    return out if dev is None else out.to(dev)
 
 
 def _tv(y: torch.Tensor) -> torch.Tensor:
@@ -413,6 +464,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda, but no CUDA device is visible")
     enc = build_encoder(cfg.layer, ew, dev)
+    if dev.type == "cuda":            # both ways: one process may train several configurations (train_speed.py)
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     hold = holdout_names()
@@ -476,6 +529,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         dec.feat_scale.copy_(sc)
         if cfg.centre_input:
             dec.feat_mean.copy_(mean)
+    if cfg.channels_last:
+        enc = enc.to(memory_format=torch.channels_last)
+        dec = dec.to(memory_format=torch.channels_last)   # in place: the optimizer's parameters stay the same
     scale = dec.feat_scale
     avg = None                      # --ema: the averaged decoder, which is evaluated and exported
     if cfg.ema:
@@ -489,14 +545,17 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     ss_mix = CropSampler(paintings, mix_crop, (cfg.scale_min, cfg.scale_max), rng)
 
     def checkpoint() -> None:
-        atomic_torch_save({"config": asdict(cfg), "model": dec.state_dict(), "optim": opt.state_dict(),
+        atomic_torch_save({"config": asdict(cfg), "model": _contiguous(dec.state_dict()), "optim": opt.state_dict(),
                            "iteration": it, "history": history, "py_rng": rng.getstate(),
                            "torch_rng": torch.get_rng_state(),
-                           **({"ema": avg.state_dict(), "ema_updates": ema_n} if avg is not None else {})},
+                           **({"ema": _contiguous(avg.state_dict()), "ema_updates": ema_n} if avg is not None else {})},
                           ckpt_path)
         done = it - loop["start_it"]
         meta = {"iterations": it, "config": asdict(cfg), "holdout_psnr_256": history[-1]["psnr"] if history else None,
                 "seconds_per_iteration": (time.time() - loop["t0"]) / done if done else None,
+                # the same without this run's first 10 iterations (CUDA's and cuDNN's warm-up; benchmarks/train_speed.py)
+                "seconds_per_iteration_steady": ((time.time() - loop["t10"]) / (done - 10)
+                                                 if done > 10 and loop.get("t10") else None),
                 "date": time.strftime("%Y-%m-%d"), **({"ema": cfg.ema} if avg is not None else {})}
         save_decoder(shipped, out, encoder_id=ew.encoder_id, meta=meta)
         log.info("checkpoint at iteration %d -> %s, %s", it, ckpt_path, out)
@@ -504,6 +563,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     stop = {"now": False}
     # --amp: bfloat16 autocast for the forward passes (no loss scaling needed: bfloat16 has FP32's range)
     amp = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if cfg.amp else contextlib.nullcontext
+
+    fmt = (lambda x: x.contiguous(memory_format=torch.channels_last)) if cfg.channels_last else (lambda x: x)
+    phase = _phase(bool(cfg.profile))
+    prof = {"p": None, "at": None}
+
+    def end_profile() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        prof["p"].stop()
+        write_profile(prof["p"], run / "profile.txt", it - prof["at"][0], time.time() - prof["at"][1], dev)
+        log.info("profile of %d iterations -> %s", it - prof["at"][0], run / "profile.txt")
+        prof["p"] = None
 
     def on_signal(signum, frame):
         stop["now"] = True
@@ -513,10 +584,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     loop = {"t0": time.time(), "start_it": it}      # this process's loop speed, recorded in the decoder's meta
     stop_at = it + cfg.stop_after if cfg.stop_after else cfg.iterations
     bar = tqdm(total=cfg.iterations, initial=it, desc=f"decoder {cfg.layer}", unit="it", dynamic_ncols=True)
-    run_loss = None
+    run_loss = None                 # a device tensor: read (a synchronisation) only every LOG_EVERY iterations
     dec.train()
     try:
         while it < min(cfg.iterations, stop_at) and not stop["now"]:
+            if it - loop["start_it"] == 10:
+                loop["t10"] = time.time()
+                if cfg.profile:
+                    acts = [torch.profiler.ProfilerActivity.CPU]
+                    if dev.type == "cuda":
+                        acts.append(torch.profiler.ProfilerActivity.CUDA)
+                    prof["p"], prof["at"] = torch.profiler.profile(activities=acts), (it, time.time())
+                    prof["p"].start()
             if cfg.max_minutes and time.time() - loop["t0"] > cfg.max_minutes * 60:
                 log.info("--max-minutes %.1f reached at iteration %d", cfg.max_minutes, it)
                 break
@@ -526,21 +605,28 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             n_plain = cfg.batch - n_mix
             targets = y = None
             with torch.no_grad(), amp():
-                if n_plain and cache is not None:
-                    targets, f_plain = cache.batch([rng.randrange(len(cache)) for _ in range(n_plain)], dev)
-                elif n_plain:
-                    targets = to_tensor([sp.sample() if rng.random() < 0.6 else ss.sample() for _ in range(n_plain)],
-                                        dev)
-                    f_plain = enc(targets)
+                with phase("step.data+encode"):
+                    if n_plain and cache is not None:
+                        targets, f_plain = cache.batch([rng.randrange(len(cache)) for _ in range(n_plain)], dev)
+                        targets, f_plain = fmt(targets), fmt(f_plain)
+                    elif n_plain:
+                        targets = fmt(to_tensor([sp.sample() if rng.random() < 0.6 else ss.sample()
+                                                 for _ in range(n_plain)], dev))
+                        f_plain = enc(targets)
+                    if n_mix:
+                        fp = enc(fmt(to_tensor([sp_mix.sample() for _ in range(n_mix)], dev)))
+                        fs = enc(fmt(to_tensor([ss_mix.sample() for _ in range(n_mix)], dev)))
                 if n_mix:
-                    fp = enc(to_tensor([sp_mix.sample() for _ in range(n_mix)], dev))
-                    fs = enc(to_tensor([ss_mix.sample() for _ in range(n_mix)], dev))
-                    f_mix = torch.stack([mix_features(fp[i:i + 1], fs[i:i + 1], rng)[0] for i in range(n_mix)])
+                    with phase("step.mix"):
+                        f_mix = fmt(torch.stack([mix_features(fp[i:i + 1], fs[i:i + 1], rng, cfg.wct_on_cpu)[0]
+                                                 for i in range(n_mix)]))
             zero = torch.zeros((), device=dev)
             p_loss, f_loss, tv = zero, zero, zero
             # the feature loss needs a backward pass through the encoder: by default only for the
             # mixed samples, which have no target image; plain samples have the (cheaper) pixel loss
             # the losses in FP32 whatever the forward passes ran in (--amp: bfloat16 autocast)
+            loss_phase = phase("step.forward+loss")
+            loss_phase.__enter__()
             if n_plain:
                 with amp():
                     y = dec(f_plain, out_size=(cfg.crop, cfg.crop))
@@ -563,12 +649,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             if n_feat:
                 f_loss = f_loss / n_feat           # the mean over the samples that have the feature loss
             loss = cfg.feat_weight * f_loss + cfg.pixel_weight * p_loss + cfg.tv_weight * tv
+            loss_phase.__exit__(None, None, None)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            with phase("step.backward"):
+                loss.backward()
+            with phase("step.adam"):
+                opt.step()
             it += 1
             if avg is not None:
-                ema_update(avg, dec, ema_decay(cfg, ema_n))
+                with phase("step.ema"):
+                    ema_update(avg, dec, ema_decay(cfg, ema_n))
                 ema_n += 1
             if cfg.revive_every and it % cfg.revive_every == 0:
                 revived = revive_in_training(dec, opt, enc, sp, ss, rng, cfg.seed * 1_000_003 + it, dev)
@@ -576,11 +666,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                     copy_revived(avg, dec, revived)
                 if any(revived):
                     bar.write(f"iteration {it}: revived {[len(r) for r in revived]} dead channels per hidden conv")
-            lv = float(loss.detach())
-            run_loss = lv if run_loss is None else 0.98 * run_loss + 0.02 * lv
-            bar.set_postfix(loss=f"{run_loss:.4g}", feat=f"{float(f_loss.detach()):.3g}", pix=f"{float(p_loss.detach()):.3g}",
-                            lr=f"{lr_at(cfg, it, time.time() - loop['t0']):.1e}")
+            lv = loss.detach()
+            run_loss = lv if run_loss is None else run_loss.mul(0.98).add_(lv, alpha=0.02)
+            if it % LOG_EVERY == 0:
+                with phase("step.log"):
+                    bar.set_postfix(loss=f"{float(run_loss):.4g}", feat=f"{float(f_loss.detach()):.3g}",
+                                    pix=f"{float(p_loss.detach()):.3g}", lr=f"{lr_at(cfg, it, time.time() - loop['t0']):.1e}")
             bar.update(1)
+            if prof["p"] is not None and it - prof["at"][0] >= cfg.profile:
+                end_profile()
             if it % cfg.grid_every == 0 and n_plain:
                 save_grid(run / f"samples_{it:07d}.png", targets, y.detach())
             if it % cfg.eval_every == 0 or it == cfg.iterations:
@@ -588,7 +682,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 p = eval_holdout(enc, shipped, eval_imgs, dev)
                 raw = eval_holdout(enc, dec, eval_imgs, dev) if avg is not None else None
                 dec.train()
-                history.append({"it": it, "psnr": p, "loss": run_loss, "time": time.time(),
+                history.append({"it": it, "psnr": p, "loss": float(run_loss) if run_loss is not None else None,
+                                "time": time.time(),
                                 **({"psnr_raw": raw} if avg is not None else {})})
                 with open(run / "log.jsonl", "a") as fh:
                     fh.write(json.dumps(history[-1]) + "\n")
@@ -601,6 +696,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         log.warning("interrupted: saving a checkpoint")
     finally:
         bar.close()
+        if prof["p"] is not None:            # the run ended inside the profiled iterations: what there is
+            end_profile()
         dec.eval()
         checkpoint()
     return out
@@ -639,6 +736,18 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     p.add_argument("--amp", action="store_true",
                    help="run the forward passes under bfloat16 autocast (weights, optimizer and losses stay "
                         "FP32); meant for CUDA (an H100 in session 9: 1.04x as fast as FP32 at batch 16, 256 px)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="keep the encoder, the decoder and every batch in channels_last memory format (the same "
+                        "maths; on CUDA, tensor-core convolutions want that layout; benchmarks/train_speed.py --gpu "
+                        "measures it)")
+    p.add_argument("--cudnn-benchmark", action="store_true",
+                   help="let cuDNN time its algorithms for each new input shape (CUDA only)")
+    p.add_argument("--wct-on-cpu", action="store_true",
+                   help="on CUDA, compute the mixed samples' whitening-colouring (two C x C eigendecompositions "
+                        "each) on the host CPU: the same maths, which a GPU's solver does slowly at this size")
+    p.add_argument("--profile", type=int, default=d.profile, metavar="N",
+                   help="profile N iterations after this run's first 10 with torch.profiler and write the named "
+                        "phases and the costliest operators to RUN/profile.txt (default 0 = off)")
     p.add_argument("--warmup", type=int, default=d.warmup, metavar="N",
                    help="ramp the rate up over this run's first N iterations (for a fresh optimizer state, e.g. "
                         "after training.widen; default 0)")
