@@ -164,8 +164,9 @@ if [ "${SKIP_FPS:-0}" != 1 ]; then
 fi
 
 # Where a training iteration's time goes (session 9: ~43 ms on the H100 where the arithmetic needs
-# 10-20 ms; bfloat16 only 1.04x): the GPU recipe timed from the committed checkpoint in layout
-# variants (channels_last, cuDNN's algorithm search, bfloat16), then 30 iterations under
+# 10-20 ms; bfloat16 only 1.04x): the GPU recipe timed from the committed checkpoint in variants
+# that keep its maths (batches prefetched in a thread, channels_last, cuDNN's algorithm search, wct's
+# solves on the host; and bfloat16), then 30 iterations under
 # torch.profiler (named phases + costliest operators: $OUT/train_profile_gpu.txt).  The fastest
 # variant's flags, where it is at least 1.1x the plain recipe, go to runs/train_flags_auto, which the
 # training below reads (TRAIN_FLAGS=auto, the default) -- also in a second call on this warm machine.

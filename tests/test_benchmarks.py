@@ -251,11 +251,38 @@ def test_train_speed_gpu_recipe_times_its_variants_from_a_checkpoint_and_profile
     assert (tmp_path / "flags").read_text().strip() == d["results"][d["fastest"]]["flags"]
     assert set(d["results"]) == set(train_speed.GPU_VARIANTS) and d["fastest"] in d["results"]
     assert all(r["seconds_per_iteration"] > 0 for r in d["results"].values())
-    assert d["results"]["+ channels_last + cuDNN benchmark"]["flags"] == "--channels-last --cudnn-benchmark"
+    assert (d["results"]["+ prefetch + channels_last + cuDNN benchmark"]["flags"]
+            == "--prefetch 2 --channels-last --cudnn-benchmark")
     assert f'TRAIN_FLAGS="{d["results"][d["fastest"]]["flags"]}"' in capsys.readouterr().out
     assert "step.backward" in prof.read_text()
     with pytest.raises(SystemExit):
         train_speed.main(["--recipe", "gpu", "--from", str(tmp_path / "nope.pt")])
+
+
+def test_train_speed_gpu_recipe_reports_a_failing_variant_and_chooses_among_the_others(tmp_path, portrait_bgr,
+                                                                                        monkeypatch):
+    from benchmarks import train_speed
+    from training import train_decoder as T
+    ph, pa = tmp_path / "ph", tmp_path / "pa"
+    ph.mkdir()
+    pa.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(ph / f"p{i}.png"), cv2.resize(portrait_bgr, (64, 72)))
+        cv2.imwrite(str(pa / f"s{i}.png"), cv2.resize(portrait_bgr, (60, 64))[::-1])
+    monkeypatch.setattr(train_speed, "GPU_VARIANTS", {"plain": {}, "broken": {"prefetch": 2}, "cl": {"channels_last": True}})
+    real = T.train
+
+    def train(cfg, resume=False):
+        if cfg.prefetch:
+            raise RuntimeError("no such stream")
+        return real(cfg, resume)
+    monkeypatch.setattr(T, "train", train)
+    out, flags = tmp_path / "g.json", tmp_path / "flags"
+    assert train_speed.main(["--recipe", "gpu", "--quick", "--photos", str(ph), "--paintings", str(pa), "--threads",
+                             "1", "--json", str(out), "--flags-out", str(flags), "--min-gain", "1e9"]) == 0
+    d = json.loads(out.read_text())
+    assert "no such stream" in d["results"]["broken"]["error"] and d["fastest"] in ("plain", "cl")
+    assert flags.read_text() == ""                              # no variant is 1e9x the plain recipe
 
 
 def test_judges_fall_back_to_the_whole_painting_for_a_region_it_lacks(tmp_path):

@@ -292,6 +292,63 @@ def test_channels_last_training_is_the_same_maths_and_saves_plain_tensors(tiny_d
     assert load_decoder(tmp_path / "c.pt").meta["iterations"] == 5
 
 
+def test_prefetched_batches_train_exactly_as_in_the_loop_and_resume_exactly(tiny_data, tmp_path):
+    """--prefetch N draws the same batches in a thread: the weights (and their average, and the channels
+    revived every 2 iterations from their own RNG) end exactly where the in-loop run's do, and a prefetching
+    run stopped and resumed ends there too -- its checkpoint keeps the RNG of the last batch used, not of
+    the batches drawn ahead."""
+    ph, pa = tiny_data
+    kw = dict(iterations=6, mix_prob=0.5, revive_every=2, grid_every=1000)
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "a.pt"), run_dir=str(tmp_path / "ra"), **kw))
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "b.pt"), run_dir=str(tmp_path / "rb"), prefetch=3, **kw))
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "c.pt"), run_dir=str(tmp_path / "rc"), prefetch=2,
+                 stop_after=3, **kw))
+    assert torch.load(tmp_path / "rc" / "checkpoint.pt", weights_only=False)["iteration"] == 3
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "c.pt"), run_dir=str(tmp_path / "rc"), prefetch=2, **kw),
+            resume=True)
+    ck = {n: torch.load(tmp_path / f"r{n}" / "checkpoint.pt", weights_only=False) for n in "abc"}
+    assert ck["a"]["iteration"] == ck["b"]["iteration"] == ck["c"]["iteration"] == 6
+    assert ck["a"]["py_rng"] == ck["b"]["py_rng"] == ck["c"]["py_rng"]
+    for n in "bc":
+        for part in ("model", "ema"):
+            for k, v in ck["a"][part].items():
+                torch.testing.assert_close(ck[n][part][k], v, atol=0, rtol=0, msg=f"{n} {part} {k}")
+    torch.manual_seed(0)
+    fresh = Decoder("relu3_1", width=0.25).state_dict()
+    assert any(float((ck["b"]["model"][k] - fresh[k]).abs().max()) > 0 for k in fresh if "weight" in k)
+    assert T.parse_args(["--prefetch", "2"])[0].prefetch == 2 and T.parse_args([])[0].prefetch == 0
+
+
+def test_a_failing_prefetch_thread_stops_training_with_its_error_and_a_checkpoint(tiny_data, tmp_path, monkeypatch):
+    ph, pa = tiny_data
+    real, calls = T.BatchSource.make, {"n": 0}
+
+    def flaky(self):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise OSError("disk went away")
+        return real(self)
+    monkeypatch.setattr(T.BatchSource, "make", flaky)
+    with pytest.raises(RuntimeError, match="drawing a training batch failed.*disk went away"):
+        T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "f.pt"), run_dir=str(tmp_path / "rf"), prefetch=1,
+                     iterations=8, grid_every=1000))
+    assert torch.load(tmp_path / "rf" / "checkpoint.pt", weights_only=False)["iteration"] == 3
+
+
+@pytest.mark.gpu
+def test_prefetched_batches_on_cuda_train_like_the_loops(tiny_data, tmp_path):
+    """On CUDA the thread draws on a stream of its own: the run ends near the in-loop run's weights (cuDNN's
+    backward may sum in another order, hence a tolerance) and its RNG exactly there."""
+    ph, pa = tiny_data
+    kw = dict(iterations=6, mix_prob=0.5, grid_every=1000, device="cuda", lr=1e-6, lr_final=1e-6)
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "a.pt"), run_dir=str(tmp_path / "ra"), **kw))
+    T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "b.pt"), run_dir=str(tmp_path / "rb"), prefetch=2, **kw))
+    ck = {n: torch.load(tmp_path / f"r{n}" / "checkpoint.pt", weights_only=False) for n in "ab"}
+    assert ck["a"]["py_rng"] == ck["b"]["py_rng"]
+    for k, v in ck["a"]["model"].items():
+        torch.testing.assert_close(ck["b"]["model"][k], v, atol=1e-5, rtol=1e-4, msg=k)
+
+
 def test_profile_writes_the_phases_of_an_iteration(tiny_data, tmp_path):
     """--profile N: after this run's first 10 iterations, N are profiled and RUN/profile.txt names each phase
     of the step with its host time; a run that ends inside the window still writes what it has.  The decoder's
@@ -301,11 +358,11 @@ def test_profile_writes_the_phases_of_an_iteration(tiny_data, tmp_path):
                  profile=3, grid_every=1000, mix_prob=0.5))
     text = (tmp_path / "rp" / "profile.txt").read_text()
     assert text.startswith("# torch.profiler over 3 training iterations on cpu")
-    for ph_name in ("step.data+encode", "step.forward+loss", "step.backward", "step.adam", "step.ema"):
+    for ph_name in ("step.batch", "step.data+encode", "step.forward+loss", "step.backward", "step.adam", "step.ema"):
         assert ph_name in text
     import re
     ms = [float(m) for m in re.findall(r"^  step\.\S+ +([\d.]+) ms +calls", text, re.M)]
-    assert len(ms) >= 5 and all(m >= 0 for m in ms) and max(ms) > 0
+    assert len(ms) >= 6 and all(m >= 0 for m in ms) and max(ms) > 0
     assert "aten::" in text                                    # the operator table
     meta = load_decoder(tmp_path / "p.pt").meta
     assert meta["seconds_per_iteration_steady"] > 0 and meta["seconds_per_iteration"] > 0

@@ -22,9 +22,11 @@ import json
 import logging
 import math
 import os
+import queue
 import random
 import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -92,6 +94,7 @@ class TrainConfig:
     channels_last: bool = False  # encoder, decoder and batches in channels_last memory format (same maths, other layout)
     cudnn_benchmark: bool = False  # let cuDNN time its algorithms for each new shape (CUDA only)
     wct_on_cpu: bool = False     # mixed samples' wct on the host CPU (mix_features; CUDA only)
+    prefetch: int = 0            # draw batches in a thread up to this many ahead of the loop (Prefetcher); 0 = in the loop
     profile: int = 0             # profile this many iterations (after 10 warm-up ones) with torch.profiler: RUN/profile.txt
 
 
@@ -191,11 +194,15 @@ def _schedule(cfg: TrainConfig, it: int, elapsed: float | None) -> float:
 
 
 def revive_in_training(dec: Decoder, opt: torch.optim.Optimizer, enc, sp: CropSampler, ss: CropSampler,
-                       rng: random.Random, seed: int, device, n: int = 64) -> list[list[int]]:
+                       seed: int, device, n: int = 64) -> list[list[int]]:
     """--revive-every: channels that are zero on every pixel of ``n`` fresh crops get fresh incoming weights
     and zero outgoing ones (training/revive.py, ReDo), and Adam forgets its moments for those weights.  The
-    crops come from the training RNG, so an interrupted and resumed run revives the same channels."""
+    crops are drawn like ``sp``'s and ``ss``'s from an RNG of their own seeded by ``seed`` (which the loop
+    derives from the iteration), so an interrupted and resumed run revives the same channels, and the
+    batches' RNG, which may run ahead in a thread (--prefetch), is left alone."""
     from training.revive import _convs, channel_scores, revive_dormant
+    rng = random.Random(seed)
+    sp, ss = (CropSampler(x.images, x.crop, x.scale, rng, smooth=x.smooth, smooth_sigma=x.smooth_sigma) for x in (sp, ss))
     with torch.no_grad():
         imgs = to_tensor([sp.sample() if rng.random() < 0.6 else ss.sample() for _ in range(n)], device)
         feats = [enc(imgs[i:i + 4]).float() for i in range(0, n, 4)]
@@ -229,6 +236,110 @@ def copy_revived(avg: Decoder, dec: Decoder, revived: list[list[int]]) -> None:
             ca[k].weight[idx] = cd[k].weight[idx]
             ca[k].bias[idx] = cd[k].bias[idx]
             ca[k + 1].weight[:, idx] = cd[k + 1].weight[:, idx]
+
+
+@dataclass
+class Batch:
+    """One iteration's samples: ``n_plain`` crops (``targets``) with their features, ``n_mix`` mixed features."""
+    n_plain: int
+    n_mix: int
+    targets: torch.Tensor | None
+    f_plain: torch.Tensor | None
+    f_mix: torch.Tensor | None
+    rng_state: tuple              # the batches' RNG after drawing this one: what a checkpoint keeps
+    event: object = None          # --prefetch on CUDA: recorded on the drawing thread's stream after it
+
+
+class BatchSource:
+    """Each iteration's samples, drawn from one RNG (the run's ``py_rng``) and nothing else: which of the
+    batch are mixed, the crops (or cached crops), their encoder features and the mixes (paper §3.2; see
+    the module doc).  ``make`` runs in the loop, or (--prefetch) in a thread ahead of it: the same batches
+    in the same order either way."""
+
+    def __init__(self, cfg: "TrainConfig", enc, rng: random.Random, samplers: tuple, cache, dev, fmt, amp, phase):
+        self.cfg, self.enc, self.rng, self.cache, self.dev = cfg, enc, rng, cache, dev
+        self.sp, self.ss, self.sp_mix, self.ss_mix = samplers
+        self.fmt, self.amp, self.phase = fmt, amp, phase
+
+    @torch.no_grad()
+    def make(self) -> Batch:
+        cfg, rng, dev, enc, fmt = self.cfg, self.rng, self.dev, self.enc, self.fmt
+        n_mix = sum(rng.random() < cfg.mix_prob for _ in range(cfg.batch))
+        n_plain = cfg.batch - n_mix
+        targets = f_plain = f_mix = None
+        with self.amp():
+            with self.phase("step.data+encode"):
+                if n_plain and self.cache is not None:
+                    targets, f_plain = self.cache.batch([rng.randrange(len(self.cache)) for _ in range(n_plain)], dev)
+                    targets, f_plain = fmt(targets), fmt(f_plain)
+                elif n_plain:
+                    targets = fmt(to_tensor([self.sp.sample() if rng.random() < 0.6 else self.ss.sample()
+                                             for _ in range(n_plain)], dev))
+                    f_plain = enc(targets)
+                if n_mix:
+                    fp = enc(fmt(to_tensor([self.sp_mix.sample() for _ in range(n_mix)], dev)))
+                    fs = enc(fmt(to_tensor([self.ss_mix.sample() for _ in range(n_mix)], dev)))
+            if n_mix:
+                with self.phase("step.mix"):
+                    f_mix = fmt(torch.stack([mix_features(fp[i:i + 1], fs[i:i + 1], rng, cfg.wct_on_cpu)[0]
+                                             for i in range(n_mix)]))
+        return Batch(n_plain, n_mix, targets, f_plain, f_mix, rng.getstate())
+
+
+class Prefetcher:
+    """--prefetch N: ``source.make`` in a thread of its own, up to N batches ahead of the loop, and on CUDA on a
+    stream of its own, so that drawing crops, encoding and mixing -- host work, and the host-device waits of
+    the mixes' small solves -- overlap the loop's forward and backward passes (the loop waits for a batch's
+    event before using it).  An exception in the thread is raised by ``get``."""
+
+    def __init__(self, source: BatchSource, depth: int, dev: torch.device):
+        self.source, self.q, self.stop = source, queue.Queue(maxsize=max(1, depth)), threading.Event()
+        self.stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None
+        self.thread = threading.Thread(target=self._run, name="training-batches", daemon=True)
+        self.thread.start()
+
+    def _put(self, item) -> None:
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                if self.stream is None:
+                    b = self.source.make()
+                else:
+                    with torch.cuda.stream(self.stream):
+                        b = self.source.make()
+                        b.event = torch.cuda.Event()
+                        b.event.record(self.stream)
+                self._put(b)
+        except BaseException as e:  # noqa: BLE001 -- handed to the loop
+            self._put(e)
+
+    def get(self) -> Batch:
+        b = self.q.get()
+        if isinstance(b, BaseException):
+            raise RuntimeError(f"drawing a training batch failed: {b!r}") from b
+        if b.event is not None:
+            cur = torch.cuda.current_stream(self.source.dev)
+            cur.wait_event(b.event)
+            for t in (b.targets, b.f_plain, b.f_mix):
+                if t is not None:
+                    t.record_stream(cur)   # their memory is not reused until the loop's stream is done with them
+        return b
+
+    def close(self) -> None:
+        self.stop.set()
+        while self.thread.is_alive():
+            try:
+                self.q.get_nowait()        # a thread waiting on a full queue sees the stop
+            except queue.Empty:
+                pass
+            self.thread.join(timeout=0.1)
 
 
 def to_tensor(batch: list[np.ndarray], device=None) -> torch.Tensor:
@@ -546,7 +657,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
     def checkpoint() -> None:
         atomic_torch_save({"config": asdict(cfg), "model": _contiguous(dec.state_dict()), "optim": opt.state_dict(),
-                           "iteration": it, "history": history, "py_rng": rng.getstate(),
+                           "iteration": it, "history": history, "py_rng": batches["rng_state"],
                            "torch_rng": torch.get_rng_state(),
                            **({"ema": _contiguous(avg.state_dict()), "ema_updates": ema_n} if avg is not None else {})},
                           ckpt_path)
@@ -567,6 +678,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     fmt = (lambda x: x.contiguous(memory_format=torch.channels_last)) if cfg.channels_last else (lambda x: x)
     phase = _phase(bool(cfg.profile))
     prof = {"p": None, "at": None}
+    source = BatchSource(cfg, enc, rng, (sp, ss, sp_mix, ss_mix), cache, dev, fmt, amp, phase)
+    # the batches' RNG as of the last batch the loop took (with --prefetch the RNG itself runs ahead)
+    batches = {"rng_state": rng.getstate(), "prefetcher": None}
 
     def end_profile() -> None:
         if dev.type == "cuda":
@@ -587,6 +701,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     run_loss = None                 # a device tensor: read (a synchronisation) only every LOG_EVERY iterations
     dec.train()
     try:
+        if cfg.prefetch:
+            batches["prefetcher"] = Prefetcher(source, cfg.prefetch, dev)
         while it < min(cfg.iterations, stop_at) and not stop["now"]:
             if it - loop["start_it"] == 10:
                 loop["t10"] = time.time()
@@ -601,25 +717,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 break
             for g in opt.param_groups:
                 g["lr"] = g.get("lr_mult", 1.0) * lr_at(cfg, it, time.time() - loop["t0"], it - loop["start_it"])
-            n_mix = sum(rng.random() < cfg.mix_prob for _ in range(cfg.batch))
-            n_plain = cfg.batch - n_mix
-            targets = y = None
-            with torch.no_grad(), amp():
-                with phase("step.data+encode"):
-                    if n_plain and cache is not None:
-                        targets, f_plain = cache.batch([rng.randrange(len(cache)) for _ in range(n_plain)], dev)
-                        targets, f_plain = fmt(targets), fmt(f_plain)
-                    elif n_plain:
-                        targets = fmt(to_tensor([sp.sample() if rng.random() < 0.6 else ss.sample()
-                                                 for _ in range(n_plain)], dev))
-                        f_plain = enc(targets)
-                    if n_mix:
-                        fp = enc(fmt(to_tensor([sp_mix.sample() for _ in range(n_mix)], dev)))
-                        fs = enc(fmt(to_tensor([ss_mix.sample() for _ in range(n_mix)], dev)))
-                if n_mix:
-                    with phase("step.mix"):
-                        f_mix = fmt(torch.stack([mix_features(fp[i:i + 1], fs[i:i + 1], rng, cfg.wct_on_cpu)[0]
-                                                 for i in range(n_mix)]))
+            with phase("step.batch"):        # with --prefetch: the wait for the thread's next batch
+                b = batches["prefetcher"].get() if batches["prefetcher"] is not None else source.make()
+            batches["rng_state"] = b.rng_state
+            n_plain, n_mix, targets, f_plain, f_mix = b.n_plain, b.n_mix, b.targets, b.f_plain, b.f_mix
+            y = None
             zero = torch.zeros((), device=dev)
             p_loss, f_loss, tv = zero, zero, zero
             # the feature loss needs a backward pass through the encoder: by default only for the
@@ -661,7 +763,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                     ema_update(avg, dec, ema_decay(cfg, ema_n))
                 ema_n += 1
             if cfg.revive_every and it % cfg.revive_every == 0:
-                revived = revive_in_training(dec, opt, enc, sp, ss, rng, cfg.seed * 1_000_003 + it, dev)
+                revived = revive_in_training(dec, opt, enc, sp, ss, cfg.seed * 1_000_003 + it, dev)
                 if avg is not None and any(revived):
                     copy_revived(avg, dec, revived)
                 if any(revived):
@@ -695,6 +797,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     except KeyboardInterrupt:
         log.warning("interrupted: saving a checkpoint")
     finally:
+        if batches["prefetcher"] is not None:
+            batches["prefetcher"].close()
         bar.close()
         if prof["p"] is not None:            # the run ended inside the profiled iterations: what there is
             end_profile()
@@ -742,6 +846,10 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
                         "measures it)")
     p.add_argument("--cudnn-benchmark", action="store_true",
                    help="let cuDNN time its algorithms for each new input shape (CUDA only)")
+    p.add_argument("--prefetch", type=int, default=d.prefetch, metavar="N",
+                   help="draw, encode and mix each iteration's samples in a thread (on CUDA, on a stream of its "
+                        "own) up to N batches ahead of the loop, so that work overlaps the training step; the "
+                        "same batches as without it (default 0 = in the loop)")
     p.add_argument("--wct-on-cpu", action="store_true",
                    help="on CUDA, compute the mixed samples' whitening-colouring (two C x C eigendecompositions "
                         "each) on the host CPU: the same maths, which a GPU's solver does slowly at this size")
