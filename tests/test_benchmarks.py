@@ -213,14 +213,20 @@ def test_peers_quick(tmp_path):
         assert {"ms_per_frame", "time_ratio", "style", "content", "mobilenet"} <= set(s)
 
 
-def test_train_speed_quick(tmp_path, portrait_bgr):
-    from benchmarks import train_speed
+def _tiny_folders(tmp_path, portrait_bgr, n):
+    """n tiny photos and n tiny 'paintings' (the portrait flipped) for the training benchmarks."""
     ph, pa = tmp_path / "ph", tmp_path / "pa"
     ph.mkdir()
     pa.mkdir()
-    for i in range(3):
+    for i in range(n):
         cv2.imwrite(str(ph / f"p{i}.png"), cv2.resize(portrait_bgr, (64, 72)))
         cv2.imwrite(str(pa / f"s{i}.png"), cv2.resize(portrait_bgr, (60, 64))[::-1])
+    return ph, pa
+
+
+def test_train_speed_quick(tmp_path, portrait_bgr):
+    from benchmarks import train_speed
+    ph, pa = _tiny_folders(tmp_path, portrait_bgr, 3)
     out = tmp_path / "ts.json"
     assert train_speed.main(["--quick", "--photos", str(ph), "--paintings", str(pa), "--threads", "1",
                              "--json", str(out)]) == 0
@@ -235,12 +241,7 @@ def test_train_speed_gpu_recipe_times_its_variants_from_a_checkpoint_and_profile
     adds the first variant's profile; a missing checkpoint is a clear error."""
     from benchmarks import train_speed
     from engines.weights import weights_dir
-    ph, pa = tmp_path / "ph", tmp_path / "pa"
-    ph.mkdir()
-    pa.mkdir()
-    for i in range(3):
-        cv2.imwrite(str(ph / f"p{i}.png"), cv2.resize(portrait_bgr, (64, 72)))
-        cv2.imwrite(str(pa / f"s{i}.png"), cv2.resize(portrait_bgr, (60, 64))[::-1])
+    ph, pa = _tiny_folders(tmp_path, portrait_bgr, 3)
     ck = weights_dir() / "checkpoints" / "decoder_relu3_1_train.pt"
     out, prof = tmp_path / "g.json", tmp_path / "prof.txt"
     assert train_speed.main(["--recipe", "gpu", "--quick", "--from", str(ck), "--photos", str(ph), "--paintings",
@@ -263,12 +264,7 @@ def test_train_speed_gpu_recipe_reports_a_failing_variant_and_chooses_among_the_
                                                                                         monkeypatch):
     from benchmarks import train_speed
     from training import train_decoder as T
-    ph, pa = tmp_path / "ph", tmp_path / "pa"
-    ph.mkdir()
-    pa.mkdir()
-    for i in range(2):
-        cv2.imwrite(str(ph / f"p{i}.png"), cv2.resize(portrait_bgr, (64, 72)))
-        cv2.imwrite(str(pa / f"s{i}.png"), cv2.resize(portrait_bgr, (60, 64))[::-1])
+    ph, pa = _tiny_folders(tmp_path, portrait_bgr, 2)
     monkeypatch.setattr(train_speed, "GPU_VARIANTS", {"plain": {}, "broken": {"prefetch": 2}, "cl": {"channels_last": True}})
     real = T.train
 
