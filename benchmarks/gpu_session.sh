@@ -8,9 +8,12 @@
 #
 # Prepare on the CPU machine (once; the pack is ignored by git, never committed):
 #     echo /gpu_pack/ >> .git/info/exclude
-#     python -m training.pack_data --out gpu_pack --quality 62 --limit-mib 34 --with-encoder
-#   (33.2 MiB with the encoder; quality 70 until session 17, when the repository had grown to 28.6 MiB
-#   and the two together passed the device tool's 64 MiB)
+#     python -m training.pack_data --out gpu_pack --format webp --quality 75 --limit-mib 33 --with-encoder
+#   (28.9 MiB with the encoder, since session 21; JPEG before it -- quality 70 until session 17, then 62,
+#   then 60 (29.8 MiB) as the repository grew towards the device tool's 64 MiB with the pack.  At 256 px
+#   JPEG q60 kept the photos 33.3 dB from the originals, WebP q75 about 36 dB in fewer bytes, and the
+#   shipped decoder reconstructs JPEG q60 portraits 0.3 dB better than clean ones: it had learnt their
+#   look (weights/README.md, session 21))
 # then call the device tool with
 #     command: BUDGET=585 bash benchmarks/gpu_session.sh      carry: ["gpu_pack"]      timeout_s: 600
 # (GATE_ON_KERNEL=0: go on whatever the kernel did, for a last call; SKIP_OTHER_TESTS=1: only the
@@ -67,6 +70,18 @@ if [ -f gpu_pack/encoder.pt ] && [ ! -f weights/vgg16_hed_bsds500.pt ]; then
   cp gpu_pack/encoder.pt.sha256 weights/vgg16_hed_bsds500.pt.sha256
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+# the pack's images must decode here (a WebP pack, pack_data --format webp, needs an OpenCV built with
+# libwebp, as PyPI's are): otherwise no training-speed step and no training, said plainly
+PACK_OK=0
+if [ -d gpu_pack/photos ]; then
+  if $PY -c "
+import cv2, pathlib, sys
+fs = sorted(pathlib.Path('gpu_pack/photos').iterdir())[:3] + sorted(pathlib.Path('gpu_pack/paintings').iterdir())[:3]
+bad = [f.name for f in fs if cv2.imread(str(f)) is None]
+print('pack: %d photos, %d paintings; this OpenCV reads %s' % (len(list(pathlib.Path('gpu_pack/photos').iterdir())),
+      len(list(pathlib.Path('gpu_pack/paintings').iterdir())), 'them' if not bad else 'NOT ' + ', '.join(bad)))
+sys.exit(1 if bad or not fs else 0)"; then PACK_OK=1; else echo "== the pack cannot be read here: no training"; fi
+fi
 $PY -c "import torch, numpy; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'numpy', numpy.__version__)"
 echo "nvcc: $(command -v nvcc) $(nvcc --version 2>/dev/null | tail -1)"
 
@@ -171,7 +186,7 @@ fi
 # variant's flags, where it is at least 1.1x the plain recipe, go to runs/train_flags_auto, which the
 # training below reads (TRAIN_FLAGS=auto, the default) -- also in a second call on this warm machine.
 # SKIP_TRAIN_SPEED=1: not; TRAIN_SPEED_ITERS=N iterations a variant (default 150).
-if [ "${SKIP_TRAIN_SPEED:-0}" != 1 ] && [ -d gpu_pack/photos ]; then
+if [ "${SKIP_TRAIN_SPEED:-0}" != 1 ] && [ "$PACK_OK" = 1 ]; then
   echo "== training speed of the GPU recipe's layout variants, and a profile ($(left) s left)"
   timeout 240 $PY benchmarks/train_speed.py --recipe gpu --device cuda \
     --from "weights/checkpoints/decoder_${TRAIN_LAYER:-relu3_1}_train.pt" --photos gpu_pack/photos \
@@ -185,7 +200,7 @@ fi
 fi  # SKIP_MEASURE
 
 T=$(( $(left) - 45 ))
-if [ "$T" -gt 60 ] && [ -d gpu_pack/photos ] && [ "${SKIP_TRAIN:-0}" != 1 ]; then
+if [ "$T" -gt 60 ] && [ "$PACK_OK" = 1 ] && [ "${SKIP_TRAIN:-0}" != 1 ]; then
   # FEAT_ON_PLAIN=1 (default): the feature loss on plain samples too -- session 5 measured the shipped
   # decoder's outputs ~11 % off the photos' features and a CPU probe cut that without costing PSNR;
   # adopt the result only if benchmarks/autoencoder.py --holdout improves.  LR: the starting rate of

@@ -518,3 +518,29 @@ def test_tone_probe_flat_fields_scores_the_decoded_colour_of_uniform_images():
 
     psnr_db, worst, sep = tone_probe.flat_fields(lambda x: x, Shift(), side=16)
     assert abs(psnr_db - 20.0) < 1e-3 and abs(worst - 25.5) < 1e-3 and abs(sep - 0.35) < 1e-5
+
+
+def test_pack_quality_tables_formats_and_the_decoders_clean_and_compressed_reconstructions(tmp_path, portrait_bgr,
+                                                                                           capsys):
+    """benchmarks/pack_quality.py: every format row with a finite PSNR that rises with quality within a format
+    and a positive size; the decoder's PSNRs at both sizes; a folder without images is a clear error."""
+    from benchmarks import pack_quality
+    ph, pa = _tiny_folders(tmp_path, portrait_bgr, 3)
+    out = tmp_path / "pq.json"
+    assert pack_quality.main(["--photos", str(ph), "--n", "2", "--side", "48", "--portraits", str(pa),
+                              "--json", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert d["n"] == 2 and len(d["formats"]) == len(pack_quality.FORMATS)
+    for fmt in ("jpg", "webp"):
+        rows = sorted((r for r in d["formats"] if r["format"] == fmt), key=lambda r: r["quality"])
+        assert all(r["kib_mean"] > 0 and 10 < r["psnr_mean"] < 80 and r["psnr_min"] <= r["psnr_mean"] for r in rows)
+        assert rows[-1]["psnr_mean"] > rows[0]["psnr_mean"]
+    for size in ("longer_512", "shorter_256"):
+        r = d["decoder"][size]
+        assert all(5 < r[k] < 60 for k in ("clean", "jpeg60", "jpeg60_decoded_vs_clean", "jpeg60_vs_clean"))
+    assert d["decoder"]["portraits"] == 3 and "decoder_relu3_1.pt" in d["decoder"]["decoder"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit):
+        pack_quality.main(["--photos", str(empty)])
+    assert "no images" in capsys.readouterr().err
