@@ -11,14 +11,15 @@
 #     python -m training.pack_data --out gpu_pack --format webp --quality 75 --limit-mib 33 --with-encoder
 #   (28.9 MiB with the encoder, since session 21; JPEG before it -- quality 70 until session 17, then 62,
 #   then 60 (29.8 MiB) as the repository grew towards the device tool's 64 MiB with the pack.  At 256 px
-#   JPEG q60 kept the photos 33.3 dB from the originals, WebP q75 about 36 dB in fewer bytes, and the
-#   shipped decoder reconstructs JPEG q60 portraits 0.3 dB better than clean ones: it had learnt their
-#   look (weights/README.md, session 21))
+#   JPEG q60 kept the photos 33.3 dB from the originals, WebP q75 35.3 dB in fewer bytes, and the
+#   shipped decoder reconstructs JPEG q60 portraits 0.18 dB better than clean ones (0.31 at the pack's
+#   scale): it had learnt their look (benchmarks/pack_quality.py; weights/README.md, session 21))
 # then call the device tool with
 #     command: BUDGET=585 bash benchmarks/gpu_session.sh      carry: ["gpu_pack"]      timeout_s: 600
 # (GATE_ON_KERNEL=0: go on whatever the kernel did, for a last call; SKIP_OTHER_TESTS=1: only the
 # kernel's gpu tests; SKIP_FPS=1: no FPS table; SKIP_NCU=1: no Nsight Compute profile; SKIP_TRAIN=1:
-# measure only (KERNEL_ROUNDS, KERNEL_MOMENTS: see the kernel benchmark below); SKIP_MEASURE=1: train only -- two calls on a warm machine split device time this
+# measure only (KERNEL_ROUNDS, KERNEL_MOMENTS: see the kernel benchmark below); SKIP_MEASURE=1: train only (after
+# timing the training step's variants, unless this machine did already: see below) -- two calls on a warm machine split device time this
 # way, as session 6 did: SKIP_TRAIN=1 first, then at once, while the machine is warm, SKIP_MEASURE=1;
 # TRAIN_LAYER=relu4_1 trains that decoder instead of relu3_1's, WIDTH=1.0 the full-width one (default
 # 0.5 since session 20: the half-width one, the default decoder, 25.91 -> 27.01 dB in 7 minutes there); LR,
@@ -178,15 +179,19 @@ if [ "${SKIP_FPS:-0}" != 1 ]; then
     --frames 20 --no-cuda-graph --json "$OUT/fps_gpu_eager.json" 2>&1 | grep "^|\|torch/"
 fi
 
+fi  # SKIP_MEASURE
+
 # Where a training iteration's time goes (session 9: ~43 ms on the H100 where the arithmetic needs
 # 10-20 ms; bfloat16 only 1.04x): the GPU recipe timed from the committed checkpoint in variants
 # that keep its maths (batches prefetched in a thread, channels_last, cuDNN's algorithm search, wct's
 # solves on the host; and bfloat16), then 30 iterations under
 # torch.profiler (named phases + costliest operators: $OUT/train_profile_gpu.txt).  The fastest
 # variant's flags, where it is at least 1.1x the plain recipe, go to runs/train_flags_auto, which the
-# training below reads (TRAIN_FLAGS=auto, the default) -- also in a second call on this warm machine.
-# SKIP_TRAIN_SPEED=1: not; TRAIN_SPEED_ITERS=N iterations a variant (default 150).
-if [ "${SKIP_TRAIN_SPEED:-0}" != 1 ] && [ "$PACK_OK" = 1 ]; then
+# training below reads (TRAIN_FLAGS=auto, the default) -- also in a second call on this warm machine,
+# which then does not measure again.  It runs with SKIP_MEASURE=1 too, so that one call can measure the
+# step and train (about 90 s of the budget).  SKIP_TRAIN_SPEED=1: not; TRAIN_SPEED_ITERS=N iterations a
+# variant (default 150).
+if [ "${SKIP_TRAIN_SPEED:-0}" != 1 ] && [ "$PACK_OK" = 1 ] && [ ! -f runs/train_flags_auto ] && [ "$(left)" -gt 300 ]; then
   echo "== training speed of the GPU recipe's layout variants, and a profile ($(left) s left)"
   timeout 240 $PY benchmarks/train_speed.py --recipe gpu --device cuda \
     --from "weights/checkpoints/decoder_${TRAIN_LAYER:-relu3_1}_train.pt" --photos gpu_pack/photos \
@@ -197,7 +202,6 @@ if [ "${SKIP_TRAIN_SPEED:-0}" != 1 ] && [ "$PACK_OK" = 1 ]; then
   head -12 "$OUT/train_profile_gpu.txt" 2>/dev/null
   echo "train flags for TRAIN_FLAGS=auto: '$(cat runs/train_flags_auto 2>/dev/null)'"
 fi
-fi  # SKIP_MEASURE
 
 T=$(( $(left) - 45 ))
 if [ "$T" -gt 60 ] && [ "$PACK_OK" = 1 ] && [ "${SKIP_TRAIN:-0}" != 1 ]; then
