@@ -21,6 +21,7 @@ PY=${PY:-.venv/bin/python}
 mkdir -p docs/results
 $PY benchmarks/autoencoder.py --holdout --layer relu3_1 --json docs/results/autoencoder_relu3_1.json --grid docs/autoencoder_relu3_1.png
 $PY benchmarks/autoencoder.py --holdout --layer relu4_1 --json docs/results/autoencoder_relu4_1.json
+$PY benchmarks/autoencoder.py --holdout --layer relu3_1 --max-side 320 --json docs/results/autoencoder_relu3_1_320.json
 $PY benchmarks/autoencoder.py --holdout --layer relu3_1 --decoder weights/decoder_relu3_1_wide.pt \
   --json docs/results/autoencoder_relu3_1_wide.json --grid docs/autoencoder_relu3_1_wide.png
 $PY benchmarks/autoencoder.py --training 16 --layer relu3_1 --decoder weights/decoder_relu3_1_wide.pt \
@@ -32,6 +33,8 @@ $PY benchmarks/inversion.py --holdout --limit 4 --steps 150 --starts decoder --t
 $PY benchmarks/grid.py --out docs/grid_modes.png --strip docs/demo_strip.png
 $PY benchmarks/still.py --json docs/results/still_cpu.json
 $PY benchmarks/fps.py --backends torch,onnx --sizes 240,360,480,720,1080 --frames 6 --json docs/results/fps_cpu.json --png docs/fps_cpu.png
+STYLECAM_MALLOC=system $PY benchmarks/fps.py --backends torch,onnx --sizes 240,360,480,720,1080 --frames 6 \
+  --json docs/results/fps_cpu_system_malloc.json          # session 21: the same without malloc keeping freed memory
 $PY benchmarks/temporal.py --frames 32 --size 360 --deflicker 0.5,0.6,0.8 --json docs/results/temporal.json
 $PY benchmarks/peers.py --frames 8 --size 384 --json docs/results/peers.json --grid docs/peers.png
 $PY benchmarks/quality.py --size 256 --gatys-iterations 500 --threads 1 --json docs/results/quality.json --grid docs/quality.png
@@ -40,3 +43,4 @@ $PY benchmarks/quality.py --size 256 --threads 1 --decoder wide --methods photo,
 $PY benchmarks/quality.py --size 256 --threads 1 --methods photo,linear,linear-iter500,adain,wct,gram \
   --json docs/results/quality_half_s12.json --grid /tmp/quality_half_s12.png        # session 12's half-width decoder
 $PY benchmarks/train_speed.py --json docs/results/train_speed.json
+$PY benchmarks/pack_quality.py --json docs/results/pack_quality.json
