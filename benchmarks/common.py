@@ -22,8 +22,8 @@ def machine_info() -> dict:
     info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
             "date": time.strftime("%Y-%m-%d"), "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
-    from realtime import memory
-    # whether malloc kept freed memory for reuse, as the CLI has it do (product_malloc; realtime/memory.py)
+    from engines import memory
+    # whether malloc kept freed memory for reuse, as the CLI has it do (product_malloc; engines/memory.py)
     info["malloc"] = {True: "keeps freed memory", False: "system"}.get(memory._applied, "system (not set)")
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -32,9 +32,9 @@ def machine_info() -> dict:
 
 
 def product_malloc() -> bool:
-    """Have malloc keep freed memory for reuse, as the CLI does (realtime/memory.py), so that a benchmark
+    """Have malloc keep freed memory for reuse, as the CLI does (engines/memory.py), so that a benchmark
     times what a user runs; STYLECAM_MALLOC=system times the system's default instead."""
-    from realtime.memory import keep_freed_memory
+    from engines.memory import keep_freed_memory
     return keep_freed_memory()
 
 

@@ -194,7 +194,7 @@ def plot(results: list[dict], path: str) -> None:
 
 
 def main(argv=None) -> int:
-    product_malloc()                 # as the CLI (realtime/memory.py; STYLECAM_MALLOC=system: not)
+    product_malloc()                 # as the CLI (engines/memory.py; STYLECAM_MALLOC=system: not)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", default="torch,onnx")
     p.add_argument("--devices", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -61,7 +61,7 @@ def time_command(photo: Path, backend: str, out_dir: Path, decoder: str | None =
 
 
 def main(argv=None) -> int:
-    product_malloc()                 # as the CLI (realtime/memory.py; STYLECAM_MALLOC=system: not)
+    product_malloc()                 # as the CLI (engines/memory.py; STYLECAM_MALLOC=system: not)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image", type=Path, default=None, help="photo (default: matplotlib's grace_hopper.jpg)")
     p.add_argument("--side", type=int, default=512, help="longer side in pixels (default 512)")

@@ -335,8 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GLOG_minloglevel", "2")       # MediaPipe's native logging
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from .memory import keep_freed_memory
-    keep_freed_memory()          # each frame reuses the last one's pages (realtime/memory.py; STYLECAM_MALLOC=system: not)
+    from engines.memory import keep_freed_memory
+    keep_freed_memory()          # each frame reuses the last one's pages (engines/memory.py; STYLECAM_MALLOC=system: not)
     from engines.weights import WeightsError
     from .capture import SourceError
     try:

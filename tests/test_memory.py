@@ -1,4 +1,4 @@
-"""realtime/memory.py: malloc keeps a frame's freed memory for the next one (glibc), and the CLI asks for it."""
+"""engines/memory.py: malloc keeps a frame's freed memory for the next one (glibc), and the CLI asks for it."""
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +14,7 @@ _CHILD = r"""
 import resource, sys
 import torch
 sys.path.insert(0, sys.argv[1])
-from realtime.memory import keep_freed_memory
+from engines.memory import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[2] == "keep" else None
 x = torch.rand(256, 270, 480)
 for i in range(8):
@@ -47,7 +47,8 @@ def test_freed_memory_is_reused_without_page_faults_unless_the_system_malloc_is_
 
 
 def test_keep_freed_memory_is_applied_once_and_the_cli_asks_for_it(monkeypatch, capsys):
-    from realtime import cli, memory
+    from engines import memory
+    from realtime import cli
     calls = []
     monkeypatch.setattr(memory, "keep_freed_memory", lambda: calls.append(1) or True)
     assert cli.main(["--source", "/nonexistent/clip.mp4", "--style", "/nonexistent/style.jpg", "-q"]) == 2

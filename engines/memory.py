@@ -12,7 +12,9 @@ recommends jemalloc or tcmalloc; this needs neither.)
 
 Measured in session 21 (AMD EPYC, 2 cores, ``benchmarks/fps.py`` with and without it, README): a
 frame 1.13-1.23x faster with ONNX Runtime (the CPU default), 1.15-2.0x with PyTorch (at 1080p 8.8 s ->
-4.3 s).  ``STYLECAM_MALLOC=system`` leaves malloc as it is.  Linux with glibc only; elsewhere
+4.3 s).  (Turning ONNX Runtime's own CPU arena off as well, so that its buffers share the kept heap,
+was tried and made its 1080p encoder 2.3x slower in a process that had run other sizes first: left on.)
+``STYLECAM_MALLOC=system`` leaves malloc as it is.  Linux with glibc only; elsewhere
 (macOS, Windows, musl) it does nothing.
 """
 from __future__ import annotations
