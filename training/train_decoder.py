@@ -727,31 +727,29 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             # the feature loss needs a backward pass through the encoder: by default only for the
             # mixed samples, which have no target image; plain samples have the (cheaper) pixel loss
             # the losses in FP32 whatever the forward passes ran in (--amp: bfloat16 autocast)
-            loss_phase = phase("step.forward+loss")
-            loss_phase.__enter__()
-            if n_plain:
-                with amp():
-                    y = dec(f_plain, out_size=(cfg.crop, cfg.crop))
-                    fy = enc(y) if cfg.feat_on_plain else None
-                y = y.float()
-                p_loss = F.mse_loss(y, targets)
-                if cfg.lowres_weight:
-                    p_loss = p_loss + cfg.lowres_weight * lowres_loss(y, targets)
-                tv = tv + _tv(y) * n_plain / cfg.batch
-                if cfg.feat_on_plain:
-                    f_loss = f_loss + ((fy.float() - f_plain.float()) / scale).pow(2).mean() * n_plain
-            if n_mix:
-                with amp():
-                    ym = dec(f_mix, out_size=(mix_crop, mix_crop))
-                    fym = enc(ym)
-                ym = ym.float()
-                tv = tv + _tv(ym) * n_mix / cfg.batch
-                f_loss = f_loss + ((fym.float() - f_mix.float()) / scale).pow(2).mean() * n_mix
-            n_feat = n_mix + (n_plain if cfg.feat_on_plain else 0)
-            if n_feat:
-                f_loss = f_loss / n_feat           # the mean over the samples that have the feature loss
-            loss = cfg.feat_weight * f_loss + cfg.pixel_weight * p_loss + cfg.tv_weight * tv
-            loss_phase.__exit__(None, None, None)
+            with phase("step.forward+loss"):
+                if n_plain:
+                    with amp():
+                        y = dec(f_plain, out_size=(cfg.crop, cfg.crop))
+                        fy = enc(y) if cfg.feat_on_plain else None
+                    y = y.float()
+                    p_loss = F.mse_loss(y, targets)
+                    if cfg.lowres_weight:
+                        p_loss = p_loss + cfg.lowres_weight * lowres_loss(y, targets)
+                    tv = tv + _tv(y) * n_plain / cfg.batch
+                    if cfg.feat_on_plain:
+                        f_loss = f_loss + ((fy.float() - f_plain.float()) / scale).pow(2).mean() * n_plain
+                if n_mix:
+                    with amp():
+                        ym = dec(f_mix, out_size=(mix_crop, mix_crop))
+                        fym = enc(ym)
+                    ym = ym.float()
+                    tv = tv + _tv(ym) * n_mix / cfg.batch
+                    f_loss = f_loss + ((fym.float() - f_mix.float()) / scale).pow(2).mean() * n_mix
+                n_feat = n_mix + (n_plain if cfg.feat_on_plain else 0)
+                if n_feat:
+                    f_loss = f_loss / n_feat           # the mean over the samples that have the feature loss
+                loss = cfg.feat_weight * f_loss + cfg.pixel_weight * p_loss + cfg.tv_weight * tv
             opt.zero_grad(set_to_none=True)
             with phase("step.backward"):
                 loss.backward()
