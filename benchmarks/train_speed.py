@@ -45,7 +45,7 @@ VARIANTS = {
 
 # --recipe gpu: train_decoder settings of benchmarks/gpu_session.sh, and the variants timed against it
 GPU_RECIPE = dict(batch=16, crop=256, mix_prob=0.2, mix_crop=128, load_side=256, scale_min=0.5, ema=0.999,
-                  revive_every=1000)
+                  revive_every=1000, feat_on_plain=True)     # FEAT_ON_PLAIN=1, gpu_session.sh's default
 _FAST = dict(prefetch=2, channels_last=True, cudnn_benchmark=True)
 GPU_VARIANTS = {
     "FP32, NCHW (the GPU recipe until session 21)": dict(),
