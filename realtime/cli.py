@@ -137,7 +137,10 @@ def channels_last_default(device) -> bool:
     GPU time of a 720p FP16 frame on the H100, session 7).  Session 8 timed both on the H100
     (benchmarks/fps.py; docs/results/fps_gpu_h100.json and fps_gpu_h100_nchw.json): FP16 480p 5.5 ms against 6.8,
     720p 7.6 against 9.4, 1080p 14.9 against 17.3; FP32 6.1 / 9.8 / 18.6 against 6.5 / 10.4 / 21.6.
-    On the CPU it is untimed, and the CPU's default backend is ONNX Runtime anyway."""
+    On the CPU (session 21, AMD EPYC 2 cores, malloc keeping freed memory: `benchmarks/fps.py --backends
+    torch --sizes 240,360,480,720 --frames 4 [--channels-last]`) it was 1.17-1.25x faster at 240p-480p
+    (209 against 254 ms a frame at 240p) but slower at 720p (2.70 s against 2.31, its decoder 831 ms
+    against 528): mixed, so left off there -- and the CPU's default backend is ONNX Runtime anyway."""
     return device.type == "cuda"
 
 
