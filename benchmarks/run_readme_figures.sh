@@ -45,3 +45,4 @@ $PY benchmarks/quality.py --size 256 --threads 1 --methods photo,linear,linear-i
   --json docs/results/quality_half_s12.json --grid /tmp/quality_half_s12.png        # session 12's half-width decoder
 $PY benchmarks/train_speed.py --json docs/results/train_speed.json
 $PY benchmarks/pack_quality.py --json docs/results/pack_quality.json
+$PY benchmarks/soak.py --json docs/results/soak_onnx.json                            # session 21

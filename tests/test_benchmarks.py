@@ -544,3 +544,19 @@ def test_pack_quality_tables_formats_and_the_decoders_clean_and_compressed_recon
     with pytest.raises(SystemExit):
         pack_quality.main(["--photos", str(empty)])
     assert "no images" in capsys.readouterr().err
+
+
+def test_soak_runs_each_malloc_setting_in_its_own_process_and_reports_memory(tmp_path, capsys):
+    """benchmarks/soak.py: both settings, each in a child process (malloc's setting is per process), with the
+    frames' time and one resident-memory reading per block; bad sizes are a clear error."""
+    from benchmarks import soak
+    out = tmp_path / "soak.json"
+    assert soak.main(["--frames", "2", "--switch", "1", "--sizes", "96,120", "--backend", "torch",
+                      "--json", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert [r["malloc"] for r in d["results"]] == ["kept", "system"]
+    for r in d["results"]:
+        assert r["seconds"] > 0 and len(r["rss_mb"]) == 2 and all(m > 50 for m in r["rss_mb"])
+    with pytest.raises(SystemExit):
+        soak.main(["--sizes", "360,abc"])
+    assert "--sizes takes heights" in capsys.readouterr().err
