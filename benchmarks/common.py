@@ -23,19 +23,11 @@ def machine_info() -> dict:
             "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
             "date": time.strftime("%Y-%m-%d"), "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
     from engines import memory
-    # whether malloc kept freed memory for reuse, as the CLI has it do (product_malloc; engines/memory.py)
-    info["malloc"] = {True: "keeps freed memory", False: "system"}.get(memory._applied, "system (not set)")
+    info["malloc"] = memory.state()     # whether malloc kept freed memory, as the CLI has it do
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["cuda"] = torch.version.cuda
     return info
-
-
-def product_malloc() -> bool:
-    """Have malloc keep freed memory for reuse, as the CLI does (engines/memory.py), so that a benchmark
-    times what a user runs; STYLECAM_MALLOC=system times the system's default instead."""
-    from engines.memory import keep_freed_memory
-    return keep_freed_memory()
 
 
 def write_json(path: str | Path, obj: dict) -> None:

@@ -38,8 +38,8 @@ def rss_mb() -> int:
 
 
 def child(a) -> dict:
-    from benchmarks.common import product_malloc
-    kept = product_malloc() if a.malloc == "kept" else False
+    from engines.memory import keep_freed_memory
+    kept = keep_freed_memory() if a.malloc == "kept" else False
     from benchmarks.fps import build, load_frames
     heights = [int(h) for h in a.sizes.split(",")]
     sizes = [(h * 16 // 9 // 2 * 2, h) for h in heights]

@@ -57,3 +57,8 @@ def keep_freed_memory() -> bool:
         log.debug("malloc keeps freed memory for reuse (M_MMAP_MAX=0, M_TRIM_THRESHOLD=2 GiB)")
     _applied = ok
     return ok
+
+
+def state() -> str:
+    """What this process's malloc does, for a benchmark's record: keeping freed memory, or the system's way."""
+    return {True: "keeps freed memory", False: "system"}.get(_applied, "system (not set)")

@@ -58,3 +58,4 @@ def test_keep_freed_memory_is_applied_once_and_the_cli_asks_for_it(monkeypatch, 
     monkeypatch.undo()
     first = memory.keep_freed_memory()
     assert memory.keep_freed_memory() is first             # cached: mallopt is called once per process
+    assert memory.state() == ("keeps freed memory" if first else "system")     # what benchmarks record
