@@ -21,6 +21,10 @@
 # measure only (KERNEL_ROUNDS, KERNEL_MOMENTS: see the kernel benchmark below); SKIP_MEASURE=1: train only (after
 # timing the training step's variants, unless this machine did already: see below) -- two calls on a warm machine split device time this
 # way, as session 6 did: SKIP_TRAIN=1 first, then at once, while the machine is warm, SKIP_MEASURE=1;
+# CONTINUE=1: a training call that goes on from the run the previous call left on this warm machine
+# (Adam and average kept; e.g. CONTINUE=1 LR=4e-5 LR_FINAL=1e-5 BUDGET=<device time left - 30>);
+# LR_FINAL: where the schedule ends (2e-5); TRAIN_DEVICE=cpu: train on the CPU (a smoke test of this script); TRAIN_PROFILE=N: profile the training's iterations 10..10+N
+# (default 30, ~2 s; $OUT/train_profile_run.txt; 0: not);
 # TRAIN_LAYER=relu4_1 trains that decoder instead of relu3_1's, WIDTH=1.0 the full-width one (default
 # 0.5 since session 20: the half-width one, the default decoder, 25.91 -> 27.01 dB in 7 minutes there); LR,
 # FEAT_WEIGHT, FEAT_ON_PLAIN=0, CROP (256; below the pack's 256-px short sides the crops vary in
@@ -29,8 +33,8 @@
 # (default 0) adds W x the MSE of 4x4 block averages to the pixel loss (train_decoder --lowres-weight,
 # untried on a GPU); AMP=1 trains under bfloat16 autocast (default 0:
 # session 9 measured it 1.04x as fast); TRAIN_FLAGS="--channels-last ..." passes more train_decoder flags
-# (default auto: those the measuring call's training-speed step found fastest on this machine, if any;
-# SKIP_TRAIN_SPEED=1 skips that step); LOAD_SIDE=512 SCALE_MIN=0.25 read the photos at a 512-px
+# (default auto: what this machine's training-speed step chose, where TRAIN_SPEED=1 ran it, else
+# "--prefetch 2", the fastest there on session 22's H200, 1.41x the plain step); LOAD_SIDE=512 SCALE_MIN=0.25 read the photos at a 512-px
 # shorter side and crop 1-4x that crop's size (the held-out portraits' and the live frames' scale;
 # session 13's CPU probe, inconclusive: +0.20, +0.41, -0.84 dB against the 256-px recipe after
 # 1,000, 2,000, 3,000 iterations at batch 4; repeated with --ema in session 14: -0.05, +0.11, +0.03,
@@ -44,7 +48,8 @@
 # revived first-stage channels died again at 28-95 per 500 iterations on the CPU at 1.0 and at 0-2 at
 # 0.2 in session 14; 1.0 for relu3_1, whose channels stayed alive on the H100).)
 # Results come back in $OUT: session.log, gpu_tests.log, kernel.json, kernel.log,
-# fps_gpu.json, fps_gpu_regions.json, fps_gpu_eager.json, train_speed_gpu.json, train_profile_gpu.txt, train_log.jsonl, decoder_relu3_1.pt,
+# fps_gpu.json, fps_gpu_regions.json, fps_gpu_eager.json, train_speed_gpu.json, train_profile_gpu.txt, train_log.jsonl
+# (with CONTINUE=1 the earlier call's lines too), train_profile_run.txt, decoder_relu3_1.pt,
 # decoder_relu3_1_train.pt (WIDTH=1.0: decoder_relu3_1_wide*; TRAIN_LAYER=relu4_1: decoder_relu4_1*).
 # Only if `benchmarks/autoencoder.py --holdout --layer LAYER --decoder .../decoder_LAYER[_wide].pt`
 # beats the shipped one, copy it into weights/ and slim the training checkpoint (it keeps Adam's
@@ -181,17 +186,18 @@ fi
 
 fi  # SKIP_MEASURE
 
-# Where a training iteration's time goes (session 9: ~43 ms on the H100 where the arithmetic needs
+# TRAIN_SPEED=1 (off by default since session 22 measured it: docs/results/train_speed_gpu_h200_session22.json,
+# --prefetch 2 fastest at 1.41x, the rest slower; it costs ~90 s of device time):
+# where a training iteration's time goes (session 9: ~43 ms on the H100 where the arithmetic needs
 # 10-20 ms; bfloat16 only 1.04x): the GPU recipe timed from the committed checkpoint in variants
 # that keep its maths (batches prefetched in a thread, channels_last, cuDNN's algorithm search, wct's
 # solves on the host; and bfloat16), then 30 iterations under
-# torch.profiler (named phases + costliest operators: $OUT/train_profile_gpu.txt).  The fastest
+# torch.profiler of the fastest (named phases + costliest operators: $OUT/train_profile_gpu.txt).  The fastest
 # variant's flags, where it is at least 1.1x the plain recipe, go to runs/train_flags_auto, which the
 # training below reads (TRAIN_FLAGS=auto, the default) -- also in a second call on this warm machine,
 # which then does not measure again.  It runs with SKIP_MEASURE=1 too, so that one call can measure the
-# step and train (about 90 s of the budget).  SKIP_TRAIN_SPEED=1: not; TRAIN_SPEED_ITERS=N iterations a
-# variant (default 150).
-if [ "${SKIP_TRAIN_SPEED:-0}" != 1 ] && [ "$PACK_OK" = 1 ] && [ ! -f runs/train_flags_auto ] && [ "$(left)" -gt 300 ]; then
+# step and train (about 90 s of the budget).  TRAIN_SPEED_ITERS=N iterations a variant (default 150).
+if [ "${TRAIN_SPEED:-0}" = 1 ] && [ "$PACK_OK" = 1 ] && [ ! -f runs/train_flags_auto ] && [ "$(left)" -gt 300 ]; then
   echo "== training speed of the GPU recipe's layout variants, and a profile ($(left) s left)"
   timeout 240 $PY benchmarks/train_speed.py --recipe gpu --device cuda \
     --from "weights/checkpoints/decoder_${TRAIN_LAYER:-relu3_1}_train.pt" --photos gpu_pack/photos \
@@ -223,7 +229,18 @@ if [ "$T" -gt 60 ] && [ "$PACK_OK" = 1 ] && [ "${SKIP_TRAIN:-0}" != 1 ]; then
   RUN=runs/gpu_$LAYER
   NAME=decoder_$LAYER; [ "$(awk "BEGIN{print ($WIDTH >= 1.0)}")" = 1 ] && NAME=decoder_${LAYER}_wide
   mkdir -p "$RUN"
-  if [ -f "weights/checkpoints/${NAME}_train.pt" ]; then
+  # CONTINUE=1: go on from this machine's own $RUN/checkpoint.pt, which the previous call on this warm
+  # machine left (Adam and the weights' average kept: no warm-up, no revive, no deepening first), e.g.
+  # CONTINUE=1 LR=4e-5 LR_FINAL=1e-5 BUDGET=<what is left> after a first training call (session 22 left
+  # ~4 minutes of device time unused for training after one 585-s call)
+  CONT=0
+  if [ "${CONTINUE:-0}" = 1 ]; then
+    if [ -f "$RUN/checkpoint.pt" ]; then
+      CONT=1; echo "== continuing this machine's $RUN/checkpoint.pt (the previous call's run)"
+    else
+      echo "== CONTINUE=1 but this machine has no $RUN/checkpoint.pt (a fresh machine?): training skipped"; T=0
+    fi
+  elif [ -f "weights/checkpoints/${NAME}_train.pt" ]; then
     cp "weights/checkpoints/${NAME}_train.pt" "$RUN/checkpoint.pt"
   elif [ -f "weights/checkpoints/decoder_${LAYER}_train.pt" ]; then
     CK=weights/checkpoints/decoder_${LAYER}_train.pt
@@ -243,14 +260,14 @@ if [ "$T" -gt 60 ] && [ "$PACK_OK" = 1 ] && [ "${SKIP_TRAIN:-0}" != 1 ]; then
   # Default on since session 10's CPU probe (+0.11 dB held out against the same run unrevived, 13 of
   # 16 portraits better; docs/results/probe_revive.json); the revived channels died again within
   # ~2,000 iterations there, so REVIVE_EVERY (default 1000) revives them again in training.
-  if [ "$T" -gt 0 ] && [ "${REVIVE:-1}" = 1 ]; then
+  if [ "$T" -gt 0 ] && [ "${REVIVE:-1}" = 1 ] && [ "$CONT" = 0 ]; then
     $PY -m training.revive --from "$RUN/checkpoint.pt" --out "$RUN/checkpoint.pt" --photos gpu_pack/photos 2>&1 \
       | tr '\r' '\n' | grep -v '^photos:' || { echo "== revive failed: training skipped"; T=0; }
   fi
   # DEEPEN=N: add N identity-initialised convolutions after the first one, at the features' resolution,
   # output unchanged (training/deepen.py, Net2DeeperNet; a CPU probe in weights/README.md, session 17);
   # DILATION=D makes them dilated (default 1)
-  if [ "$T" -gt 0 ] && [ "${DEEPEN:-0}" -gt 0 ]; then
+  if [ "$T" -gt 0 ] && [ "${DEEPEN:-0}" -gt 0 ] && [ "$CONT" = 0 ]; then
     $PY -m training.deepen --from "$RUN/checkpoint.pt" --out "$RUN/checkpoint.pt" --add "$DEEPEN" --dilation "${DILATION:-1}" \
       || { echo "== deepen failed: training skipped"; T=0; }
   fi
@@ -270,21 +287,27 @@ print(0 if 'optim' in ck else 500, ck['config'].get('extra_convs', 0), ck['confi
   AMP=${AMP:-0}
   if [ "$LAYER" = relu4_1 ]; then FIRST_LR_MULT=${FIRST_LR_MULT:-0.2}; else FIRST_LR_MULT=${FIRST_LR_MULT:-1.0}; fi
   AMP_FLAG=""; [ "$AMP" = 1 ] && AMP_FLAG="--amp"
-  # TRAIN_FLAGS: more train_decoder flags (e.g. "--channels-last --cudnn-benchmark"); auto (default): what
-  # the training-speed step above chose on this machine (runs/train_flags_auto), none if it did not run
-  TRAIN_FLAGS=${TRAIN_FLAGS:-auto}
-  if [ "$TRAIN_FLAGS" = auto ]; then TRAIN_FLAGS=$(cat runs/train_flags_auto 2>/dev/null || true); fi
-  echo "== training $LAYER for $T s (width $WIDTH, warm-up $WARMUP; $FEAT_FLAG, feature weight ${FEAT_WEIGHT:-0.02}, lowres weight ${LOWRES_WEIGHT:-0}, load side ${LOAD_SIDE:-256}, scale min ${SCALE_MIN:-0.5}, smooth ${SMOOTH:-0}, ema ${EMA:-0.999}, first-conv rate x $FIRST_LR_MULT, amp $AMP, flags '$TRAIN_FLAGS', revived first ${REVIVE:-1}, revive every ${REVIVE_EVERY:-1000}, extra convolutions $EXTRA, dilations ${DILATIONS:-1})"
-  timeout $(( T + 40 )) $PY -m training.train_decoder --layer "$LAYER" --device cuda --resume --width "$WIDTH" --extra-convs "$EXTRA" --extra-dilations "$DILATIONS" $AMP_FLAG $TRAIN_FLAGS \
+  # TRAIN_FLAGS: more train_decoder flags (e.g. "--channels-last --cudnn-benchmark"; "" for none); auto
+  # (default): what the training-speed step above chose on this machine (runs/train_flags_auto), else
+  # --prefetch 2 (session 22, H200: 1.41x the plain step, 47 it/s in training against 26 on session 20's H100)
+  TRAIN_FLAGS=${TRAIN_FLAGS-auto}
+  if [ "$TRAIN_FLAGS" = auto ]; then
+    if [ -f runs/train_flags_auto ]; then TRAIN_FLAGS=$(cat runs/train_flags_auto); else TRAIN_FLAGS="--prefetch 2"; fi
+  fi
+  echo "== training $LAYER for $T s (width $WIDTH, warm-up $WARMUP; $FEAT_FLAG, feature weight ${FEAT_WEIGHT:-0.02}, lowres weight ${LOWRES_WEIGHT:-0}, load side ${LOAD_SIDE:-256}, scale min ${SCALE_MIN:-0.5}, smooth ${SMOOTH:-0}, ema ${EMA:-0.999}, first-conv rate x $FIRST_LR_MULT, amp $AMP, flags '$TRAIN_FLAGS', revived first $([ "$CONT" = 1 ] && echo "0 (continuing)" || echo "${REVIVE:-1}"), revive every ${REVIVE_EVERY:-1000}, extra convolutions $EXTRA, dilations ${DILATIONS:-1})"
+  rm -f "$RUN/profile.txt"
+  timeout $(( T + 40 )) $PY -m training.train_decoder --layer "$LAYER" --device "${TRAIN_DEVICE:-cuda}" --resume --width "$WIDTH" --extra-convs "$EXTRA" --extra-dilations "$DILATIONS" $AMP_FLAG $TRAIN_FLAGS \
     --photos gpu_pack/photos --paintings gpu_pack/paintings --holdout-dir gpu_pack/holdout --run-dir "$RUN" \
     --out "$OUT/$NAME.pt" --crop "${CROP:-256}" --batch 16 --mix-prob 0.2 --mix-crop 128 \
-    --iterations 1000000 --lr "${LR:-2e-4}" --lr-final 2e-5 --lr-by-time --warmup $WARMUP $FEAT_FLAG \
+    --iterations 1000000 --lr "${LR:-2e-4}" --lr-final "${LR_FINAL:-2e-5}" --lr-by-time --warmup $WARMUP $FEAT_FLAG \
     --feat-weight "${FEAT_WEIGHT:-0.02}" --revive-every "${REVIVE_EVERY:-1000}" --lowres-weight "${LOWRES_WEIGHT:-0}" \
     --load-side "${LOAD_SIDE:-256}" --scale-min "${SCALE_MIN:-0.5}" --smooth "${SMOOTH:-0}" --ema "${EMA:-0.999}" --first-lr-mult "$FIRST_LR_MULT" \
-    --max-minutes "$(awk "BEGIN{print ($T - 15)/60}")" --checkpoint-minutes 2 --eval-every 1000 --grid-every 2000 2>&1 \
+    --max-minutes "$(awk "BEGIN{print ($T - 15)/60}")" --profile "${TRAIN_PROFILE:-30}" --checkpoint-minutes 2 --eval-every 1000 --grid-every 2000 2>&1 \
     | tr '\r' '\n' | awk -v bar_re="^decoder $LAYER:" '$0 ~ bar_re {bar=$0; next} {print} END {print bar}' | tail -25
   cp "$RUN/checkpoint.pt" "$OUT/${NAME}_train.pt" 2>/dev/null || true
   cp "$RUN/log.jsonl" "$OUT/train_log.jsonl" 2>/dev/null || true
+  # the run's own profile of iterations 10 to 10+TRAIN_PROFILE (default 30; 0: none), with its flags
+  cp "$RUN/profile.txt" "$OUT/train_profile_run.txt" 2>/dev/null && head -12 "$OUT/train_profile_run.txt"
   fi
 fi
 echo "== done in $(( $(date +%s) - START )) s"

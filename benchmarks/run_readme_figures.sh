@@ -14,7 +14,14 @@
 # fps_gpu*.json, fps_gpu_h100_session11_profile.txt from session.log's "== fps" part, and
 # gpu_tests_h100_session11.txt from gpu_tests.log; session 12 (SKIP_TRAIN=1 GATE_ON_KERNEL=0 SKIP_NCU=1
 # SKIP_FPS=1 BUDGET=300): kernel_gpu_h100_session12.json from its kernel.json, gpu_tests_h100_session12.txt
-# from gpu_tests.log).
+# from gpu_tests.log); session 22 (H200, five calls): SKIP_MEASURE=1 LR=1e-4 BUDGET=585 (its session.log as
+# gpu_session_h200_session22.log, train_speed_gpu.json and train_profile_gpu.txt as
+# train_speed_gpu_h200_session22.json and train_profile_gpu_h200_session22.txt, the decoder), then
+#   python benchmarks/kernel.py --rounds 3 --moments auto,auto+early,auto+p256 --json kernel_gpu_h200_session22.json
+#   python benchmarks/fps.py --devices cuda --fp16 --backends torch --regions none --sizes 480,720,1080 --frames 20 \
+#     --json fps_gpu_h200_session22.json   (and --regions portrait --fixed-regions: _regions.json;
+#     --sizes 720 --no-cuda-graph: _eager.json)
+#   python -m pytest -q -m gpu tests/test_kernels.py -x > gpu_tests_h200_session22.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

@@ -256,7 +256,10 @@ DEFAULT_VARIANT = "quad+even+pdl"
 # bytes are on their way from DRAM (ldg_256).  Both written in session 15 without a GPU; timed in
 # session 20: +l2 0.4-1.4 and +p256 0.2-2.8 points above auto in all six rows.  None of the three is
 # the default: one run's margins are within a machine's drift (auto: 77 % at 720p in session 12, 74 %
-# in session 20); benchmarks/kernel.py --rounds is there to settle it on the next lent GPU.
+# in session 20); benchmarks/kernel.py --rounds is there to settle it on the next lent GPU.  Session
+# 22 ran it on an H200 (3 interleaved rounds, docs/results/kernel_gpu_h200_session22.json): auto,
+# +early and +p256 one within their ranges at 720p (62 % of that card's copy bandwidth, 36 us), +early
+# 2 points up at 1080p and 1-2 down at 480p: still no variant better everywhere; auto stays.
 SUFFIXES = ("even", "solve1", "pdl", "early", "fill", "l2", "p256")
 
 

@@ -238,7 +238,7 @@ def test_train_speed_quick(tmp_path, portrait_bgr):
 def test_train_speed_gpu_recipe_times_its_variants_from_a_checkpoint_and_profiles(tmp_path, portrait_bgr, capsys):
     """--recipe gpu (here on the CPU, --quick): every layout variant resumed from a copy of --from (the
     shipped decoder's shape, with its extra convolutions), timed, and the fastest's flags printed; --profile
-    adds the first variant's profile; a missing checkpoint is a clear error."""
+    adds the fastest variant's profile, named; a missing checkpoint is a clear error."""
     from benchmarks import train_speed
     from engines.weights import weights_dir
     ph, pa = _tiny_folders(tmp_path, portrait_bgr, 3)
@@ -256,6 +256,7 @@ def test_train_speed_gpu_recipe_times_its_variants_from_a_checkpoint_and_profile
             == "--prefetch 2 --channels-last --cudnn-benchmark")
     assert f'TRAIN_FLAGS="{d["results"][d["fastest"]]["flags"]}"' in capsys.readouterr().out
     assert "step.backward" in prof.read_text()
+    assert d["profiled"] == d["fastest"] and prof.read_text().startswith(f"# variant: {d['fastest']}\n")
     with pytest.raises(SystemExit):
         train_speed.main(["--recipe", "gpu", "--from", str(tmp_path / "nope.pt")])
 

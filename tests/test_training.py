@@ -372,6 +372,30 @@ def test_profile_writes_the_phases_of_an_iteration(tiny_data, tmp_path):
     assert T.parse_args(["--profile", "7", "--channels-last", "--cudnn-benchmark"])[0].profile == 7
 
 
+def test_profile_of_a_prefetched_run_names_the_threads_batch_work(tiny_data, tmp_path):
+    """gpu_session.sh profiles its training run, prefetched since session 22: torch.profiler sees only the
+    loop's thread, so the profile's phases are the loop's (step.batch = the wait for the thread) and a line
+    of its own gives the thread's host time per batch, timed by the batch source; the run goes on past the
+    window.  Without --prefetch that line says the loop made them."""
+    import re
+    ph, pa = tiny_data
+    for pre in (2, 0):
+        run = tmp_path / f"r{pre}"
+        T.train(_cfg(tmp_path, ph, pa, out=str(run / "p.pt"), run_dir=str(run), iterations=16,
+                     profile=3, prefetch=pre, grid_every=1000, mix_prob=0.5))
+        text = (run / "profile.txt").read_text()
+        assert text.startswith("# torch.profiler over 3 training iterations on cpu")
+        for name in ("step.batch", "step.forward+loss", "step.backward", "step.adam"):
+            assert name in text, name
+        m = re.search(r"^batches made in (the prefetch thread|the loop): (\d+), host ms each .* ([\d.]+) mean, "
+                      r"([\d.]+) max$", text, re.M)
+        assert m, text[:600]
+        assert m.group(1) == ("the prefetch thread" if pre else "the loop")
+        # the loop makes one a profiled iteration; the thread, running ahead, as many or one or two fewer
+        assert int(m.group(2)) >= (1 if pre else 3) and 0 < float(m.group(3)) <= float(m.group(4))
+        assert torch.load(run / "checkpoint.pt", weights_only=False)["iteration"] == 16
+
+
 def test_pack_data_resizes_skips_unreadable_and_trains(tiny_data, tmp_path):
     from training import pack_data
     ph, pa = tiny_data

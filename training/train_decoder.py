@@ -113,9 +113,13 @@ def _contiguous(state: dict) -> dict:
     return {k: v.contiguous() if torch.is_tensor(v) else v for k, v in state.items()}
 
 
-def write_profile(prof, path: Path, iterations: int, seconds: float, device: torch.device) -> str:
+def write_profile(prof, path: Path, iterations: int, seconds: float, device: torch.device,
+                  batch_seconds: list[float] | None = None, batches_in: str = "the loop") -> str:
     """--profile: the named phases of an iteration (host time, including any wait for the device) and the
-    operators that cost most, host and device, per iteration; written atomically to ``path``."""
+    operators that cost most, host and device, per iteration; written atomically to ``path``.
+    ``batch_seconds``: the host time of each batch made in the window, timed by BatchSource itself -- with
+    --prefetch its thread's phases and operators are missing from the tables (torch.profiler records the
+    thread that started it), so this line is what says whether the thread keeps up."""
     ev = prof.key_averages()
     per = 1e-3 / max(1, iterations)                       # microseconds in total -> ms per iteration
     dev_attr = "self_device_time_total" if device.type != "cpu" else None
@@ -124,6 +128,10 @@ def write_profile(prof, path: Path, iterations: int, seconds: float, device: tor
              "", "phase (host ms per iteration, including waits for the device)"]
     for e in sorted((e for e in ev if e.key.startswith("step.")), key=lambda e: -e.cpu_time_total):
         lines.append(f"  {e.key:<20} {e.cpu_time_total * per:8.2f} ms   calls {e.count}")
+    if batch_seconds:
+        lines.append(f"batches made in {batches_in}: {len(batch_seconds)}, host ms each (crops, encoder, mixes, "
+                     f"including waits for the device) {1e3 * sum(batch_seconds) / len(batch_seconds):.2f} mean, "
+                     f"{1e3 * max(batch_seconds):.2f} max")
     lines += ["", "operators by self host time:", ev.table(sort_by="self_cpu_time_total", row_limit=25)]
     if dev_attr is not None:
         try:
@@ -260,9 +268,16 @@ class BatchSource:
         self.cfg, self.enc, self.rng, self.cache, self.dev = cfg, enc, rng, cache, dev
         self.sp, self.ss, self.sp_mix, self.ss_mix = samplers
         self.fmt, self.amp, self.phase = fmt, amp, phase
+        self.seconds: list[float] = []      # host time of each make (--profile reports those of its window)
+
+    def make(self) -> Batch:
+        t = time.perf_counter()
+        b = self._make()
+        self.seconds.append(time.perf_counter() - t)
+        return b
 
     @torch.no_grad()
-    def make(self) -> Batch:
+    def _make(self) -> Batch:
         cfg, rng, dev, enc, fmt = self.cfg, self.rng, self.dev, self.enc, self.fmt
         n_mix = sum(rng.random() < cfg.mix_prob for _ in range(cfg.batch))
         n_plain = cfg.batch - n_mix
@@ -686,7 +701,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         prof["p"].stop()
-        write_profile(prof["p"], run / "profile.txt", it - prof["at"][0], time.time() - prof["at"][1], dev)
+        write_profile(prof["p"], run / "profile.txt", it - prof["at"][0], time.time() - prof["at"][1], dev,
+                      source.seconds[prof["made"]:], "the prefetch thread" if cfg.prefetch else "the loop")
         log.info("profile of %d iterations -> %s", it - prof["at"][0], run / "profile.txt")
         prof["p"] = None
 
@@ -711,6 +727,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                     if dev.type == "cuda":
                         acts.append(torch.profiler.ProfilerActivity.CUDA)
                     prof["p"], prof["at"] = torch.profiler.profile(activities=acts), (it, time.time())
+                    prof["made"] = len(source.seconds)
                     prof["p"].start()
             if cfg.max_minutes and time.time() - loop["t0"] > cfg.max_minutes * 60:
                 log.info("--max-minutes %.1f reached at iteration %d", cfg.max_minutes, it)
