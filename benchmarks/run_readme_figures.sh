@@ -44,12 +44,16 @@ $PY benchmarks/fps.py --backends torch,onnx --sizes 240,360,480,720,1080 --frame
 STYLECAM_MALLOC=system $PY benchmarks/fps.py --backends torch,onnx --sizes 240,360,480,720,1080 --frames 6 \
   --json docs/results/fps_cpu_system_malloc.json          # session 21: the same without malloc keeping freed memory
 $PY benchmarks/temporal.py --frames 32 --size 360 --deflicker 0.5,0.6,0.8 --json docs/results/temporal.json
+$PY benchmarks/temporal.py --frames 32 --size 360 --modes adain --deflicker "" --json docs/results/deflicker_cost.json
 $PY benchmarks/peers.py --frames 8 --size 384 --json docs/results/peers.json --grid docs/peers.png
 $PY benchmarks/quality.py --size 256 --gatys-iterations 500 --threads 1 --json docs/results/quality.json --grid docs/quality.png
 $PY benchmarks/quality.py --size 256 --threads 1 --decoder wide --methods photo,linear,linear-iter500,adain,wct,gram \
   --json docs/results/quality_wide_s11.json --grid /tmp/quality_wide_s11.png        # session 11's wide decoder
 $PY benchmarks/quality.py --size 256 --threads 1 --methods photo,linear,linear-iter500,adain,wct,gram \
   --json docs/results/quality_half_s12.json --grid /tmp/quality_half_s12.png        # session 12's half-width decoder
+$PY benchmarks/quality.py --size 256 --threads 1 --methods photo,linear,linear-iter500,adain,wct,gram \
+  --json docs/results/quality_half_s22.json --grid /tmp/quality_half_s22.png        # session 22's half-width decoder
+# (docs/results/quality_half_s20.json: the same command in session 20, with that session's decoder)
 $PY benchmarks/train_speed.py --json docs/results/train_speed.json
 $PY benchmarks/pack_quality.py --json docs/results/pack_quality.json
 $PY benchmarks/soak.py --json docs/results/soak_onnx.json                            # session 21
