@@ -144,7 +144,8 @@ def save_decoder(dec: Decoder, path: Path, *, encoder_id: str, meta: dict | None
 # True from session 6 to 19, while the wide decoder reconstructed better (25.51 dB held out against
 # the half-width one's 25.19); False since session 20, when the half-width one with its four extra
 # convolutions, trained 7 more minutes on an H100, reached 27.01 dB (weights/README.md): better and
-# cheaper, so it is the default everywhere.  Set it back when a wide decoder wins again.
+# cheaper, so it is the default everywhere (27.57 dB since session 22).  Set it back when a wide
+# decoder wins again.
 WIDE_ON_CUDA = False
 
 

@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--decoder", default=None, metavar="auto|small|wide|PATH",
       help="decoder weights: auto (default) = small on every device (it reconstructs best since session 20); "
            "small = weights/decoder_LAYER.pt (half width plus four convolutions at the features' resolution); "
-           "wide = weights/decoder_LAYER_wide.pt (full width, older and worse: 25.5 against 27.0 dB, "
+           "wide = weights/decoder_LAYER_wide.pt (full width, older and worse: 25.5 against 27.6 dB, "
            "~1.6x slower on the CPU; relu3_1 only); or a file")
     a("--encoder-weights", default=None, metavar="PATH",
       help="torchvision ImageNet VGG16/VGG19 weights file instead of the default HED VGG16")

@@ -74,7 +74,7 @@ def test_still_image_through_the_decoder(photo, tmp_path, capsys):
 def test_decoder_choice_by_name(photo, tmp_path, capsys):
     """--decoder wide / small pick the shipped relu3_1 decoders by name (the small one, the default
     since session 20, reconstructs the photo better at strength 0, as the autoencoder benchmark says:
-    27.0 against 25.5 dB); a wide relu4_1 does not ship: one clear error."""
+    27.6 against 25.5 dB); a wide relu4_1 does not ship: one clear error."""
     src = cv2.imread(str(photo))
     got = {}
     for name in ("small", "wide"):
