@@ -89,7 +89,10 @@ def main(argv=None) -> int:
     p.add_argument("--photos", default=str(DEFAULT_DATA / "photos"))
     p.add_argument("--paintings", default=str(DEFAULT_DATA / "paintings"))
     p.add_argument("--iterations", type=int, default=40)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads: default 2 for --recipe cpu (this project's machine), 0 = torch's own "
+                        "choice (all cores) for --recipe gpu, as gpu_session.sh's training runs (session 22 timed "
+                        "the GPU variants at 2, which may have slowed --wct-on-cpu's eigendecompositions)")
     p.add_argument("--json", default=None)
     p.add_argument("--quick", action="store_true", help="smoke test: 3 iterations (gpu recipe: 14), 32 px crops")
     p.add_argument("--recipe", choices=["cpu", "gpu"], default="cpu",
@@ -110,6 +113,8 @@ def main(argv=None) -> int:
     if a.from_ckpt and not Path(a.from_ckpt).is_file():
         p.error(f"--from {a.from_ckpt}: no such checkpoint")
     gpu = a.recipe == "gpu"
+    if a.threads is None:
+        a.threads = 0 if gpu else 2
     if gpu:
         variants, base = GPU_VARIANTS, dict(GPU_RECIPE)
         if a.quick:
