@@ -268,12 +268,13 @@ class BatchSource:
         self.cfg, self.enc, self.rng, self.cache, self.dev = cfg, enc, rng, cache, dev
         self.sp, self.ss, self.sp_mix, self.ss_mix = samplers
         self.fmt, self.amp, self.phase = fmt, amp, phase
-        self.seconds: list[float] = []      # host time of each make (--profile reports those of its window)
+        self.seconds: list[float] = []      # --profile: host time of each make (it reports those of its window)
 
     def make(self) -> Batch:
         t = time.perf_counter()
         b = self._make()
-        self.seconds.append(time.perf_counter() - t)
+        if self.cfg.profile:
+            self.seconds.append(time.perf_counter() - t)
         return b
 
     @torch.no_grad()
