@@ -124,43 +124,29 @@ def main(argv=None) -> int:
     iters = (14 if gpu else 3) if a.quick else a.iterations
     from engines.decoder import load_decoder
     results = {}
-    profiled = None
-    for name, kw in list(variants.items()) + ([("profile", None)] if gpu and a.profile else []):
-        prof = kw is None
-        if prof:  # the fastest variant timed so far (the first if none ran)
-            ran = [n for n in results if "error" not in results[n]]
-            profiled = min(ran, key=lambda n: results[n]["seconds_per_iteration"]) if ran else next(iter(variants))
-            kw = dict(variants[profiled])
-        else:
-            kw = dict(kw)
+
+    def config(td: str, kw: dict, iterations: int, profile: int = 0):
+        return T.TrainConfig(layer="relu3_1", photos=a.photos, paintings=a.paintings, out=str(Path(td) / "d.pt"),
+                             run_dir=str(Path(td) / "run"), iterations=iterations, threads=a.threads, device=a.device,
+                             grid_every=10 ** 9, eval_every=10 ** 9, checkpoint_minutes=10 ** 6, profile=profile,
+                             **{**base, **kw})
+
+    for name, kw in variants.items():
+        kw = dict(kw)
         if a.quick and "cache_crops" in kw:
             kw["cache_crops"] = 8
         with tempfile.TemporaryDirectory() as td:
-            cfg = T.TrainConfig(layer="relu3_1", photos=a.photos, paintings=a.paintings, out=str(Path(td) / "d.pt"),
-                                run_dir=str(Path(td) / "run"), iterations=10 + a.profile if prof else iters,
-                                threads=a.threads, device=a.device, grid_every=10 ** 9, eval_every=10 ** 9,
-                                checkpoint_minutes=10 ** 6, profile=a.profile if prof else 0, **{**base, **kw})
+            cfg = config(td, kw, iters)
             t = time.perf_counter()
             try:
                 _run(T, cfg, a.from_ckpt if gpu else None)
             except Exception as e:  # noqa: BLE001 -- a variant that fails is reported; the others still run
                 if not gpu:
                     raise
-                if prof:
-                    print(f"profile failed: {e!r}", flush=True)
-                    continue
                 results[name] = {"config": kw, "error": repr(e), "flags": flags_of(kw)}
                 print(f"{name:<62} failed: {e!r}", flush=True)
                 continue
             total = time.perf_counter() - t
-            if prof:
-                text = (Path(td) / "run" / "profile.txt").read_text()
-                if a.profile_out:
-                    Path(a.profile_out).write_text(f"# variant: {profiled}\n" + text)
-                    print(f"profile of {a.profile} iterations of {profiled!r} -> {a.profile_out}")
-                else:
-                    print(text)
-                continue
             meta = load_decoder(cfg.out).meta
         spi = meta.get("seconds_per_iteration_steady") if gpu else None
         spi = spi or meta["seconds_per_iteration"]
@@ -186,6 +172,21 @@ def main(argv=None) -> int:
         print(f"fastest: {best} ({gain:.2f}x the first); its flags: TRAIN_FLAGS=\"{results[best]['flags']}\"")
         if a.flags_out:
             Path(a.flags_out).write_text(results[best]["flags"] + "\n" if gain >= a.min_gain else "")
+    profiled = None
+    if gpu and a.profile:           # the fastest variant, N iterations after 10 under torch.profiler
+        with tempfile.TemporaryDirectory() as td:
+            try:
+                _run(T, config(td, results[best]["config"], 10 + a.profile, a.profile), a.from_ckpt)
+            except Exception as e:  # noqa: BLE001 -- the timings above stand without it
+                print(f"profile failed: {e!r}", flush=True)
+            else:
+                profiled = best
+                text = (Path(td) / "run" / "profile.txt").read_text()
+                if a.profile_out:
+                    Path(a.profile_out).write_text(f"# variant: {best}\n" + text)
+                    print(f"profile of {a.profile} iterations of {best!r} -> {a.profile_out}")
+                else:
+                    print(text)
     if a.json:
         write_json(a.json, {"machine": info, "recipe": a.recipe, "device": a.device, "iterations": iters,
                             "batch": base["batch"], "crop": base["crop"], "threads": a.threads,

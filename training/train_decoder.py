@@ -693,7 +693,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
     fmt = (lambda x: x.contiguous(memory_format=torch.channels_last)) if cfg.channels_last else (lambda x: x)
     phase = _phase(bool(cfg.profile))
-    prof = {"p": None, "at": None}
+    prof = {"p": None, "at": None, "made": 0}   # profiler, (iteration, time) at its start, batches made before it
     source = BatchSource(cfg, enc, rng, (sp, ss, sp_mix, ss_mix), cache, dev, fmt, amp, phase)
     # the batches' RNG as of the last batch the loop took (with --prefetch the RNG itself runs ahead)
     batches = {"rng_state": rng.getstate(), "prefetcher": None}
@@ -858,8 +858,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
                         "FP32); meant for CUDA (an H100 in session 9: 1.04x as fast as FP32 at batch 16, 256 px)")
     p.add_argument("--channels-last", action="store_true",
                    help="keep the encoder, the decoder and every batch in channels_last memory format (the same "
-                        "maths; on CUDA, tensor-core convolutions want that layout; benchmarks/train_speed.py --gpu "
-                        "measures it)")
+                        "maths; on CUDA, tensor-core convolutions want that layout; benchmarks/train_speed.py "
+                        "--recipe gpu measures it)")
     p.add_argument("--cudnn-benchmark", action="store_true",
                    help="let cuDNN time its algorithms for each new input shape (CUDA only)")
     p.add_argument("--prefetch", type=int, default=d.prefetch, metavar="N",
