@@ -17,7 +17,7 @@
 # then call the device tool with
 #     command: BUDGET=585 bash benchmarks/gpu_session.sh      carry: ["gpu_pack"]      timeout_s: 600
 # (GATE_ON_KERNEL=0: go on whatever the kernel did, for a last call; SKIP_OTHER_TESTS=1: only the
-# kernel's gpu tests; SKIP_FPS=1: no FPS table; SKIP_NCU=1: no Nsight Compute profile; SKIP_TRAIN=1:
+# kernel's gpu tests; KERNEL_TESTS=EXPR: only those matching EXPR (pytest -k); SKIP_FPS=1: no FPS table; SKIP_NCU=1: no Nsight Compute profile; SKIP_TRAIN=1:
 # measure only (KERNEL_ROUNDS, KERNEL_MOMENTS: see the kernel benchmark below); SKIP_MEASURE=1: train only (after
 # timing the training step's variants, unless this machine did already: see below) -- two calls on a warm machine split device time this
 # way, as session 6 did: SKIP_TRAIN=1 first, then at once, while the machine is warm, SKIP_MEASURE=1;
@@ -104,8 +104,10 @@ print('built')" 2>&1 | tail -20
 echo "build took $(( $(date +%s) - T0 )) s"
 
 echo "== gpu tests of the kernel ($(left) s left)"
-timeout 240 $PY -m pytest -q -m gpu tests/test_kernels.py -rs -p no:cacheprovider 2>&1 \
-  | tee "$OUT/gpu_tests.log" | tail -30
+# KERNEL_TESTS=EXPR: only the kernel's gpu tests whose names match EXPR (pytest -k; e.g. KERNEL_TESTS=rev,
+# the +rev variants' 255 tests, for a call that checks one new variant before timing it)
+timeout 240 $PY -m pytest -q -m gpu tests/test_kernels.py ${KERNEL_TESTS:+-k "$KERNEL_TESTS"} -rs -p no:cacheprovider \
+  2>&1 | tee "$OUT/gpu_tests.log" | tail -30
 TESTS_RC=${PIPESTATUS[0]}
 echo "kernel gpu tests exit status $TESTS_RC"
 if [ "${SKIP_OTHER_TESTS:-0}" != 1 ]; then

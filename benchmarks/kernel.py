@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dtype", choices=["fp16", "fp32", "bf16"], default="fp16")
     p.add_argument("--json", default=None)
-    p.add_argument("--moments", default="auto,quad+even,auto+l2,auto+p256,auto+early,auto+fill,auto+fill+early,auto+solve1,quad,quadpf+even+pdl",
+    p.add_argument("--moments", default="auto,auto+rev,auto+early+rev,quad+even,auto+l2,auto+p256,auto+early,auto+fill,auto+fill+early,auto+solve1,quad,quadpf+even+pdl",
                    help="variants to time, comma-separated: auto (the op's own choice, quad+even+pdl) or a pass-1 layout "
                         "(kernels.set_tuning): warp (a warp per channel), lanes1 (a thread per channel, the "
                         "largest tile), prefetch2 (lanes, half the largest tile, its feature loads issued before "
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
                         "whole sectors per load), quadpf (quad with prefetch2's loads in flight); a +even suffix sizes the lanes layouts' blocks to fill whole "
                         "waves evenly, a +solve1 suffix runs the between-pass solve as a kernel of its own instead "
                         "of in pass 2's prologue, a +pdl suffix launches both passes as programmatic dependent "
-                        "launches (sm_90+; in auto), +early (with +pdl) launches pass 2 before pass 1's loop, +fill (with +even) runs pass 1 in as many blocks as fit at once, +l2 (with quad) adds L2 eviction hints (features kept in L2 between the passes), +p256 (with quad, not with +l2) loads pass 1's features with L2's 256-byte prefetch.  The default list leaves out the layouts that never won on the H100 "
+                        "launches (sm_90+; in auto), +early (with +pdl) launches pass 2 before pass 1's loop, +fill (with +even) runs pass 1 in as many blocks as fit at once, +l2 (with quad) adds L2 eviction hints (features kept in L2 between the passes), +p256 (with quad, not with +l2) loads pass 1's features with L2's 256-byte prefetch, +rev (with quad, not with +l2) runs pass 2 in pass 1's layout walking its spans backwards (it reads first what pass 1 read last, most likely still in L2).  The default list leaves out the layouts that never won on the H100 "
                         "(warp, lanes1, prefetch2: docs/results/kernel_gpu_h100*.json)")
     p.add_argument("--rounds", type=int, default=1,
                    help="time every variant this many times, interleaved (each round goes through the list, "

@@ -260,7 +260,11 @@ DEFAULT_VARIANT = "quad+even+pdl"
 # 22 ran it on an H200 (3 interleaved rounds, docs/results/kernel_gpu_h200_session22.json): auto,
 # +early and +p256 one within their ranges at 720p (62 % of that card's copy bandwidth, 36 us), +early
 # 2 points up at 1080p and 1-2 down at 480p: still no variant better everywhere; auto stays.
-SUFFIXES = ("even", "solve1", "pdl", "early", "fill", "l2", "p256")
+# A suffix +rev (quad only, not with +l2; written in session 23 without a GPU, not yet timed) runs pass 2
+# in pass 1's layout -- the same spans and 32-channel groups -- walking each span from its end, so that
+# pass 2 first reads what pass 1 read last, the lines most likely still in L2 (masked_recon_kernels.cuh,
+# affine_lanes_kernel; the idea is session 22's, docs/gpu_measurements.md).
+SUFFIXES = ("even", "solve1", "pdl", "early", "fill", "l2", "p256", "rev")
 
 
 class Variant(NamedTuple):
@@ -273,10 +277,11 @@ class Variant(NamedTuple):
     fill: bool         # +fill: pass 1 in as many blocks as fit on the GPU at once
     l2: bool = False   # +l2: L2 eviction hints (quad only)
     p256: bool = False  # +p256: pass 1's loads with L2's 256-byte prefetch (quad only, not with +l2)
+    rev: bool = False   # +rev: pass 2 in pass 1's layout, spans walked backwards (quad only, not with +l2)
 
 
 def parse_variant(variant: str) -> Variant:
-    """'LAYOUT[+even][+solve1][+pdl][+early][+fill][+l2|+p256]' -> its Variant.  ``auto`` stands for
+    """'LAYOUT[+even][+solve1][+pdl][+early][+fill][+l2|+p256][+rev]' -> its Variant (+rev not with +l2).  ``auto`` stands for
     DEFAULT_VARIANT (so ``auto+solve1`` is the default with the solve kernel; auto+even and auto+pdl
     repeat what auto has and are refused)."""
     layout, *flags = variant.split("+")
@@ -286,13 +291,13 @@ def parse_variant(variant: str) -> Variant:
     bad = (layout not in MOMENTS_LAYOUTS or any(f not in SUFFIXES for f in flags) or len(set(flags)) != len(flags)
            or ("even" in flags and layout == "warp") or ("early" in flags and "pdl" not in flags)
            or ("fill" in flags and "even" not in flags) or (("l2" in flags or "p256" in flags) and layout != "quad")
-           or ("l2" in flags and "p256" in flags))
+           or ("l2" in flags and "p256" in flags) or ("rev" in flags and (layout != "quad" or "l2" in flags)))
     if bad:
         raise ValueError(f"unknown kernel variant {variant!r}: auto or a pass-1 layout ({', '.join(MOMENTS_LAYOUTS)}), "
                          f"optionally followed by +even (not with warp), +solve1, +pdl, +early (with +pdl) and "
-                         f"+fill (with +even), +l2 or +p256 (with quad); auto has +even+pdl")
+                         f"+fill (with +even), +l2 or +p256 (with quad), +rev (with quad, not +l2); auto has +even+pdl")
     return Variant(layout, "solve1" not in flags, "even" in flags, "pdl" in flags, "early" in flags, "fill" in flags,
-                   "l2" in flags, "p256" in flags)
+                   "l2" in flags, "p256" in flags, "rev" in flags)
 
 
 def set_tuning(moments: str = "auto") -> None:
@@ -302,13 +307,14 @@ def set_tuning(moments: str = "auto") -> None:
     (the between-pass solve as a kernel of its own), ``+pdl`` (programmatic dependent launches,
     sm_90+), ``+early`` (with +pdl: pass 2 launched before pass 1's loop), ``+fill`` (with +even:
     pass 1 in as many blocks as fit at once), ``+l2`` (with quad: L2 eviction hints) or ``+p256`` (with
-    quad: pass 1's loads with L2's 256-byte prefetch).  Read from STYLECAM_MOMENTS when the extension is
+    quad: pass 1's loads with L2's 256-byte prefetch), ``+rev`` (with quad, not +l2: pass 2 in pass 1's
+    layout, walking its spans backwards).  Read from STYLECAM_MOMENTS when the extension is
     loaded.  The CPU reference has no such choice."""
     v = parse_variant(moments)
     if _ext is None:
         raise RuntimeError("the CUDA extension is not loaded (kernels.build_extension())")
     if not _ext.set_tuning(**MOMENTS_LAYOUTS[v.layout], even=v.even, solve_in_pass2=v.solve2, pdl=v.pdl,
-                           early=v.early, fill=v.fill, l2=v.l2, p256=v.p256):
+                           early=v.early, fill=v.fill, l2=v.l2, p256=v.p256, rev=v.rev):
         raise RuntimeError(f"the CUDA extension refused the variant {moments!r}: rebuild it")
 
 

@@ -115,6 +115,8 @@ def test_cuda_kernel_compiles_and_links(tmp_path, monkeypatch):
         kernels.set_tuning("auto+l2")
         kernels.set_tuning("quad+l2")
         kernels.set_tuning("auto+p256")
+        for v in ("auto+rev", "quad+rev", "auto+early+rev", "auto+p256+rev", "quad+solve1+rev"):
+            kernels.set_tuning(v)
         # ... and the extension refuses combinations no kernel is built for, changing nothing
         for bad in ({"lanes": False, "prefetch": True, "lpc": 1, "tile_div": 1},
                     {"lanes": False, "prefetch": False, "lpc": 4, "tile_div": 1},
@@ -136,6 +138,11 @@ def test_cuda_kernel_compiles_and_links(tmp_path, monkeypatch):
                                       **hint) is False, (layout, hint)
         assert ext.set_tuning(**kernels.MOMENTS_LAYOUTS["quad"], even=True, solve_in_pass2=True, l2=True,
                               p256=True) is False                  # not both
+        for layout in ("warp", "lanes1", "prefetch2", "quadpf"):        # +rev: pass 2 in quad's layout only
+            assert ext.set_tuning(**kernels.MOMENTS_LAYOUTS[layout], even=layout != "warp", solve_in_pass2=True,
+                                  rev=True) is False, layout
+        assert ext.set_tuning(**kernels.MOMENTS_LAYOUTS["quad"], even=True, solve_in_pass2=True, l2=True,
+                              rev=True) is False                   # +rev has no +l2 hints
     finally:
         kernels.set_tuning()
 
@@ -189,7 +196,8 @@ def test_cuda_kernel_fp16_near_limit_and_odd_sizes():
 @pytest.fixture(params=["auto", "auto+solve1", "warp", "lanes1", "prefetch2", "quad", "lanes1+even",
                         "prefetch2+even+solve1", "quadpf", "quadpf+even", "quad+even", "quad+even+solve1", "warp+pdl",
                         "auto+early", "auto+solve1+early", "auto+fill", "prefetch2+even+fill", "auto+l2",
-                        "quad+solve1+l2", "auto+p256", "auto+early+l2", "auto+early+p256"])
+                        "quad+solve1+l2", "auto+p256", "auto+early+l2", "auto+early+p256", "auto+rev", "quad+rev",
+                        "quad+even+solve1+rev", "auto+early+rev", "auto+fill+early+p256+rev"])
 def moments_layout(request):
     """Every layout of pass 1 (kernels.set_tuning; the default set back afterwards)."""
     kernels.set_tuning(request.param)
@@ -207,7 +215,7 @@ def test_cuda_fused_op_matches_cpu_reference_over_frames(dtype, K, channels_last
     through the strides) and 45 x 120, whose H*W is a multiple of 8 (NCHW then takes the 16-byte
     vector path, with runs across rows).  The second frame is floored at zero (the stylizer's clamp)."""
     if channels_last and moments_layout not in ("auto", "auto+solve1", "quad+even", "auto+early", "auto+l2", "auto+p256",
-                                                       "auto+early+l2", "auto+early+p256"):
+                                                       "auto+early+l2", "auto+early+p256", "auto+rev"):
         pytest.skip("channels_last features take the strided pass 1 whatever the vector-path layout")
     kernels.set_tuning(moments_layout)
     tol = {torch.float32: 2e-4, torch.float16: 3e-3, torch.bfloat16: 2e-2}[dtype]
@@ -378,6 +386,9 @@ def test_kernel_variant_names_parse_and_unknown_ones_are_refused():
     assert kernels.parse_variant("auto").l2 is False
     assert kernels.parse_variant("auto+p256") == V("quad", True, True, True, False, False, False, True)
     assert kernels.parse_variant("auto").p256 is False
+    assert kernels.parse_variant("auto+rev") == V("quad", True, True, True, False, False, False, False, True)
+    assert kernels.parse_variant("quad+solve1+p256+rev") == V("quad", False, False, False, False, False, False, True, True)
+    assert kernels.parse_variant("auto").rev is False
     assert kernels.parse_variant("quad+even") == V("quad", True, True, False, False, False)
     assert kernels.parse_variant("warp+solve1+pdl") == V("warp", False, False, True, False, False)
     assert kernels.parse_variant("prefetch2+solve1") == V("prefetch2", False, False, False, False, False)
@@ -388,6 +399,6 @@ def test_kernel_variant_names_parse_and_unknown_ones_are_refused():
                 "auto+even", "auto+pdl", "octet", "lanes2", "lanes4", "quad+pdl+pdl", "pdl", "quad+early",
                 "quad+even+early", "early", "quad+fill", "warp+fill", "auto+fill+fill", "lanes1+l2", "quadpf+l2",
                 "warp+l2", "prefetch2+even+l2", "auto+l2+l2", "l2", "lanes1+p256", "quadpf+p256", "auto+l2+p256",
-                "p256"):
+                "p256", "rev", "lanes1+rev", "quadpf+even+rev", "warp+rev", "auto+l2+rev", "auto+rev+rev"):
         with pytest.raises(ValueError, match="unknown kernel variant"):
             kernels.parse_variant(bad)

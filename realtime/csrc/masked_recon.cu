@@ -96,7 +96,7 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 // the loads in flight; 43 registers against 40, no spills: ptxas, FP16, K = 3), written after session
 // 9's run for pass 1's low occupancy (0.58-0.67 of a wave at 720p); timed on the H100 in sessions 11
 // and 12: a tie at 720p and 1080p, 3 points lost at 480p, so opt-in.
-stylecam::Pass1 tuning_pass1{true, false, 4, 1, true, false, false, false};
+stylecam::Pass1 tuning_pass1{true, false, 4, 1, true, false, false, false, false};
 // solve_in_pass2: fused_recon's between-pass solve in pass 2's prologue (each block solving its own
 // channels) instead of a kernel of its own: the default since session 8 timed it on the H100 (720p
 // 71-72 % of copy bandwidth against 69 %; 480p +4, 1080p +1 points); false = solve_kernel between
@@ -118,15 +118,18 @@ bool tuning_early = false;
 // l2 (+l2): L2 eviction hints; p256 (+p256): pass 1's loads with L2's 256-byte prefetch; each built for
 // quad only (lanes, lpc 4, no prefetch; masked_recon_kernels.cuh, l2_policy and ldg_256), not both.
 // Written in session 15 without a GPU: not yet timed, off by default.
+// rev (+rev): pass 2 in pass 1's quad layout, its spans walked backwards (affine_lanes_kernel); built
+// for quad only, not with l2.  Written in session 23 without a GPU: not yet timed, off by default.
 bool set_tuning(bool lanes, bool prefetch, int lpc, int tile_div, bool even, bool solve_in_pass2, bool pdl,
-                bool early, bool fill, bool l2, bool p256) {
+                bool early, bool fill, bool l2, bool p256, bool rev) {
   // the moments_lanes_kernel instantiations launch_moments has: (lpc, prefetch, tile_div)
   const bool built = lanes ? ((lpc == 1 && !prefetch && tile_div == 1) || (lpc == 1 && prefetch && tile_div == 2) ||
                               (lpc == 4 && tile_div == 1))
                            : (!prefetch && lpc == 1 && tile_div == 1 && !even);   // the warp layout has none
   const bool quad = lanes && lpc == 4 && !prefetch;
-  if (!built || (early && !pdl) || (fill && !even) || ((l2 || p256) && !quad) || (l2 && p256)) return false;
-  tuning_pass1 = {lanes, prefetch, lpc, tile_div, even, fill, l2, p256};
+  if (!built || (early && !pdl) || (fill && !even) || ((l2 || p256 || rev) && !quad) || (l2 && p256) || (l2 && rev))
+    return false;
+  tuning_pass1 = {lanes, prefetch, lpc, tile_div, even, fill, l2, p256, rev};
   tuning_solve_in_pass2 = solve_in_pass2;
   tuning_pdl = pdl;
   tuning_early = early;
@@ -300,5 +303,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("lanes"), pybind11::arg("prefetch"), pybind11::arg("lpc"), pybind11::arg("tile_div"),
         pybind11::arg("even"),
         pybind11::arg("solve_in_pass2"), pybind11::arg("pdl") = false, pybind11::arg("early") = false,
-        pybind11::arg("fill") = false, pybind11::arg("l2") = false, pybind11::arg("p256") = false);
+        pybind11::arg("fill") = false, pybind11::arg("l2") = false, pybind11::arg("p256") = false,
+        pybind11::arg("rev") = false);
 }

@@ -302,6 +302,30 @@ constexpr int kRows = 8;
 // the largest tile: K x TILE masks plus the reduction buffer stay under 48 KB of shared memory
 __host__ __device__ constexpr int lanes_max_tile(int K) { return K <= 4 ? 1024 : 512; }
 
+// The masks of a lanes block's span (pixels p0 .. p0 + n) into shared memory, zero past n: 16-byte
+// loads where the masks are 16-byte aligned (P and the span's start are multiples of VEC >= 4 on the
+// lanes path, so every region's run stays aligned, and n is too, so a group of 4 is wholly in or past
+// the end): a quarter of the load instructions of the scalar loop, which each block runs before its
+// first use of the features (session 7; on the H100 in session 8 pass 1 took 18.7 us at 720p against
+// 19.0 with the scalar loop).  The caller synchronises the block.
+template <int K, int TILE>
+__device__ __forceinline__ void stage_masks(const float* __restrict__ w, int64_t P, int64_t p0, int n, int tid,
+                                            float (&ms)[K][TILE]) {
+  if ((reinterpret_cast<uintptr_t>(w) & 15) == 0) {
+    constexpr int Q = TILE / 4;
+    for (int i = tid; i < K * Q; i += kLanes * kRows) {
+      const int k = i / Q, j = (i % Q) * 4;
+      *reinterpret_cast<float4*>(&ms[k][j]) =
+          j < n ? __ldg(reinterpret_cast<const float4*>(w + k * P + p0 + j)) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+  } else {
+    for (int i = tid; i < K * TILE; i += kLanes * kRows) {
+      const int k = i / TILE, j = i % TILE;
+      ms[k][j] = j < n ? w[k * P + p0 + j] : 0.f;
+    }
+  }
+}
+
 // One 16-byte run of a channel's features (at pixel j of the tile) into the K pairs of sums, with
 // the run's masks from shared memory (every lane of a warp reads the same address: a broadcast).
 template <typename T, int K, int TILE>
@@ -387,24 +411,7 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
       ring[u] = (c < C && j < n) ? __ldg(reinterpret_cast<const uint4*>(fc + j)) : make_uint4(0u, 0u, 0u, 0u);
     }
   }
-  // the masks' tile into shared memory: 16-byte loads where the masks are 16-byte aligned (P and the
-  // tile's start are multiples of VEC >= 4 here, so every region's run stays aligned, and n is too, so
-  // a group of 4 is wholly in or past the end): a quarter of the load instructions of the scalar
-  // loop, which each block runs before its first use of the features (session 7; on the H100 in
-  // session 8 pass 1 took 18.7 us at 720p against 19.0 with the scalar loop)
-  if ((reinterpret_cast<uintptr_t>(w) & 15) == 0) {
-    constexpr int Q = TILE / 4;
-    for (int i = tid; i < K * Q; i += kLanes * kRows) {
-      const int k = i / Q, j = (i % Q) * 4;
-      *reinterpret_cast<float4*>(&ms[k][j]) =
-          j < n ? __ldg(reinterpret_cast<const float4*>(w + k * P + p0 + j)) : make_float4(0.f, 0.f, 0.f, 0.f);
-    }
-  } else {
-    for (int i = tid; i < K * TILE; i += kLanes * kRows) {
-      const int k = i / TILE, j = i % TILE;
-      ms[k][j] = j < n ? w[k * P + p0 + j] : 0.f;
-    }
-  }
+  stage_masks<K, TILE>(w, P, p0, n, tid, ms);
   __syncthreads();
   if (early) allow_dependents();      // +early: pass 2 may launch (into spare slots) before this block's loop
   __shared__ float area[K];
@@ -552,6 +559,98 @@ __global__ void __launch_bounds__(kThreads) affine_kernel(
   }
 }
 
+// Pass 2 in pass 1's quad layout, walking each span BACKWARDS (+rev, with quad; written in session 23
+// without a GPU, not yet timed).  The idea, from session 22's H200 run (docs/gpu_measurements.md): a
+// 720p FP16 frame's features (29.5 MB) fit in the L2 (50 MB), but pass 1 and affine_kernel walk them in
+// unrelated orders -- pass 1's blocks, all resident in one wave, advance through their spans together
+// with every channel, so what pass 1 read LAST is the end of every span in every channel; affine_kernel's
+// blocks hold a pixel tile and sweep their group's channels, reading every pixel of one channel first.
+// Under any least-recently-used replacement the lines pass 2 asks for first are then the oldest, and a
+// stream longer than the L2's share holding it finds almost none (+l2's evict_last gained at most 1.4
+// points).  This kernel has pass 1's grid (the same spans, from lanes_span, and 32-channel groups) and
+// thread layout (LPC = 4 lanes per channel on consecutive 16-byte runs), and each thread walks its runs
+// from the span's end to its start: its first reads are pass 1's last, the most recently cached lines.
+// Each block solves (or reads, with +solve1) the coefficients of its 32 channels into shared memory,
+// and stages its span's masks as pass 1 does (before wait_for_primary: the masks were complete before
+// pass 1 began); +early also loads each thread's first run before the wait.  Per pixel the arithmetic is
+// affine_kernel's, in the same order (the same results).  Only on the vector path (contiguous NCHW,
+// 16-byte aligned, H*W a multiple of VEC).  ptxas (sm_90, FP16, K = 3): 48 registers, no spills, five
+// blocks per multiprocessor -- enough for 720p's spans in one wave (four per multiprocessor on 132);
+// capped at six, pass 1's, it spilled (24-140 bytes), so not capped.
+template <typename T, int K, int TILE, int LPC = 4>
+__global__ void __launch_bounds__(kLanes * kRows) affine_lanes_kernel(
+    const T* __restrict__ f, int64_t sc, const float* __restrict__ w, const float* __restrict__ A,
+    const float* __restrict__ B, int C, int64_t P, int span, T* __restrict__ out, float lo, float hi,
+    const float* __restrict__ s1, const float* __restrict__ s2, const float* __restrict__ ws, SolveArgs sa,
+    bool early) {
+  constexpr int VEC = 16 / sizeof(T);
+  constexpr int STEP = kRows * VEC;                       // pixels between a thread's runs
+  constexpr int CPW = kLanes / LPC;                       // channels per warp
+  static_assert(VEC % 4 == 0 && TILE % STEP == 0, "runs of whole float4 mask groups");
+  static_assert(LPC >= 1 && kRows % LPC == 0 && (LPC & (LPC - 1)) == 0, "LPC: 1, 2, 4 or 8");
+  static_assert(K * kLanes <= kLanes * kRows, "one solve per thread at most");
+  __shared__ __align__(16) float ms[K][TILE];
+  __shared__ float coef[2][K][kLanes];
+  const int64_t p0 = static_cast<int64_t>(blockIdx.x) * span;
+  const int n = static_cast<int>(P - p0 < span ? P - p0 : span);     // a multiple of VEC, <= TILE
+  const int tid = threadIdx.y * kLanes + threadIdx.x;
+  const int q = threadIdx.x % LPC;                                     // run within the group
+  const int cb = (threadIdx.y % LPC) * CPW + threadIdx.x / LPC;        // channel within the block
+  const int r = threadIdx.y / LPC;                                     // pixel row of the block
+  const int c = blockIdx.y * kLanes + cb;
+  const int64_t base = static_cast<int64_t>(c < C ? c : 0) * sc + p0;
+  const int j0 = (r * LPC + q) * VEC;                                  // this thread's first run ...
+  const int jl = j0 < n ? j0 + (n - 1 - j0) / STEP * STEP : j0 - STEP; // ... and its last (none: below j0)
+  uint4 first = make_uint4(0u, 0u, 0u, 0u);
+  if (early && c < C && jl >= j0) first = __ldg(reinterpret_cast<const uint4*>(f + base + jl));
+  stage_masks<K, TILE>(w, P, p0, n, tid, ms);
+  wait_for_primary();   // +pdl: pass 1's sums (or the solve kernel's A and B) are complete from here
+  if (tid < K * kLanes) {
+    const int k = tid / kLanes, cc = blockIdx.y * kLanes + tid % kLanes;
+    float a = 0.f, b = 0.f;
+    if (cc < C) {
+      if (s1 != nullptr) {
+        const Coef e = solve_entry(k * C + cc, s1, s2, ws, sa, blockIdx.x == 0);
+        a = e.A;
+        b = e.B;
+      } else {
+        a = __ldg(&A[k * C + cc]);
+        b = __ldg(&B[k * C + cc]);
+      }
+    }
+    coef[0][k][tid % kLanes] = a;
+    coef[1][k][tid % kLanes] = b;
+  }
+  __syncthreads();                    // the last barrier: threads past the last channel may leave now
+  if (c >= C) return;
+  float a[K], b[K];
+#pragma unroll
+  for (int k = 0; k < K; ++k) { a[k] = coef[0][k][cb]; b[k] = coef[1][k][cb]; }
+  const T* fc = f + base;
+  T* oc = out + base;
+#pragma unroll 2
+  for (int j = jl; j >= j0; j -= STEP) {
+    const uint4 raw = (early && j == jl) ? first : __ldg(reinterpret_cast<const uint4*>(fc + j));
+    const T* t = reinterpret_cast<const T*>(&raw);
+    uint4 res;
+    T* o = reinterpret_cast<T*>(&res);
+#pragma unroll
+    for (int e = 0; e < VEC; e += 4) {
+      float ga[4] = {0.f, 0.f, 0.f, 0.f}, gb[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int k = 0; k < K; ++k) {
+        const float4 m4 = *reinterpret_cast<const float4*>(&ms[k][j + e]);
+        const float mm[4] = {m4.x, m4.y, m4.z, m4.w};
+#pragma unroll
+        for (int u = 0; u < 4; ++u) { ga[u] = fmaf(mm[u], a[k], ga[u]); gb[u] = fmaf(mm[u], b[k], gb[u]); }
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) o[e + u] = from_f<T>(fminf(fmaxf(fmaf(to_f(t[e + u]), ga[u], gb[u]), lo), hi));
+    }
+    *reinterpret_cast<uint4*>(oc + j) = res;
+  }
+}
+
 // Launch shape of both passes: tiles of kThreads * PPT pixels times groups of channels, as few
 // groups as fill the GPU in one wave (`slots` = resident blocks per multiprocessor times
 // multiprocessors): each block loads its masks once, so larger groups amortise that better, and a
@@ -639,7 +738,16 @@ struct Pass1 {
                         // vector path); see l2_policy
   bool p256;            // lanes, lpc 4, no prefetch, not with l2 (+p256): pass 1's loads with L2's 256-byte
                         // prefetch; see ldg_256
+  bool rev;             // lanes, lpc 4, no prefetch, not with l2 (+rev): pass 2 as affine_lanes_kernel, pass
+                        // 1's spans walked backwards (the vector path; elsewhere affine_kernel)
 };
+
+// The pixels of each block of the lanes layouts (pass 1, and pass 2 with +rev, which must walk the
+// same spans): the tile, or with +even a span filling whole waves evenly (6 blocks per
+// multiprocessor: the lanes kernels' register limit, 40 registers under ncu).
+inline int lanes_span(const Pass1& p1, int64_t P, int64_t channel_groups, int tile, int sms, int vec) {
+  return p1.even ? even_span(P, channel_groups, tile, sms, 6, vec, p1.fill) : tile;
+}
 
 // What the torch glue passes to the launchers of one dtype (T = float, __half or __nv_bfloat16).
 struct Geometry {
@@ -699,8 +807,7 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const Solve
       STYLECAM_DISPATCH_K(g.K,                                                                                    \
         constexpr int MT = lanes_max_tile(KK);                                                                    \
         const int tile = g.p1.tile_div == 2 ? MT / 2 : MT;                                                        \
-        /* 6 blocks per multiprocessor: the lanes kernels' register limit (40 registers, ncu) */               \
-        const int span = g.p1.even ? even_span(P, cg, tile, g.sms, 6, V, g.p1.fill) : tile;                     \
+        const int span = lanes_span(g.p1, P, cg, tile, g.sms, V);                                                 \
         const dim3 grid(static_cast<unsigned>((P + span - 1) / span), cg);                                        \
         if (g.p1.lpc == 4 && g.p1.prefetch)      /* the combinations set_tuning accepts */                     \
           launch(g.pdl, moments_lanes_kernel<T, KK, MT, true, 4>, grid, block, s, f, g.sc, w, g.C, P, span, s1, s2, ws, g.early);         \
@@ -725,7 +832,16 @@ void launch_solve(const float* s1, const float* s2, const float* ws, const Solve
                         float lo, float hi, const float* s1, const float* s2, const float* ws, const SolveArgs& sa, \
                         cudaStream_t s) {                                                                         \
     constexpr int V = 16 / sizeof(T);                                                                             \
-    if (g.vec && g.p1.l2) {                                                                                       \
+    if (g.vec && g.p1.lanes && g.p1.rev) {  /* pass 1's spans and channel groups, walked backwards */             \
+      const int64_t P = static_cast<int64_t>(g.H) * g.W;                                                          \
+      const unsigned cg = static_cast<unsigned>((g.C + kLanes - 1) / kLanes);                                     \
+      STYLECAM_DISPATCH_K(g.K,                                                                                    \
+        constexpr int MT = lanes_max_tile(KK);                                                                    \
+        const int span = lanes_span(g.p1, P, cg, MT, g.sms, V);                                                   \
+        const dim3 grid(static_cast<unsigned>((P + span - 1) / span), cg);                                        \
+        launch(g.pdl, affine_lanes_kernel<T, KK, MT>, grid, dim3(kLanes, kRows), s, f, g.sc, w, A, B, g.C, P, span, \
+               out, lo, hi, s1, s2, ws, sa, g.early));                                                            \
+    } else if (g.vec && g.p1.l2) {                                                                                \
       STYLECAM_DISPATCH_K(g.K, STYLECAM_LAUNCH(g.pdl, (affine_kernel<T, KK, V, true>),                                   \
           f, g.sc, g.sh, g.sw, w, A, B, g.C, g.H, g.W, sh.group, out, lo, hi, s1, s2, ws, sa, g.early));                   \
     } else if (g.vec) {                                                                                           \
