@@ -39,6 +39,7 @@ $PY benchmarks/inversion.py --holdout --limit 4 --steps 150 --starts decoder --t
   --decoder weights/decoder_relu3_1_wide.pt --json docs/results/inversion_relu3_1_wide.json --grid docs/inversion_relu3_1_wide.jpg
 $PY benchmarks/grid.py --out docs/grid_modes.png --strip docs/demo_strip.png
 $PY benchmarks/still.py --json docs/results/still_cpu.json
+$PY benchmarks/still.py --decoder wide --json docs/results/still_cpu_wide.json          # session 23: right after
 STYLECAM_MALLOC=system $PY benchmarks/still.py --json docs/results/still_cpu_system_malloc.json   # session 21
 $PY benchmarks/fps.py --backends torch,onnx --sizes 240,360,480,720,1080 --frames 6 --json docs/results/fps_cpu.json --png docs/fps_cpu.png
 STYLECAM_MALLOC=system $PY benchmarks/fps.py --backends torch,onnx --sizes 240,360,480,720,1080 --frames 6 \

@@ -54,12 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--no-window", action="store_true", help="do not open a preview window")
     a("--device", choices=["auto", "cpu", "cuda"], default=None, help="default: auto (CUDA when available)")
     a("--backend", choices=["auto", "torch", "onnx", "tensorrt"], default=None,
-      help="network runtime; auto (default): ONNX Runtime on the CPU (about 1.6x faster than PyTorch there, "
-           "see benchmarks/fps.py), PyTorch on CUDA")
+      help="network runtime; auto (default): ONNX Runtime on the CPU (1.1-1.3x faster than PyTorch "
+           "there on 2 cores, see the README's benchmarks/fps.py table), PyTorch on CUDA")
     a("--fp16", action="store_true", help="run the networks in FP16 (CUDA); statistics stay FP32")
     a("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
       help="PyTorch backend on CUDA: replay the networks from a CUDA graph captured once per input size "
-           "(default on: a 720p FP16 frame 7.7 ms instead of 8.5 on an H100, see the README); "
+           "(default on: with the full-width decoder a 720p FP16 frame took 7.7 ms instead of 8.5 on an H100; "
+           "with the default decoder on an H200 it made no difference, 6.4 against 6.3 ms; see the README); "
            "--no-cuda-graph launches every kernel from Python instead")
     a("--method", choices=["decoder", "gatys"], default=None,
       help="decoder: fast feed-forward (default); gatys: slow image-space optimisation, the quality reference")
@@ -69,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--keep-colors", action="store_true", help="transfer luminance only, keep the frame's colours")
     a("--deflicker", type=float, default=None, metavar="S",
       help="video: blend each frame with the motion-compensated previous output where the input agrees, "
-           "0 <= S < 1 (0 = off; 0.6 makes the demo clip flicker 4.5x less, see the README); default 0.5 "
+           "0 <= S < 1 (0 = off; 0.5 makes the demo clip flicker 3.2x less, 0.6 4.3x, as little as its input; "
+           "see the README); default 0.5 "
            "(on an H100 it costs about 1.5 ms a 720p frame, its optical flow running on a CPU thread beside "
            "the GPU's work: --deflicker 0 for the last few FPS); still images: never")
     a("--layer", choices=["relu3_1", "relu4_1"], default=None, help="VGG layer (default relu3_1)")
