@@ -561,3 +561,19 @@ def test_soak_runs_each_malloc_setting_in_its_own_process_and_reports_memory(tmp
     with pytest.raises(SystemExit):
         soak.main(["--sizes", "360,abc"])
     assert "--sizes takes heights" in capsys.readouterr().err
+
+
+def test_mix_ops_counts_fewer_operations_for_the_batched_mixes(tmp_path, capsys):
+    """benchmarks/mix_ops.py: both ways of making the mixes on the same pairs, with the batched one
+    dispatching fewer ATen operations (what a GPU's host pays per operation); --json written."""
+    import json
+    import torch
+    from benchmarks import mix_ops
+    out = tmp_path / "mix.json"
+    assert mix_ops.main(["--pairs", "4", "--size", "12", "--rounds", "2", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())["results"]
+    ref, bat = res["reference (mix_features, a pair at a time)"], res["mix_batch (a mode at a time)"]
+    assert len(ref["ops"]) == len(bat["ops"]) == 2
+    assert bat["ops_median"] < ref["ops_median"]
+    if not torch.cuda.is_available():
+        assert mix_ops.main(["--device", "cuda"]) == 2

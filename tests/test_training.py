@@ -494,6 +494,62 @@ def test_mixed_training_features_are_clamped_like_the_stylizers():
     assert min(mins) == 0.0
 
 
+def _mix_pairs(n, device="cpu", C=32, h=9, w=11, hs=8, ws=10):
+    g = torch.Generator().manual_seed(11)
+    fp = (torch.rand(n, C, h, w, generator=g) * 3).relu()
+    fs = (torch.rand(n, C, hs, ws, generator=g) ** 2) * (1 + torch.arange(C).float()[None, :, None, None] / C)
+    return fp.to(device), fs.to(device)
+
+
+def _check_mix_batch_against_reference(device, dtype=torch.float32, wct_on_cpu=False) -> set:
+    """mix_batch against mix_features pair by pair, from the same RNG state; returns the modes drawn."""
+    import random
+    from training import mixing
+    fp, fs = _mix_pairs(12, device)
+    fp, fs = fp.to(dtype), fs.to(dtype)
+    modes = set()
+    for seed in range(4):
+        a, b, c = random.Random(seed), random.Random(seed), random.Random(seed)
+        got = mixing.mix_batch(fp, fs, a, wct_on_cpu=wct_on_cpu)
+        ref = torch.cat([mixing.mix_features(fp[i:i + 1], fs[i:i + 1], b, wct_on_cpu=wct_on_cpu)
+                         for i in range(fp.shape[0])])
+        modes.update(mixing.draw_mix(c)[0] for _ in range(fp.shape[0]))
+        assert a.getstate() == b.getstate() == c.getstate()   # the same draws: resumed runs go on alike
+        assert got.dtype == fp.dtype and got.shape == fp.shape and got.device == fp.device
+        tol = 1e-4 if dtype == torch.float32 else 2e-3
+        torch.testing.assert_close(got.float(), ref.float(), atol=tol, rtol=tol)
+        assert float(got.min()) >= 0.0
+    return modes
+
+
+def test_batched_mixes_are_the_reference_mixes_pair_by_pair():
+    """training/mixing.py: mix_batch (each mode once over the pairs that drew it) gives what
+    mix_features -- the live pipeline's reconstruct, one pair at a time -- gives for every pair, from
+    the same RNG draws; 12 pairs x 4 seeds draw every mode, with paintings of another size (patchswap)."""
+    from training import mixing
+    assert _check_mix_batch_against_reference("cpu") == set(mixing.MIX_MODES)
+    _check_mix_batch_against_reference("cpu", torch.float16)     # FP16 features: the same, in FP16
+
+
+def test_batched_mixes_refuse_mismatched_batches():
+    from training import mixing
+    import random
+    fp, fs = _mix_pairs(3)
+    with pytest.raises(ValueError, match="same N and C"):
+        mixing.mix_batch(fp, fs[:2], random.Random(0))
+    with pytest.raises(ValueError, match="same N and C"):
+        mixing.mix_batch(fp[0], fs[0], random.Random(0))
+
+
+@pytest.mark.gpu
+def test_batched_mixes_are_the_reference_mixes_on_the_gpu():
+    """mix_batch on CUDA features (FP32 and FP16, and with --wct-on-cpu) against mix_features."""
+    from training import mixing
+    assert _check_mix_batch_against_reference("cuda") == set(mixing.MIX_MODES)
+    _check_mix_batch_against_reference("cuda", torch.float16)
+    _check_mix_batch_against_reference("cuda", wct_on_cpu=True)
+
+
 @pytest.mark.gpu
 def test_wct_mix_on_the_cpu_is_the_devices_mix_returned_to_the_device():
     """--wct-on-cpu: each mode's mix from the same RNG state, on the device and with wct on the host, agree

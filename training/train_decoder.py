@@ -39,12 +39,10 @@ from tqdm import tqdm
 
 from engines.decoder import Decoder, save_decoder
 from engines.weights import build_encoder, weights_dir, atomic_torch_save, load_encoder_weights
-from realtime import reconstruct as R
 from training.data import DEFAULT_DATA, CropSampler, holdout_names, load_folder
+from training.mixing import MIX_MODES, mix_batch, mix_features  # noqa: F401 -- mix_features: the reference
 
 log = logging.getLogger("training")
-
-MIX_MODES = ("patchswap", "linear", "adain", "wct")
 
 
 @dataclass
@@ -93,7 +91,7 @@ class TrainConfig:
     ema: float = 0.999           # decay of a moving average of the weights, exported and evaluated (ema_decay); 0 = off
     channels_last: bool = False  # encoder, decoder and batches in channels_last memory format (same maths, other layout)
     cudnn_benchmark: bool = False  # let cuDNN time its algorithms for each new shape (CUDA only)
-    wct_on_cpu: bool = False     # mixed samples' wct on the host CPU (mix_features; CUDA only)
+    wct_on_cpu: bool = False     # mixed samples' wct on the host CPU (training/mixing.py; CUDA only)
     prefetch: int = 0            # draw batches in a thread up to this many ahead of the loop (Prefetcher); 0 = in the loop
     profile: int = 0             # profile this many iterations (after 10 warm-up ones) with torch.profiler: RUN/profile.txt
 
@@ -297,8 +295,7 @@ class BatchSource:
                     fs = enc(fmt(to_tensor([self.ss_mix.sample() for _ in range(n_mix)], dev)))
             if n_mix:
                 with self.phase("step.mix"):
-                    f_mix = fmt(torch.stack([mix_features(fp[i:i + 1], fs[i:i + 1], rng, cfg.wct_on_cpu)[0]
-                                             for i in range(n_mix)]))
+                    f_mix = fmt(mix_batch(fp, fs, rng, cfg.wct_on_cpu))
         return Batch(n_plain, n_mix, targets, f_plain, f_mix, rng.getstate())
 
 
@@ -361,23 +358,6 @@ class Prefetcher:
 def to_tensor(batch: list[np.ndarray], device=None) -> torch.Tensor:
     x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2)
     return (x.to(device) if device is not None else x).float().div_(255.0)
-
-
-def mix_features(fp: torch.Tensor, fs: torch.Tensor, rng: random.Random, wct_on_cpu: bool = False) -> torch.Tensor:
-    """One (photo, painting) feature pair mixed by a random reconstruction mode and strength, clamped
-    at zero as the stylizer clamps them before decoding (they stand for ReLU features).  ``wct_on_cpu``:
-    a ``wct`` mix of device features is computed on the host CPU and moved back (the same maths; its two
-    C x C eigendecompositions in float64 are latency-bound on a GPU; --wct-on-cpu)."""
-    mode = rng.choice(MIX_MODES)
-    strength = 1.0 if mode == "patchswap" else rng.uniform(0.3, 1.0)
-    if wct_on_cpu and mode == "wct" and fp.device.type != "cpu":
-        dev = fp.device
-        fp, fs = fp.cpu(), fs.cpu()
-    else:
-        dev = None
-    style = R.StyleStats.from_features(fs)
-    out = R.reconstruct(fp, None, style, mode=mode, strength=strength, use_kernel=False, floor=0.0)
-    return out if dev is None else out.to(dev)
 
 
 def _tv(y: torch.Tensor) -> torch.Tensor:
