@@ -2,10 +2,11 @@
 the live pipeline's reconstruct one pair at a time) against ``mix_batch`` (each mode once over the
 pairs that drew it), on the same pairs and RNG draws.
 
-    python benchmarks/mix_ops.py [--device cpu|cuda] [--pairs 6] [--size 64] [--rounds 6] [--json out.json]
+    python benchmarks/mix_ops.py [--device cpu|cuda] [--pairs 3] [--size 32] [--rounds 6] [--json out.json]
 
-Per batch of ``--pairs`` pairs of relu3_1-sized features (256 x size x size; 64 = the GPU recipe's
-256-px crops): the number of top-level ATen operations dispatched (each one a launch or more on a GPU,
+Per batch of ``--pairs`` pairs of relu3_1-sized features (256 x size x size; the defaults are the GPU
+recipe's, gpu_session.sh: batch 16 with --mix-prob 0.2, 3.2 mixed pairs a batch, at --mix-crop 128,
+32 x 32 features): the number of top-level ATen operations dispatched (each one a launch or more on a GPU,
 where the host's time per operation is what made the mixes 14 ms of a batch in session 22's profile)
 and the wall time, the median over ``--rounds`` seeds after two warm-up batches.  On the CPU the
 time is arithmetic (patch swap's correlation dominates) and both take about as long; the count is
@@ -42,8 +43,8 @@ def top_level_ops(prof) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--pairs", type=int, default=6, help="mixed pairs per batch (batch 16 x mix_prob 0.35 = 5.6)")
-    p.add_argument("--size", type=int, default=64, help="feature side (crop / 4 at relu3_1)")
+    p.add_argument("--pairs", type=int, default=3, help="mixed pairs per batch (the GPU recipe: 16 x 0.2 = 3.2)")
+    p.add_argument("--size", type=int, default=32, help="feature side (crop / 4 at relu3_1; the GPU recipe mixes 128-px crops)")
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
