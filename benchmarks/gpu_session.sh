@@ -47,7 +47,7 @@
 # first convolution at M x the rate (train_decoder --first-lr-mult; default 0.2 for relu4_1, whose
 # revived first-stage channels died again at 28-95 per 500 iterations on the CPU at 1.0 and at 0-2 at
 # 0.2 in session 14; 1.0 for relu3_1, whose channels stayed alive on the H100).)
-# Results come back in $OUT: session.log, gpu_tests.log, kernel.json, kernel.log,
+# Results come back in $OUT: session.log, gpu_tests.log, kernel.json, kernel.log, mix_ops_gpu.json,
 # fps_gpu.json, fps_gpu_regions.json, fps_gpu_eager.json, train_speed_gpu.json, train_profile_gpu.txt, train_log.jsonl
 # (with CONTINUE=1 the earlier call's lines too), train_profile_run.txt, decoder_relu3_1.pt,
 # decoder_relu3_1_train.pt (WIDTH=1.0: decoder_relu3_1_wide*; TRAIN_LAYER=relu4_1: decoder_relu4_1*).
@@ -123,6 +123,11 @@ echo "== kernel benchmark ($(left) s left)"
 # variants 0.2-2.8 points above auto, within one machine's drift; docs/gpu_measurements.md)
 timeout $(( 120 + 60 * ${KERNEL_ROUNDS:-1} )) $PY benchmarks/kernel.py --profile --json "$OUT/kernel.json" \
   --rounds "${KERNEL_ROUNDS:-1}" ${KERNEL_MOMENTS:+--moments "$KERNEL_MOMENTS"} 2>&1 | tee "$OUT/kernel.log" | tail -12
+
+# the training's mixed samples made the reference way and mix_batch's (training/mixing.py, session 23):
+# host ms and operations a batch on this GPU, a few seconds
+echo "== mixes, reference and batched ($(left) s left)"
+timeout 90 $PY benchmarks/mix_ops.py --device cuda --json "$OUT/mix_ops_gpu.json" 2>&1 | grep -v Warning | tail -3
 
 # Nsight Compute on one fused call per variant (pass 1's stall reasons, memory throughput), when
 # the device has ncu and lets it read the counters; appended to kernel.log (SKIP_NCU=1: not)
