@@ -302,6 +302,25 @@ constexpr int kRows = 8;
 // the largest tile: K x TILE masks plus the reduction buffer stay under 48 KB of shared memory
 __host__ __device__ constexpr int lanes_max_tile(int K) { return K <= 4 ? 1024 : 512; }
 
+// Where a thread of the lanes layouts works (moments_lanes_kernel, and affine_lanes_kernel, which must
+// read what pass 1 read): its block's span of pixels p0 .. p0 + n (n a multiple of VEC, at most the
+// tile), its channel c (cb within the block's 32), its run q within its channel's group of LPC lanes,
+// its pixel row r, and its first run j0; its later runs follow every kRows * VEC pixels.
+template <int LPC, int VEC>
+struct LanesPlace {
+  int64_t p0;
+  int n, tid, q, cb, r, c, j0;
+  __device__ __forceinline__ LanesPlace(int64_t P, int span)
+      : p0(static_cast<int64_t>(blockIdx.x) * span),
+        n(static_cast<int>(P - p0 < span ? P - p0 : span)),
+        tid(threadIdx.y * kLanes + threadIdx.x),
+        q(threadIdx.x % LPC),
+        cb((threadIdx.y % LPC) * (kLanes / LPC) + threadIdx.x / LPC),
+        r(threadIdx.y / LPC),
+        c(blockIdx.y * kLanes + cb),
+        j0((r * LPC + q) * VEC) {}
+};
+
 // The masks of a lanes block's span (pixels p0 .. p0 + n) into shared memory, zero past n: 16-byte
 // loads where the masks are 16-byte aligned (P and the span's start are multiples of VEC >= 4 on the
 // lanes path, so every region's run stays aligned, and n is too, so a group of 4 is wholly in or past
@@ -387,22 +406,16 @@ __global__ void __launch_bounds__(kLanes * kRows) moments_lanes_kernel(
   constexpr int STEP = kRows * VEC;                       // pixels between a thread's runs
   constexpr int ITERS = TILE / STEP;                      // runs per thread
   constexpr int U = ITERS < 4 ? ITERS : 4;                // loads in flight per thread (PREFETCH)
-  constexpr int CPW = kLanes / LPC;                       // channels per warp
   constexpr int R = kRows / LPC;                          // warps along the pixels per channel
   static_assert(VEC % 4 == 0 && TILE % STEP == 0, "runs of whole float4 mask groups");
   static_assert(LPC >= 1 && kRows % LPC == 0 && (LPC & (LPC - 1)) == 0, "LPC: 1, 2, 4 or 8");
   static_assert(!(HINT && PREFETCH), "+l2 and +p256 are built for the layouts without prefetch");
   __shared__ __align__(16) float ms[K][TILE];
   __shared__ float red[kRows][2 * K][kLanes + 1];
-  const int64_t p0 = static_cast<int64_t>(blockIdx.x) * span;
-  const int n = static_cast<int>(P - p0 < span ? P - p0 : span);     // a multiple of VEC, <= TILE
-  const int tid = threadIdx.y * kLanes + threadIdx.x;
-  const int q = threadIdx.x % LPC;                                     // run within the group
-  const int cb = (threadIdx.y % LPC) * CPW + threadIdx.x / LPC;        // channel within the block
-  const int r = threadIdx.y / LPC;                                     // pixel row of the block
-  const int c = blockIdx.y * kLanes + cb;
+  const LanesPlace<LPC, VEC> at(P, span);
+  const int64_t p0 = at.p0;
+  const int n = at.n, tid = at.tid, q = at.q, cb = at.cb, r = at.r, c = at.c, j0 = at.j0;
   const T* fc = f + static_cast<int64_t>(c < C ? c : 0) * sc + p0;
-  const int j0 = (r * LPC + q) * VEC;
   uint4 ring[U];
   if constexpr (PREFETCH) {
 #pragma unroll
@@ -585,21 +598,15 @@ __global__ void __launch_bounds__(kLanes * kRows) affine_lanes_kernel(
     bool early) {
   constexpr int VEC = 16 / sizeof(T);
   constexpr int STEP = kRows * VEC;                       // pixels between a thread's runs
-  constexpr int CPW = kLanes / LPC;                       // channels per warp
   static_assert(VEC % 4 == 0 && TILE % STEP == 0, "runs of whole float4 mask groups");
   static_assert(LPC >= 1 && kRows % LPC == 0 && (LPC & (LPC - 1)) == 0, "LPC: 1, 2, 4 or 8");
   static_assert(K * kLanes <= kLanes * kRows, "one solve per thread at most");
   __shared__ __align__(16) float ms[K][TILE];
   __shared__ float coef[2][K][kLanes];
-  const int64_t p0 = static_cast<int64_t>(blockIdx.x) * span;
-  const int n = static_cast<int>(P - p0 < span ? P - p0 : span);     // a multiple of VEC, <= TILE
-  const int tid = threadIdx.y * kLanes + threadIdx.x;
-  const int q = threadIdx.x % LPC;                                     // run within the group
-  const int cb = (threadIdx.y % LPC) * CPW + threadIdx.x / LPC;        // channel within the block
-  const int r = threadIdx.y / LPC;                                     // pixel row of the block
-  const int c = blockIdx.y * kLanes + cb;
+  const LanesPlace<LPC, VEC> at(P, span);                              // pass 1's place for this thread
+  const int64_t p0 = at.p0;
+  const int n = at.n, tid = at.tid, cb = at.cb, c = at.c, j0 = at.j0;   // j0: this thread's first run ...
   const int64_t base = static_cast<int64_t>(c < C ? c : 0) * sc + p0;
-  const int j0 = (r * LPC + q) * VEC;                                  // this thread's first run ...
   const int jl = j0 < n ? j0 + (n - 1 - j0) / STEP * STEP : j0 - STEP; // ... and its last (none: below j0)
   uint4 first = make_uint4(0u, 0u, 0u, 0u);
   if (early && c < C && jl >= j0) first = __ldg(reinterpret_cast<const uint4*>(f + base + jl));
