@@ -159,6 +159,20 @@ def test_training_revives_dead_channels_and_resumes_exactly(tiny_data, tmp_path)
     assert float(sc[0][[2, 9]].min()) > 0 and float(sc[1][4]) > 0
 
 
+def test_weight_average_update_is_each_parameters_lerp():
+    """ema_update (one multi-tensor lerp) gives, bit for bit, each parameter's own lerp_ towards the
+    trained weights, and leaves the trained decoder alone."""
+    torch.manual_seed(1)
+    dec, avg = Decoder("relu3_1", width=0.25), Decoder("relu3_1", width=0.25)
+    want = [a.detach().clone().lerp_(p.detach(), 1.0 - 0.99) for a, p in zip(avg.parameters(), dec.parameters())]
+    before = [p.detach().clone() for p in dec.parameters()]
+    T.ema_update(avg, dec, 0.99)
+    for a, w in zip(avg.parameters(), want):
+        assert torch.equal(a.detach(), w)
+    assert all(torch.equal(p.detach(), b) for p, b in zip(dec.parameters(), before))
+    assert not all(torch.equal(a.detach(), p.detach()) for a, p in zip(avg.parameters(), dec.parameters()))
+
+
 def test_amp_training_runs_its_forward_passes_in_bfloat16_and_learns(tiny_data, tmp_path):
     """--amp: the forward passes under bfloat16 autocast (losses, weights and Adam stay FP32; on a CPU
     as on CUDA): the weights move and stay finite, and they differ from the FP32 run of the same
