@@ -38,6 +38,7 @@ $PY benchmarks/dormant.py --holdout --json docs/results/dormant_shipped_holdout.
 $PY benchmarks/inversion.py --holdout --limit 4 --steps 150 --starts decoder --threads 2 --max-side 256 \
   --decoder weights/decoder_relu3_1_wide.pt --json docs/results/inversion_relu3_1_wide.json --grid docs/inversion_relu3_1_wide.jpg
 $PY benchmarks/grid.py --out docs/grid_modes.png --strip docs/demo_strip.png
+$PY benchmarks/last_layer.py --json docs/results/last_layer_relu3_1.json          # session 23
 $PY benchmarks/still.py --json docs/results/still_cpu.json
 $PY benchmarks/still.py --decoder wide --json docs/results/still_cpu_wide.json          # session 23: right after
 STYLECAM_MALLOC=system $PY benchmarks/still.py --json docs/results/still_cpu_system_malloc.json   # session 21

@@ -577,3 +577,41 @@ def test_mix_ops_counts_fewer_operations_for_the_batched_mixes(tmp_path, capsys)
     assert bat["ops_median"] < ref["ops_median"]
     if not torch.cuda.is_available():
         assert mix_ops.main(["--device", "cuda"]) == 2
+
+
+def test_last_layer_refit_sums_reproduce_the_decoders_error_and_the_refit_lowers_it(tmp_path, portrait_bgr):
+    """benchmarks/last_layer.py: with every pixel sampled, the normal equations' sums give the shipped
+    decoder's own pixel MSE on the photo (the unfolding and the crop map pixels right); the least-squares
+    refit lowers it; FP16 rounding of the weights keeps the layer's output; the report is written."""
+    import torch
+    from benchmarks import last_layer
+    from engines.decoder import load_decoder
+    from engines.weights import build_encoder, load_encoder_weights, weights_dir
+    from realtime.images import bgr_to_tensor
+    ew = load_encoder_weights(None)
+    enc = build_encoder("relu3_1", ew)
+    dec = load_decoder(weights_dir() / "decoder_relu3_1.pt", encoder_id=ew.encoder_id).eval()
+    d_train, d_held = tmp_path / "train", tmp_path / "held"
+    d_train.mkdir(), d_held.mkdir()
+    cv2.imwrite(str(d_train / "a.png"), cv2.resize(portrait_bgr, (70, 90)))      # odd sizes: cropped output
+    cv2.imwrite(str(d_train / "b.png"), cv2.resize(portrait_bgr[:300, :300], (64, 48)))
+    cv2.imwrite(str(d_held / "c.png"), cv2.resize(portrait_bgr[100:], (60, 60)))
+    A, B, yy, n = last_layer.normal_equations(enc, dec, [d_train / "a.png"], 512, 10 ** 6)
+    img = cv2.imread(str(d_train / "a.png"))
+    with torch.no_grad():
+        x = bgr_to_tensor(img)
+        own = float(((dec(enc(x), out_size=img.shape[:2]) - x) ** 2).mean())
+    w0 = last_layer.weights_of(dec.net[-1])
+    assert n == 70 * 90 and abs(last_layer.sampled_mse(A, B, yy, n, w0) - own) < 1e-6 * max(1.0, own) + 1e-9
+    w = last_layer.refit(A, B, 0.0)
+    assert last_layer.sampled_mse(A, B, yy, n, w) < last_layer.sampled_mse(A, B, yy, n, w0)
+    h = torch.randn(1, dec.net[-1].in_channels, 8, 8)
+    torch.testing.assert_close(last_layer.conv_of(dec.net[-1], w0)(h), dec.net[-1](h), atol=2e-3, rtol=1e-2)
+    out = tmp_path / "ll.json"
+    assert last_layer.main(["--photo-dir", str(d_train), "--holdout-dir", str(d_held), "--photos", "2",
+                            "--pixels", "500", "--ridge", "0,1e-2", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["weights"] for r in rows] == ["shipped", "refit", "refit"] and rows[1]["ridge"] == 0
+    assert rows[1]["train_mse"] <= rows[0]["train_mse"] + 1e-12 and all(r["holdout_psnr"] > 5 for r in rows)
+    with pytest.raises(SystemExit):
+        last_layer.main(["--ridge", "a,b"])
