@@ -281,9 +281,9 @@ class Variant(NamedTuple):
 
 
 def parse_variant(variant: str) -> Variant:
-    """'LAYOUT[+even][+solve1][+pdl][+early][+fill][+l2|+p256][+rev]' -> its Variant (+rev not with +l2).  ``auto`` stands for
-    DEFAULT_VARIANT (so ``auto+solve1`` is the default with the solve kernel; auto+even and auto+pdl
-    repeat what auto has and are refused)."""
+    """'LAYOUT[+even][+solve1][+pdl][+early][+fill][+l2|+p256][+rev]' -> its Variant (+rev not with
+    +l2).  ``auto`` stands for DEFAULT_VARIANT (so ``auto+solve1`` is the default with the solve kernel;
+    auto+even and auto+pdl repeat what auto has and are refused)."""
     layout, *flags = variant.split("+")
     if layout == "auto":
         default_layout, *default_flags = DEFAULT_VARIANT.split("+")
