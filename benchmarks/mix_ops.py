@@ -44,7 +44,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--pairs", type=int, default=3, help="mixed pairs per batch (the GPU recipe: 16 x 0.2 = 3.2)")
-    p.add_argument("--size", type=int, default=32, help="feature side (crop / 4 at relu3_1; the GPU recipe mixes 128-px crops)")
+    p.add_argument("--size", type=int, default=32,
+                   help="feature side (crop / 4 at relu3_1; the GPU recipe mixes 128-px crops)")
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
