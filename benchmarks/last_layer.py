@@ -59,11 +59,18 @@ def conv_of(template: torch.nn.Conv2d, w: torch.Tensor) -> torch.nn.Conv2d:
 
 
 @torch.no_grad()
+def hidden(enc, dec, img):
+    """The photo as a tensor and the decoder's last hidden layer for it (what the last convolution sees)."""
+    x = bgr_to_tensor(img)
+    return x, dec.net[:-1](dec.normalise_input(enc(x)))
+
+
+@torch.no_grad()
 def normal_equations(enc, dec, files, max_side: int, pixels: int, seed: int = 0):
     """Sums A = X^T X, B = X^T Y and yy = sum Y^2 over ``pixels`` random pixels of each photo (all of them
     where it has fewer), in float64, where a row of X is a pixel's 3 x 3 neighbourhood of the last hidden
     layer (and 1) and a row of Y its colour; and the number of pixels."""
-    last, body = dec.net[-1], dec.net[:-1]
+    last = dec.net[-1]
     d = last.in_channels * last.kernel_size[0] * last.kernel_size[1] + 1
     A = torch.zeros(d, d, dtype=torch.float64)
     B = torch.zeros(d, last.out_channels, dtype=torch.float64)
@@ -72,8 +79,7 @@ def normal_equations(enc, dec, files, max_side: int, pixels: int, seed: int = 0)
     for f in files:
         img = read_at_most(f, max_side)
         H, W = img.shape[:2]
-        x = bgr_to_tensor(img)
-        h = body(dec.normalise_input(enc(x)))
+        x, h = hidden(enc, dec, img)
         cols = F.unfold(h, last.kernel_size, padding=last.padding)[0]          # cin*9 x h'w'
         hh, ww = h.shape[-2:]
         inside = torch.arange(hh * ww).reshape(hh, ww)[:H, :W].reshape(-1)    # the decoder's output is cropped
@@ -101,13 +107,15 @@ def sampled_mse(A: torch.Tensor, B: torch.Tensor, yy: float, n: int, w: torch.Te
 
 
 @torch.no_grad()
-def held_out_psnr(enc, dec, conv, files, max_side: int) -> list[float]:
-    body = dec.net[:-1]
-    out = []
+def held_out_psnr(enc, dec, convs, files, max_side: int) -> list[list[float]]:
+    """Per last convolution in ``convs``, the PSNR of each held-out photo decoded with it (the encoder and
+    the hidden layers run once a photo for all of them)."""
+    out = [[] for _ in convs]
     for f in files:
         img = read_at_most(f, max_side)
-        y = conv(body(dec.normalise_input(enc(bgr_to_tensor(img)))))[..., : img.shape[0], : img.shape[1]]
-        out.append(psnr(tensor_to_bgr(y), img))
+        _, h = hidden(enc, dec, img)
+        for scores, conv in zip(out, convs):
+            scores.append(psnr(tensor_to_bgr(conv(h)[..., : img.shape[0], : img.shape[1]]), img))
     return out
 
 
@@ -141,12 +149,11 @@ def main(argv=None) -> int:
     A, B, yy, n = normal_equations(enc, dec, train, a.max_side, a.pixels)
     w0 = weights_of(last)
 
-    base = held_out_psnr(enc, dec, conv_of(last, w0), held, a.max_side)
+    fits = [refit(A, B, r) for r in ridges]
+    base, *scores = held_out_psnr(enc, dec, [conv_of(last, w) for w in [w0] + fits], held, a.max_side)
     rows = [{"weights": "shipped", "ridge": None, "holdout_psnr": float(np.mean(base)), "per_photo": base,
              "train_mse": sampled_mse(A, B, yy, n, w0)}]
-    for r in ridges:
-        w = refit(A, B, r)
-        ps = held_out_psnr(enc, dec, conv_of(last, w), held, a.max_side)
+    for r, w, ps in zip(ridges, fits, scores):
         rows.append({"weights": "refit", "ridge": r, "holdout_psnr": float(np.mean(ps)), "per_photo": ps,
                      "better": sum(x > y for x, y in zip(ps, base)), "train_mse": sampled_mse(A, B, yy, n, w),
                      "relative_change": float((w - w0).norm() / w0.norm())})

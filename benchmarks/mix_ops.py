@@ -15,7 +15,6 @@ what carries over to a GPU.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
@@ -27,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from benchmarks.common import machine_info  # noqa: E402
+from benchmarks.common import machine_info, write_json  # noqa: E402
 from training import mixing  # noqa: E402
 
 
@@ -84,8 +83,8 @@ def main(argv=None) -> int:
     info = machine_info()
     info["command"] = "mix_ops.py " + " ".join(sys.argv[1:] if argv is None else argv)
     if a.json:
-        Path(a.json).write_text(json.dumps({"machine": info, "device": a.device, "pairs": a.pairs, "size": a.size,
-                                            "rounds": a.rounds, "results": results}, indent=1))
+        write_json(a.json, {"machine": info, "device": a.device, "pairs": a.pairs, "size": a.size,
+                            "rounds": a.rounds, "results": results})
     return 0
 
 

@@ -282,20 +282,24 @@ def adain(fc: torch.Tensor, wc: torch.Tensor, cs: RegionStats, ss: RegionStats, 
 
 
 def _sqrtm_pair(cov: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(C^{1/2}, C^{-1/2}) of a symmetric PSD matrix by eigendecomposition, in float64."""
+    """(C^{1/2}, C^{-1/2}) of a symmetric PSD matrix, or of each of a batch of them (... x C x C; the
+    decoder's training mixes, training/mixing.py), by eigendecomposition, in float64, regularised by
+    ``eps`` times the mean eigenvalue."""
     c = cov.double()
-    reg = eps * (torch.trace(c) / c.shape[0]).clamp_min(1e-12)
+    C = c.shape[-1]
+    reg = eps * (torch.diagonal(c, dim1=-2, dim2=-1).sum(-1) / C).clamp_min(1e-12)
     n = torch.get_num_threads()
     if c.device.type == "cpu" and n > 1:
         # a C x C eigendecomposition gains nothing from threads, and LAPACK's threads spin for
         # seconds when the cores are busy (measured: 16 ms on one thread, 2.6 s on two busy cores)
         torch.set_num_threads(1)
     try:
-        e, v = torch.linalg.eigh(c + reg * torch.eye(c.shape[0], dtype=c.dtype, device=c.device))
+        e, v = torch.linalg.eigh(c + reg[..., None, None] * torch.eye(C, dtype=c.dtype, device=c.device))
     finally:
         torch.set_num_threads(n)
-    e = e.clamp_min(reg)
-    return (v * e.sqrt()) @ v.T, (v * e.rsqrt()) @ v.T
+    e = e.clamp_min(reg[..., None])
+    vt = v.transpose(-2, -1)
+    return (v * e.sqrt()[..., None, :]) @ vt, (v * e.rsqrt()[..., None, :]) @ vt
 
 
 def wct(fc: torch.Tensor, wc: torch.Tensor, cs: RegionStats, ss: RegionStats, alpha: float,

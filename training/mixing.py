@@ -46,12 +46,12 @@ def mix_features(fp: torch.Tensor, fs: torch.Tensor, rng: random.Random, wct_on_
     return out if dev is None else out.to(dev)
 
 
-def _moments(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pair, per-channel mean and biased variance of N x C x P float32 features (masked_stats'
-    formulas with one region of weight 1 everywhere)."""
-    n = float(f.shape[-1])
-    mean = f.sum(-1) / n
-    return mean, (f.pow(2).sum(-1) / n - mean * mean).clamp_min(0)
+def _stats(f: torch.Tensor) -> R.RegionStats:
+    """Per-pair, per-channel mean and biased variance of N x C x P float32 features: the live pipeline's
+    formulas (reconstruct.stats_from_sums) with the N pairs in place of its K regions, one region of
+    weight 1 everywhere in each."""
+    n = torch.full((f.shape[0],), float(f.shape[-1]), dtype=f.dtype, device=f.device)
+    return R.stats_from_sums(f.sum(-1), f.pow(2).sum(-1), n)
 
 
 def _covariance(f: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
@@ -60,42 +60,23 @@ def _covariance(f: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     return 0.5 * (cov + cov.transpose(1, 2))
 
 
-def _sqrtm_pairs(cov: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
-    """(C^{1/2}, C^{-1/2}) of each of N symmetric PSD matrices, in float64, regularised as
-    realtime.reconstruct's single-matrix version: eps times the mean eigenvalue."""
-    c = cov.double()
-    C = c.shape[-1]
-    reg = (eps * torch.diagonal(c, dim1=1, dim2=2).sum(-1) / C).clamp_min(1e-12)        # N
-    eye = torch.eye(C, dtype=c.dtype, device=c.device)
-    n = torch.get_num_threads()
-    if c.device.type == "cpu" and n > 1:
-        torch.set_num_threads(1)   # as in reconstruct._sqrtm_pair: LAPACK's threads spin on busy cores
-    try:
-        e, v = torch.linalg.eigh(c + reg[:, None, None] * eye)
-    finally:
-        torch.set_num_threads(n)
-    e = e.clamp_min(reg[:, None])
-    vt = v.transpose(1, 2)
-    return (v * e.sqrt()[:, None, :]) @ vt, (v * e.rsqrt()[:, None, :]) @ vt
-
-
 def _mix_group(mode: str, f: torch.Tensor, s: torch.Tensor, alpha: torch.Tensor, shape_c, shape_s) -> torch.Tensor:
     """The pairs that drew ``mode``: content f and style s (G x C x P float32), strengths alpha (G x 1 x 1)."""
     if mode == "patchswap":
         sw = torch.stack([R.patch_swap(fi.reshape(shape_c), si.reshape(shape_s)).reshape(fi.shape)
                           for fi, si in zip(f, s)])
         return (1 - alpha) * f + alpha * sw
-    mu_c, var_c = _moments(f)
-    mu_s, var_s = _moments(s)
+    cs, ss = _stats(f), _stats(s)
+    mu_c, mu_s = cs.mean, ss.mean
     if mode == "linear":            # linear_exact: F + alpha (mu_s - mu_c)
         return f + (alpha[:, :, 0] * (mu_s - mu_c))[:, :, None]
     if mode == "adain":             # adain: per channel, std_s / std_c around the means
-        a = (var_s + R.EPS).sqrt() / (var_c + R.EPS).sqrt()
+        a = ss.std / cs.std
         b = mu_s - a * mu_c
         return (1 - alpha) * f + alpha * (a[:, :, None] * f + b[:, :, None])
-    # wct: C_s^{1/2} C_c^{-1/2} (f - mu_c) + mu_s
-    s_half, _ = _sqrtm_pairs(_covariance(s, mu_s))
-    _, c_ihalf = _sqrtm_pairs(_covariance(f, mu_c))
+    # wct: C_s^{1/2} C_c^{-1/2} (f - mu_c) + mu_s, the square roots as reconstruct.wct takes them (batched)
+    s_half, _ = R._sqrtm_pair(_covariance(s, mu_s), 1e-5)
+    _, c_ihalf = R._sqrtm_pair(_covariance(f, mu_c), 1e-5)
     M = (s_half @ c_ihalf).float()
     t = M @ (f - mu_c[:, :, None]) + mu_s[:, :, None]
     return (1 - alpha) * f + alpha * t
