@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     from engines.weights import build_encoder, load_encoder_weights
     from .capture import ImageSource, open_source
     from .images import fit_size, parse_size, read_image, write_image, bgr_to_tensor, tensor_to_bgr
-    from .output import VirtualCamSink, WindowSink, sink_for_path
+    from .output import VirtualCamSink, WindowSink, output_kind, sink_for_path
     from .pipeline import Pipeline
     from .segment import make_segmenter
     from .style import StyleBank
@@ -238,6 +238,9 @@ def run(args: argparse.Namespace) -> int:
     single = isinstance(source, ImageSource)
     if args.method == "gatys" and not single:
         raise UsageError("--method gatys optimises one image at a time: give --source IMAGE")
+    # before any network loads, so a bad --out fails at once rather than after the models are built
+    if args.out and output_kind(args.out, many_frames=not single) != "image" and args.method == "gatys":
+        raise UsageError("--method gatys writes one image: give --out NAME.png or .jpg")
 
     ew = load_encoder_weights(args.encoder_weights)
     if args.method == "gatys":

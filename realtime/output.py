@@ -154,17 +154,27 @@ class VirtualCamSink(FrameSink):
             self.cam = None
 
 
-def sink_for_path(path: str | Path, fps: float, many_frames: bool) -> FrameSink:
-    """``.mp4``/``.avi`` -> video; ``.png``/``.jpg`` -> one image (or numbered images for a stream
-    written as ``name_%06d.png``); anything else -> a folder of images."""
+def output_kind(path: str | Path, many_frames: bool) -> str:
+    """``"video"``, ``"image"`` or ``"folder"`` for an output path, or ValueError for one that cannot
+    take the source's frames. Cheap, so the CLI checks ``--out`` before it loads any network."""
     p = Path(path)
     ext = p.suffix.lower()
     if ext in VIDEO_OUT:
-        return VideoFileSink(p, fps)
+        return "video"
     if ext in IMAGE_OUT:
         if many_frames:
             raise ValueError(f"{p} is one image but the source has many frames: give a .mp4/.avi or a folder")
-        return ImageSink(p)
+        return "image"
     if ext:
         raise ValueError(f"unknown output type {ext!r}: use .mp4/.avi, .png/.jpg, or a folder")
-    return FolderSink(p)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{p} exists and is not a folder: give a .mp4/.avi, a .png/.jpg, or a folder")
+    return "folder"
+
+
+def sink_for_path(path: str | Path, fps: float, many_frames: bool) -> FrameSink:
+    """``.mp4``/``.avi`` -> video; ``.png``/``.jpg`` -> one image; anything else -> a folder of images."""
+    kind = output_kind(path, many_frames)
+    if kind == "video":
+        return VideoFileSink(path, fps)
+    return ImageSink(path) if kind == "image" else FolderSink(path)

@@ -185,6 +185,11 @@ def test_bad_input_gives_one_line_and_status_2(photo, tmp_path, capsys):
     assert "--style" in run_bad(["--source", photo], capsys)
     assert "unknown output" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--out", tmp_path / "o.xyz"],
                                        capsys)
+    a_file = tmp_path / "notes"
+    a_file.write_text("x")
+    assert "not a folder" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--out", a_file], capsys)
+    assert "one image" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--method", "gatys",
+                                   "--out", tmp_path / "g.mp4"], capsys)
     bad_map = tmp_path / "map.png"
     cv2.imwrite(str(bad_map), np.full((50, 50, 3), (200, 40, 240), np.uint8))
     assert "label colours" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--style-regions", bad_map,
@@ -193,6 +198,22 @@ def test_bad_input_gives_one_line_and_status_2(photo, tmp_path, capsys):
         assert "CUDA" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--device", "cuda"], capsys)
         assert "fp16" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--fp16"], capsys).lower()
     assert not (tmp_path / "x.png").exists()
+
+
+def test_bad_out_fails_before_any_network_loads(photo, tmp_path, capsys, monkeypatch):
+    import engines.weights
+
+    def no_networks(*a, **k):
+        raise AssertionError("a network was loaded before --out was checked")
+    monkeypatch.setattr(engines.weights, "load_encoder_weights", no_networks)
+    clip = tmp_path / "frames"
+    clip.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(clip / f"{i}.png"), cv2.imread(str(photo)))
+    assert "many frames" in run_bad(["--source", clip, "--style", DEMO_STYLE, "--out", tmp_path / "o.png",
+                                     "--no-window"], capsys)
+    assert "unknown output" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--out", tmp_path / "o.xyz"],
+                                       capsys)
 
 
 def test_no_camera_suggests_a_file_or_the_demo(capsys):
