@@ -808,7 +808,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m training.train_decoder",
                                 description="Train a stylecam decoder (feature inverter) for one VGG layer.")
-    p.add_argument("--layer", default=d.layer, choices=["relu1_1", "relu2_1", "relu3_1", "relu4_1"])
+    p.add_argument("--layer", default=d.layer, choices=["relu1_1", "relu2_1", "relu3_1", "relu4_1"],
+                   help="the encoder layer whose features the decoder turns back into an image (default %(default)s)")
     p.add_argument("--photos", default=d.photos, help="folder of photos (default: %(default)s)")
     p.add_argument("--paintings", default=d.paintings, help="folder of paintings (default: %(default)s)")
     p.add_argument("--out", default="", help="decoder file to write (default: weights/decoder_LAYER.pt)")
@@ -859,9 +860,6 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     p.add_argument("--revive-every", type=int, default=d.revive_every, metavar="N",
                    help="every N iterations, give channels that are zero on every pixel of 64 fresh crops new "
                         "weights, output unchanged (training/revive.py; default 0 = never)")
-    for f in ("iterations", "batch", "crop", "mix_crop", "cache_crops", "load_side", "seed", "stop_after", "threads", "grid_every",
-              "eval_every"):
-        p.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(d, f))
     p.add_argument("--first-lr-mult", type=float, default=d.first_lr_mult, metavar="M",
                    help="train the decoder's first convolution at M x the rate (default 1): its channels, with the "
                         "largest fan-in, are the ones that die (param_groups; weights/README.md, session 14)")
@@ -869,9 +867,34 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
                    help="keep an exponential moving average of the weights (decay D, e.g. 0.999, ramped up as "
                         "min(D, (1+n)/(10+n))) and export and evaluate it instead of the last iterate (default "
                         "%(default)s; 0 = off: the last iterate; weights/README.md, session 14)")
-    for f in ("scale_min", "scale_max", "width", "lr", "lr_final", "pixel_weight", "feat_weight", "tv_weight",
-              "mix_prob", "checkpoint_minutes", "max_minutes"):
-        p.add_argument("--" + f.replace("_", "-"), type=float, default=getattr(d, f))
+    # the plainer options, named as in TrainConfig
+    plain = {
+        "iterations": (int, "N", "the schedule's length in iterations (the rate holds for the first half, then falls to --lr-final)"),
+        "batch": (int, "N", "samples per iteration"),
+        "crop": (int, "PX", "side of the square training crops"),
+        "mix_crop": (int, "PX", "side of the crops that mixed samples are made from (0 = --crop)"),
+        "cache_crops": (int, "N", "compute N plain crops' features once and keep them (FP16) in RUN (0 = live)"),
+        "load_side": (int, "PX", "images are loaded with their shorter side at this size before cropping"),
+        "seed": (int, "N", "random seed (crops, pairs, mixes, initial weights)"),
+        "stop_after": (int, "N", "stop with a checkpoint after N iterations of this run (0 = never)"),
+        "threads": (int, "N", "CPU threads for torch (0 = torch's default)"),
+        "grid_every": (int, "N", "save a grid of sample reconstructions to RUN every N iterations"),
+        "eval_every": (int, "N", "score 8 held-out portraits (PSNR, <= 256 px) every N iterations, into RUN/log.jsonl"),
+        "scale_min": (float, "S", "smallest random rescale (output px per loaded px) before cropping"),
+        "scale_max": (float, "S", "largest random rescale (output px per loaded px) before cropping"),
+        "width": (float, "W", "decoder width relative to the encoder's mirror (0.5 = half the channels)"),
+        "lr": (float, "R", "Adam's learning rate at the start of the schedule"),
+        "lr_final": (float, "R", "the rate at the schedule's end (cosine from --lr over its second half)"),
+        "pixel_weight": (float, "W", "weight of the pixel MSE on plain (unmixed) samples"),
+        "feat_weight": (float, "W", "weight of the feature reconstruction loss |f(g(F)) - F|^2 (paper 3.2)"),
+        "tv_weight": (float, "W", "weight of the total-variation loss on the output"),
+        "mix_prob": (float, "P", "chance that a sample's features are mixed from a (photo, painting) pair"),
+        "checkpoint_minutes": (float, "M", "write RUN/checkpoint.pt (atomically) every M minutes"),
+        "max_minutes": (float, "M", "stop with a checkpoint after M minutes of this run (0 = never)"),
+    }
+    for f, (kind, metavar, text) in plain.items():
+        p.add_argument("--" + f.replace("_", "-"), type=kind, default=getattr(d, f), metavar=metavar,
+                       help=text + " (default %(default)s)")
     p.add_argument("--smooth", type=float, default=d.smooth, metavar="P",
                    help="blur this share of the plain training crops (Gaussian, sigma 1-8 px, log-uniform) so "
                         "the decoder learns large smooth regions too (default 0; weights/README.md, session 13)")
