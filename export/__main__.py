@@ -17,6 +17,7 @@ log = logging.getLogger("export")
 
 
 def parse_hw(text: str) -> tuple[int, int]:
+    """'720x1280' -> (720, 1280): height first, as the tensors' NCHW shapes (stylecam --size is WxH)."""
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -29,17 +30,21 @@ def parse_hw(text: str) -> tuple[int, int]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stylecam export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--what", choices=["encoder", "decoder", "all"], default="all")
-    p.add_argument("--layer", choices=["relu3_1", "relu4_1"], default="relu3_1")
+    p.add_argument("--what", choices=["encoder", "decoder", "all"], default="all",
+                   help="which network(s) to export (default %(default)s: the encoder and the decoder)")
+    p.add_argument("--layer", choices=["relu3_1", "relu4_1"], default="relu3_1",
+                   help="the VGG layer the encoder stops at and the decoder starts from (default %(default)s)")
     p.add_argument("--format", choices=["onnx", "engine"], default="onnx",
                    help="onnx, or a TensorRT engine (needs TensorRT and an NVIDIA GPU)")
     p.add_argument("--fp16", action="store_true", help="FP16 inside the graph, FP32 inputs and outputs")
     p.add_argument("--dynamic", action="store_true", default=True,
                    help="dynamic height and width (the default)")
     p.add_argument("--static", dest="dynamic", action="store_false", help="fixed input size (--opt)")
-    p.add_argument("--min", type=parse_hw, default=(240, 320), help="smallest image HxW for an engine profile")
-    p.add_argument("--opt", type=parse_hw, default=(720, 1280), help="most common image HxW")
-    p.add_argument("--max", type=parse_hw, default=(1080, 1920), help="largest image HxW")
+    p.add_argument("--min", type=parse_hw, default=(240, 320), metavar="HxW",
+                   help="smallest image for an engine profile (default 240x320)")
+    p.add_argument("--opt", type=parse_hw, default=(720, 1280), metavar="HxW",
+                   help="most common image: the size TensorRT tunes for (default 720x1280)")
+    p.add_argument("--max", type=parse_hw, default=(1080, 1920), metavar="HxW", help="largest image (default 1080x1920); all three are HEIGHTxWIDTH, as in NCHW shapes")
     p.add_argument("--decoder", default=None, metavar="auto|small|wide|PATH",
                    help="decoder (default auto: the small weights/decoder_LAYER.pt, for ONNX and TensorRT alike "
                         "since session 20 -- engines.decoder.WIDE_ON_CUDA); small, wide, or a file")
@@ -106,7 +111,12 @@ def export_one(what: str, a) -> tuple[Path, list[dict]]:
 
 
 def main(argv=None) -> int:
-    a = build_parser().parse_args(argv)
+    p = build_parser()
+    a = p.parse_args(argv)
+    for side, i in (("height", 0), ("width", 1)):
+        if not a.min[i] <= a.opt[i] <= a.max[i]:
+            p.error(f"--min, --opt and --max must grow in {side}: got {a.min[i]}, {a.opt[i]}, {a.max[i]} "
+                    "(sizes here are HEIGHTxWIDTH: 720x1280 is a landscape 720p frame)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from engines.weights import WeightsError
     whats = ["encoder", "decoder"] if a.what == "all" else [a.what]

@@ -100,6 +100,19 @@ def test_engine_file_header_roundtrip(tmp_path):
         read_engine_file(tmp_path / "bad.engine")
 
 
+def test_export_profile_sizes_must_grow_and_say_height_first(tmp_path, capsys):
+    # 1920x1080 read as the width-first --size would be a portrait 1920-high profile, narrower than --opt
+    with pytest.raises(SystemExit) as e:
+        export_main(["--format", "engine", "--max", "1920x1080", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "must grow in width" in err and "HEIGHTxWIDTH" in err
+    with pytest.raises(SystemExit):
+        export_main(["--min", "800x320", "--out", str(tmp_path)])
+    assert "must grow in height" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.skipif(HAS_TRT and torch.cuda.is_available(), reason="TensorRT and a GPU are present")
 def test_engine_export_without_tensorrt_is_a_clear_error(tmp_path, capsys):
     assert export_main(["--format", "engine", "--out", str(tmp_path)]) == 2
