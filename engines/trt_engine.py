@@ -46,10 +46,15 @@ def write_engine_file(path: Path, header: dict, blob: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     h = json.dumps(header).encode()
+    from realtime.images import publish
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(MAGIC + struct.pack("<I", len(h)) + h + bytes(blob))
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(MAGIC + struct.pack("<I", len(h)) + h + bytes(blob))
+        publish(tmp, path)                  # the umask's permissions, not mkstemp's 0600
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 @register("tensorrt", ".engine", ".plan", ".trt")

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from realtime.images import publish
+
 log = logging.getLogger(__name__)
 
 OPSET = 17
@@ -99,7 +101,7 @@ def export_onnx(module: nn.Module, path: str | Path, *, what: str, layer: str, f
         entry = model.metadata_props.add()
         entry.key, entry.value = "stylecam", json.dumps(meta)
         onnx.save(model, tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)                  # renamed with the umask's permissions, not mkstemp's 0600
         log.info("exported %s %s to %s in %.1f s", what, layer, path, time.perf_counter() - t)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

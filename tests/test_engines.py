@@ -90,6 +90,20 @@ def test_registry_dispatch_and_errors(exported, tmp_path):
         eng(torch.rand(1, 256, 17, 20))
 
 
+def test_exports_get_ordinary_permissions(tmp_path):
+    # written through mkstemp (0600) and renamed: they must end up with the umask's permissions
+    import os
+    mask = os.umask(0o022)
+    try:
+        p = export_onnx(build_network("decoder", "relu3_1"), tmp_path / "d.onnx", what="decoder", layer="relu3_1")
+        write_engine_file(tmp_path / "x.engine", {"layer": "relu3_1"}, b"blob")
+    finally:
+        os.umask(mask)
+    assert oct(p.stat().st_mode & 0o777) == oct(0o644)
+    assert oct((tmp_path / "x.engine").stat().st_mode & 0o777) == oct(0o644)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["d.onnx", "x.engine"]      # no temporary left
+
+
 def test_engine_file_header_roundtrip(tmp_path):
     p = tmp_path / "x.engine"
     write_engine_file(p, {"layer": "relu3_1", "precision": "fp16", "profile": {"min": [1, 3, 8, 8]}}, b"\x00blob")
