@@ -137,9 +137,11 @@ def read_at_most(path, max_side: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate(files, layer: str, decoder: str | None, max_side: int, split: bool = False) -> list[dict]:
+def evaluate(files, layer: str, decoder: str | None, max_side: int, split: bool = False, encoder=None) -> list[dict]:
+    """Encode -> decode each photo; ``encoder``: a callable in the encoder's place (e.g. an ONNX
+    Runtime engine, benchmarks/int8.py), used for the features and the feature errors alike."""
     ew = load_encoder_weights(None)
-    enc = build_encoder(layer, ew)
+    enc = encoder if encoder is not None else build_encoder(layer, ew)
     dec = load_decoder(decoder or weights_dir() / f"decoder_{layer}.pt", encoder_id=ew.encoder_id)
     rows = []
     for f in files:

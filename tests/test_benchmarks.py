@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks import autoencoder, fps, still, temporal
+from benchmarks import autoencoder, fps, int8, still, temporal
 
 
 def test_fps_profile_names_the_stylizers_operators(capsys):
@@ -27,6 +27,30 @@ def test_fps_quick(tmp_path):
     assert r["channels_last"] is False and r["cuda_graph"] is False      # the CPU's defaults, read off the engines
     assert fps.main(["--quick", "--channels-last", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["results"][0]["channels_last"] is True
+
+
+def test_fps_times_the_int8_encoder(tmp_path, monkeypatch):
+    monkeypatch.setenv("STYLECAM_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "fps.json"
+    assert fps.main(["--backends", "onnx-int8", "--sizes", "120", "--frames", "2", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())["results"][0]
+    assert r["backend"] == "onnx-int8" and r["precision"] == "int8 encoder"
+    assert list((tmp_path / "cache" / "engines").glob("encoder_relu3_1_int8*.onnx"))
+
+
+def test_int8_report(tmp_path, portrait_bgr):
+    d = tmp_path / "photos"
+    d.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(d / f"{i}.png"), cv2.resize(portrait_bgr, (96 + 16 * i, 112)))
+    out = tmp_path / "int8.json"
+    assert int8.main([str(d), "--layers", "relu3_1", "--sizes", "64", "--runs", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [r["encoder"] for r in rows] == ["fp32", "int8, 8-bit weights", "int8, 7-bit weights"]
+    for r in rows[1:]:
+        # quantized: the features differ from FP32's, a little; the reconstruction nearly as good
+        assert 0 < r["feature_rel_error"] < 0.2 and abs(r["psnr_change"]) < 2
+        assert r["ms"]["64"] > 0 and len(r["images"]) == 2
 
 
 def test_still_quick(tmp_path):

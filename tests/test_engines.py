@@ -90,6 +90,43 @@ def test_registry_dispatch_and_errors(exported, tmp_path):
         eng(torch.rand(1, 256, 17, 20))
 
 
+@pytest.mark.parametrize("layer", ["relu3_1", "relu4_1"])
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_int8_encoder_stays_within_its_tolerance_of_pytorch(exported, tmp_path, layer, reduce_range):
+    """export/int8.py against the FP32 PyTorch encoder (the reference) on the parity images: within
+    TOLERANCE['int8'], but not equal (the graph really is quantized), its metadata saying so."""
+    import onnx
+    from export.int8 import quantize_encoder
+    m, fp32 = exported["encoder", layer]
+    q = quantize_encoder(fp32, tmp_path / "q.onnx", reduce_range=reduce_range)
+    ops = {n.op_type for n in onnx.load(str(q)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    eng = base.load_engine(q)
+    assert eng.precision == "int8" and eng.meta["layer"] == layer
+    assert eng.meta["int8"]["reduce_range"] is reduce_range
+    rows = compare_outputs(m, eng, parity_inputs("encoder", layer))
+    worst = max(r["rel"] for r in rows)
+    assert 1e-3 < worst <= TOLERANCE["int8"], worst
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["q.onnx"]       # no temporaries left
+
+
+def test_int8_takes_only_an_fp32_encoder(exported, tmp_path):
+    from export.int8 import quantize_encoder
+    with pytest.raises(ValueError, match="not an FP32 stylecam encoder"):
+        quantize_encoder(exported["decoder", "relu3_1"][1], tmp_path / "q.onnx")
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(SystemExit):
+        export_main(["--int8", "--what", "decoder", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        export_main(["--int8", "--format", "engine", "--out", str(tmp_path)])
+
+
+def test_export_cli_writes_an_int8_encoder(tmp_path):
+    assert export_main(["--what", "encoder", "--int8", "--out", str(tmp_path)]) == 0
+    assert [f.name for f in tmp_path.iterdir()] == ["encoder_relu3_1_int8.onnx"]
+    assert base.load_engine(tmp_path / "encoder_relu3_1_int8.onnx").precision == "int8"
+
+
 def test_exports_get_ordinary_permissions(tmp_path):
     # written through mkstemp (0600) and renamed: they must end up with the umask's permissions
     import os
