@@ -137,12 +137,17 @@ def read_at_most(path, max_side: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate(files, layer: str, decoder: str | None, max_side: int, split: bool = False, encoder=None) -> list[dict]:
-    """Encode -> decode each photo; ``encoder``: a callable in the encoder's place (e.g. an ONNX
-    Runtime engine, benchmarks/int8.py), used for the features and the feature errors alike."""
+def evaluate(files, layer: str, decoder: str | None, max_side: int, split: bool = False, encoder=None,
+             decoder_engine=None) -> list[dict]:
+    """Encode -> decode each photo; ``encoder`` / ``decoder_engine``: engines in the PyTorch networks'
+    places (e.g. ONNX Runtime's, benchmarks/int8.py); the encoder serves the feature errors too."""
     ew = load_encoder_weights(None)
     enc = encoder if encoder is not None else build_encoder(layer, ew)
-    dec = load_decoder(decoder or weights_dir() / f"decoder_{layer}.pt", encoder_id=ew.encoder_id)
+    if decoder_engine is not None:
+        def dec(f, out_size):          # as the stylizer: ceil-mode pooling, so odd sizes come back larger
+            return decoder_engine(f)[..., : out_size[0], : out_size[1]]
+    else:
+        dec = load_decoder(decoder or weights_dir() / f"decoder_{layer}.pt", encoder_id=ew.encoder_id)
     rows = []
     for f in files:
         img = read_at_most(f, max_side)

@@ -74,7 +74,7 @@ def build(backend: str, device: str, fp16: bool, layer: str, mode: str, regions:
     enc = build_encoder(layer, ew, dev)
     dec_path = resolve_decoder(decoder, layer, dev)   # as the CLI: its default for the device unless named
     dec = load_decoder(dec_path, encoder_id=ew.encoder_id, device=dev)
-    int8 = backend == "onnx-int8"    # the CLI's --backend onnx --int8: the encoder as an INT8 graph
+    int8 = backend == "onnx-int8"    # the CLI's --backend onnx --int8: INT8 graphs (export/int8.py)
     args = ap.Namespace(backend="onnx" if int8 else backend, fp16=fp16, layer=layer, channels_last=channels_last,
                         cuda_graph=cuda_graph, int8=int8)
     enc_e, dec_e = make_engines(args, enc, dec, dec_path, ew, dev)
@@ -152,7 +152,7 @@ def bench_one(backend: str, device: str, fp16: bool, height: int, frames: list, 
                   f"{len(frames)} frames\n{profile_frames(st, seg, frames, (width, height), device)}", flush=True)
     finally:
         seg.close()
-    prec = "fp16" if fp16 else "int8 encoder" if backend == "onnx-int8" else "fp32"
+    prec = "fp16" if fp16 else "int8" if backend == "onnx-int8" else "fp32"
     return {"backend": backend, "device": device, "precision": prec, "height": height,
             "width": width, "layer": layer, "mode": mode, "regions": regions,
             "segmenter": type(seg).__name__, "frames": len(frames),
@@ -201,8 +201,8 @@ def main(argv=None) -> int:
     keep_freed_memory()              # as the CLI, so that it times what a user runs (STYLECAM_MALLOC=system: not)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", default="torch,onnx",
-                   help="comma-separated: torch, onnx, onnx-int8 (the CLI's --int8: the encoder as an INT8 "
-                        "graph), tensorrt (default %(default)s)")
+                   help="comma-separated: torch, onnx, onnx-int8 (the CLI's --int8: INT8 graphs), tensorrt "
+                        "(default %(default)s)")
     p.add_argument("--devices", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--fp16", action="store_true", help="also FP16 (CUDA only)")
     p.add_argument("--sizes", default="240,360,480,720,1080", help="processing heights")

@@ -1,15 +1,19 @@
-"""The INT8 encoder (``stylecam --int8``, export/int8.py) against the FP32 one, on this CPU.
+"""The INT8 networks (``stylecam --int8``, export/int8.py) against the FP32 ones, on this CPU.
 
     python benchmarks/int8.py [DIR] [--layers relu3_1,relu4_1] [--sizes 240,480,720] [--runs 5] [--json F]
 
-For each layer the FP32 encoder is exported to ONNX and quantized twice, with 8-bit weights (what
-a CPU with VNNI gets) and with 7-bit ones (``reduce_range``, what a CPU without VNNI gets); then:
+For each layer the FP32 encoder and shipped decoder are exported to ONNX and quantized, with 8-bit
+weights (what a CPU with VNNI gets) and with 7-bit ones (``reduce_range``, what a CPU without VNNI
+gets); the decoder from its first upsampling on, calibrated on the FP32 encoder's features. Then,
+for FP32, the INT8 encoder alone, both networks INT8 (8- and 7-bit weights), and the decoder
+quantized whole (what keeping its first stage FP32 saves):
 
 * quality: the held-out portraits (training/holdout.txt, or the photos of DIR; longer side <= 512
-  px, as benchmarks/autoencoder.py) encoded by each and decoded by the shipped FP32 decoder: mean PSNR and
-  SSIM against the photo, and the features' mean relative error against FP32 ONNX Runtime's;
-* speed: the encoder alone in ONNX Runtime (2 threads unless --threads), median ms of ``--runs`` runs
-  on a demo-clip frame at each processing height (16:9), after one warm-up run.
+  px, as benchmarks/autoencoder.py) encoded and decoded: mean PSNR and SSIM against the photo, the
+  change against FP32 and on how many photos it is worse, and the features' mean relative error
+  against FP32 ONNX Runtime's (on up to 8 photos);
+* speed: each network alone in ONNX Runtime (2 threads unless --threads), median ms of ``--runs``
+  runs on a demo-clip frame at each processing height (16:9), after one warm-up run.
 """
 from __future__ import annotations
 
@@ -50,14 +54,14 @@ def main(argv=None) -> int:
     p.add_argument("--max-side", type=int, default=512)
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
+    from engines.decoder import load_decoder
     from engines.ort_engine import OrtEngine
-    from engines.weights import build_encoder, load_encoder_weights
-    from export.int8 import cpu_has_vnni, quantize_encoder
+    from engines.weights import build_encoder, load_encoder_weights, weights_dir
+    from export.int8 import cpu_has_vnni, quantize
     from export.onnx_export import export_onnx
     from realtime.capture import VideoFileSource
     from realtime.cli import DEMO_CLIP
     from realtime.images import bgr_to_tensor
-    frame = next(iter(VideoFileSource(DEMO_CLIP)))[0]
     if a.dir:
         from training.data import list_images
         files = list_images(a.dir)
@@ -65,41 +69,63 @@ def main(argv=None) -> int:
         files = holdout_files()
     if not files:
         p.error("no photos found")
+    frame = next(iter(VideoFileSource(DEMO_CLIP)))[0]
     ew = load_encoder_weights(None)
     results = []
     with tempfile.TemporaryDirectory() as work:
         for layer in a.layers.split(","):
-            fp32 = export_onnx(build_encoder(layer, ew), Path(work) / f"{layer}.onnx", what="encoder", layer=layer)
-            engines = {"fp32": OrtEngine(fp32, threads=a.threads)}
-            for bits, rr in ((8, False), (7, True)):
-                q = quantize_encoder(fp32, Path(work) / f"{layer}_w{bits}.onnx", reduce_range=rr)
-                engines[f"int8, {bits}-bit weights"] = OrtEngine(q, threads=a.threads)
-            ref_rows = None
-            for name, eng in engines.items():
-                rows = evaluate(files, layer, None, a.max_side, encoder=eng)
-                r = {"layer": layer, "encoder": name, "mean_psnr": float(np.mean([x["psnr"] for x in rows])),
-                     "mean_ssim": float(np.mean([x["ssim"] for x in rows])), "images": rows}
-                if ref_rows is None:
-                    ref_rows = rows
-                else:
-                    r["psnr_change"] = r["mean_psnr"] - float(np.mean([x["psnr"] for x in ref_rows]))
-                    r["worse_images"] = sum(x["psnr"] < y["psnr"] for x, y in zip(rows, ref_rows))
-                    errs = []
-                    for f in files[:8]:
-                        x = bgr_to_tensor(read_at_most(f, a.max_side))
-                        fa, fb = engines["fp32"](x), eng(x)
-                        errs.append(float((fa - fb).abs().mean() / fa.abs().mean()))
-                    r["feature_rel_error"] = float(np.mean(errs))
-                r["ms"] = {}
+            enc = build_encoder(layer, ew)
+            dec = load_decoder(weights_dir() / f"decoder_{layer}.pt", encoder_id=ew.encoder_id)
+            e32 = export_onnx(enc, Path(work) / f"e_{layer}.onnx", what="encoder", layer=layer)
+            d32 = export_onnx(dec, Path(work) / f"d_{layer}.onnx", what="decoder", layer=layer)
+            nets = {("encoder", 32): OrtEngine(e32, threads=a.threads),
+                    ("decoder", 32): OrtEngine(d32, threads=a.threads)}
+            for bits in (8, 7):
+                for what, src in (("encoder", e32), ("decoder", d32)):
+                    q = quantize(src, Path(work) / f"{what[0]}_{layer}_w{bits}.onnx", encoder=enc,
+                                 reduce_range=bits == 7)
+                    nets[what, bits] = OrtEngine(q, threads=a.threads)
+            # the decoder quantized whole, its convolutions at the features' resolution too: what keeping
+            # those FP32 (export/int8.py's decoder_fp32_convs) saves
+            q = quantize(d32, Path(work) / f"d_{layer}_whole.onnx", encoder=enc, reduce_range=False, whole=True)
+            nets["decoder", "8 whole"] = OrtEngine(q, threads=a.threads)
+            configs = {"fp32": (32, 32), "int8 encoder (8-bit weights)": (8, 32),
+                       "int8 both (8-bit weights)": (8, 8), "int8 both (7-bit weights)": (7, 7),
+                       "int8 encoder, decoder whole (8-bit)": (8, "8 whole")}
+            ms = {}
+            for (what, bits), eng in nets.items():
+                ms[what, bits] = {}
                 for h in (int(v) for v in a.sizes.split(",")):
                     w = round(h * 16 / 9) // 2 * 2
                     x = bgr_to_tensor(cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA))
-                    r["ms"][h] = ms_per_run(eng, x, a.runs)
+                    if what == "decoder":
+                        x = nets["encoder", 32](x)
+                    ms[what, bits][h] = ms_per_run(eng, x, a.runs)
+            ref = None
+            for name, (eb, db) in configs.items():
+                e, d = nets["encoder", eb], nets["decoder", db]
+                rows = evaluate(files, layer, None, a.max_side, encoder=e, decoder_engine=d)
+                r = {"layer": layer, "config": name, "encoder_bits": eb, "decoder_bits": db,
+                     "mean_psnr": float(np.mean([x["psnr"] for x in rows])),
+                     "mean_ssim": float(np.mean([x["ssim"] for x in rows])), "images": rows,
+                     "encoder_ms": ms["encoder", eb], "decoder_ms": ms["decoder", db]}
+                if ref is None:
+                    ref = r
+                else:
+                    r["psnr_change"] = r["mean_psnr"] - ref["mean_psnr"]
+                    r["worse_images"] = sum(x["psnr"] < y["psnr"] for x, y in zip(rows, ref["images"]))
+                    errs = []
+                    for f in files[:8]:
+                        x = bgr_to_tensor(read_at_most(f, a.max_side))
+                        fa, fb = nets["encoder", 32](x), e(x)
+                        errs.append(float((fa - fb).abs().mean() / fa.abs().mean()))
+                    r["feature_rel_error"] = float(np.mean(errs))
                 results.append(r)
-                print(f"{layer} {name:<22} {r['mean_psnr']:.2f} dB (SSIM {r['mean_ssim']:.4f})"
-                      + (f", {r['psnr_change']:+.2f} dB, {r['worse_images']} of {len(rows)} portraits worse, "
-                         f"features {100 * r['feature_rel_error']:.1f} % off" if "psnr_change" in r else "")
-                      + "; encoder ms " + ", ".join(f"{h}p {v:.0f}" for h, v in r["ms"].items()), flush=True)
+                print(f"{layer} {name:<30} {r['mean_psnr']:.2f} dB (SSIM {r['mean_ssim']:.4f})"
+                      + (f", {r['psnr_change']:+.2f} dB, {r['worse_images']} of {len(rows)} worse, features "
+                         f"{100 * r['feature_rel_error']:.1f} % off" if "psnr_change" in r else "")
+                      + "; ms encoder " + ", ".join(f"{h}p {v:.0f}" for h, v in r["encoder_ms"].items())
+                      + ", decoder " + ", ".join(f"{h}p {v:.0f}" for h, v in r["decoder_ms"].items()), flush=True)
     info = machine_info()
     info["command"] = "int8.py " + " ".join(sys.argv[1:] if argv is None else argv)
     info["vnni"] = cpu_has_vnni()

@@ -32,12 +32,12 @@ def _versions(backend: str) -> str:
 
 
 def cached_export(module, what: str, layer: str, backend: str, fp16: bool, profile: dict | None = None,
-                  weights_key: str = "", int8: bool = False) -> Path:
+                  weights_key: str = "", int8: bool = False, encoder=None) -> Path:
     """Path of an ONNX file (backend 'onnx') or TensorRT engine ('tensorrt') for ``module``,
-    exporting / building it the first time; ``int8``: the encoder's INT8 ONNX graph (export/int8.py),
-    quantized from the FP32 one."""
-    if int8 and (what != "encoder" or backend != "onnx" or fp16):
-        raise ValueError("INT8 is for the encoder's FP32 ONNX graph on ONNX Runtime only")
+    exporting / building it the first time; ``int8``: the INT8 ONNX graph (export/int8.py), quantized
+    from the FP32 one (a decoder's calibrated on ``encoder``'s features)."""
+    if int8 and (backend != "onnx" or fp16):
+        raise ValueError("INT8 graphs are quantized from FP32 ONNX graphs, for ONNX Runtime")
     from export.onnx_export import export_onnx
     prec = "fp16" if fp16 else "fp32"
     prof = "dyn" if profile is None else "_".join("x".join(map(str, profile[k][2:])) for k in ("min", "opt", "max"))
@@ -49,13 +49,13 @@ def cached_export(module, what: str, layer: str, backend: str, fp16: bool, profi
         export_onnx(module, onnx_path, what=what, layer=layer, fp16=fp16, dynamic=True)
     if backend == "onnx" and int8:
         import onnxruntime
-        from export.int8 import cpu_has_vnni, quantize_encoder
+        from export.int8 import RECIPE, cpu_has_vnni, quantize
         rr = not cpu_has_vnni()
-        tag = hashlib.sha256(f"{onnx_path.name}|ort{onnxruntime.__version__}".encode()).hexdigest()[:12]
+        tag = hashlib.sha256(f"{onnx_path.name}|ort{onnxruntime.__version__}|recipe{RECIPE}".encode()).hexdigest()[:12]
         q_path = folder / f"{what}_{layer}_int8{'_w7' if rr else ''}_dyn_{tag}.onnx"
         if not q_path.exists():
             log.info("quantizing the %s (%s) to INT8, once: %s", what, layer, q_path)
-            quantize_encoder(onnx_path, q_path, reduce_range=rr)
+            quantize(onnx_path, q_path, encoder=encoder, reduce_range=rr)
         return q_path
     if backend == "onnx":
         return onnx_path

@@ -1,18 +1,19 @@
-"""An INT8 encoder for ONNX Runtime on the CPU: static quantization of the FP32 ONNX graph.
+"""INT8 networks for ONNX Runtime on the CPU: static quantization of the FP32 ONNX graphs.
 
-The encoder is most of a CPU frame (240p with ONNX Runtime: 115 of 188 ms, README), and it is the
-part that quantizes well: ONNX Runtime's static quantization (QDQ format, INT8 weights per output
-channel, UINT8 activations whose ranges are calibrated on images; Jacob et al. 2018, "Quantization
-and Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference") runs it ~3.5x
-faster on an AVX-512 VNNI CPU and costs the held-out autoencoder 0.15 dB (benchmarks/int8.py). The
-decoder stays FP32: quantized the same way it lost ~1 dB (a session-24 probe at 384 px), its errors
-landing on the pixels.
+The encoder is most of a CPU frame (240p with ONNX Runtime: 115 of 188 ms, README), and it
+quantizes well: ONNX Runtime's static quantization (QDQ format, INT8 weights per output channel,
+UINT8 activations whose ranges are calibrated on images; Jacob et al. 2018, "Quantization and
+Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference") runs it 3-4x faster on
+an AVX-512 VNNI CPU and costs the held-out autoencoder 0.15 dB (benchmarks/int8.py). The decoder is
+quantized from its first upsampling on: its convolutions at the features' resolution stay FP32
+(decoder_fp32_convs), since quantized they cost relu3_1 1.3 dB; the later ones, 56 % of its
+arithmetic, cost 0.01.
 
 Calibration uses only what the package bundles (the demo clip's frames, the demo painting and their
-mirror images), so an INT8 encoder can be built anywhere, once, and is cached beside the FP32 export
-(engines.cache). CPUs without VNNI multiply UINT8 by INT8 with an instruction (VPMADDUBSW) whose
-16-bit sums can saturate; there the weights are quantized to 7 bits (``reduce_range``), as ONNX
-Runtime's documentation advises (the same 0.14 dB here).
+mirror images; for the decoder, their encoder features), so INT8 graphs can be built anywhere, once,
+and are cached beside the FP32 exports (engines.cache). CPUs without VNNI multiply UINT8 by INT8
+with an instruction (VPMADDUBSW) whose 16-bit sums can saturate; there the weights are quantized to
+7 bits (``reduce_range``), as ONNX Runtime's documentation advises.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 CALIBRATION_FRAMES = 8      # demo-clip frames, evenly spaced, plus the painting; each also mirrored
+RECIPE = 1                  # raise when what quantize() makes changes: cached INT8 graphs are keyed by it
 
 
 def cpu_has_vnni() -> bool:
@@ -72,10 +74,36 @@ def calibration_images(frames: int = CALIBRATION_FRAMES) -> list[np.ndarray]:
     return out
 
 
-def quantize_encoder(fp32_onnx: str | Path, out: str | Path, reduce_range: bool | None = None) -> Path:
-    """Write an INT8 copy of the FP32 encoder graph ``fp32_onnx`` to ``out`` (atomically, with the
-    ``stylecam`` metadata kept and its precision set to ``int8``); ``reduce_range`` None: 7-bit
-    weights unless the CPU has VNNI (cpu_has_vnni)."""
+def decoder_fp32_convs(model) -> list[str]:
+    """The decoder's convolutions at the features' own resolution: those before its first Resize
+    (the graph is in topological order). They stay FP32: with them quantized too, relu3_1's held-out
+    autoencoder loses 1.4 dB instead of 0.16 (benchmarks/int8.py, session 24) -- the regional tone
+    the decoder gets wrong is decided there."""
+    names = []
+    for node in model.graph.node:
+        if node.op_type == "Resize":
+            return names
+        if node.op_type == "Conv":
+            names.append(node.name)
+    raise ValueError("this decoder graph has no Resize (upsampling) node: not a stylecam decoder")
+
+
+def encoder_features(encoder, images: list[np.ndarray]) -> list[np.ndarray]:
+    """The decoder's calibration inputs: ``encoder`` (a torch module or engine taking 1 x 3 x H x W
+    BGR [0, 1] tensors) on the calibration images."""
+    import torch
+    with torch.no_grad():
+        return [encoder(torch.from_numpy(x)).float().cpu().numpy() for x in images]
+
+
+def quantize(fp32_onnx: str | Path, out: str | Path, *, encoder=None, reduce_range: bool | None = None,
+             whole: bool = False) -> Path:
+    """Write an INT8 copy of a stylecam FP32 ONNX graph to ``out`` (atomically; the ``stylecam``
+    metadata kept, its precision set to ``int8``). An encoder is quantized whole, calibrated on
+    calibration_images(); a decoder from its first upsampling on (decoder_fp32_convs), calibrated
+    on ``encoder``'s features of those images (``encoder`` required); ``whole``: the decoder whole
+    (for benchmarks/int8.py's comparison). ``reduce_range`` None: 7-bit weights unless the CPU has
+    VNNI (cpu_has_vnni)."""
     import json
 
     import onnx
@@ -87,17 +115,22 @@ def quantize_encoder(fp32_onnx: str | Path, out: str | Path, reduce_range: bool 
     src = onnx.load(str(fp32_onnx), load_external_data=False)
     meta = {p.key: p.value for p in src.metadata_props}
     info = json.loads(meta.get("stylecam", "{}"))
-    if info.get("network") != "encoder" or info.get("precision") != "fp32":
-        raise ValueError(f"{fp32_onnx} is not an FP32 stylecam encoder export (its metadata says "
-                         f"{info.get('network')!r}, {info.get('precision')!r})")
+    what = info.get("network")
+    if what not in ("encoder", "decoder") or info.get("precision") != "fp32":
+        raise ValueError(f"{fp32_onnx} is not an FP32 stylecam encoder or decoder export (its metadata says "
+                         f"{what!r}, {info.get('precision')!r})")
+    if what == "decoder" and encoder is None:
+        raise ValueError("a decoder is calibrated on encoder features: give the encoder")
     if reduce_range is None:
         reduce_range = not cpu_has_vnni()
     images = calibration_images()
+    inputs = images if what == "encoder" else encoder_features(encoder, images)
+    keep = [] if what == "encoder" or whole else decoder_fp32_convs(src)
     name = src.graph.input[0].name
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.items = iter(images)
+            self.items = iter(inputs)
 
         def get_next(self):
             x = next(self.items, None)
@@ -110,10 +143,12 @@ def quantize_encoder(fp32_onnx: str | Path, out: str | Path, reduce_range: bool 
         q = Path(work) / "int8.onnx"
         quantize_static(str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=reduce_range, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                        nodes_to_exclude=keep)
         model = onnx.load(str(q))
         calib = f"{len(images)} bundled demo images (clip frames, painting, mirrored)"
-        info.update({"precision": "int8", "int8": {"reduce_range": bool(reduce_range), "calibration": calib}})
+        info.update({"precision": "int8", "int8": {"reduce_range": bool(reduce_range), "calibration": calib,
+                                                   "fp32_convs": keep}})
         del model.metadata_props[:]
         for k, v in meta.items():
             entry = model.metadata_props.add()
@@ -126,5 +161,6 @@ def quantize_encoder(fp32_onnx: str | Path, out: str | Path, reduce_range: bool 
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-    log.info("quantized the encoder to INT8 (%s-bit weights) -> %s", 7 if reduce_range else 8, out)
+    log.info("quantized the %s to INT8 (%s-bit weights%s) -> %s", what, 7 if reduce_range else 8,
+             f", {len(keep)} convolutions kept FP32" if keep else "", out)
     return out

@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 
 OPSET = 17
 # relative error = max|ours - torch| / max|torch| over the output
-# int8: the encoder quantized by export/int8.py measured 0.017-0.040 (relu3_1 and relu4_1, 8- and 7-bit
-# weights) on these inputs, session 24; twice that
-TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "int8": 8e-2}
+# int8 (export/int8.py), measured on these inputs in session 24 for relu3_1 and relu4_1 with 8- and 7-bit
+# weights: encoders 0.017-0.040, decoders 0.031-0.062 (the worst pixel; a broken graph is far beyond)
+TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "int8": 1e-1}
 
 
 class HalfInside(nn.Module):

@@ -58,10 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
            "there on 2 cores, see the README's benchmarks/fps.py table), PyTorch on CUDA")
     a("--fp16", action="store_true", help="run the networks in FP16 (CUDA); statistics stay FP32")
     a("--int8", action="store_true",
-      help="CPU with ONNX Runtime: run the encoder, most of a CPU frame, as an INT8 graph quantized once on "
-           "first use (calibrated on the bundled demo images, then cached): a 3.2-4.6x faster encoder, "
-           "1.6-2.5x the FPS, for 0.15 dB of the held-out autoencoder's 27.57 (README, benchmarks/int8.py); "
-           "the decoder stays FP32")
+      help="CPU with ONNX Runtime: run the networks as INT8 graphs (the encoder whole, the decoder from its "
+           "first upsampling on), quantized once on first use (calibrated on the bundled demo images, then "
+           "cached): 1.8-2.1x the FPS on 2 cores (240p 4.8 -> 9.4) for 0.16 dB of the held-out autoencoder's "
+           "27.57 (README 'INT8 on the CPU', benchmarks/int8.py)")
     a("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
       help="PyTorch backend on CUDA: replay the networks from a CUDA graph captured once per input size "
            "(default on: with the full-width decoder a 720p FP16 frame took 7.7 ms instead of 8.5 on an H100; "
@@ -187,10 +187,11 @@ def make_engines(args, enc, dec, dec_path, ew, device):
         from export.__main__ import image_profile
         ns = argparse.Namespace(min=(240, 320), opt=(480, 640), max=(1080, 1920))
         profile_e, profile_d = image_profile("encoder", args.layer, ns), image_profile("decoder", args.layer, ns)
+    int8 = bool(getattr(args, "int8", False))
     e = cached_export(enc, "encoder", args.layer, args.backend, args.fp16, profile_e, weights_key=ew.encoder_id,
-                      int8=bool(getattr(args, "int8", False)))
+                      int8=int8)
     d = cached_export(dec, "decoder", args.layer, args.backend, args.fp16, profile_d,
-                      weights_key=ew.encoder_id + sha256_file(dec_path))
+                      weights_key=ew.encoder_id + sha256_file(dec_path), int8=int8, encoder=enc)
     return load_engine(e, device), load_engine(d, device)
 
 

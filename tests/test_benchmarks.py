@@ -29,13 +29,13 @@ def test_fps_quick(tmp_path):
     assert json.loads(out.read_text())["results"][0]["channels_last"] is True
 
 
-def test_fps_times_the_int8_encoder(tmp_path, monkeypatch):
+def test_fps_times_the_int8_networks(tmp_path, monkeypatch):
     monkeypatch.setenv("STYLECAM_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "fps.json"
     assert fps.main(["--backends", "onnx-int8", "--sizes", "120", "--frames", "2", "--json", str(out)]) == 0
     r = json.loads(out.read_text())["results"][0]
-    assert r["backend"] == "onnx-int8" and r["precision"] == "int8 encoder"
-    assert list((tmp_path / "cache" / "engines").glob("encoder_relu3_1_int8*.onnx"))
+    assert r["backend"] == "onnx-int8" and r["precision"] == "int8"
+    assert list((tmp_path / "cache" / "engines").glob("decoder_relu3_1_int8*.onnx"))
 
 
 def test_int8_report(tmp_path, portrait_bgr):
@@ -46,11 +46,13 @@ def test_int8_report(tmp_path, portrait_bgr):
     out = tmp_path / "int8.json"
     assert int8.main([str(d), "--layers", "relu3_1", "--sizes", "64", "--runs", "1", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["results"]
-    assert [r["encoder"] for r in rows] == ["fp32", "int8, 8-bit weights", "int8, 7-bit weights"]
+    assert [(r["encoder_bits"], r["decoder_bits"]) for r in rows] == [(32, 32), (8, 32), (8, 8), (7, 7),
+                                                                       (8, "8 whole")]
     for r in rows[1:]:
         # quantized: the features differ from FP32's, a little; the reconstruction nearly as good
         assert 0 < r["feature_rel_error"] < 0.2 and abs(r["psnr_change"]) < 2
-        assert r["ms"]["64"] > 0 and len(r["images"]) == 2
+        assert r["encoder_ms"]["64"] > 0 and r["decoder_ms"]["64"] > 0 and len(r["images"]) == 2
+    assert rows[1]["mean_psnr"] != rows[2]["mean_psnr"]           # the INT8 decoder did run
 
 
 def test_still_quick(tmp_path):

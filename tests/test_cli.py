@@ -239,23 +239,28 @@ def test_onnx_backend_gives_the_same_frames_as_torch(photo, tmp_path, capsys, mo
     assert diff.max() <= 2                                             # within rounding of 8-bit output
 
 
-def test_int8_encoder_gives_nearly_the_same_frames(photo, tmp_path, capsys, monkeypatch):
-    """--int8 quantizes the encoder once (cached) and its still differs from FP32 ONNX Runtime's by a
-    little, not by nothing (it did run quantized) and not by much."""
+def test_int8_networks_give_nearly_the_same_frames(photo, tmp_path, capsys, monkeypatch):
+    """--int8 quantizes the encoder and the decoder once each (cached), and its still differs from
+    FP32 ONNX Runtime's by a little, not by nothing (it did run quantized) and not by much."""
     monkeypatch.setenv("STYLECAM_CACHE", str(tmp_path / "cache"))
     import export.int8
     calls = []
-    real = export.int8.quantize_encoder
-    monkeypatch.setattr(export.int8, "quantize_encoder", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = export.int8.quantize
+    monkeypatch.setattr(export.int8, "quantize", lambda *a, **k: calls.append(a) or real(*a, **k))
     a, b, c = tmp_path / "fp32.png", tmp_path / "int8.png", tmp_path / "int8_again.png"
     args = ["--source", photo, "--style", DEMO_STYLE, "--regions", "none", "--size", "120", "--backend", "onnx"]
     run_ok(args + ["--out", a], capsys)
     run_ok(args + ["--out", b, "--int8"], capsys)
     run_ok(args + ["--out", c, "--int8"], capsys)
-    assert len(calls) == 1 and len(list((tmp_path / "cache" / "engines").glob("encoder_*_int8*.onnx"))) == 1
+    assert len(calls) == 2
+    for what in ("encoder", "decoder"):
+        assert len(list((tmp_path / "cache" / "engines").glob(f"{what}_*_int8*.onnx"))) == 1
     diff = np.abs(cv2.imread(str(a)).astype(float) - cv2.imread(str(b)).astype(float))
     assert 0.05 < diff.mean() < 6, diff.mean()
     assert np.array_equal(cv2.imread(str(b)), cv2.imread(str(c)))
+    monkeypatch.setattr(export.int8, "RECIPE", export.int8.RECIPE + 1)      # a new recipe: quantized afresh
+    run_ok(args + ["--out", c, "--int8"], capsys)
+    assert len(calls) == 4 and len(list((tmp_path / "cache" / "engines").glob("decoder_*_int8*.onnx"))) == 2
     for bad in (["--backend", "torch"], ["--method", "gatys"]):
         assert "--int8" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--int8"] + bad, capsys)
 

@@ -90,41 +90,63 @@ def test_registry_dispatch_and_errors(exported, tmp_path):
         eng(torch.rand(1, 256, 17, 20))
 
 
+@pytest.mark.parametrize("what", ["encoder", "decoder"])
 @pytest.mark.parametrize("layer", ["relu3_1", "relu4_1"])
 @pytest.mark.parametrize("reduce_range", [False, True])
-def test_int8_encoder_stays_within_its_tolerance_of_pytorch(exported, tmp_path, layer, reduce_range):
-    """export/int8.py against the FP32 PyTorch encoder (the reference) on the parity images: within
-    TOLERANCE['int8'], but not equal (the graph really is quantized), its metadata saying so."""
+def test_int8_graphs_stay_within_their_tolerance_of_pytorch(exported, tmp_path, what, layer, reduce_range):
+    """export/int8.py against the FP32 PyTorch networks (the references) on the parity images: within
+    TOLERANCE['int8'], but not equal (really quantized), the metadata saying so; the decoder's
+    convolutions at the features' resolution, and only those, left FP32."""
     import onnx
-    from export.int8 import quantize_encoder
-    m, fp32 = exported["encoder", layer]
-    q = quantize_encoder(fp32, tmp_path / "q.onnx", reduce_range=reduce_range)
-    ops = {n.op_type for n in onnx.load(str(q)).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    from export.int8 import quantize
+    m, fp32 = exported[what, layer]
+    enc = exported["encoder", layer][0]
+    q = quantize(fp32, tmp_path / "q.onnx", encoder=enc, reduce_range=reduce_range)
+    graph = onnx.load(str(q)).graph
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}
     eng = base.load_engine(q)
-    assert eng.precision == "int8" and eng.meta["layer"] == layer
+    assert eng.precision == "int8" and eng.meta["layer"] == layer and eng.meta["network"] == what
     assert eng.meta["int8"]["reduce_range"] is reduce_range
-    rows = compare_outputs(m, eng, parity_inputs("encoder", layer))
+    kept = eng.meta["int8"]["fp32_convs"]
+    if what == "encoder":
+        assert kept == []
+    else:
+        # the convolutions before the first upsampling, by the FP32 graph's own order
+        order = [n.op_type for n in onnx.load(str(fp32)).graph.node if n.op_type in ("Conv", "Resize")]
+        assert 0 < len(kept) == order.index("Resize") < order.count("Conv")
+        # a kept convolution reads a plain (not dequantized) weight
+        deq_out = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+        convs = {n.name: n for n in graph.node if n.op_type == "Conv"}
+        assert all(convs[k].input[1] not in deq_out for k in kept)
+        assert sum(c.input[1] in deq_out for c in convs.values()) == len(convs) - len(kept)
+    rows = compare_outputs(m, eng, parity_inputs(what, layer))
     worst = max(r["rel"] for r in rows)
-    assert 1e-3 < worst <= TOLERANCE["int8"], worst
+    assert 1e-4 < worst <= TOLERANCE["int8"], worst
     assert sorted(f.name for f in tmp_path.iterdir()) == ["q.onnx"]       # no temporaries left
 
 
-def test_int8_takes_only_an_fp32_encoder(exported, tmp_path):
-    from export.int8 import quantize_encoder
-    with pytest.raises(ValueError, match="not an FP32 stylecam encoder"):
-        quantize_encoder(exported["decoder", "relu3_1"][1], tmp_path / "q.onnx")
-    assert not list(tmp_path.iterdir())
-    with pytest.raises(SystemExit):
-        export_main(["--int8", "--what", "decoder", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit):
-        export_main(["--int8", "--format", "engine", "--out", str(tmp_path)])
+def test_int8_takes_only_fp32_stylecam_graphs(exported, tmp_path):
+    from export.int8 import quantize
+    q = quantize(exported["encoder", "relu3_1"][1], tmp_path / "q.onnx")
+    with pytest.raises(ValueError, match="not an FP32 stylecam"):
+        quantize(q, tmp_path / "qq.onnx")
+    with pytest.raises(ValueError, match="give the encoder"):
+        quantize(exported["decoder", "relu3_1"][1], tmp_path / "qd.onnx")
+    assert [f.name for f in tmp_path.iterdir()] == ["q.onnx"]
+    dec_fp32, enc = exported["decoder", "relu3_1"][1], exported["encoder", "relu3_1"][0]
+    whole = quantize(dec_fp32, tmp_path / "w.onnx", encoder=enc, whole=True)
+    assert base.load_engine(whole).meta["int8"]["fp32_convs"] == []
+    for bad in (["--format", "engine"], ["--fp16"]):
+        with pytest.raises(SystemExit):
+            export_main(["--int8", "--out", str(tmp_path / "x")] + bad)
+    assert not (tmp_path / "x").exists()
 
 
-def test_export_cli_writes_an_int8_encoder(tmp_path):
-    assert export_main(["--what", "encoder", "--int8", "--out", str(tmp_path)]) == 0
-    assert [f.name for f in tmp_path.iterdir()] == ["encoder_relu3_1_int8.onnx"]
-    assert base.load_engine(tmp_path / "encoder_relu3_1_int8.onnx").precision == "int8"
+def test_export_cli_writes_int8_graphs(tmp_path):
+    assert export_main(["--what", "all", "--int8", "--out", str(tmp_path)]) == 0
+    names = sorted(f.name for f in tmp_path.iterdir())
+    assert names == ["decoder_relu3_1_int8.onnx", "encoder_relu3_1_int8.onnx"]
+    assert all(base.load_engine(tmp_path / n).precision == "int8" for n in names)
 
 
 def test_exports_get_ordinary_permissions(tmp_path):
