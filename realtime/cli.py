@@ -288,6 +288,8 @@ def run(args: argparse.Namespace) -> int:
     if dec.layer != args.layer:
         raise UsageError(f"{dec_path} is a {dec.layer} decoder but --layer is {args.layer}")
     enc, dec = make_engines(args, enc, dec, dec_path, ew, device)
+    log.info("networks on %s: encoder %s %s, decoder %s %s (%s)", device.type, enc.kind,
+             getattr(enc, "precision", "fp32"), dec.kind, getattr(dec, "precision", "fp32"), dec_path.name)
     bank = StyleBank(enc, args.regions, device=device)
     for i, s in enumerate(args.style):
         bank.add(s, args.style_regions[i] if i < len(args.style_regions) else None)
