@@ -51,8 +51,10 @@ def time_command(photo: Path, backend: str, out_dir: Path, decoder: str | None =
     from realtime.cli import DEMO_STYLE
     out = out_dir / f"still_{backend}.png"
     cmd = [sys.executable, str(ROOT / "run_cam.py"), "--source", str(photo), "--style", str(DEMO_STYLE),
-           "--out", str(out), "--backend", backend, "-q"] + (["--decoder", decoder if decoder in ("auto", "small", "wide")
-                                                          else str(Path(decoder).resolve())] if decoder else [])
+           "--out", str(out), "-q"] + (["--backend", "onnx", "--int8"] if backend == "onnx-int8" else
+                                       ["--backend", backend])
+    if decoder:
+        cmd += ["--decoder", decoder if decoder in ("auto", "small", "wide") else str(Path(decoder).resolve())]
     t = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
     dt = time.perf_counter() - t
@@ -66,7 +68,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image", type=Path, default=None, help="photo (default: matplotlib's grace_hopper.jpg)")
     p.add_argument("--side", type=int, default=512, help="longer side in pixels (default 512)")
-    p.add_argument("--backends", default="torch,onnx")
+    p.add_argument("--backends", default="torch,onnx",
+                   help="comma-separated: torch, onnx, onnx-int8 (the CLI's --backend onnx --int8)")
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--no-command", action="store_true", help="skip timing the whole command")
     p.add_argument("--decoder", default=None, metavar="small|wide|PATH",
