@@ -10,7 +10,7 @@ quantized from its first upsampling on: its convolutions at the features' resolu
 arithmetic, cost 0.01.
 
 Calibration uses only what the package bundles (the demo clip's frames, the demo painting and their
-mirror images; for the decoder, their encoder features), so INT8 graphs can be built anywhere, once,
+colour-reversed copies; for the decoder, their encoder features), so INT8 graphs can be built anywhere, once,
 and are cached beside the FP32 exports (engines.cache). CPUs without VNNI multiply UINT8 by INT8
 with an instruction (VPMADDUBSW) whose 16-bit sums can saturate; there the weights are quantized to
 7 bits (``reduce_range``), as ONNX Runtime's documentation advises.
@@ -27,13 +27,13 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_FRAMES = 8      # demo-clip frames, evenly spaced, plus the painting; each also mirrored
+CALIBRATION_FRAMES = 8      # demo-clip frames, evenly spaced, plus the painting; each also colour-reversed
 RECIPE = 1                  # raise when what quantize() makes changes: cached INT8 graphs are keyed by it
 
 
 def cpu_has_vnni() -> bool:
     """Whether this x86 CPU has AVX-512 VNNI or AVX-VNNI (Linux: /proc/cpuinfo; elsewhere assumed
-    not: 7-bit weights, as accurate here, benchmarks/int8.py)."""
+    not: 7-bit weights, 0.16 dB lower for relu3_1 here, benchmarks/int8.py)."""
     if platform.system() != "Linux":
         return False
     try:
@@ -50,7 +50,9 @@ def cpu_has_vnni() -> bool:
 
 def calibration_images(frames: int = CALIBRATION_FRAMES) -> list[np.ndarray]:
     """Encoder inputs (1 x 3 x H x W float32 BGR in [0, 1], sides multiples of 8) from the bundled
-    demo clip and painting, each also mirrored, at the clip's 240-line size."""
+    demo clip and painting at the clip's 240-line size, each also with its colour channels reversed
+    (BGR read as RGB: warm skin turns blue and the blue backdrop orange), so that the calibrated
+    ranges cover more colours than one clip and one painting have."""
     import cv2
     from realtime.capture import VideoFileSource
     from realtime.cli import DEMO_CLIP, DEMO_STYLE
@@ -68,7 +70,7 @@ def calibration_images(frames: int = CALIBRATION_FRAMES) -> list[np.ndarray]:
         if h > 240:
             img = cv2.resize(img, (round(w * 240 / h), 240), interpolation=cv2.INTER_AREA)
         h, w = img.shape[0] // 8 * 8, img.shape[1] // 8 * 8
-        for im in (img[:h, :w], img[:h, :w, ::-1]):
+        for im in (img[:h, :w], img[:h, :w, ::-1]):          # as read, and colour-reversed
             x = np.ascontiguousarray(im[:, :, :3]).astype(np.float32) / 255.0
             out.append(np.ascontiguousarray(x.transpose(2, 0, 1)[None]))
     return out
@@ -146,7 +148,7 @@ def quantize(fp32_onnx: str | Path, out: str | Path, *, encoder=None, reduce_ran
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                         nodes_to_exclude=keep)
         model = onnx.load(str(q))
-        calib = f"{len(images)} bundled demo images (clip frames, painting, mirrored)"
+        calib = f"{len(images)} bundled demo images (clip frames, painting, colour-reversed copies)"
         info.update({"precision": "int8", "int8": {"reduce_range": bool(reduce_range), "calibration": calib,
                                                    "fp32_convs": keep}})
         del model.metadata_props[:]
