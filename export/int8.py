@@ -17,6 +17,7 @@ with an instruction (VPMADDUBSW) whose 16-bit sums can saturate; there the weigh
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -29,6 +30,19 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_FRAMES = 8      # demo-clip frames, evenly spaced, plus the painting; each also colour-reversed
 RECIPE = 1                  # raise when what quantize() makes changes: cached INT8 graphs are keyed by it
+
+
+@contextlib.contextmanager
+def _quiet(name: str):
+    """Hold logger ``name`` at WARNING or above for a while (ONNX Runtime's quantizer logs an INFO line
+    per graph, which would land in the CLI's log)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def cpu_has_vnni() -> bool:
@@ -141,12 +155,13 @@ def quantize(fp32_onnx: str | Path, out: str | Path, *, encoder=None, reduce_ran
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".int8.") as work:
         pre = Path(work) / "pre.onnx"
-        quant_pre_process(str(fp32_onnx), str(pre))        # shape inference and folding, as ORT advises
         q = Path(work) / "int8.onnx"
-        quantize_static(str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        reduce_range=reduce_range, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                        nodes_to_exclude=keep)
+        with _quiet("onnxruntime.quantization"):
+            quant_pre_process(str(fp32_onnx), str(pre))        # shape inference and folding, as ORT advises
+            quantize_static(str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            reduce_range=reduce_range, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                            nodes_to_exclude=keep)
         model = onnx.load(str(q))
         calib = f"{len(images)} bundled demo images (clip frames, painting, colour-reversed copies)"
         info.update({"precision": "int8", "int8": {"reduce_range": bool(reduce_range), "calibration": calib,
