@@ -49,8 +49,8 @@ def cached_export(module, what: str, layer: str, backend: str, fp16: bool, profi
         export_onnx(module, onnx_path, what=what, layer=layer, fp16=fp16, dynamic=True)
     if backend == "onnx" and int8:
         import onnxruntime
-        from export.int8 import RECIPE, cpu_has_vnni, quantize
-        rr = not cpu_has_vnni()
+        from export.int8 import RECIPE, default_reduce_range, quantize
+        rr = default_reduce_range()
         tag = hashlib.sha256(f"{onnx_path.name}|ort{onnxruntime.__version__}|recipe{RECIPE}".encode()).hexdigest()[:12]
         q_path = folder / f"{what}_{layer}_int8{'_w7' if rr else ''}_dyn_{tag}.onnx"
         if not q_path.exists():

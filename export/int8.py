@@ -11,9 +11,9 @@ arithmetic, cost 0.01.
 
 Calibration uses only what the package bundles (the demo clip's frames, the demo painting and their
 colour-reversed copies; for the decoder, their encoder features), so INT8 graphs can be built anywhere, once,
-and are cached beside the FP32 exports (engines.cache). CPUs without VNNI multiply UINT8 by INT8
+and are cached beside the FP32 exports (engines.cache). x86 CPUs without VNNI multiply UINT8 by INT8
 with an instruction (VPMADDUBSW) whose 16-bit sums can saturate; there the weights are quantized to
-7 bits (``reduce_range``), as ONNX Runtime's documentation advises.
+7 bits (``reduce_range``), as ONNX Runtime's documentation advises (default_reduce_range).
 """
 from __future__ import annotations
 
@@ -60,6 +60,16 @@ def cpu_has_vnni() -> bool:
             flags.update(line.split(":", 1)[1].split())
             break
     return bool(flags & {"avx512_vnni", "avx_vnni"})
+
+
+def default_reduce_range() -> bool:
+    """Whether to quantize weights to 7 bits here: on an x86 CPU without VNNI, whose UINT8 x INT8
+    instruction (VPMADDUBSW) can saturate its 16-bit sums; not on ARM, whose dot-product instructions
+    do not, nor with VNNI."""
+    machine = platform.machine().lower()
+    if machine in ("arm64", "aarch64") or machine.startswith("arm"):
+        return False
+    return not cpu_has_vnni()
 
 
 def calibration_images(frames: int = CALIBRATION_FRAMES) -> list[np.ndarray]:
@@ -118,8 +128,7 @@ def quantize(fp32_onnx: str | Path, out: str | Path, *, encoder=None, reduce_ran
     metadata kept, its precision set to ``int8``). An encoder is quantized whole, calibrated on
     calibration_images(); a decoder from its first upsampling on (decoder_fp32_convs), calibrated
     on ``encoder``'s features of those images (``encoder`` required); ``whole``: the decoder whole
-    (for benchmarks/int8.py's comparison). ``reduce_range`` None: 7-bit weights unless the CPU has
-    VNNI (cpu_has_vnni)."""
+    (for benchmarks/int8.py's comparison). ``reduce_range`` None: default_reduce_range()."""
     import json
 
     import onnx
@@ -138,7 +147,7 @@ def quantize(fp32_onnx: str | Path, out: str | Path, *, encoder=None, reduce_ran
     if what == "decoder" and encoder is None:
         raise ValueError("a decoder is calibrated on encoder features: give the encoder")
     if reduce_range is None:
-        reduce_range = not cpu_has_vnni()
+        reduce_range = default_reduce_range()
     images = calibration_images()
     inputs = images if what == "encoder" else encoder_features(encoder, images)
     keep = [] if what == "encoder" or whole else decoder_fp32_convs(src)

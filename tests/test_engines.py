@@ -125,6 +125,16 @@ def test_int8_graphs_stay_within_their_tolerance_of_pytorch(exported, tmp_path, 
     assert sorted(f.name for f in tmp_path.iterdir()) == ["q.onnx"]       # no temporaries left
 
 
+def test_int8_weights_are_7_bit_only_on_x86_without_vnni(monkeypatch):
+    import platform
+    import export.int8 as I
+    for machine, vnni, seven in (("x86_64", False, True), ("x86_64", True, False), ("AMD64", False, True),
+                                 ("aarch64", False, False), ("arm64", False, False)):
+        monkeypatch.setattr(platform, "machine", lambda m=machine: m)
+        monkeypatch.setattr(I, "cpu_has_vnni", lambda v=vnni: v)
+        assert I.default_reduce_range() is seven, (machine, vnni)
+
+
 def test_int8_takes_only_fp32_stylecam_graphs(exported, tmp_path):
     from export.int8 import quantize
     q = quantize(exported["encoder", "relu3_1"][1], tmp_path / "q.onnx")
