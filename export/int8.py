@@ -64,8 +64,8 @@ def cpu_has_vnni() -> bool:
 
 def default_reduce_range() -> bool:
     """Whether to quantize weights to 7 bits here: on an x86 CPU without VNNI, whose UINT8 x INT8
-    instruction (VPMADDUBSW) can saturate its 16-bit sums; not on ARM, whose dot-product instructions
-    do not, nor with VNNI."""
+    instruction (VPMADDUBSW) can saturate its 16-bit sums; not on ARM, nor with VNNI (the guidance in
+    onnxruntime.quantization.quantize_static's docstring, "Choosing parameters for CPU inference")."""
     machine = platform.machine().lower()
     if machine in ("arm64", "aarch64") or machine.startswith("arm"):
         return False
