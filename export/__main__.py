@@ -126,8 +126,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.int8 and (a.format != "onnx" or a.fp16):
         p.error("--int8 makes ONNX graphs for ONNX Runtime: not with --format engine or --fp16")
-    for side, i in (("height", 0), ("width", 1)):
-        if not a.min[i] <= a.opt[i] <= a.max[i]:
+    for side, i in (("height", 0), ("width", 1)):       # an engine's profile (an ONNX graph has none)
+        if a.format == "engine" and not a.min[i] <= a.opt[i] <= a.max[i]:
             p.error(f"--min, --opt and --max must grow in {side}: got {a.min[i]}, {a.opt[i]}, {a.max[i]} "
                     "(sizes here are HEIGHTxWIDTH: 720x1280 is a landscape 720p frame)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

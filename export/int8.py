@@ -72,11 +72,12 @@ def default_reduce_range() -> bool:
     return not cpu_has_vnni()
 
 
-def calibration_images(frames: int = CALIBRATION_FRAMES) -> list[np.ndarray]:
+def calibration_images(frames: int = CALIBRATION_FRAMES, size: tuple[int, int] | None = None) -> list[np.ndarray]:
     """Encoder inputs (1 x 3 x H x W float32 BGR in [0, 1], sides multiples of 8) from the bundled
-    demo clip and painting at the clip's 240-line size, each also with its colour channels reversed
-    (BGR read as RGB: warm skin turns blue and the blue backdrop orange), so that the calibrated
-    ranges cover more colours than one clip and one painting have."""
+    demo clip and painting at the clip's 240-line size, or all at ``size`` (h, w) for a graph of fixed
+    size, each also with its colour channels reversed (BGR read as RGB: warm skin turns blue and the
+    blue backdrop orange), so that the calibrated ranges cover more colours than one clip and one
+    painting have."""
     import cv2
     from realtime.capture import VideoFileSource
     from realtime.cli import DEMO_CLIP, DEMO_STYLE
@@ -91,9 +92,11 @@ def calibration_images(frames: int = CALIBRATION_FRAMES) -> list[np.ndarray]:
     out = []
     for img in images:
         h, w = img.shape[:2]
-        if h > 240:
+        if size is not None:
+            img = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        elif h > 240:
             img = cv2.resize(img, (round(w * 240 / h), 240), interpolation=cv2.INTER_AREA)
-        h, w = img.shape[0] // 8 * 8, img.shape[1] // 8 * 8
+        h, w = (img.shape[0], img.shape[1]) if size is not None else (img.shape[0] // 8 * 8, img.shape[1] // 8 * 8)
         for im in (img[:h, :w], img[:h, :w, ::-1]):          # as read, and colour-reversed
             x = np.ascontiguousarray(im[:, :, :3]).astype(np.float32) / 255.0
             out.append(np.ascontiguousarray(x.transpose(2, 0, 1)[None]))
@@ -148,7 +151,10 @@ def quantize(fp32_onnx: str | Path, out: str | Path, *, encoder=None, reduce_ran
         raise ValueError("a decoder is calibrated on encoder features: give the encoder")
     if reduce_range is None:
         reduce_range = default_reduce_range()
-    images = calibration_images()
+    dims = [d.dim_value for d in src.graph.input[0].type.tensor_type.shape.dim[2:]]
+    stride = int(info.get("stride", 1))       # image pixels per input cell: 1 for an encoder
+    # a graph of fixed size (export --static) is calibrated at that size; a dynamic one at the clip's
+    images = calibration_images(size=(dims[0] * stride, dims[1] * stride) if all(dims) else None)
     inputs = images if what == "encoder" else encoder_features(encoder, images)
     keep = [] if what == "encoder" or whole else decoder_fp32_convs(src)
     name = src.graph.input[0].name

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from engines.vgg import feature_size
 from realtime.images import publish
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,9 @@ def export_onnx(module: nn.Module, path: str | Path, *, what: str, layer: str, f
     path.parent.mkdir(parents=True, exist_ok=True)
     c_in = getattr(module, "in_channels", 3)
     stride = 1 if what == "encoder" else {"relu3_1": 4, "relu4_1": 8}[layer]
-    h, w = example_hw if what == "encoder" else (max(2, example_hw[0] // stride), max(2, example_hw[1] // stride))
+    # a decoder's input is the features of an example_hw image: ceil-mode pooling, as the encoder's (a
+    # floor here made --static decoders one cell short of what the encoder gives at odd sizes)
+    h, w = example_hw if what == "encoder" else tuple(max(2, v) for v in feature_size(*example_hw, layer))
     net = HalfInside(module) if fp16 else module
     x = torch.rand(1, c_in, h, w) * (1.0 if what == "encoder" else 20.0)
     in_name, out_name = ("image", "features") if what == "encoder" else ("features", "image")

@@ -157,6 +157,11 @@ def test_export_cli_writes_int8_graphs(tmp_path):
     names = sorted(f.name for f in tmp_path.iterdir())
     assert names == ["decoder_relu3_1_int8.onnx", "encoder_relu3_1_int8.onnx"]
     assert all(base.load_engine(tmp_path / n).precision == "int8" for n in names)
+    # a graph of fixed size is calibrated at its own size (an odd one here: the decoder's 40 x 53 features)
+    st = tmp_path / "static"
+    assert export_main(["--what", "all", "--int8", "--static", "--opt", "157x211", "--out", str(st)]) == 0
+    eng = base.load_engine(st / "decoder_relu3_1_int8_static.onnx")
+    assert eng.static_hw == (40, 53) and eng(torch.rand(1, 256, 40, 53)).shape == (1, 3, 160, 212)
 
 
 def test_exports_get_ordinary_permissions(tmp_path):
@@ -191,7 +196,7 @@ def test_export_profile_sizes_must_grow_and_say_height_first(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "must grow in width" in err and "HEIGHTxWIDTH" in err
     with pytest.raises(SystemExit):
-        export_main(["--min", "800x320", "--out", str(tmp_path)])
+        export_main(["--format", "engine", "--min", "800x320", "--out", str(tmp_path)])
     assert "must grow in height" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
