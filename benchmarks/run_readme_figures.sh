@@ -49,6 +49,7 @@ $PY benchmarks/fps.py --backends onnx,onnx-int8 --sizes 240,360,480,720,1080 --f
   --json docs/results/fps_cpu_int8.json                  # session 24: the INT8 encoder (--int8)
 $PY benchmarks/int8.py --json docs/results/int8_cpu.json                           # session 24
 $PY benchmarks/still.py --backends onnx,onnx-int8 --json docs/results/still_cpu_int8.json   # session 24
+$PY benchmarks/soak.py --backend onnx-int8 --json docs/results/soak_onnx_int8.json        # session 24
 $PY benchmarks/temporal.py --frames 32 --size 360 --deflicker 0.5,0.6,0.8 --json docs/results/temporal.json
 $PY benchmarks/temporal.py --frames 32 --size 360 --modes adain --deflicker "" --json docs/results/deflicker_cost.json
 $PY benchmarks/peers.py --frames 8 --size 384 --json docs/results/peers.json --grid docs/peers.png

@@ -1,6 +1,7 @@
 """A long run's time and memory, with malloc keeping freed memory (the CLI's way) and with the system's.
 
-    python benchmarks/soak.py [--frames 160] [--switch 20] [--sizes 360,480] [--backend onnx] [--json out.json]
+    python benchmarks/soak.py [--frames 160] [--switch 20] [--sizes 360,480] [--backend onnx|onnx-int8|torch]
+                              [--json out.json]
 
 Each setting runs in a child process of its own (malloc's setting is per process): the live pipeline
 (``benchmarks/fps.py``'s objects, ``adain``, portrait regions) over the demo clip's frames for
@@ -62,7 +63,8 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=160)
     p.add_argument("--switch", type=int, default=20, help="frames between size switches (default: %(default)s)")
     p.add_argument("--sizes", default="360,480", help="processing heights to switch between (default: %(default)s)")
-    p.add_argument("--backend", default="onnx", choices=["onnx", "torch"])
+    p.add_argument("--backend", default="onnx", choices=["onnx", "onnx-int8", "torch"],
+                   help="onnx-int8: the CLI's --backend onnx --int8 (default: %(default)s)")
     p.add_argument("--json", default=None)
     p.add_argument("--child", choices=["kept", "system"], dest="malloc", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
