@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="smallest image for an engine profile (default 240x320)")
     p.add_argument("--opt", type=parse_hw, default=(720, 1280), metavar="HxW",
                    help="most common image: the size TensorRT tunes for (default 720x1280)")
-    p.add_argument("--max", type=parse_hw, default=(1080, 1920), metavar="HxW", help="largest image (default 1080x1920); all three are HEIGHTxWIDTH, as in NCHW shapes")
+    p.add_argument("--max", type=parse_hw, default=(1080, 1920), metavar="HxW",
+                   help="largest image (default 1080x1920); all three are HEIGHTxWIDTH, as in NCHW shapes")
     p.add_argument("--decoder", default=None, metavar="auto|small|wide|PATH",
                    help="decoder (default auto: the small weights/decoder_LAYER.pt, for ONNX and TensorRT alike "
                         "since session 20 -- engines.decoder.WIDE_ON_CUDA); small, wide, or a file")
