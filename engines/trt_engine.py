@@ -41,20 +41,10 @@ def read_engine_file(path: Path) -> tuple[dict, bytes]:
 
 
 def write_engine_file(path: Path, header: dict, blob: bytes) -> None:
-    import os
-    import tempfile
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from realtime.images import atomic_path
     h = json.dumps(header).encode()
-    from realtime.images import publish
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC + struct.pack("<I", len(h)) + h + bytes(blob))
-        publish(tmp, path)                  # the umask's permissions, not mkstemp's 0600
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:          # renamed with the umask's permissions, not mkstemp's 0600
+        tmp.write_bytes(MAGIC + struct.pack("<I", len(h)) + h + bytes(blob))
 
 
 @register("tensorrt", ".engine", ".plan", ".trt")

@@ -81,18 +81,10 @@ def content_sha256(state: dict[str, torch.Tensor]) -> str:
 
 def atomic_torch_save(obj, path: Path) -> str:
     """Write ``obj`` to ``path`` via a temporary file and rename; return the file's sha256."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
+    from realtime.images import atomic_path
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        digest = sha256_file(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        digest = sha256_file(tmp)
     return digest
 
 

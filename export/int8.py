@@ -6,8 +6,7 @@ UINT8 activations whose ranges are calibrated on images; Jacob et al. 2018, "Qua
 Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference") runs it 3-4x faster on
 an AVX-512 VNNI CPU and costs the held-out autoencoder 0.15 dB (benchmarks/int8.py). The decoder is
 quantized from its first upsampling on: its convolutions at the features' resolution stay FP32
-(decoder_fp32_convs), since quantized they cost relu3_1 1.3 dB; the later ones, 56 % of its
-arithmetic, cost 0.01.
+(decoder_fp32_convs), since quantized they cost relu3_1 1.3 dB; the later ones cost 0.01.
 
 Calibration uses only what the package bundles (the demo clip's frames, the demo painting and their
 colour-reversed copies; for the decoder, their encoder features), so INT8 graphs can be built anywhere, once,
@@ -19,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import platform
 import tempfile
 from pathlib import Path
@@ -137,7 +135,7 @@ def quantize(fp32_onnx: str | Path, out: str | Path, *, encoder=None, reduce_ran
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quant_pre_process, quantize_static)
-    from realtime.images import publish
+    from realtime.images import atomic_path
 
     fp32_onnx, out = Path(fp32_onnx), Path(out)
     src = onnx.load(str(fp32_onnx), load_external_data=False)
@@ -185,14 +183,8 @@ def quantize(fp32_onnx: str | Path, out: str | Path, *, encoder=None, reduce_ran
         for k, v in meta.items():
             entry = model.metadata_props.add()
             entry.key, entry.value = k, json.dumps(info) if k == "stylecam" else v
-        fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".onnx.tmp")
-        os.close(fd)
-        try:
-            onnx.save(model, tmp)
-            publish(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(out, ".onnx.tmp") as tmp:
+            onnx.save(model, str(tmp))
     log.info("quantized the %s to INT8 (%s-bit weights%s) -> %s", what, 7 if reduce_range else 8,
              f", {len(keep)} convolutions kept FP32" if keep else "", out)
     return out

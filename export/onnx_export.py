@@ -10,8 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -20,7 +18,7 @@ import torch
 from torch import nn
 
 from engines.vgg import feature_size
-from realtime.images import publish
+from realtime.images import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -89,28 +87,22 @@ def export_onnx(module: nn.Module, path: str | Path, *, what: str, layer: str, f
     x = torch.rand(1, c_in, h, w) * (1.0 if what == "encoder" else 20.0)
     in_name, out_name = ("image", "features") if what == "encoder" else ("features", "image")
     axes = {in_name: {0: "n", 2: "h", 3: "w"}, out_name: {0: "n", 2: "oh", 3: "ow"}} if dynamic else None
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        t = time.perf_counter()
+    t = time.perf_counter()
+    with atomic_path(path, ".onnx.tmp") as tmp:        # renamed with the umask's permissions at the end
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")   # tracer warnings about our own shape checks
-            torch.onnx.export(_Forward(net).eval(), (x,), tmp, dynamo=False, opset_version=opset,
+            torch.onnx.export(_Forward(net).eval(), (x,), str(tmp), dynamo=False, opset_version=opset,
                               input_names=[in_name], output_names=[out_name], dynamic_axes=axes,
                               do_constant_folding=True)
-        model = onnx.load(tmp)
+        model = onnx.load(str(tmp))
         onnx.checker.check_model(model)
         meta = dict(getattr(module, "meta", {}))
         meta.update({"network": what, "layer": layer, "precision": "fp16" if fp16 else "fp32", "dynamic": dynamic,
                      "in_channels": c_in, "stride": stride, "opset": opset, "torch": torch.__version__})
         entry = model.metadata_props.add()
         entry.key, entry.value = "stylecam", json.dumps(meta)
-        onnx.save(model, tmp)
-        publish(tmp, path)                  # renamed with the umask's permissions, not mkstemp's 0600
-        log.info("exported %s %s to %s in %.1f s", what, layer, path, time.perf_counter() - t)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        onnx.save(model, str(tmp))
+    log.info("exported %s %s to %s in %.1f s", what, layer, path, time.perf_counter() - t)
     return path
 
 

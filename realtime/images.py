@@ -1,6 +1,7 @@
 """Image I/O and conversions at the boundaries (frames are H x W x 3 uint8 BGR numpy)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -53,22 +54,32 @@ def publish(tmp: str | Path, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def write_image(path: str | Path, img: np.ndarray) -> Path:
-    """Write atomically (temporary file in the same folder, then rename)."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = ".tmp"):
+    """Yield a temporary file's path in ``path``'s folder (created if need be) to write ``path``'s
+    content to; when the block ends it is renamed onto ``path`` (publish), and if the block raises it
+    is removed -- never a half-written file under the requested name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ext = path.suffix.lower() or ".png"
-    ok, buf = cv2.imencode(ext, img)
-    if not ok:
-        raise ValueError(f"cannot encode an image as {ext!r} for {path}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=ext)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
+        yield Path(tmp)
         publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_image(path: str | Path, img: np.ndarray) -> Path:
+    """Write atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    ext = path.suffix.lower() or ".png"
+    ok, buf = cv2.imencode(ext, img)
+    if not ok:
+        raise ValueError(f"cannot encode an image as {ext!r} for {path}")
+    with atomic_path(path, ext) as tmp:
+        tmp.write_bytes(buf.tobytes())
     return path
 
 

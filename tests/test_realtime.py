@@ -413,6 +413,20 @@ def test_warm_start_reduces_frame_to_frame_change_on_known_motion(stylizer_parts
     assert warm < 0.98 * cold, (warm, cold)
 
 
+def test_atomic_path_publishes_on_success_and_leaves_nothing_on_failure(tmp_path):
+    from realtime.images import atomic_path
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "d" / "x.bin") as t:
+            t.write_bytes(b"half")
+            raise RuntimeError("interrupted")
+    assert not list((tmp_path / "d").iterdir())
+    with atomic_path(tmp_path / "d" / "x.bin") as t:
+        t.write_bytes(b"whole")
+        assert not (tmp_path / "d" / "x.bin").exists()
+    assert [f.name for f in (tmp_path / "d").iterdir()] == ["x.bin"]
+    assert (tmp_path / "d" / "x.bin").read_bytes() == b"whole"
+
+
 def test_outputs_get_ordinary_permissions(tmp_path):
     import os
     from realtime.images import write_image
