@@ -6,12 +6,15 @@ For each layer the FP32 encoder and shipped decoder are exported to ONNX and qua
 weights (what a CPU with VNNI gets) and with 7-bit ones (``reduce_range``, what a CPU without VNNI
 gets); the decoder from its first upsampling on, calibrated on the FP32 encoder's features. Then,
 for FP32, the INT8 encoder alone, both networks INT8 (8- and 7-bit weights), and the decoder
-quantized whole (what keeping its first stage FP32 saves):
+quantized whole with 8- and 7-bit weights (what keeping its first stage FP32 saves); ``cli_default`` marks the pair that
+``--int8`` runs on a CPU with VNNI (export/int8.py's WHOLE_DECODER_LAYERS decides whole or not):
 
 * quality: the held-out portraits (training/holdout.txt, or the photos of DIR; longer side <= 512
   px, as benchmarks/autoencoder.py) encoded and decoded: mean PSNR and SSIM against the photo, the
   change against FP32 and on how many photos it is worse, and the features' mean relative error
   against FP32 ONNX Runtime's (on up to 8 photos);
+* parity: each graph's worst relative error against its PyTorch network on ``stylecam export``'s
+  parity images (the demo frame and painting at two sizes), the figure TOLERANCE['int8'] bounds;
 * speed: each network alone in ONNX Runtime (2 threads unless --threads), median ms of ``--runs``
   runs on a demo-clip frame at each processing height (16:9), after one warm-up run.
 """
@@ -57,8 +60,8 @@ def main(argv=None) -> int:
     from engines.decoder import load_decoder
     from engines.ort_engine import OrtEngine
     from engines.weights import build_encoder, load_encoder_weights, weights_dir
-    from export.int8 import cpu_has_vnni, quantize
-    from export.onnx_export import export_onnx
+    from export.int8 import WHOLE_DECODER_LAYERS, cpu_has_vnni, quantize
+    from export.onnx_export import compare_outputs, export_onnx, parity_inputs
     from realtime.capture import VideoFileSource
     from realtime.cli import DEMO_CLIP
     from realtime.images import bgr_to_tensor
@@ -83,15 +86,23 @@ def main(argv=None) -> int:
             for bits in (8, 7):
                 for what, src in (("encoder", e32), ("decoder", d32)):
                     q = quantize(src, Path(work) / f"{what[0]}_{layer}_w{bits}.onnx", encoder=enc,
-                                 reduce_range=bits == 7)
+                                 reduce_range=bits == 7, whole=False)
                     nets[what, bits] = OrtEngine(q, threads=a.threads)
             # the decoder quantized whole, its convolutions at the features' resolution too: what keeping
             # those FP32 (export/int8.py's decoder_fp32_convs) saves
-            q = quantize(d32, Path(work) / f"d_{layer}_whole.onnx", encoder=enc, reduce_range=False, whole=True)
-            nets["decoder", "8 whole"] = OrtEngine(q, threads=a.threads)
+            for bits in (8, 7):
+                q = quantize(d32, Path(work) / f"d_{layer}_whole_w{bits}.onnx", encoder=enc,
+                             reduce_range=bits == 7, whole=True)
+                nets["decoder", f"{bits} whole"] = OrtEngine(q, threads=a.threads)
+            # each graph against its PyTorch network on the export's parity images (stylecam export's check:
+            # max |a - b| / max |a|, the worst of the four images; TOLERANCE['int8'] is its limit)
+            refs = {"encoder": enc, "decoder": dec}
+            parity = {key: max(r["rel"] for r in compare_outputs(refs[key[0]], eng, parity_inputs(key[0], layer)))
+                      for key, eng in nets.items()}
             configs = {"fp32": (32, 32), "int8 encoder (8-bit weights)": (8, 32),
                        "int8 both (8-bit weights)": (8, 8), "int8 both (7-bit weights)": (7, 7),
-                       "int8 encoder, decoder whole (8-bit)": (8, "8 whole")}
+                       "int8 encoder, decoder whole (8-bit)": (8, "8 whole"),
+                       "int8 both, decoder whole (7-bit)": (7, "7 whole")}
             ms = {}
             for (what, bits), eng in nets.items():
                 ms[what, bits] = {}
@@ -108,7 +119,10 @@ def main(argv=None) -> int:
                 r = {"layer": layer, "config": name, "encoder_bits": eb, "decoder_bits": db,
                      "mean_psnr": float(np.mean([x["psnr"] for x in rows])),
                      "mean_ssim": float(np.mean([x["ssim"] for x in rows])), "images": rows,
-                     "encoder_ms": ms["encoder", eb], "decoder_ms": ms["decoder", db]}
+                     "encoder_ms": ms["encoder", eb], "decoder_ms": ms["decoder", db],
+                     "encoder_parity": parity["encoder", eb], "decoder_parity": parity["decoder", db],
+                     # (with 7-bit weights every decoder keeps its first stage: the (7, 7) row, all layers)
+                     "cli_default": (eb, db) == ((8, "8 whole") if layer in WHOLE_DECODER_LAYERS else (8, 8))}
                 if ref is None:
                     ref = r
                 else:
@@ -124,6 +138,7 @@ def main(argv=None) -> int:
                 print(f"{layer} {name:<30} {r['mean_psnr']:.2f} dB (SSIM {r['mean_ssim']:.4f})"
                       + (f", {r['psnr_change']:+.2f} dB, {r['worse_images']} of {len(rows)} worse, features "
                          f"{100 * r['feature_rel_error']:.1f} % off" if "psnr_change" in r else "")
+                      + f"; parity {r['encoder_parity']:.3f} / {r['decoder_parity']:.3f}"
                       + "; ms encoder " + ", ".join(f"{h}p {v:.0f}" for h, v in r["encoder_ms"].items())
                       + ", decoder " + ", ".join(f"{h}p {v:.0f}" for h, v in r["decoder_ms"].items()), flush=True)
     info = machine_info()

@@ -19,14 +19,16 @@ from .base import Engine, register
 MAGIC = b"STYLECAM-TRT1\n"
 
 
-def tensorrt_or_error():
+def tensorrt_or_error(instead: str = "use --backend onnx or --backend torch"):
+    """The tensorrt module, or a RuntimeError saying what is missing and, ``instead``, what to do (the
+    caller's own options: ``stylecam export`` has --format, not --backend)."""
     try:
         import tensorrt as trt
     except ImportError as e:
         raise RuntimeError("TensorRT is not installed (pip install -e '.[tensorrt]' on a machine with an "
-                           "NVIDIA GPU); use --backend onnx or --backend torch") from e
+                           f"NVIDIA GPU); {instead}") from e
     if not torch.cuda.is_available():
-        raise RuntimeError("--backend tensorrt needs an NVIDIA GPU visible to PyTorch; use --backend onnx")
+        raise RuntimeError(f"TensorRT needs an NVIDIA GPU visible to PyTorch; {instead}")
     return trt
 
 

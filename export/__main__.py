@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp16", action="store_true", help="FP16 inside the graph, FP32 inputs and outputs")
     p.add_argument("--int8", action="store_true",
                    help="ONNX only: INT8 graphs for ONNX Runtime on the CPU (export/int8.py; calibrated on the "
-                        "bundled demo images): the encoder whole, the decoder from its first upsampling on")
+                        "bundled demo images): the encoder whole, relu3_1's decoder from its first upsampling "
+                        "on, relu4_1's whole with 8-bit weights")
     p.add_argument("--dynamic", action="store_true", default=True,
                    help="dynamic height and width (the default)")
     p.add_argument("--static", dest="dynamic", action="store_false", help="fixed input size (--opt)")
@@ -137,12 +138,16 @@ def main(argv=None) -> int:
     try:
         if a.format == "engine":
             from engines.trt_engine import tensorrt_or_error
-            tensorrt_or_error()
+            tensorrt_or_error("use --format onnx (an ONNX graph builds into an engine on the GPU's machine)")
         for w in whats:
             export_one(w, a)
     except (ValueError, FileNotFoundError, WeightsError) as e:
         print(f"stylecam export: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:          # --out not writable, a full disk: one line, not a traceback
+        from realtime.output import os_reason
+        print(f"stylecam export: error: cannot write to {a.out}: {os_reason(e)}", file=sys.stderr)
+        return 1
     except RuntimeError as e:
         if "TensorRT" in str(e) or "GPU" in str(e):
             print(f"stylecam export: error: {e}", file=sys.stderr)

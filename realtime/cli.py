@@ -1,7 +1,8 @@
 """``stylecam`` / ``python run_cam.py``: the command line.
 
-Exit status: 0 on success, 2 with one line on stderr for bad input, 1 for an
-unexpected failure (with a traceback).
+Exit status: 0 on success, 2 with one line on stderr for bad input, 1 with one line for an
+output that could not be written (a full disk, say) and for an unexpected failure (with a
+traceback).
 """
 from __future__ import annotations
 
@@ -58,9 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
            "there on 2 cores, see the README's benchmarks/fps.py table), PyTorch on CUDA")
     a("--fp16", action="store_true", help="run the networks in FP16 (CUDA); statistics stay FP32")
     a("--int8", action="store_true",
-      help="CPU with ONNX Runtime: run the networks as INT8 graphs (the encoder whole, the decoder from its "
-           "first upsampling on), quantized once on first use (calibrated on the bundled demo images, then "
-           "cached): 1.8-2.1x the FPS on 2 cores (240p 4.8 -> 9.4) for 0.16 dB of the held-out autoencoder's "
+      help="CPU with ONNX Runtime: run the networks as INT8 graphs (the encoder whole, relu3_1's decoder from "
+           "its first upsampling on, relu4_1's whole with 8-bit weights), quantized once on first use (calibrated on the bundled "
+           "demo images, then cached): 1.8-2.1x the FPS on 2 cores (240p 4.8 -> 9.4) for 0.16 dB of the held-out autoencoder's "
            "27.57 (README 'INT8 on the CPU', benchmarks/int8.py)")
     a("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
       help="PyTorch backend on CUDA: replay the networks from a CUDA graph captured once per input size "
@@ -202,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
     from engines.weights import build_encoder, load_encoder_weights
     from .capture import ImageSource, open_source
     from .images import fit_size, parse_size, read_image, write_image, bgr_to_tensor, tensor_to_bgr
-    from .output import VirtualCamSink, WindowSink, output_kind, sink_for_path
+    from .output import VirtualCamSink, WindowSink, check_writable, output_kind, sink_for_path
     from .pipeline import Pipeline
     from .segment import make_segmenter
     from .style import StyleBank
@@ -248,8 +249,12 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "gatys" and not single:
         raise UsageError("--method gatys optimises one image at a time: give --source IMAGE")
     # before any network loads, so a bad --out fails at once rather than after the models are built
-    if args.out and output_kind(args.out, many_frames=not single) != "image" and args.method == "gatys":
-        raise UsageError("--method gatys writes one image: give --out NAME.png or .jpg")
+    if args.out:
+        kind = output_kind(args.out, many_frames=not single)
+        if kind != "image" and args.method == "gatys":
+            raise UsageError("--method gatys writes one image: give --out NAME.png or .jpg")
+        check_writable(args.out, kind, inputs=(args.source, *args.style, *args.style_regions,
+                                               args.content_regions))
 
     ew = load_encoder_weights(args.encoder_weights)
     if args.method == "gatys":
@@ -367,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stylecam: error: {e}".splitlines()[0] if not isinstance(e, WeightsError) else
               f"stylecam: error: {e}".replace("\n", " "), file=sys.stderr)
         return 2
+    except OSError as e:          # an output that could not be written (OutputError), a full disk, ...
+        print(f"stylecam: error: {e}".splitlines()[0], file=sys.stderr)
+        return 1
     except RuntimeError as e:
         if "virtual camera" in str(e) or "pyvirtualcam" in str(e) or "display" in str(e):
             print(f"stylecam: error: {e}", file=sys.stderr)

@@ -24,6 +24,17 @@ VIDEO_OUT = {".mp4": "mp4v", ".avi": "MJPG"}
 IMAGE_OUT = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
+class OutputError(OSError):
+    """An output that could not be written (no permission, a full disk, a codec OpenCV lacks): the CLI
+    reports it in one line and exits 1."""
+
+
+def os_reason(e: BaseException) -> str:
+    """An OSError's reason without the temporary file's name it may carry (``[Errno 13] Permission
+    denied: '/x/.out.png.a1b2.png'`` -> ``Permission denied``); other errors as they are."""
+    return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+
+
 class FrameSink(Resource):
     def send(self, frame: np.ndarray) -> None:
         raise NotImplementedError
@@ -35,8 +46,11 @@ class VideoFileSink(FrameSink):
         ext = self.path.suffix.lower()
         if ext not in VIDEO_OUT:
             raise ValueError(f"video output must end in {' or '.join(VIDEO_OUT)}, got {self.path}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix="." + self.path.stem + ".", suffix=ext)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix="." + self.path.stem + ".", suffix=ext)
+        except OSError as e:
+            raise OutputError(f"cannot write {self.path}: {os_reason(e)}") from e
         os.close(fd)
         self.tmp, self.fps, self.writer, self.frames = Path(tmp), float(fps), None, 0
 
@@ -46,7 +60,7 @@ class VideoFileSink(FrameSink):
             self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*VIDEO_OUT[self.path.suffix.lower()]),
                                           self.fps, (w, h))
             if not self.writer.isOpened():
-                raise RuntimeError(f"OpenCV cannot write {self.path.suffix} video here")
+                raise OutputError(f"OpenCV cannot write {self.path.suffix} video here ({self.path})")
             self.size = (w, h)
         if (frame.shape[1], frame.shape[0]) != self.size:
             frame = cv2.resize(frame, self.size)
@@ -82,7 +96,10 @@ class ImageSink(FrameSink):
 class FolderSink(FrameSink):
     def __init__(self, folder: str | Path, ext: str = ".png"):
         self.folder, self.ext, self.n = Path(folder), ext, 0
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot write to the folder {self.folder}: {os_reason(e)}") from e
 
     def send(self, frame):
         write_image(self.folder / f"frame_{self.n:06d}{self.ext}", frame)
@@ -170,6 +187,28 @@ def output_kind(path: str | Path, many_frames: bool) -> str:
     if p.exists() and not p.is_dir():
         raise ValueError(f"{p} exists and is not a folder: give a .mp4/.avi, a .png/.jpg, or a folder")
     return "folder"
+
+
+def check_writable(path: str | Path, kind: str, inputs: tuple = ()) -> None:
+    """ValueError when the output ``path`` (of output_kind ``kind``) cannot be written, found before any
+    network loads: its folder (a folder output: itself), or the nearest part of it that exists, must be
+    a folder this process may create files in; and it must not be one of ``inputs`` (the source, the
+    paintings), which it would overwrite. Cheap; what it cannot foresee (a full disk, a file system
+    that refuses) is reported when writing, as OutputError."""
+    p = Path(path).absolute()
+    if kind != "folder" and p.is_dir():
+        raise ValueError(f"{path} is a folder: give a file name ending in .mp4/.avi or .png/.jpg")
+    for i in inputs:
+        if i is not None and Path(i).exists() and Path(i).resolve() == p.resolve():
+            raise ValueError(f"--out {path} is also an input (--source or --style): it would be overwritten")
+    folder = p if kind == "folder" else p.parent
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"cannot write {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {path}: no permission to create files in {probe}")
 
 
 def sink_for_path(path: str | Path, fps: float, many_frames: bool) -> FrameSink:

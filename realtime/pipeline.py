@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .images import write_image
+from .output import OutputError, os_reason
 from .reconstruct import MODES
 
 log = logging.getLogger(__name__)
@@ -127,13 +128,19 @@ class Pipeline:
             log.warning("interrupted: finalising outputs")
         finally:
             bar.close()
+            failed = []
             for s in self.sinks + ([self.window] if self.window is not None else []):
                 try:
                     s.close()
-                except Exception as e:  # keep closing the others
-                    log.error("closing %s failed: %s", type(s).__name__, e)
+                except Exception as e:  # keep closing the others, then say so (below)
+                    log.debug("closing %s failed: %r", type(s).__name__, e)
+                    failed.append((s, e))
             self.source.close()
             self.segmenter.close()
+        if failed:       # an output that could not be finalised is a failed run, not a warning
+            s, e = failed[0]
+            raise OutputError(f"cannot write {getattr(s, 'path', None) or getattr(s, 'folder', None) or type(s).__name__}"
+                              f": {os_reason(e)}") from e
         wall = time.perf_counter() - t_start
         n = max(1, self.frames)
         return {"frames": self.frames, "seconds": wall, "fps": self.frames / wall if wall > 0 else 0.0,

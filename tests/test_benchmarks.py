@@ -47,11 +47,18 @@ def test_int8_report(tmp_path, portrait_bgr):
     assert int8.main([str(d), "--layers", "relu3_1", "--sizes", "64", "--runs", "1", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["results"]
     assert [(r["encoder_bits"], r["decoder_bits"]) for r in rows] == [(32, 32), (8, 32), (8, 8), (7, 7),
-                                                                       (8, "8 whole")]
+                                                                       (8, "8 whole"), (7, "7 whole")]
+    assert [r["cli_default"] for r in rows] == [False, False, True, False, False, False]     # relu3_1
     for r in rows[1:]:
         # quantized: the features differ from FP32's, a little; the reconstruction nearly as good
         assert 0 < r["feature_rel_error"] < 0.2 and abs(r["psnr_change"]) < 2
         assert r["encoder_ms"]["64"] > 0 and r["decoder_ms"]["64"] > 0 and len(r["images"]) == 2
+        assert 1e-4 < r["encoder_parity"] < 0.2
+    assert rows[0]["encoder_parity"] < 1e-3 and rows[0]["decoder_parity"] < 1e-3      # FP32 ONNX = PyTorch
+    from export.onnx_export import TOLERANCE
+    assert all(1e-4 < r["decoder_parity"] < 1 for r in rows[2:])                     # quantized, not broken
+    assert rows[2]["decoder_parity"] <= TOLERANCE["int8"]       # what --int8 runs passes the export's check
+    assert rows[4]["decoder_parity"] > rows[2]["decoder_parity"]       # whole: further off (relu3_1)
     assert rows[1]["mean_psnr"] != rows[2]["mean_psnr"]           # the INT8 decoder did run
 
 

@@ -1,4 +1,5 @@
 """The command line: still images (decoder and gatys), videos and folders, and bad input."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -214,6 +215,42 @@ def test_bad_out_fails_before_any_network_loads(photo, tmp_path, capsys, monkeyp
                                      "--no-window"], capsys)
     assert "unknown output" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--out", tmp_path / "o.xyz"],
                                        capsys)
+    # a file where a folder must be, the output's folder not writable, the output being an input
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    for out in (a_file / "o.png", a_file / "sub" / "o.mp4", a_file / "frames"):
+        assert "is a file, not a folder" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--out", out], capsys)
+    (tmp_path / "dir.png").mkdir()
+    assert "is a folder" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--out", tmp_path / "dir.png"], capsys)
+    copy = tmp_path / "copy.jpg"
+    copy.write_bytes(photo.read_bytes())
+    for args in (["--source", copy, "--style", DEMO_STYLE], ["--source", photo, "--style", copy]):
+        assert "also an input" in run_bad(args + ["--out", tmp_path / "." / "copy.jpg"], capsys)
+    assert copy.read_bytes() == photo.read_bytes()
+    ro = tmp_path / "ro"
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == ro else real_access(p, m))
+    ro.mkdir()
+    for out in (ro / "o.png", ro / "new" / "o.mp4", ro / "frames"):
+        assert f"no permission to create files in {ro}" in run_bad(
+            ["--source", photo, "--style", DEMO_STYLE, "--out", out], capsys)
+    assert not list(ro.iterdir())
+
+
+def test_an_output_that_cannot_be_written_fails_the_run(photo, tmp_path, capsys, monkeypatch):
+    """What check_writable cannot foresee (here: the image's final write refused) is a failed run, exit
+    status 1 with one line naming the output, not a log line and status 0."""
+    import realtime.output
+
+    def refuse(path, img):
+        raise PermissionError(13, "Permission denied", str(Path(path).parent / ".tmp123.png"))
+    monkeypatch.setattr(realtime.output, "write_image", refuse)
+    out = tmp_path / "o.png"
+    rc = main([str(a) for a in ["--source", photo, "--style", DEMO_STYLE, "--out", out, "--size", "64", "-q"]])
+    cap = capsys.readouterr()
+    assert rc == 1 and str(out) not in cap.out
+    assert cap.err.strip().splitlines()[-1] == f"stylecam: error: cannot write {out}: Permission denied"
+    assert not out.exists()
 
 
 def test_no_camera_suggests_a_file_or_the_demo(capsys):
