@@ -184,7 +184,7 @@ def load_decoder(path: str | Path, *, encoder_id: str | None = None, device="cpu
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise WeightsError(f"{path} cannot be read ({type(e).__name__}: {e})") from e
+        raise WeightsError(f"{path} cannot be read as a stylecam decoder ({type(e).__name__}: {e})") from e
     if not isinstance(obj, dict) or obj.get("format") != DECODER_FORMAT:
         raise WeightsError(f"{path} is not a stylecam decoder file")
     state = obj["state_dict"]

@@ -173,7 +173,9 @@ def _verified_load(path: Path, expected_sha: str | None) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle error...
-        raise WeightsError(f"{path} cannot be read ({type(e).__name__}: {e}); delete it to convert it again") from e
+        # deleting is the cure only for a file stylecam made itself (its hash is known): not for a user's own
+        hint = "; delete it to convert it again" if expected_sha is not None else ""
+        raise WeightsError(f"{path} cannot be read as PyTorch weights ({type(e).__name__}: {e}){hint}") from e
 
 
 SLIM_FORMAT = "stylecam-encoder-slim-v1"

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                "c keep colours, r reset, s snapshot.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--source", default="0", help="camera index (default 0), a video file, a folder or glob of images, or one image")
+    a("--source", default=None, help="camera index (default 0), a video file, a folder or glob of images, or one image")
     a("--style", action="append", default=[], metavar="PAINTING",
       help="style painting; repeat for several styles, switched live with n/p")
     a("--style-regions", action="append", default=[], metavar="LABELS.png",
@@ -117,17 +117,39 @@ def apply_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
             cfg = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as e:
             raise UsageError(f"{path}: {e}") from e
-        known = {a.dest for a in parser._actions}
+        actions = {a.dest: a for a in parser._actions}
         for k, v in cfg.items():
             key = k.replace("-", "_")
-            if key not in known or key in ("config", "help"):
+            if key not in actions or key in ("config", "help"):
                 raise UsageError(f"{path}: unknown option {k!r}")
-            cur = getattr(args, key)
-            if cur in (None, False, []):
-                setattr(args, key, v if not isinstance(getattr(args, key), list) or isinstance(v, list) else [v])
+            v = config_value(path, k, actions[key], v)
+            if getattr(args, key) in (None, False, []):       # the command line wins
+                setattr(args, key, v)
     for k, v in DEFAULTS.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
+
+
+def config_value(path, name: str, action: argparse.Action, v):
+    """A --config value checked as the command line would check it: a switch takes true or false; a
+    value goes through the option's type (a number from a string, a string from a number) and must
+    be one of its choices; a repeatable option (--style) takes one value or a list."""
+    if action.nargs == 0:                                   # store_true / --x/--no-x switches
+        if not isinstance(v, bool):
+            raise UsageError(f"{path}: {name} must be true or false, got {v!r}")
+        return v
+    if isinstance(action, argparse._AppendAction):
+        return [config_value(path, name, argparse.Action([], action.dest, type=action.type), x)
+                for x in (v if isinstance(v, list) else [v])]
+    if isinstance(v, (list, dict)) or isinstance(v, bool) and action.type is not bool:
+        raise UsageError(f"{path}: {name} takes one value, got {v!r}")
+    try:
+        v = action.type(v) if action.type is not None else str(v)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"{path}: {name}: invalid value {v!r}") from e
+    if action.choices is not None and v not in action.choices:
+        raise UsageError(f"{path}: {name} must be one of {', '.join(map(str, action.choices))}, got {v!r}")
+    return v
 
 
 def pick_device(name: str):
@@ -212,10 +234,12 @@ def run(args: argparse.Namespace) -> int:
     if args.demo:
         if not args.style:
             args.style = [str(DEMO_STYLE)]
-        if args.source == "0":
+        if args.source is None:
             args.source = str(DEMO_CLIP)
         if args.out is None and not args.vcam:
             args.out = "demo_out.mp4"
+    if args.source is None:
+        args.source = "0"                  # camera 0 (not in DEFAULTS: --demo replaces only an unset one)
     if not args.style:
         raise UsageError("give a painting with --style PAINTING (or run --demo)")
     for s in args.style:
@@ -263,6 +287,8 @@ def run(args: argparse.Namespace) -> int:
         content = source.frame
         h, w = content.shape[:2]
         ph, pw = fit_size(h, w, size or (512, 0))
+        from engines.memory import check_processing_size
+        check_processing_size(ph, pw, device)
         import cv2
         c_small = cv2.resize(content, (pw, ph), interpolation=cv2.INTER_AREA)
         style_img = read_image(args.style[0])
@@ -277,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
             sm = torch.from_numpy(seg(style_img)); seg.close()
         out = gatys(enc, bgr_to_tensor(c_small, device), bgr_to_tensor(style_img, device),
                     cm, sm, iterations=500 if args.iterations is None else args.iterations,
-                    style_weight=5.0 * args.strength / max(1e-6, 1 - 0.8 * args.strength))
+                    style_weight=5.0 * args.strength / max(1e-6, 1 - 0.8 * args.strength), progress=not args.quiet)
         img = tensor_to_bgr(out)
         if args.keep_colors:
             from .images import keep_colors

@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 import torch
 
+from engines.memory import check_processing_size
+
 from .deflicker import Deflicker, TorchDeflicker
 from .images import bgr_to_tensor, fit_size, keep_colors, tensor_to_bgr
 from .reconstruct import MODES, ReconState, reconstruct
@@ -69,6 +71,7 @@ class Stylizer:
         self.device = torch.device(device)
         self.state = ReconState(momentum=config.momentum)
         self._last_small: np.ndarray | None = None
+        self._checked_size: tuple[int, int] | None = None
         self.times = StageTimes()
         self._style_index = None
         self._deflicker: Deflicker | TorchDeflicker | None = None
@@ -109,6 +112,9 @@ class Stylizer:
             ph, pw = fit_size(H, W, cfg.size)
         else:
             ph, pw = fit_size(H, W, (cfg.max_side, 0)) if max(H, W) > cfg.max_side else (H, W)
+        if (ph, pw) != self._checked_size:             # a new processing size: does it fit in memory?
+            check_processing_size(ph, pw, self.device)
+            self._checked_size = (ph, pw)
         small = frame if (ph, pw) == (H, W) else cv2.resize(frame, (pw, ph), interpolation=cv2.INTER_AREA)
         x = bgr_to_tensor(small, self.device)
         if cfg.deflicker > 0 and (self._deflicker is None or self._deflicker.strength != cfg.deflicker):

@@ -166,6 +166,30 @@ def test_image_folder_source_and_config_file(photo, tmp_path, capsys):
     assert count_frames(out) == 3
 
 
+def test_config_values_are_checked_like_the_command_line(photo, tmp_path, capsys, monkeypatch):
+    """--config values go through each option's type and choices (one line, status 2, before any network
+    loads); a config's source is used (it was ignored: --source had a default); the command line wins."""
+    import engines.weights
+    cfg = tmp_path / "c.toml"
+    bad = {'strength = "high"': "strength: invalid value 'high'", 'mode = "foo"': "mode must be one of linear, adain",
+           'keep_colors = "yes"': "must be true or false", 'size = [1, 2]': "takes one value",
+           'layer = 3': "layer must be one of relu3_1, relu4_1", 'max_frames = "x"': "max_frames: invalid"}
+    for line, msg in bad.items():
+        cfg.write_text(f'style = "{DEMO_STYLE}"\n{line}\n')
+        assert msg in run_bad(["--source", photo, "--config", cfg], capsys), line
+
+    def stop(*a, **k):
+        raise AssertionError("networks loading")
+    monkeypatch.setattr(engines.weights, "load_encoder_weights", stop)
+    # the config's source, with the config's typed values (an integer size becomes "64")
+    cfg.write_text(f'source = "{tmp_path / "missing.jpg"}"\nstyle = "{DEMO_STYLE}"\nsize = 64\nstrength = 1\n')
+    assert "missing.jpg" in run_bad(["--config", cfg], capsys)
+    # and the command line's over it
+    assert "other.jpg" in run_bad(["--config", cfg, "--source", tmp_path / "other.jpg"], capsys)
+    with pytest.raises(AssertionError, match="networks loading"):
+        main(["--config", str(cfg), "--source", str(photo), "-q"])
+
+
 def test_demo_clip_is_bundled():
     assert DEMO_CLIP.is_file() and DEMO_STYLE.is_file()
     assert count_frames(DEMO_CLIP) >= 48
@@ -251,6 +275,22 @@ def test_an_output_that_cannot_be_written_fails_the_run(photo, tmp_path, capsys,
     assert rc == 1 and str(out) not in cap.out
     assert cap.err.strip().splitlines()[-1] == f"stylecam: error: cannot write {out}: Permission denied"
     assert not out.exists()
+
+
+def test_a_processing_size_beyond_the_free_memory_is_one_clear_error(photo, clip, tmp_path, capsys, monkeypatch):
+    """--size 8192x8192 on a 24 GB machine was killed by the system after 85 s; now the size is checked
+    against the free memory (engines.memory.BYTES_PER_PIXEL) before the networks run on it."""
+    import engines.memory as M
+    assert M.available_bytes("cpu") > 0                               # /proc/meminfo is read here
+    monkeypatch.setattr(M, "available_bytes", lambda device: 2 * 10 ** 9)
+    with pytest.raises(ValueError, match="needs about 5.0 GB of memory but 2.0 GB are free"):
+        M.check_processing_size(2048, 2048, "cpu")
+    M.check_processing_size(1024, 1024, "cpu")                       # 1.3 GB: fits
+    for args in (["--source", photo, "--out", tmp_path / "o.png"], ["--source", clip, "--out", tmp_path / "o.avi"],
+                 ["--source", photo, "--out", tmp_path / "g.png", "--method", "gatys"]):
+        assert "choose a smaller --size" in run_bad(args + ["--style", DEMO_STYLE, "--size", "2048x2048"], capsys)
+    assert not list(tmp_path.iterdir())
+    run_ok(["--source", photo, "--style", DEMO_STYLE, "--out", tmp_path / "o.png", "--size", "96"], capsys)
 
 
 def test_no_camera_suggests_a_file_or_the_demo(capsys):

@@ -198,8 +198,9 @@ def test_bad_encoder_weights_files(tmp_path):
         W.load_encoder_weights(tmp_path / "nope.pth")
     p = tmp_path / "junk.pth"
     p.write_bytes(b"not a torch file")
-    with pytest.raises(W.WeightsError, match="cannot be read"):
+    with pytest.raises(W.WeightsError, match="cannot be read as PyTorch weights") as e:
         W.load_encoder_weights(p)
+    assert "delete" not in str(e.value)          # the user's own file: deleting it is no cure
     torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, p)
     with pytest.raises(W.WeightsError, match="VGG16"):
         W.load_encoder_weights(p)

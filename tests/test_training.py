@@ -1089,3 +1089,18 @@ def test_first_lr_mult_trains_the_first_convolution_at_that_multiple_of_the_rate
     with pytest.raises(SystemExit, match="first-lr-mult"):
         T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "a.pt"), run_dir=str(tmp_path / "ra"), ema=0.0), resume=True)
     assert T.parse_args(["--first-lr-mult", "0.25"])[0].first_lr_mult == 0.25
+
+
+def test_bad_training_options_are_refused_before_anything_is_made(tmp_path, capsys):
+    """Each number option's range, the device's spelling, and the data folders are checked before the run
+    folder is made (a failed start used to leave an empty one behind)."""
+    for bad, msg in ((["--device", "gpu"], "--device takes cpu, cuda"), (["--batch", "0"], "--batch must be at least 1"),
+                     (["--mix-prob", "1.5"], "--mix-prob is a share"), (["--ema", "1"], "--ema is a decay below 1"),
+                     (["--lr", "0"], "--lr must be above 0"), (["--scale-min", "2"], "--scale-min 2.0 is above"),
+                     (["--lr-final", "-1"], "--lr-final must be at least 0")):
+        with pytest.raises(SystemExit):
+            T.parse_args(bad)
+        assert msg in capsys.readouterr().err, bad
+    run = tmp_path / "run"
+    assert T.main(["--photos", str(tmp_path / "none"), "--run-dir", str(run)]) == 2
+    assert "photos folder" in capsys.readouterr().err and not run.exists()

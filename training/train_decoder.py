@@ -564,13 +564,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out or weights_dir() / f"decoder_{cfg.layer}.pt")
     run = Path(cfg.run_dir or Path("runs") / f"decoder_{cfg.layer}")
-    run.mkdir(parents=True, exist_ok=True)
-    ckpt_path = run / "checkpoint.pt"
-
-    ew = load_encoder_weights(cfg.encoder_weights)
     dev = torch.device(cfg.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda, but no CUDA device is visible")
+    for what, folder in (("photos", cfg.photos), ("paintings", cfg.paintings)):
+        if not Path(folder).is_dir():        # before RUN is made: a failed start leaves no empty folder
+            raise FileNotFoundError(f"the {what} folder {folder} does not exist (--{what} DIR)")
+    ew = load_encoder_weights(cfg.encoder_weights)
+    run.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run / "checkpoint.pt"
     enc = build_encoder(cfg.layer, ew, dev)
     if dev.type == "cuda":            # both ways: one process may train several configurations (train_speed.py)
         torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
@@ -816,7 +818,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     p.add_argument("--run-dir", default="", help="checkpoints, logs, sample grids (default: runs/decoder_LAYER)")
     p.add_argument("--holdout-dir", default="", help="folder with the held-out portraits of training/holdout.txt "
                                                      "(default: the photos folder)")
-    p.add_argument("--device", default=d.device, help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--encoder-weights", default=None, help="torchvision VGG16/19 file instead of HED's VGG16")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
     p.add_argument("--lr-by-time", action="store_true",
@@ -903,6 +905,30 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
                         "regional tone weighted above fine detail (default 0; session 12's diagnosis, "
                         "weights/README.md)")
     a = p.parse_args(argv)
+    try:
+        if torch.device(a.device).type not in ("cpu", "cuda"):
+            raise RuntimeError
+    except RuntimeError:
+        p.error(f"--device takes cpu, cuda or cuda:N, got {a.device!r}")
+    # each number option's range (a zero batch or a negative rate would fail later, or silently train nothing)
+    at_least = {"iterations": 1, "batch": 1, "crop": 16, "mix_crop": 0, "cache_crops": 0, "load_side": 16,
+                "threads": 0, "grid_every": 0, "eval_every": 0, "stop_after": 0, "prefetch": 0, "profile": 0,
+                "warmup": 0, "revive_every": 0, "lr_final": 0, "pixel_weight": 0, "feat_weight": 0,
+                "tv_weight": 0, "max_minutes": 0, "first_lr_mult": 0, "lowres_weight": 0, "ema": 0, "smooth": 0,
+                "mix_prob": 0}
+    for k, lo in at_least.items():
+        if getattr(a, k) < lo:
+            p.error(f"--{k.replace('_', '-')} must be at least {lo}, got {getattr(a, k)}")
+    for k in ("scale_min", "width", "lr", "checkpoint_minutes"):
+        if not getattr(a, k) > 0:
+            p.error(f"--{k.replace('_', '-')} must be above 0, got {getattr(a, k)}")
+    for k, hi in (("mix_prob", 1), ("smooth", 1)):
+        if getattr(a, k) > hi:
+            p.error(f"--{k.replace('_', '-')} is a share: at most {hi}, got {getattr(a, k)}")
+    if a.ema >= 1:
+        p.error(f"--ema is a decay below 1 (e.g. 0.999; 0 = off), got {a.ema}")
+    if a.scale_min > a.scale_max:
+        p.error(f"--scale-min {a.scale_min} is above --scale-max {a.scale_max}")
     if a.extra_convs < 0:
         p.error(f"--extra-convs must be >= 0, got {a.extra_convs}")
     if a.extra_dilations:
@@ -925,7 +951,7 @@ def main(argv=None) -> int:
     try:
         out = train(cfg, resume)
     except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"python -m training.train_decoder: error: {e}", file=sys.stderr)
         return 2
     print(out)
     return 0
