@@ -23,6 +23,14 @@ DEFAULTS = {"layer": "relu3_1", "mode": "adain", "strength": 1.0, "regions": "po
             "method": "decoder", "device": "auto", "backend": "auto"}
 
 
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("stylecam")
+    except PackageNotFoundError:           # run from a source tree that was not installed
+        return "(not installed)"
+
+
 class UsageError(Exception):
     """Bad input from the user: one line on stderr, exit status 2."""
 
@@ -30,9 +38,10 @@ class UsageError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="stylecam",
-        description="Repaint a live portrait in the style of a painted portrait, region by region "
-                    "(face to face, hair and body to body, background to background). "
-                    "Lu et al., ICCV 2017: VGG features reconstructed inside each region, decoded by a trained decoder.",
+        description="Repaint a live portrait in the style of a painted portrait, region by region\n"
+                    "(face to face, hair and body to body, background to background).\n"
+                    "Lu et al., ICCV 2017: VGG features reconstructed inside each region, decoded by a\n"
+                    "trained decoder.",
         epilog="Examples:\n"
                "  stylecam --demo --out demo.mp4            bundled clip and style, no camera needed\n"
                "  stylecam --style painting.jpg             live from camera 0 in a window\n"
@@ -50,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
       help="label map for the matching --style (colours: background black, person red (255,0,0), "
            "face green (0,255,0)); overrides MediaPipe on the painting")
     a("--content-regions", default=None, metavar="LABELS.png", help="label map for the content (still images)")
-    a("--out", default=None, metavar="PATH", help=".mp4/.avi video, .png/.jpg image, or a folder for image sequences")
+    a("--out", default=None, metavar="PATH",
+      help=".mp4/.avi video, .png/.jpg image, or a folder for image sequences; written under a temporary name "
+           "and renamed when complete (default: a still image goes to stylecam_out.png, --demo to demo_out.mp4)")
     a("--vcam", action="store_true", help="send frames to a virtual camera (pip install 'stylecam[vcam]')")
     a("--no-window", action="store_true", help="do not open a preview window")
     a("--device", choices=["auto", "cpu", "cuda"], default=None, help="default: auto (CUDA when available)")
@@ -72,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
       help="decoder: fast feed-forward (default); gatys: slow image-space optimisation, the quality reference")
     a("--mode", choices=["linear", "adain", "wct", "gram"], default=None,
       help="statistics matched per region (default adain; linear is the paper's)")
-    a("--strength", type=float, default=None, help="style strength 0..1 (0 = plain autoencoder)")
+    a("--strength", type=float, default=None, help="style strength 0..1 (default 1; 0 = plain autoencoder)")
     a("--keep-colors", action="store_true", help="transfer luminance only, keep the frame's colours")
     a("--deflicker", type=float, default=None, metavar="S",
       help="video: blend each frame with the motion-compensated previous output where the input agrees, "
@@ -82,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
            "the GPU's work: --deflicker 0 for the last few FPS); still images: never")
     a("--layer", choices=["relu3_1", "relu4_1"], default=None, help="VGG layer (default relu3_1)")
     a("--size", default=None, metavar="WxH",
-      help="processing size, independent of the output size (WxH, or one number for the longer side; "
-           "default 640 for the decoder, 512 for gatys)")
+      help="processing size, independent of the output size (WxH, or one number for the longer side); "
+           "default: frames longer than 640 px are reduced to 640, smaller ones kept; gatys: 512")
     a("--regions", choices=["none", "person", "portrait"], default=None,
       help="semantic regions (default portrait: background, person, face)")
     a("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
@@ -93,15 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
            "run the paper's "
            "iteration N times instead of its exact closed form")
     a("--config", default=None, metavar="FILE.toml", help="defaults for any of these options, by option name")
-    a("--demo", action="store_true", help="run on the bundled clip and style (no camera needed)")
+    a("--demo", action="store_true",
+      help="run on the bundled clip and style (no camera needed); writes demo_out.mp4 unless --out or --vcam")
     a("--decoder", default=None, metavar="auto|small|wide|PATH",
-      help="decoder weights: auto (default) = small on every device (it reconstructs best since session 20); "
+      help="decoder weights: auto (default) = small on every device (it reconstructs best); "
            "small = weights/decoder_LAYER.pt (half width plus four convolutions at the features' resolution); "
            "wide = weights/decoder_LAYER_wide.pt (full width, older and worse: 25.5 against 27.6 dB, "
            "~1.6x slower on the CPU; relu3_1 only); or a file")
     a("--encoder-weights", default=None, metavar="PATH",
       help="torchvision ImageNet VGG16/VGG19 weights file instead of the default HED VGG16")
     a("-q", "--quiet", action="store_true", help="warnings and errors only")
+    a("--version", action="version", version=f"%(prog)s {package_version()}")
     a("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -243,6 +256,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.style:
         raise UsageError("give a painting with --style PAINTING (or run --demo)")
     for s in args.style:
+        if Path(s).is_dir():
+            raise UsageError(f"--style {s} is a folder: give one painting per --style (repeat it for several)")
         if not Path(s).is_file():
             raise FileNotFoundError(f"style image not found: {s}")
     if len(args.style_regions) > len(args.style):
@@ -255,6 +270,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--max-frames must be at least 1")
     if args.iterations is not None and args.iterations < 0:
         raise UsageError("--iterations must be >= 0")
+    if args.iterations is not None and args.method != "gatys" and args.mode not in ("linear", "gram"):
+        log.warning("--iterations applies to --method gatys and to the linear and gram modes; %s ignores it",
+                    args.mode)
+    if args.vcam:                        # before any network loads, like --out
+        from .output import VirtualCamSink
+        VirtualCamSink(30.0).close()
     if args.backend == "tensorrt":
         from engines.trt_engine import tensorrt_or_error
         try:
@@ -292,6 +313,10 @@ def run(args: argparse.Namespace) -> int:
         import cv2
         c_small = cv2.resize(content, (pw, ph), interpolation=cv2.INTER_AREA)
         style_img = read_image(args.style[0])
+        from .style import MIN_STYLE_SIDE
+        if min(style_img.shape[:2]) < MIN_STYLE_SIDE:     # as the decoder method's StyleBank refuses it
+            raise UsageError(f"style image {args.style[0]} is {style_img.shape[1]}x{style_img.shape[0]}; "
+                             f"it needs at least {MIN_STYLE_SIDE} pixels per side")
         sh, sw = fit_size(*style_img.shape[:2], (max(ph, pw), 0))
         style_img = cv2.resize(style_img, (sw, sh), interpolation=cv2.INTER_AREA)
         cm = sm = None
@@ -354,7 +379,7 @@ def run(args: argparse.Namespace) -> int:
         except RuntimeError as e:
             if not sinks:
                 raise UsageError(f"{e}") from e
-            log.info("%s: running without a window", e)
+            log.info("no display for a preview window: running without one (--no-window says so)")
     if not sinks and window is None:
         if single:
             sinks.append(sink_for_path("stylecam_out.png", 1, False))

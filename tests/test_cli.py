@@ -293,6 +293,22 @@ def test_a_processing_size_beyond_the_free_memory_is_one_clear_error(photo, clip
     run_ok(["--source", photo, "--style", DEMO_STYLE, "--out", tmp_path / "o.png", "--size", "96"], capsys)
 
 
+def test_small_refusals_and_warnings(photo, tmp_path, capsys, caplog):
+    """A folder given as --style says so; gatys refuses a style too small for the encoder as the decoder
+    method does; --iterations where the mode ignores it is a warning; --version answers."""
+    assert "is a folder" in run_bad(["--source", photo, "--style", tmp_path], capsys)
+    tiny = tmp_path / "tiny.png"
+    cv2.imwrite(str(tiny), np.zeros((8, 8, 3), np.uint8))
+    assert "at least 32 pixels" in run_bad(["--source", photo, "--style", tiny, "--method", "gatys",
+                                            "--out", tmp_path / "g.png"], capsys)
+    run_ok(["--source", photo, "--style", DEMO_STYLE, "--out", tmp_path / "o.png", "--size", "64",
+            "--iterations", "3", "--regions", "none"], capsys)
+    assert "adain ignores it" in caplog.text
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("stylecam ")
+
+
 def test_no_camera_suggests_a_file_or_the_demo(capsys):
     msg = run_bad(["--source", "57", "--style", DEMO_STYLE, "--no-window", "--out", "/tmp/never.mp4"], capsys)
     assert "--demo" in msg and "--source FILE" in msg
