@@ -6,7 +6,7 @@ UINT8 activations whose ranges are calibrated on images; Jacob et al. 2018, "Qua
 Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference") runs it 3-4x faster on
 an AVX-512 VNNI CPU and costs the held-out autoencoder 0.15 dB (benchmarks/int8.py). relu3_1's decoder
 is quantized from its first upsampling on: its convolutions at the features' resolution stay FP32
-(decoder_fp32_convs), since quantized they cost it 1.3 dB; the later ones cost 0.01. relu4_1's decoder
+(decoder_fp32_convs), since quantized they cost it 1.4 dB; the later ones cost 0.01. relu4_1's decoder
 loses nothing either way (0.01 dB) and is quantized whole with 8-bit weights, which makes it 1.2-1.4x
 faster (WHOLE_DECODER_LAYERS).
 
@@ -31,12 +31,12 @@ log = logging.getLogger(__name__)
 CALIBRATION_FRAMES = 8      # demo-clip frames, evenly spaced, plus the painting; each also colour-reversed
 RECIPE = 2                  # raise when what quantize() makes changes: cached INT8 graphs are keyed by it
 # Decoders quantized whole by default when the weights are 8-bit, measured by benchmarks/int8.py
-# (docs/results/int8_cpu.json, AMD EPYC 2 cores): relu4_1's loses 0.01 dB held out whole as with its first
-# stage FP32, and its ONNX Runtime time falls from 37 to 26 ms at 240p (122 -> 97 at 480p, 272 -> 219 at
-# 720p); relu3_1's would lose 1.43 dB instead of 0.16, so it keeps its convolutions at the features'
+# (docs/results/int8_cpu.json, AMD EPYC 2 cores, session 25): relu4_1's loses 0.01 dB held out whole as
+# with its first stage FP32, and its ONNX Runtime time falls from 36 to 26 ms at 240p (127 -> 93 at 480p,
+# 285 -> 225 at 720p); relu3_1's would lose 1.43 dB instead of 0.16, so it keeps its convolutions at the features'
 # resolution FP32. With 7-bit weights (reduce_range) relu4_1's whole decoder scores as well held out
 # (19.44 against 19.43 dB) but its worst pixel on the parity images is 0.14 of the output's range against
-# 0.06 (beyond TOLERANCE['int8']; session 25's probe), so there it keeps its first stage too.
+# 0.06 (beyond TOLERANCE['int8']), so there it keeps its first stage too.
 WHOLE_DECODER_LAYERS = frozenset({"relu4_1"})
 
 
