@@ -1,3 +1,3 @@
-from realtime.cli import main
+from realtime.cli import entry
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(entry())

@@ -28,7 +28,7 @@ def parse_hw(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stylecam export", description=__doc__,
+    p = argparse.ArgumentParser(prog="stylecam export", description=__doc__.replace("``", ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--what", choices=["encoder", "decoder", "all"], default="all",
                    help="which network(s) to export (default %(default)s: the encoder and the decoder)")

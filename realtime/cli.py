@@ -1,8 +1,8 @@
 """``stylecam`` / ``python run_cam.py``: the command line.
 
-Exit status: 0 on success, 2 with one line on stderr for bad input, 1 with one line for an
-output that could not be written (a full disk, say) and for an unexpected failure (with a
-traceback).
+Exit status: 0 on success (Ctrl-C while frames flow too: the outputs are finalised), 2 with one
+line on stderr for bad input, 1 with one line for an output that could not be written (a full disk,
+say) and for an unexpected failure (with a traceback), 130 for Ctrl-C before the frames flow.
 """
 from __future__ import annotations
 
@@ -397,6 +397,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def entry() -> int:
+    """The ``stylecam`` command and ``run_cam.py``: main() with MediaPipe's start-up lines filtered out
+    of the console (realtime/native_log.py; not with --verbose, nor for ``stylecam export``)."""
+    argv = sys.argv[1:]
+    if argv[:1] != ["export"] and not {"-v", "--verbose"} & set(argv):
+        from .native_log import install
+        install()
+    return main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["export"]:
@@ -423,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stylecam: error: {e}".splitlines()[0] if not isinstance(e, WeightsError) else
               f"stylecam: error: {e}".replace("\n", " "), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:     # Ctrl-C before the frames flow (while loading); during them the pipeline
+        print("stylecam: interrupted", file=sys.stderr)      # finalises its outputs and returns normally
+        return 130
     except OSError as e:          # an output that could not be written (OutputError), a full disk, ...
         print(f"stylecam: error: {e}".splitlines()[0], file=sys.stderr)
         return 1

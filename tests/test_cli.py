@@ -293,6 +293,17 @@ def test_a_processing_size_beyond_the_free_memory_is_one_clear_error(photo, clip
     run_ok(["--source", photo, "--style", DEMO_STYLE, "--out", tmp_path / "o.png", "--size", "96"], capsys)
 
 
+def test_ctrl_c_while_loading_is_one_line_and_status_130(photo, tmp_path, capsys, monkeypatch):
+    import engines.weights
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(engines.weights, "load_encoder_weights", interrupted)
+    assert main(["--source", str(photo), "--style", str(DEMO_STYLE), "--out", str(tmp_path / "o.png")]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "stylecam: interrupted"
+    assert not list(tmp_path.iterdir())
+
+
 def test_small_refusals_and_warnings(photo, tmp_path, capsys, caplog):
     """A folder given as --style says so; gatys refuses a style too small for the encoder as the decoder
     method does; --iterations where the mode ignores it is a warning; --version answers."""
@@ -318,7 +329,41 @@ def test_run_cam_help_and_console_script_share_main():
     r = subprocess.run([sys.executable, str(ROOT / "run_cam.py"), "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--style-regions" in r.stdout and "--demo" in r.stdout
     import run_cam
-    assert run_cam.main is main
+    from realtime.cli import entry
+    assert run_cam.entry is entry
+    assert 'stylecam = "realtime.cli:entry"' in (ROOT / "pyproject.toml").read_text()
+
+
+NATIVE = (b"W0000 00:00:1795873691.558968   24195 inference_feedback_manager.cc:114] Feedback manager requires a "
+          b"model with a single signature inference. Disabling support for feedback tensors.\n"
+          b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+          b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+          b"E0000 00:00:1795873691.6 24195 calculator_graph.cc:887] a real native error\n")
+
+
+@pytest.mark.parametrize("end", ["exit", "abort", "all"])
+def test_mediapipe_start_up_lines_are_filtered_and_nothing_else(end):
+    """realtime/native_log.py: descriptor 2's known MediaPipe lines dropped, any other native line and
+    everything Python writes passed on, in order for Python's; a native line written just before the
+    process aborts still comes out (the filter is a child process); STYLECAM_NATIVE_LOG=all: no filter."""
+    code = ("import os, sys\n"
+            "from realtime import native_log\n"
+            f"assert native_log.install() is {end != 'all'}\n"
+            "print('python says hello', file=sys.stderr)\n"
+            f"os.write(2, {NATIVE!r})\n"
+            + ("os.abort()\n" if end == "abort" else "print('python says bye', file=sys.stderr)\n"))
+    env = dict(os.environ, STYLECAM_NATIVE_LOG="all" if end == "all" else "")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ROOT, env=env, timeout=60)
+    err = r.stderr.decode()
+    assert "python says hello" in err and "a real native error" in err, err
+    if end == "all":
+        assert "Feedback manager" in err and "XNNPACK" in err and "InitializeLog" in err
+    else:
+        assert "Feedback manager" not in err and "XNNPACK" not in err and "InitializeLog" not in err, err
+    if end == "abort":
+        assert r.returncode != 0
+    else:
+        assert r.returncode == 0 and err.index("hello") < err.index("bye")
 
 
 def test_onnx_backend_gives_the_same_frames_as_torch(photo, tmp_path, capsys, monkeypatch):

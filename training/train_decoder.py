@@ -895,8 +895,9 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
         "max_minutes": (float, "M", "stop with a checkpoint after M minutes of this run (0 = never)"),
     }
     for f, (kind, metavar, text) in plain.items():
-        p.add_argument("--" + f.replace("_", "-"), type=kind, default=getattr(d, f), metavar=metavar,
-                       help=text + " (default %(default)s)")
+        # "... (0 = never)" -> "... (0 = never; default 0)": one parenthesis, not two
+        text = text[:-1] + "; default %(default)s)" if text.endswith(")") else text + " (default %(default)s)"
+        p.add_argument("--" + f.replace("_", "-"), type=kind, default=getattr(d, f), metavar=metavar, help=text)
     p.add_argument("--smooth", type=float, default=d.smooth, metavar="P",
                    help="blur this share of the plain training crops (Gaussian, sigma 1-8 px, log-uniform) so "
                         "the decoder learns large smooth regions too (default 0; weights/README.md, session 13)")
