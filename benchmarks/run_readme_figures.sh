@@ -47,7 +47,8 @@ STYLECAM_MALLOC=system $PY benchmarks/fps.py --backends torch,onnx --sizes 240,3
   --json docs/results/fps_cpu_system_malloc.json          # session 21: the same without malloc keeping freed memory
 $PY benchmarks/fps.py --backends onnx,onnx-int8 --sizes 240,360,480,720,1080 --frames 6 \
   --json docs/results/fps_cpu_int8.json                  # session 24: the INT8 encoder (--int8)
-$PY benchmarks/int8.py --json docs/results/int8_cpu.json                           # session 24
+$PY benchmarks/int8.py --json docs/results/int8_cpu.json                           # session 24, rerun in 25
+$PY benchmarks/memory.py --json docs/results/memory_cpu.json                       # session 25: --size vs free memory
 $PY benchmarks/still.py --backends onnx,onnx-int8 --json docs/results/still_cpu_int8.json   # session 24
 $PY benchmarks/soak.py --backend onnx-int8 --json docs/results/soak_onnx_int8.json        # session 24
 $PY benchmarks/temporal.py --frames 32 --size 360 --deflicker 0.5,0.6,0.8 --json docs/results/temporal.json

@@ -64,10 +64,10 @@ def state() -> str:
     return {True: "keeps freed memory", False: "system"}.get(_applied, "system (not set)")
 
 
-# Peak memory a processed pixel costs, measured in session 25 (AMD EPYC, 2 cores, ONNX Runtime, relu3_1,
-# the default decoder; peak RSS of `/usr/bin/time -f %M stylecam --source IMAGE --style P --size S -q`):
-# 1.30 GB at 512x512, 2.21 GB at 1024x1024, 5.55 GB at 2048x2048 -- about 1.1 KB a pixel above ~1 GB.
-# On a GPU in FP16 it is less; used there too, it errs on the side of refusing.
+# Peak memory a processed pixel costs: `python benchmarks/memory.py --json docs/results/memory_cpu.json`
+# (session 25, AMD EPYC, 2 cores, ONNX Runtime, relu3_1, the default decoder; a still at --size SxS in a
+# fresh process): 1.21 GB at 512x512, 2.03 at 1024x1024, 5.82 at 2048x2048 -- 1,181 bytes a pixel above
+# 0.85 GB. On a GPU in FP16 it is less; used there too, it errs on the side of refusing.
 BYTES_PER_PIXEL = 1200
 
 

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks import autoencoder, fps, int8, still, temporal
+from benchmarks import autoencoder, fps, int8, memory, still, temporal
 
 
 def test_fps_profile_names_the_stylizers_operators(capsys):
@@ -648,3 +648,14 @@ def test_last_layer_refit_sums_reproduce_the_decoders_error_and_the_refit_lowers
     assert rows[1]["train_mse"] <= rows[0]["train_mse"] + 1e-12 and all(r["holdout_psnr"] > 5 for r in rows)
     with pytest.raises(SystemExit):
         last_layer.main(["--ridge", "a,b"])
+
+
+def test_memory_per_pixel(tmp_path):
+    """benchmarks/memory.py: two sizes in fresh processes, the larger one's peak above the smaller's,
+    a positive slope (what engines.memory.BYTES_PER_PIXEL rests on)."""
+    out = tmp_path / "mem.json"
+    assert memory.main(["--sides", "64,512", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert [x["side"] for x in r["rows"]] == [64, 512]
+    assert 0 < r["rows"][0]["peak_bytes"] < r["rows"][1]["peak_bytes"]
+    assert r["bytes_per_pixel"] > 0
