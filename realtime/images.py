@@ -12,7 +12,9 @@ import torch
 
 
 def to_bgr_uint8(img: np.ndarray) -> np.ndarray:
-    """Grayscale, BGRA and 16-bit (or float) images to H x W x 3 uint8 BGR."""
+    """Grayscale, BGRA and 16-bit (or float) images to H x W x 3 uint8 BGR. Transparency is flattened
+    onto white, as an image viewer shows it (the colours under transparent pixels are often black or
+    leftovers, which would otherwise count as the painting's or the frame's)."""
     if not isinstance(img, np.ndarray):
         raise TypeError(f"expected a numpy image, got {type(img).__name__}")
     if img.dtype == np.uint16:
@@ -23,7 +25,12 @@ def to_bgr_uint8(img: np.ndarray) -> np.ndarray:
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     elif img.ndim == 3 and img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+        a = img[..., 3:4]
+        if (a < 255).any():
+            af = a.astype(np.float32) / 255.0
+            img = (img[..., :3].astype(np.float32) * af + 255.0 * (1.0 - af) + 0.5).astype(np.uint8)
+        else:
+            img = img[..., :3]
     elif img.ndim == 3 and img.shape[2] == 1:
         img = cv2.cvtColor(img[..., 0], cv2.COLOR_GRAY2BGR)
     elif img.ndim != 3 or img.shape[2] != 3:

@@ -18,7 +18,12 @@ def test_image_conversions(tmp_path):
     assert to_bgr_uint8(g).shape == (12, 10, 3)
     rgba = np.zeros((5, 7, 4), np.uint8)
     rgba[..., 2] = 200
-    assert to_bgr_uint8(rgba)[0, 0].tolist() == [0, 0, 200]
+    rgba[0, :, 3], rgba[1, :, 3], rgba[2:, :, 3] = 255, 128, 0       # opaque, half, transparent rows
+    out = to_bgr_uint8(rgba)
+    assert out.shape == (5, 7, 3) and out.flags.c_contiguous
+    assert out[0, 0].tolist() == [0, 0, 200]                           # opaque: as it is
+    assert out[1, 0].tolist() == [127, 127, 227]                       # half: halfway to white
+    assert out[4, 0].tolist() == [255, 255, 255]                       # transparent: white, as a viewer shows
     deep = np.full((4, 4, 3), 65535, np.uint16)
     assert to_bgr_uint8(deep).max() == 255 and to_bgr_uint8(deep).dtype == np.uint8
     p = tmp_path / "g16.png"
