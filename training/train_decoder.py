@@ -569,7 +569,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         raise ValueError("--device cuda, but no CUDA device is visible")
     for what, folder in (("photos", cfg.photos), ("paintings", cfg.paintings)):
         if not Path(folder).is_dir():        # before RUN is made: a failed start leaves no empty folder
-            raise FileNotFoundError(f"the {what} folder {folder} does not exist (--{what} DIR)")
+            raise FileNotFoundError(f"{what} folder not found: {folder} (--{what} DIR)")
     ew = load_encoder_weights(cfg.encoder_weights)
     run.mkdir(parents=True, exist_ok=True)
     ckpt_path = run / "checkpoint.pt"
