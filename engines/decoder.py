@@ -179,12 +179,16 @@ def load_decoder(path: str | Path, *, encoder_id: str | None = None, device="cpu
     """Load a decoder file, checking its content digest and (optionally) the encoder it was trained for."""
     from .weights import WeightsError
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"decoder weights: {path} is a folder; give a decoder file (weights/decoder_LAYER.pt) "
+                                "or auto, small, wide")
     if not path.is_file():
         raise FileNotFoundError(f"decoder weights not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise WeightsError(f"{path} cannot be read as a stylecam decoder ({type(e).__name__}: {e})") from e
+        raise WeightsError(f"{path} is not a stylecam decoder file (PyTorch cannot read it: "
+                           f"{type(e).__name__}: {e})") from e
     if not isinstance(obj, dict) or obj.get("format") != DECODER_FORMAT:
         raise WeightsError(f"{path} is not a stylecam decoder file")
     state = obj["state_dict"]

@@ -74,8 +74,9 @@ def export_one(what: str, a) -> tuple[Path, list[dict]]:
     from engines.weights import weights_dir
     # the decoder that runs where the artefact runs: a TensorRT engine on CUDA, an ONNX graph for ONNX
     # Runtime on the CPU (the half-width one for both since session 20; engines.decoder.WIDE_ON_CUDA)
-    dec_path = resolve_decoder(a.decoder, a.layer, "cuda" if a.format == "engine" else "cpu")
-    module = build_network(what, a.layer, decoder_path=dec_path if what == "decoder" else None)
+    dec_path = resolve_decoder(a.decoder, a.layer, "cuda" if a.format == "engine" else "cpu") \
+        if what == "decoder" else None
+    module = build_network(what, a.layer, decoder_path=dec_path)
     prec = "int8" if a.int8 else "fp16" if a.fp16 else "fp32"
     if a.fp16:
         # a shipped network's recorded peak (export/activation_range.json, keyed by file), else measured here
@@ -90,7 +91,12 @@ def export_one(what: str, a) -> tuple[Path, list[dict]]:
                              f"factor of {SAFETY} that overflows FP16 ({FP16_MAX:.0f})")
         log.info("FP16 check: %s %s peak activation %.0f (limit %.0f / %.0f)", what, a.layer, rec, FP16_MAX, SAFETY)
     out = Path(a.out)
-    onnx_path = out / f"{what}_{a.layer}_{prec}{'' if a.dynamic else '_static'}.onnx"
+    # the default decoder (weights/decoder_LAYER.pt) keeps the plain name; any other is named after its
+    # file (decoder_relu3_1_wide_fp32.onnx), so that exporting both into one folder keeps both
+    name = f"{what}_{a.layer}"
+    if what == "decoder" and dec_path.stem != name:
+        name += "_" + dec_path.stem.removeprefix(name + "_")
+    onnx_path = out / f"{name}_{prec}{'' if a.dynamic else '_static'}.onnx"
     hw = a.opt if not a.dynamic else (64, 80)
     t = time.perf_counter()
     if a.int8:

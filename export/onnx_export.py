@@ -54,10 +54,14 @@ def build_network(what: str, layer: str, encoder_weights=None, decoder_path=None
         m.meta = {"convention": "BGR [0,1] in (HED mean subtracted inside)", "encoder_id": ew.encoder_id}
         return m
     if what == "decoder":
-        m = load_decoder(decoder_path or weights_dir() / f"decoder_{layer}.pt", encoder_id=ew.encoder_id)
+        from engines.weights import sha256_file
+        path = Path(decoder_path or weights_dir() / f"decoder_{layer}.pt")
+        m = load_decoder(path, encoder_id=ew.encoder_id)
         if m.layer != layer:
             raise ValueError(f"{decoder_path} is a {m.layer} decoder, not {layer}")
-        m.meta = {"convention": "raw encoder features in, BGR [0,1] out", "encoder_id": ew.encoder_id}
+        # which decoder this is (the half- and full-width ones export to graphs that look alike)
+        m.meta = {"convention": "raw encoder features in, BGR [0,1] out", "encoder_id": ew.encoder_id,
+                  "decoder_file": path.name, "decoder_sha256": sha256_file(path)}
         return m
     raise ValueError(f"what must be 'encoder' or 'decoder', got {what!r}")
 
@@ -99,6 +103,8 @@ def export_onnx(module: nn.Module, path: str | Path, *, what: str, layer: str, f
         meta = dict(getattr(module, "meta", {}))
         meta.update({"network": what, "layer": layer, "precision": "fp16" if fp16 else "fp32", "dynamic": dynamic,
                      "in_channels": c_in, "stride": stride, "opset": opset, "torch": torch.__version__})
+        if not dynamic:      # a graph of fixed size: the image size it was made for (its input is h x w)
+            meta["image_hw"] = list(example_hw)
         entry = model.metadata_props.add()
         entry.key, entry.value = "stylecam", json.dumps(meta)
         onnx.save(model, str(tmp))

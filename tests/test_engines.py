@@ -231,6 +231,33 @@ def test_export_cli_writes_and_verifies(tmp_path, capsys):
     assert (tmp_path / "decoder_relu3_1_fp32.onnx").exists()
 
 
+def test_export_names_and_describes_which_decoder(tmp_path, capsys):
+    """The wide decoder exported beside the default one gets its own file (it used to overwrite the
+    default's), each graph's metadata names its decoder file and digest; a static graph records the image
+    size it was made for; exporting only the encoder does not look for a decoder."""
+    import json
+    import onnx
+    from engines.weights import sha256_file, weights_dir
+    assert export_main(["--what", "decoder", "--out", str(tmp_path)]) == 0
+    assert export_main(["--what", "decoder", "--decoder", "wide", "--out", str(tmp_path)]) == 0
+    assert export_main(["--what", "encoder", "--layer", "relu4_1", "--decoder", "wide", "--static",
+                        "--opt", "64x96", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["decoder_relu3_1_fp32.onnx", "decoder_relu3_1_wide_fp32.onnx",
+                                                          "encoder_relu4_1_fp32_static.onnx"]
+
+    def meta(name):
+        return json.loads({p.key: p.value for p in onnx.load(str(tmp_path / name)).metadata_props}["stylecam"])
+    for name, src in (("decoder_relu3_1_fp32.onnx", "decoder_relu3_1.pt"),
+                      ("decoder_relu3_1_wide_fp32.onnx", "decoder_relu3_1_wide.pt")):
+        m = meta(name)
+        assert m["decoder_file"] == src and m["decoder_sha256"] == sha256_file(weights_dir() / src)
+    assert meta("encoder_relu4_1_fp32_static.onnx")["image_hw"] == [64, 96]
+    assert "image_hw" not in meta("decoder_relu3_1_fp32.onnx")
+    assert export_main(["--what", "decoder", "--decoder", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
 def test_fp16_export_is_refused_when_activations_would_overflow(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(F16, "recorded_range", lambda: {"decoder_relu3_1": 30000.0})
     assert export_main(["--what", "decoder", "--fp16", "--out", str(tmp_path)]) == 2
@@ -251,7 +278,7 @@ def test_fp16_check_uses_the_record_of_the_decoder_file_exported(tmp_path, capsy
     mine.parent.mkdir()
     shutil.copy(wide, mine)
     assert export_main(["--what", "decoder", "--fp16", "--decoder", str(mine), "--out", str(tmp_path / "o")]) == 0
-    assert (tmp_path / "o" / "decoder_relu3_1_fp16.onnx").exists()
+    assert (tmp_path / "o" / "decoder_relu3_1_wide_fp16.onnx").exists()        # named after its file
 
 
 def test_recorded_activation_range_is_fp16_safe():
