@@ -18,10 +18,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine_info, write_json  # noqa: E402
+from benchmarks.common import check_outputs, int_at_least, machine_info, write_json  # noqa: E402
 from engines.decoder import load_decoder  # noqa: E402
 from engines.weights import build_encoder, load_encoder_weights, weights_dir  # noqa: E402
-from realtime.images import bgr_to_tensor, read_image, tensor_to_bgr  # noqa: E402
+from realtime.images import bgr_to_tensor, read_image, tensor_to_bgr, write_image  # noqa: E402
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -118,6 +118,8 @@ def chosen_files(parser, args) -> list[Path]:
         files = holdout_files()
     elif args.dir:
         from training.data import list_images
+        if not Path(args.dir).is_dir():
+            parser.error(f"{args.dir}: no such folder")
         files = list_images(args.dir)
     else:
         parser.error("give DIR, --holdout or --training N")
@@ -180,18 +182,29 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dir", nargs="?", help="folder of photos")
     p.add_argument("--holdout", action="store_true", help="use the portraits held out of training")
-    p.add_argument("--training", type=int, default=0, metavar="N",
+    p.add_argument("--training", type=int_at_least(0), default=0, metavar="N",
                    help="use N training photos from the held-out portraits' sources instead (overfitting check)")
-    p.add_argument("--layer", default="relu3_1", choices=["relu3_1", "relu4_1"])
-    p.add_argument("--decoder", default=None)
-    p.add_argument("--max-side", type=int, default=512)
-    p.add_argument("--json", default=None)
+    p.add_argument("--layer", default="relu3_1", choices=["relu3_1", "relu4_1"], help="VGG layer (default relu3_1)")
+    p.add_argument("--decoder", default=None, metavar="small|wide|PATH",
+                   help="the decoder to judge (default: the shipped one of the layer, weights/decoder_LAYER.pt)")
+    p.add_argument("--max-side", type=int_at_least(16), default=512,
+                   help="photos larger than this on their longer side are reduced to it (default 512)")
+    p.add_argument("--json", default=None, help="write the results and the machine's record to this JSON file")
     p.add_argument("--grid", default=None, help="write a PNG grid (input over reconstruction)")
     p.add_argument("--split-error", action="store_true",
                    help="also add the smooth part (sigma 8 px) of each decoded image's error to the photo, and "
                         "the rest, and report each one's PSNR and relative feature error: how strongly the "
                         "encoder sees regional tone errors against detail errors (two more encoder passes)")
     a = p.parse_args(argv)
+    check_outputs(p, a.json, a.grid)
+    if a.decoder is not None:                  # small / wide as the CLI's --decoder, or a file
+        from engines.decoder import resolve_decoder
+        try:
+            a.decoder = str(resolve_decoder(a.decoder, a.layer))
+        except FileNotFoundError as e:
+            p.error(str(e))
+        if not Path(a.decoder).is_file():
+            p.error(f"--decoder {a.decoder}: no such file")
     files = chosen_files(p, a)
     rows = evaluate(files, a.layer, a.decoder, a.max_side, split=a.split_error)
     mp, ms = float(np.mean([r["psnr"] for r in rows])), float(np.mean([r["ssim"] for r in rows]))
@@ -238,7 +251,7 @@ def main(argv=None) -> int:
             with torch.no_grad():
                 y = tensor_to_bgr(dec(enc(bgr_to_tensor(img)), out_size=img.shape[:2]))
             tiles.append(np.concatenate([img, y], 0))
-        cv2.imwrite(a.grid, np.concatenate(tiles, 1))
+        write_image(a.grid, np.concatenate(tiles, 1))         # raises if it cannot (was silently ignored)
     return 0
 
 

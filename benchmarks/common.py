@@ -9,6 +9,49 @@ import time
 from pathlib import Path
 
 
+def int_at_least(lo: int):
+    """An argparse type: a whole number >= ``lo`` (a clear one-line error otherwise, not a traceback
+    or a silently wrong run)."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be at least {lo}, got {v}")
+        return v
+    parse.__name__ = f"whole number >= {lo}"
+    return parse
+
+
+def int_list(lo: int = 16):
+    """An argparse type: comma-separated whole numbers, each >= ``lo`` (sizes: '240,480,720')."""
+    import argparse
+    one = int_at_least(lo)
+
+    def parse(text: str) -> list[int]:
+        vals = [one(v) for v in text.split(",") if v.strip()]
+        if not vals:
+            raise argparse.ArgumentTypeError("expected comma-separated whole numbers")
+        return vals
+    parse.__name__ = "list of whole numbers"
+    return parse
+
+
+def check_outputs(parser, *paths) -> None:
+    """Before any work: each output file (a --json, a --png; None skipped) must be writable, so that a
+    long benchmark does not end by losing its results (realtime.output.check_writable)."""
+    from realtime.output import check_writable
+    for path in paths:
+        if path:
+            try:
+                check_writable(path, "image")
+            except ValueError as e:
+                parser.error(str(e))
+
+
 def machine_info() -> dict:
     import torch
     cpu = platform.processor() or ""
@@ -21,7 +64,11 @@ def machine_info() -> dict:
         pass
     info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-            "date": time.strftime("%Y-%m-%d"), "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
+            "date": time.strftime("%Y-%m-%d"), "time": time.strftime("%H:%M:%S %Z"),
+            "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
+    for mod in ("onnxruntime", "onnx", "cv2", "mediapipe"):      # the runtimes a CPU figure depends on
+        if mod in sys.modules:
+            info[mod] = getattr(sys.modules[mod], "__version__", "?")
     from engines import memory
     info["malloc"] = memory.state()     # whether malloc kept freed memory, as the CLI has it do
     if torch.cuda.is_available():

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine_info, write_json  # noqa: E402
+from benchmarks.common import check_outputs, int_at_least, machine_info, write_json  # noqa: E402
 from engines.decoder import Decoder, load_decoder  # noqa: E402
 from engines.weights import build_encoder, load_encoder_weights, weights_dir  # noqa: E402
 from realtime.images import bgr_to_tensor, read_image  # noqa: E402
@@ -95,10 +95,11 @@ def main(argv=None) -> int:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--holdout", action="store_true", help="the 16 held-out portraits instead of training photos")
     src.add_argument("--photos", default=str(DEFAULT_DATA / "photos"), help="folder of photos (default: training)")
-    p.add_argument("--images", type=int, default=32, help="photos drawn from --photos (default 32)")
+    p.add_argument("--images", type=int_at_least(1), default=32, help="photos drawn from --photos (default 32)")
     p.add_argument("--tau", type=float, default=1e-3)
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
+    check_outputs(p, a.json)
     files = [Path(f) for f in (a.decoder or [weights_dir() / n for n in
                                              ("decoder_relu3_1_wide.pt", "decoder_relu3_1.pt", "decoder_relu4_1.pt")])]
     for f in files:

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine_info, write_json  # noqa: E402
+from benchmarks.common import check_outputs, int_at_least, int_list, machine_info, write_json  # noqa: E402
 from engines.memory import keep_freed_memory  # noqa: E402
 
 STAGES = ("decode", "segment", "prepare", "encoder", "reconstruct", "decoder", "composite", "output")
@@ -203,44 +203,58 @@ def main(argv=None) -> int:
     p.add_argument("--backends", default="torch,onnx",
                    help="comma-separated: torch, onnx, onnx-int8 (the CLI's --int8: INT8 graphs), tensorrt "
                         "(default %(default)s)")
-    p.add_argument("--devices", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--devices", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="comma-separated: cpu, cuda (default: cuda where there is one, else cpu)")
     p.add_argument("--fp16", action="store_true", help="also FP16 (CUDA only)")
-    p.add_argument("--sizes", default="240,360,480,720,1080", help="processing heights")
-    p.add_argument("--frames", type=int, default=20)
-    p.add_argument("--layer", default="relu3_1")
-    p.add_argument("--mode", default="adain")
-    p.add_argument("--regions", default="portrait")
+    p.add_argument("--sizes", type=int_list(16), default="240,360,480,720,1080",
+                   help="processing heights, comma-separated; each frame 16:9 (default %(default)s)")
+    p.add_argument("--frames", type=int_at_least(1), default=20,
+                   help="frames timed per configuration, after warm-up ones (default %(default)s)")
+    p.add_argument("--layer", default="relu3_1", choices=["relu3_1", "relu4_1"], help="VGG layer (default relu3_1)")
+    p.add_argument("--mode", default="adain", choices=["linear", "adain", "wct", "gram"],
+                   help="statistics matched per region (default adain, the CLI's)")
+    p.add_argument("--regions", default="portrait", choices=["none", "person", "portrait"],
+                   help="semantic regions (default portrait, the CLI's)")
     p.add_argument("--deflicker", type=float, default=0.0,
                    help="output deflicker strength (the CLI's default is 0.5; its time is in 'composite')")
     p.add_argument("--decoder", default=None, metavar="auto|small|wide|PATH",
-                   help="decoder, as run_cam.py's --decoder (default auto: the small one on every device "
-                        "since session 20; engines.decoder.WIDE_ON_CUDA)")
+                   help="decoder, as stylecam's --decoder (default auto: the small one, on every device)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="the PyTorch engines in channels_last (NHWC) layout, which cuDNN's FP16 convolutions "
                         "use natively, or not (default: the CLI's, on CUDA only; the other backends ignore it)")
     p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
                    help="the PyTorch engines on CUDA replayed from a CUDA graph captured once per input shape, "
-                        "or launched from Python (default: the CLI's, on CUDA since session 11, which timed both; "
-                        "session 8's torch.profiler table of a 720p FP16 frame on the H100 had ~9 ms of host time, "
-                        "under the profiler, for ~5 ms of GPU time)")
+                        "or launched from Python (default: the CLI's, on for CUDA; README 'On a GPU')")
     p.add_argument("--fixed-regions", action="store_true",
                    help="segment the style and every frame by a fixed synthetic portrait label map (a person "
                         "ellipse, a face inside it) instead of MediaPipe, made once per size: the K-region "
-                        "pipeline timed where MediaPipe is not installed (the lent GPUs), with no segmentation "
-                        "cost")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--json", default=None)
-    p.add_argument("--png", default=None)
+                        "pipeline timed where MediaPipe is not installed, with no segmentation cost")
+    p.add_argument("--threads", type=int_at_least(0), default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--json", default=None, help="write the results and the machine's record to this JSON file")
+    p.add_argument("--png", default=None, help="draw FPS against size to this PNG file")
     p.add_argument("--quick", action="store_true", help="smoke test: 240p, 3 frames, torch only")
     p.add_argument("--profile", type=int, default=0, metavar="HEIGHT",
                    help="also print a torch.profiler table (host time, and GPU time on CUDA) of the stylizer "
                         "at this processing height, for every backend and precision")
     a = p.parse_args(argv)
+    if isinstance(a.sizes, str):                 # the default, not run through type=
+        a.sizes = int_list(16)(a.sizes)
+    check_outputs(p, a.json, a.png)
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.quick:
-        a.backends, a.sizes, a.frames = "torch", "240", 3
+        a.backends, a.sizes, a.frames = "torch", [240], 3
     backends = [b for b in a.backends.split(",") if b]
+    unknown = set(backends) - {"torch", "onnx", "onnx-int8", "tensorrt"}
+    if unknown or not backends:
+        p.error(f"--backends takes torch, onnx, onnx-int8, tensorrt; got {a.backends!r}")
+    devices = [d for d in a.devices.split(",") if d]
+    if set(devices) - {"cpu", "cuda"} or not devices:
+        p.error(f"--devices takes cpu, cuda; got {a.devices!r}")
+    if "cuda" in devices and not torch.cuda.is_available():
+        p.error("--devices cuda: no CUDA GPU is visible to PyTorch")
+    if a.decoder not in (None, "auto", "small", "wide") and not Path(a.decoder).is_file():
+        p.error(f"--decoder {a.decoder}: no such file")
     if "tensorrt" in backends:
         try:
             from engines.trt_engine import tensorrt_or_error
@@ -250,10 +264,10 @@ def main(argv=None) -> int:
             backends.remove("tensorrt")
     frames = load_frames(a.frames)
     results = []
-    for dev in a.devices.split(","):
+    for dev in devices:
         for b in backends:
             for fp16 in ([False, True] if a.fp16 and dev == "cuda" else [False]):
-                for h in (int(s) for s in a.sizes.split(",")):
+                for h in a.sizes:
                     r = bench_one(b, dev, fp16, h, frames, a.layer, a.mode, a.regions, profile=h == a.profile,
                                   deflicker=a.deflicker, decoder=a.decoder, channels_last=a.channels_last,
                                   cuda_graph=a.cuda_graph, fixed_regions=a.fixed_regions)

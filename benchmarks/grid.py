@@ -19,6 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import check_outputs, int_at_least  # noqa: E402
+
 DEFAULT_PAIRS = [
     ("photos/deepface__img49.jpg", "paintings/LivePortrait__s5.jpg"),
     ("photos/PhotoMaker__yangmi_4.jpg", "paintings/LivePortrait__s3.jpg"),
@@ -60,11 +62,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pairs", nargs="*", default=None, help="PHOTO:PAINTING paths")
     p.add_argument("--layer", default="relu3_1")
-    p.add_argument("--size", type=int, default=384, help="processing size (longer side)")
-    p.add_argument("--tile", type=int, default=176)
+    p.add_argument("--size", type=int_at_least(16), default=384, help="processing size (longer side)")
+    p.add_argument("--tile", type=int_at_least(16), default=176)
     p.add_argument("--out", default="docs/grid_modes.png")
     p.add_argument("--strip", default="docs/demo_strip.png")
     a = p.parse_args(argv)
+    check_outputs(p, a.out, a.strip)
+    if a.pairs and not all(":" in s for s in a.pairs):
+        p.error("--pairs takes PHOTO:PAINTING paths")
     pairs = [tuple(s.split(":", 1)) for s in a.pairs] if a.pairs else \
         [(str(DEFAULT_DATA / ph), str(DEFAULT_DATA / pa)) for ph, pa in DEFAULT_PAIRS]
     ew = load_encoder_weights(None)

@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.autoencoder import evaluate, holdout_files, read_at_most  # noqa: E402
-from benchmarks.common import machine_info, write_json  # noqa: E402
+from benchmarks.common import check_outputs, int_at_least, machine_info, write_json  # noqa: E402
 
 
 def ms_per_run(engine, x: torch.Tensor, runs: int) -> float:
@@ -52,11 +52,18 @@ def main(argv=None) -> int:
     p.add_argument("dir", nargs="?", help="folder of photos instead of the held-out portraits")
     p.add_argument("--layers", default="relu3_1,relu4_1")
     p.add_argument("--sizes", default="240,480,720", help="processing heights for the speed table")
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads (default %(default)s)")
-    p.add_argument("--max-side", type=int, default=512)
+    p.add_argument("--runs", type=int_at_least(1), default=5)
+    p.add_argument("--threads", type=int_at_least(0), default=2, help="ONNX Runtime threads (default %(default)s)")
+    p.add_argument("--max-side", type=int_at_least(16), default=512)
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
+    check_outputs(p, a.json)
+    if a.dir and not Path(a.dir).is_dir():
+        p.error(f"{a.dir}: no such folder")
+    try:
+        [int(v) for v in a.sizes.split(",")]
+    except ValueError:
+        p.error(f"--sizes takes heights separated by commas, got {a.sizes!r}")
     from engines.decoder import load_decoder
     from engines.ort_engine import OrtEngine
     from engines.weights import build_encoder, load_encoder_weights, weights_dir

@@ -29,7 +29,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.autoencoder import chosen_files, psnr, read_at_most, ssim  # noqa: E402
-from benchmarks.common import machine_info, write_json  # noqa: E402
+from benchmarks.common import check_outputs, int_at_least, machine_info, write_json  # noqa: E402
 from engines.decoder import load_decoder  # noqa: E402
 from engines.weights import build_encoder, load_encoder_weights, weights_dir  # noqa: E402
 from realtime.images import bgr_to_tensor, fit_size, tensor_to_bgr  # noqa: E402
@@ -71,15 +71,16 @@ def main(argv=None) -> int:
     p.add_argument("--holdout", action="store_true", help="the portraits held out of decoder training")
     p.add_argument("--layer", default="relu3_1", choices=["relu1_1", "relu2_1", "relu3_1", "relu4_1"])
     p.add_argument("--decoder", default=None, help="decoder file (default: weights/decoder_LAYER.pt)")
-    p.add_argument("--max-side", type=int, default=256, help="longer side of each photo (default 256)")
-    p.add_argument("--limit", type=int, default=8, help="photos at most (default 8)")
-    p.add_argument("--steps", type=int, default=200, help="L-BFGS iterations per start (default 200)")
+    p.add_argument("--max-side", type=int_at_least(16), default=256, help="longer side of each photo (default 256)")
+    p.add_argument("--limit", type=int_at_least(1), default=8, help="photos at most (default 8)")
+    p.add_argument("--steps", type=int_at_least(0), default=200, help="L-BFGS iterations per start (default 200)")
     p.add_argument("--starts", default="grey,decoder",
                    help="where the optimisation starts, comma-separated: grey, decoder (default both)")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int_at_least(1), default=None)
     p.add_argument("--json", default=None)
     p.add_argument("--grid", default=None, help="PNG, a column per photo: photo, decoder, then one row per start")
     a = p.parse_args(argv)
+    check_outputs(p, a.json, a.grid)
     if set(a.starts.split(",")) - {"grey", "decoder"}:
         p.error("--starts: grey and/or decoder")
     if a.threads:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.autoencoder import holdout_files, psnr, read_at_most  # noqa: E402
-from benchmarks.common import machine_info, write_json  # noqa: E402
+from benchmarks.common import check_outputs, int_at_least, machine_info, write_json  # noqa: E402
 from engines.decoder import load_decoder  # noqa: E402
 from engines.weights import build_encoder, load_encoder_weights, weights_dir  # noqa: E402
 from realtime.images import bgr_to_tensor, tensor_to_bgr  # noqa: E402
@@ -121,17 +121,18 @@ def held_out_psnr(enc, dec, convs, files, max_side: int) -> list[list[float]]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--photos", type=int, default=300, help="training photos to refit on (default 300)")
+    p.add_argument("--photos", type=int_at_least(1), default=300, help="training photos to refit on (default 300)")
     p.add_argument("--photo-dir", default=None, help="folder of training photos (default: the research set's)")
     p.add_argument("--holdout-dir", default=None, help="folder of held-out photos (default: training/holdout.txt's)")
-    p.add_argument("--pixels", type=int, default=8192, help="random pixels per training photo (default 8192)")
-    p.add_argument("--max-side", type=int, default=512)
+    p.add_argument("--pixels", type=int_at_least(1), default=8192, help="random pixels per training photo (default 8192)")
+    p.add_argument("--max-side", type=int_at_least(16), default=512)
     p.add_argument("--ridge", default="0,1e-4,1e-2",
                    help="ridge strengths, relative to the mean diagonal of X^T X, comma-separated")
     p.add_argument("--layer", default="relu3_1", choices=["relu3_1", "relu4_1"])
     p.add_argument("--decoder", default=None, help="decoder file (default: weights/decoder_LAYER.pt)")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
+    check_outputs(p, a.json)
     try:
         ridges = [float(r) for r in a.ridge.split(",")]
     except ValueError:

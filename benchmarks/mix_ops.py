@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from benchmarks.common import machine_info, write_json  # noqa: E402
+from benchmarks.common import check_outputs, int_at_least, machine_info, write_json  # noqa: E402
 from training import mixing  # noqa: E402
 
 
@@ -42,12 +42,13 @@ def top_level_ops(prof) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--pairs", type=int, default=3, help="mixed pairs per batch (the GPU recipe: 16 x 0.2 = 3.2)")
-    p.add_argument("--size", type=int, default=32,
+    p.add_argument("--pairs", type=int_at_least(1), default=3, help="mixed pairs per batch (the GPU recipe: 16 x 0.2 = 3.2)")
+    p.add_argument("--size", type=int_at_least(2), default=32,
                    help="feature side (crop / 4 at relu3_1; the GPU recipe mixes 128-px crops)")
-    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--rounds", type=int_at_least(1), default=6)
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
+    check_outputs(p, a.json)
     if a.device == "cuda" and not torch.cuda.is_available():
         print("mix_ops.py --device cuda needs a CUDA GPU", file=sys.stderr)
         return 2

@@ -43,7 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine_info, write_json  # noqa: E402
+from benchmarks.common import check_outputs, int_at_least, machine_info, write_json  # noqa: E402
 
 METHODS = ("photo", "linear", "linear-iter500", "adain", "wct", "gram", "gatys")
 
@@ -125,21 +125,24 @@ def main(argv=None) -> int:
     from realtime.stylizer import Stylizer, StylizerConfig
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pairs", default=None)
-    p.add_argument("--size", type=int, default=256, help="longer side of content and style")
+    p.add_argument("--size", type=int_at_least(16), default=256, help="longer side of content and style")
     p.add_argument("--layer", default="relu3_1")
     p.add_argument("--decoder", default=None, metavar="small|wide|PATH",
                    help="decoder, as run_cam.py's --decoder (default: the CPU's, small)")
-    p.add_argument("--gatys-iterations", type=int, default=500)
-    p.add_argument("--max-pairs", type=int, default=0)
+    p.add_argument("--gatys-iterations", type=int_at_least(0), default=500)
+    p.add_argument("--max-pairs", type=int_at_least(0), default=0)
     p.add_argument("--json", default=None)
     p.add_argument("--grid", default=None)
     p.add_argument("--cache", default="runs/quality_cache", help="Gatys results cache ('' = none)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads for every method (default 1)")
+    p.add_argument("--threads", type=int_at_least(0), default=1, help="torch threads for every method (default 1)")
     p.add_argument("--quick", action="store_true", help="smoke test: one pair, 96 px, 5 Gatys iterations")
     p.add_argument("--methods", default=",".join(METHODS),
                    help="comma-separated, from %(default)s; also gram-iterN (gram with N descent steps instead "
                         "of the default 10)")
     a = p.parse_args(argv)
+    check_outputs(p, a.json, a.grid)
+    if a.pairs and not Path(a.pairs).is_dir():
+        p.error(f"--pairs {a.pairs}: no such folder")
     methods = [m for m in a.methods.split(",") if m]
     bad = [m for m in methods if m not in METHODS and not re.fullmatch(r"gram-iter[1-9][0-9]*", m)]
     if bad or not methods:

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import machine_info, write_json  # noqa: E402
+from benchmarks.common import check_outputs, int_at_least, machine_info, write_json  # noqa: E402
 
 
 def rss_mb() -> int:
@@ -60,16 +60,15 @@ def child(a) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--frames", type=int, default=160)
-    p.add_argument("--switch", type=int, default=20, help="frames between size switches (default: %(default)s)")
+    p.add_argument("--frames", type=int_at_least(1), default=160, help="frames in all (default %(default)s)")
+    p.add_argument("--switch", type=int_at_least(1), default=20, help="frames between size switches (default: %(default)s)")
     p.add_argument("--sizes", default="360,480", help="processing heights to switch between (default: %(default)s)")
     p.add_argument("--backend", default="onnx", choices=["onnx", "onnx-int8", "torch"],
                    help="onnx-int8: the CLI's --backend onnx --int8 (default: %(default)s)")
-    p.add_argument("--json", default=None)
+    p.add_argument("--json", default=None, help="write the results and the machine's record to this JSON file")
     p.add_argument("--child", choices=["kept", "system"], dest="malloc", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    if a.frames < 1 or a.switch < 1:
-        p.error("--frames and --switch must be at least 1")
+    check_outputs(p, a.json)
     try:
         if not all(int(h) > 0 for h in a.sizes.split(",")):
             raise ValueError

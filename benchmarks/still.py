@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import machine_info, write_json  # noqa: E402
+from benchmarks.common import check_outputs, int_at_least, machine_info, write_json  # noqa: E402
 from engines.memory import keep_freed_memory  # noqa: E402
 from benchmarks.fps import build, time_frames  # noqa: E402
 
@@ -67,17 +67,25 @@ def main(argv=None) -> int:
     keep_freed_memory()              # as the CLI, so that it times what a user runs (STYLECAM_MALLOC=system: not)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image", type=Path, default=None, help="photo (default: matplotlib's grace_hopper.jpg)")
-    p.add_argument("--side", type=int, default=512, help="longer side in pixels (default 512)")
+    p.add_argument("--side", type=int_at_least(16), default=512, help="longer side in pixels (default 512)")
     p.add_argument("--backends", default="torch,onnx",
                    help="comma-separated: torch, onnx, onnx-int8 (the CLI's --backend onnx --int8)")
-    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--runs", type=int_at_least(1), default=10,
+                   help="timed runs per backend, after two warm-up ones; the median is reported (default 10)")
     p.add_argument("--no-command", action="store_true", help="skip timing the whole command")
     p.add_argument("--decoder", default=None, metavar="small|wide|PATH",
                    help="decoder, as run_cam.py's --decoder (default: the CPU's, small); the whole command "
                         "gets it too")
-    p.add_argument("--json", default=None)
+    p.add_argument("--json", default=None, help="write the results and the machine's record to this JSON file")
     p.add_argument("--quick", action="store_true", help="smoke test: 128 px, 2 runs, torch only, no command")
     a = p.parse_args(argv)
+    check_outputs(p, a.json)
+    if set(b for b in a.backends.split(",") if b) - {"torch", "onnx", "onnx-int8"} or not a.backends.strip(","):
+        p.error(f"--backends takes torch, onnx, onnx-int8; got {a.backends!r}")
+    if a.image is not None and not a.image.is_file():
+        p.error(f"--image {a.image}: no such file")
+    if a.decoder not in (None, "auto", "small", "wide") and not Path(a.decoder).is_file():
+        p.error(f"--decoder {a.decoder}: no such file")
     if a.quick:
         a.side, a.runs, a.backends, a.no_command = 128, 2, "torch", True
     photo = a.image or default_image()
@@ -87,7 +95,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as td:
         resized = Path(td) / "photo.png"
         cv2.imwrite(str(resized), img)
-        for b in a.backends.split(","):
+        for b in (b for b in a.backends.split(",") if b):
             st, seg = build(b, "cpu", False, "relu3_1", "adain", "portrait", size, static=True, decoder=a.decoder)
             try:
                 med = time_frames(st, seg, [img] * a.runs, size, "cpu", warmup=2)

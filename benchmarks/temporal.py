@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import load_clip, machine_info, write_json  # noqa: E402
+from benchmarks.common import check_outputs, int_at_least, load_clip, machine_info, write_json  # noqa: E402
 
 
 def dis_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -146,8 +146,8 @@ def main(argv=None) -> int:
     from realtime.cli import DEMO_CLIP
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("clip", nargs="?", default=str(DEMO_CLIP))
-    p.add_argument("--frames", type=int, default=48)
-    p.add_argument("--size", type=int, default=480, help="longer side of the processed frames")
+    p.add_argument("--frames", type=int_at_least(2), default=48)
+    p.add_argument("--size", type=int_at_least(16), default=480, help="longer side of the processed frames")
     p.add_argument("--layer", default="relu3_1")
     p.add_argument("--modes", default="adain,linear")
     p.add_argument("--regions", default="portrait")
@@ -156,6 +156,11 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None)
     p.add_argument("--quick", action="store_true", help="smoke test: 4 frames at 160 px, one mode")
     a = p.parse_args(argv)
+    check_outputs(p, a.json)
+    try:
+        [float(d) for d in a.deflicker.split(",") if d.strip()]
+    except ValueError:
+        p.error(f"--deflicker takes strengths separated by commas, got {a.deflicker!r}")
     if a.quick:
         a.frames, a.size, a.modes = 4, 160, "adain"
     frames = load_clip(a.clip, a.frames, a.size)

@@ -66,9 +66,10 @@ def state() -> str:
 
 # Peak memory a processed pixel costs: `python benchmarks/memory.py --json docs/results/memory_cpu.json`
 # (session 25, AMD EPYC, 2 cores, ONNX Runtime, relu3_1, the default decoder; a still at --size SxS in a
-# fresh process): 1.21 GB at 512x512, 2.03 at 1024x1024, 5.82 at 2048x2048 -- 1,181 bytes a pixel above
-# 0.85 GB. On a GPU in FP16 it is less; used there too, it errs on the side of refusing.
-BYTES_PER_PIXEL = 1200
+# fresh process; its peak is Linux's VmHWM): 1.19 GB at 512x512, 2.03 at 1024x1024, 6.09 at 2048x2048 --
+# 1,257 bytes a pixel above 0.80 GB. On a GPU in FP16 it is less; used there too, it errs on the side of
+# refusing.
+BYTES_PER_PIXEL = 1260
 
 
 def available_bytes(device) -> int | None:

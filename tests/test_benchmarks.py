@@ -659,3 +659,36 @@ def test_memory_per_pixel(tmp_path):
     assert [x["side"] for x in r["rows"]] == [64, 512]
     assert 0 < r["rows"][0]["peak_bytes"] < r["rows"][1]["peak_bytes"]
     assert r["bytes_per_pixel"] > 0
+
+
+@pytest.mark.parametrize("script,args,msg", [
+    ("fps", ["--sizes", "abc"], "expected a whole number"), ("fps", ["--sizes", "0"], "must be at least 16"),
+    ("fps", ["--frames", "0"], "must be at least 1"), ("fps", ["--backends", "foo"], "--backends takes"),
+    ("fps", ["--devices", "gpu"], "--devices takes"), ("fps", ["--layer", "relu9_9"], "invalid choice"),
+    ("fps", ["--decoder", "/nonexistent.pt"], "no such file"), ("fps", ["--json", "FILE/x.json"], "not a folder"),
+    ("still", ["--runs", "0"], "must be at least 1"), ("still", ["--side", "0"], "must be at least 16"),
+    ("still", ["--backends", "foo"], "--backends takes"), ("memory", ["--sides", "abc"], "expected a whole number"),
+    ("memory", ["--sides", "512"], "at least two sizes"), ("soak", ["--json", "FILE/x.json"], "not a folder"),
+    ("autoencoder", ["--holdout", "--training", "-3"], "must be at least 0"),
+    ("autoencoder", ["--holdout", "--grid", "FILE/g.png"], "not a folder"),
+    ("autoencoder", ["--holdout", "--decoder", "/nonexistent.pt"], "no such file"),
+    ("autoencoder", ["/nonexistent_dir"], "no such folder"),
+    ("temporal", ["--frames", "1"], "must be at least 2"), ("temporal", ["--deflicker", "abc"], "--deflicker takes"),
+    ("int8", ["/nonexistent_dir"], "no such folder"), ("int8", ["--runs", "0"], "must be at least 1"),
+    ("mix_ops", ["--rounds", "0"], "must be at least 1"), ("mix_ops", ["--pairs", "-1"], "must be at least 1"),
+    ("inversion", ["--holdout", "--limit", "0"], "must be at least 1"),
+    ("last_layer", ["--pixels", "0"], "must be at least 1"), ("dormant", ["--images", "0"], "must be at least 1"),
+    ("quality", ["--pairs", "/nonexistent_dir"], "no such folder"), ("grid", ["--pairs", "foo"], "PHOTO:PAINTING"),
+])
+def test_benchmark_arguments_are_checked_before_any_work(script, args, msg, tmp_path, capsys):
+    """A bad argument is one line and status 2 at once (it was a traceback, a silently wrong run, or a
+    run that lost its results at the end: an unwritable --json)."""
+    import importlib
+    a_file = tmp_path / "FILE"
+    a_file.write_text("x")
+    args = [x.replace("FILE", str(a_file)) for x in args]
+    mod = importlib.import_module(f"benchmarks.{script}")
+    with pytest.raises(SystemExit) as e:
+        mod.main(args)
+    assert e.value.code == 2
+    assert msg in capsys.readouterr().err

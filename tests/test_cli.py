@@ -283,7 +283,7 @@ def test_a_processing_size_beyond_the_free_memory_is_one_clear_error(photo, clip
     import engines.memory as M
     assert M.available_bytes("cpu") > 0                               # /proc/meminfo is read here
     monkeypatch.setattr(M, "available_bytes", lambda device: 2 * 10 ** 9)
-    with pytest.raises(ValueError, match="needs about 5.0 GB of memory but 2.0 GB are free"):
+    with pytest.raises(ValueError, match="needs about 5.3 GB of memory but 2.0 GB are free"):
         M.check_processing_size(2048, 2048, "cpu")
     M.check_processing_size(1024, 1024, "cpu")                       # 1.3 GB: fits
     for args in (["--source", photo, "--out", tmp_path / "o.png"], ["--source", clip, "--out", tmp_path / "o.avi"],
