@@ -58,8 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def image_profile(what: str, layer: str, a) -> dict:
-    """min/opt/max input shapes for an engine: images for the encoder, features for the decoder."""
+    """min/opt/max input shapes for an engine: images for the encoder, features for the decoder. A
+    graph of fixed size (``a.dynamic`` False: --static) has one shape, --opt's, for all three."""
     from engines.vgg import LAYER_CHANNELS, feature_size
+    if not getattr(a, "dynamic", True):
+        a = argparse.Namespace(min=a.opt, opt=a.opt, max=a.opt)
     if what == "encoder":
         return {k: (1, 3, *getattr(a, k)) for k in ("min", "opt", "max")}
     c = LAYER_CHANNELS[layer]

@@ -339,6 +339,19 @@ def test_cuda_graph_engine_keeps_the_last_shapes_and_recaptures_a_dropped_one():
     assert shapes[-n + 1] not in eng._graphs                              # now the least recently used
 
 
+def test_engine_profiles_follow_the_graph():
+    """An engine's min/opt/max shapes: images for the encoder, ceil-mode features for the decoder; a
+    --static graph (one size) gets --opt's shape for all three, whatever --min and --max say."""
+    import argparse
+    from export.__main__ import image_profile
+    a = argparse.Namespace(min=(64, 64), opt=(240, 320), max=(481, 640), dynamic=True)
+    assert image_profile("encoder", "relu3_1", a) == {"min": (1, 3, 64, 64), "opt": (1, 3, 240, 320),
+                                                      "max": (1, 3, 481, 640)}
+    assert image_profile("decoder", "relu3_1", a)["max"] == (1, 256, 121, 160)
+    a.dynamic = False
+    assert set(image_profile("decoder", "relu4_1", a).values()) == {(1, 512, 30, 40)}
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_TRT, reason="TensorRT is not installed on this machine")
 def test_tensorrt_engine_parity(tmp_path):
