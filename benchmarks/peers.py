@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import load_clip, machine_info, write_json  # noqa: E402
+from benchmarks.common import check_outputs, int_at_least, load_clip, machine_info, write_json  # noqa: E402
 
 
 def peer_or_exit():
@@ -50,15 +50,20 @@ def main(argv=None) -> int:
     from realtime.stylizer import Stylizer, StylizerConfig
     StyleTransfer = peer_or_exit()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clip", default=str(DEMO_CLIP))
-    p.add_argument("--styles", nargs="*", default=[str(DEMO_STYLE)])
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--size", type=int, default=384, help="longer side (the peer's arbitrary-style network works at 384)")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--json", default=None)
-    p.add_argument("--grid", default=None)
-    p.add_argument("--quick", action="store_true")
+    p.add_argument("--clip", default=str(DEMO_CLIP), help="video to stylise (default: the bundled demo clip)")
+    p.add_argument("--styles", nargs="*", default=[str(DEMO_STYLE)], help="paintings (default: the bundled one)")
+    p.add_argument("--frames", type=int_at_least(1), default=8, help="frames timed (default %(default)s)")
+    p.add_argument("--size", type=int_at_least(16), default=384,
+                   help="longer side (the peer's arbitrary-style network works at 384)")
+    p.add_argument("--threads", type=int_at_least(0), default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--json", default=None, help="write the results and the machine's record to this JSON file")
+    p.add_argument("--grid", default=None, help="write a PNG of the frames side by side")
+    p.add_argument("--quick", action="store_true", help="smoke test: 2 frames at 160 px (replaces --frames, --size)")
     a = p.parse_args(argv)
+    check_outputs(p, a.json, a.grid)
+    for f in [a.clip, *a.styles]:
+        if not Path(f).is_file():
+            p.error(f"{f}: no such file")
     if a.quick:
         a.frames, a.size = 2, 160
     if a.threads:
