@@ -232,7 +232,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int_at_least(0), default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", default=None, help="write the results and the machine's record to this JSON file")
     p.add_argument("--png", default=None, help="draw FPS against size to this PNG file")
-    p.add_argument("--quick", action="store_true", help="smoke test: 240p, 3 frames, torch only (replaces --sizes, --frames, --backends)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: 240p, 3 frames, torch only (replaces --sizes, --frames, --backends)")
     p.add_argument("--profile", type=int, default=0, metavar="HEIGHT",
                    help="also print a torch.profiler table (host time, and GPU time on CUDA) of the stylizer "
                         "at this processing height, for every backend and precision")

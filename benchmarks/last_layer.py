@@ -124,7 +124,8 @@ def main(argv=None) -> int:
     p.add_argument("--photos", type=int_at_least(1), default=300, help="training photos to refit on (default 300)")
     p.add_argument("--photo-dir", default=None, help="folder of training photos (default: the research set's)")
     p.add_argument("--holdout-dir", default=None, help="folder of held-out photos (default: training/holdout.txt's)")
-    p.add_argument("--pixels", type=int_at_least(1), default=8192, help="random pixels per training photo (default 8192)")
+    p.add_argument("--pixels", type=int_at_least(1), default=8192,
+                   help="random pixels per training photo (default 8192)")
     p.add_argument("--max-side", type=int_at_least(16), default=512)
     p.add_argument("--ridge", default="0,1e-4,1e-2",
                    help="ridge strengths, relative to the mean diagonal of X^T X, comma-separated")

@@ -5,9 +5,9 @@
 
 For each side S, a fresh process runs ``stylecam --source PAINTING --style PAINTING --size SxS --out
 out.png`` (the bundled demo painting, upscaled to S x S for processing; default mode and regions) and
-reports its peak resident memory (Linux's VmHWM; elsewhere ``getrusage``'s ``ru_maxrss``). The slope of a least-squares line
-through (pixels, peak) is the memory a processed pixel costs; its intercept what the process holds
-before the first pixel (imports, networks, MediaPipe).
+reports its peak resident memory (Linux's VmHWM; elsewhere ``getrusage``'s ``ru_maxrss``). The slope
+of a least-squares line through (pixels, peak) is the memory a processed pixel costs; its intercept
+what the process holds before the first pixel (imports, networks, MediaPipe).
 """
 from __future__ import annotations
 

@@ -42,7 +42,8 @@ def top_level_ops(prof) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--pairs", type=int_at_least(1), default=3, help="mixed pairs per batch (the GPU recipe: 16 x 0.2 = 3.2)")
+    p.add_argument("--pairs", type=int_at_least(1), default=3,
+                   help="mixed pairs per batch (the GPU recipe: 16 x 0.2 = 3.2)")
     p.add_argument("--size", type=int_at_least(2), default=32,
                    help="feature side (crop / 4 at relu3_1; the GPU recipe mixes 128-px crops)")
     p.add_argument("--rounds", type=int_at_least(1), default=6)

@@ -135,7 +135,9 @@ def main(argv=None) -> int:
     p.add_argument("--grid", default=None)
     p.add_argument("--cache", default="runs/quality_cache", help="Gatys results cache ('' = none)")
     p.add_argument("--threads", type=int_at_least(0), default=1, help="torch threads for every method (default 1)")
-    p.add_argument("--quick", action="store_true", help="smoke test: one pair, 96 px, 5 Gatys iterations (replaces --max-pairs, --size, --gatys-iterations)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: one pair, 96 px, 5 Gatys iterations (replaces --max-pairs, --size, "
+                        "--gatys-iterations)")
     p.add_argument("--methods", default=",".join(METHODS),
                    help="comma-separated, from %(default)s; also gram-iterN (gram with N descent steps instead "
                         "of the default 10)")

@@ -61,7 +61,8 @@ def child(a) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int_at_least(1), default=160, help="frames in all (default %(default)s)")
-    p.add_argument("--switch", type=int_at_least(1), default=20, help="frames between size switches (default: %(default)s)")
+    p.add_argument("--switch", type=int_at_least(1), default=20,
+                   help="frames between size switches (default: %(default)s)")
     p.add_argument("--sizes", default="360,480", help="processing heights to switch between (default: %(default)s)")
     p.add_argument("--backend", default="onnx", choices=["onnx", "onnx-int8", "torch"],
                    help="onnx-int8: the CLI's --backend onnx --int8 (default: %(default)s)")

@@ -77,7 +77,8 @@ def main(argv=None) -> int:
                    help="decoder, as run_cam.py's --decoder (default: the CPU's, small); the whole command "
                         "gets it too")
     p.add_argument("--json", default=None, help="write the results and the machine's record to this JSON file")
-    p.add_argument("--quick", action="store_true", help="smoke test: 128 px, 2 runs, torch only, no command (replaces --side, --runs, --backends)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: 128 px, 2 runs, torch only, no command (replaces --side, --runs, --backends)")
     a = p.parse_args(argv)
     check_outputs(p, a.json)
     if set(b for b in a.backends.split(",") if b) - {"torch", "onnx", "onnx-int8"} or not a.backends.strip(","):

@@ -154,7 +154,8 @@ def main(argv=None) -> int:
     p.add_argument("--deflicker", default="0.6",
                    help="comma-separated deflicker strengths to measure too (with the temporal state on; '' for none)")
     p.add_argument("--json", default=None)
-    p.add_argument("--quick", action="store_true", help="smoke test: 4 frames at 160 px, one mode (replaces --frames, --size, --modes)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: 4 frames at 160 px, one mode (replaces --frames, --size, --modes)")
     a = p.parse_args(argv)
     check_outputs(p, a.json)
     try:

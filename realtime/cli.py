@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--fp16", action="store_true", help="run the networks in FP16 (CUDA); statistics stay FP32")
     a("--int8", action="store_true",
       help="CPU with ONNX Runtime: run the networks as INT8 graphs (the encoder whole, relu3_1's decoder from "
-           "its first upsampling on, relu4_1's whole with 8-bit weights), quantized once on first use (calibrated on the bundled "
-           "demo images, then cached): 1.8-2.1x the FPS on 2 cores (240p 4.8 -> 9.4) for 0.16 dB of the held-out autoencoder's "
+           "its first upsampling on, relu4_1's whole with 8-bit weights), quantized once on first use "
+           "(calibrated on the bundled demo images, then cached): 1.8-2.1x the FPS on 2 cores (240p 4.8 -> 9.4) "
+           "for 0.16 dB of the held-out autoencoder's "
            "27.57 (README 'INT8 on the CPU', benchmarks/int8.py)")
     a("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
       help="PyTorch backend on CUDA: replay the networks from a CUDA graph captured once per input size "
