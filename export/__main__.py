@@ -44,15 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dynamic", action="store_true", default=True,
                    help="dynamic height and width (the default)")
     p.add_argument("--static", dest="dynamic", action="store_false", help="fixed input size (--opt)")
-    p.add_argument("--min", type=parse_hw, default=(240, 320), metavar="HxW",
+    p.add_argument("--min", type=parse_hw, default=None, metavar="HxW",
                    help="smallest image for an engine profile (default 240x320)")
     p.add_argument("--opt", type=parse_hw, default=(720, 1280), metavar="HxW",
                    help="most common image: the size TensorRT tunes for (default 720x1280)")
-    p.add_argument("--max", type=parse_hw, default=(1080, 1920), metavar="HxW",
+    p.add_argument("--max", type=parse_hw, default=None, metavar="HxW",
                    help="largest image (default 1080x1920); all three are HEIGHTxWIDTH, as in NCHW shapes")
     p.add_argument("--decoder", default=None, metavar="auto|small|wide|PATH",
-                   help="decoder (default auto: the small weights/decoder_LAYER.pt, for ONNX and TensorRT alike "
-                        "since session 20 -- engines.decoder.WIDE_ON_CUDA); small, wide, or a file")
+                   help="decoder (default auto: the small weights/decoder_LAYER.pt, for ONNX and TensorRT "
+                        "alike); small, wide, or a file")
     p.add_argument("--out", default="exported", help="output folder (default: %(default)s)")
     return p
 
@@ -135,6 +135,9 @@ def export_one(what: str, a) -> tuple[Path, list[dict]]:
 def main(argv=None) -> int:
     p = build_parser()
     a = p.parse_args(argv)
+    # an ONNX graph has no profile, and a --static one has one size, --opt's: say so rather than ignore them
+    unused_profile = bool(a.min or a.max) and (not a.dynamic or a.format == "onnx")
+    a.min, a.max = a.min or (240, 320), a.max or (1080, 1920)
     if a.int8 and (a.format != "onnx" or a.fp16):
         p.error("--int8 makes ONNX graphs for ONNX Runtime: not with --format engine or --fp16")
     for side, i in (("height", 0), ("width", 1)):       # an engine's profile (an ONNX graph has none)
@@ -142,6 +145,9 @@ def main(argv=None) -> int:
             p.error(f"--min, --opt and --max must grow in {side}: got {a.min[i]}, {a.opt[i]}, {a.max[i]} "
                     "(sizes here are HEIGHTxWIDTH: 720x1280 is a landscape 720p frame)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if unused_profile:
+        log.warning("--min/--max shape a TensorRT engine's profile of a dynamic graph; ignored here (%s)",
+                    "--static: the graph takes --opt's size only" if not a.dynamic else "an ONNX graph has none")
     from engines.weights import WeightsError
     whats = ["encoder", "decoder"] if a.what == "all" else [a.what]
     try:

@@ -231,7 +231,7 @@ def test_export_cli_writes_and_verifies(tmp_path, capsys):
     assert (tmp_path / "decoder_relu3_1_fp32.onnx").exists()
 
 
-def test_export_names_and_describes_which_decoder(tmp_path, capsys):
+def test_export_names_and_describes_which_decoder(tmp_path, capsys, caplog):
     """The wide decoder exported beside the default one gets its own file (it used to overwrite the
     default's), each graph's metadata names its decoder file and digest; a static graph records the image
     size it was made for; exporting only the encoder does not look for a decoder."""
@@ -240,8 +240,10 @@ def test_export_names_and_describes_which_decoder(tmp_path, capsys):
     from engines.weights import sha256_file, weights_dir
     assert export_main(["--what", "decoder", "--out", str(tmp_path)]) == 0
     assert export_main(["--what", "decoder", "--decoder", "wide", "--out", str(tmp_path)]) == 0
+    assert "ignored here" not in caplog.text
     assert export_main(["--what", "encoder", "--layer", "relu4_1", "--decoder", "wide", "--static",
-                        "--opt", "64x96", "--out", str(tmp_path)]) == 0
+                        "--opt", "64x96", "--max", "128x128", "--out", str(tmp_path)]) == 0
+    assert "--min/--max shape a TensorRT engine's profile" in caplog.text      # said, not silently ignored
     capsys.readouterr()
     assert sorted(f.name for f in tmp_path.iterdir()) == ["decoder_relu3_1_fp32.onnx", "decoder_relu3_1_wide_fp32.onnx",
                                                           "encoder_relu4_1_fp32_static.onnx"]
