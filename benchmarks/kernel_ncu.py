@@ -25,6 +25,9 @@ def main(argv=None) -> int:
     from realtime import kernels
     from realtime import reconstruct as R
     variants = (argv if argv is not None else sys.argv[1:]) or ["auto"]
+    if {"-h", "--help"} & set(variants):
+        print(__doc__.strip() + "\n\nusage: python benchmarks/kernel_ncu.py [VARIANT ...]   (default: auto)")
+        return 0
     if not torch.cuda.is_available():
         print("benchmarks/kernel_ncu.py needs a CUDA GPU", file=sys.stderr)
         return 2
