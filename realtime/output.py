@@ -139,7 +139,9 @@ class NullSink(FrameSink):
 def vcam_backend_hint() -> str:
     import sys
     if sys.platform.startswith("linux"):
-        return "install and load v4l2loopback (sudo modprobe v4l2loopback devices=1)"
+        # exclusive_caps=1: browsers (a video call in Chrome or Firefox) list the device only with it
+        return ("install and load v4l2loopback (sudo modprobe v4l2loopback devices=1 exclusive_caps=1 "
+                "card_label=stylecam)")
     return "install OBS Studio and start its Virtual Camera once"
 
 
