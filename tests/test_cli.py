@@ -239,6 +239,8 @@ def test_bad_out_fails_before_any_network_loads(photo, tmp_path, capsys, monkeyp
                                      "--no-window"], capsys)
     assert "unknown output" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--out", tmp_path / "o.xyz"],
                                        capsys)
+    monkeypatch.setitem(sys.modules, "pyvirtualcam", None)            # --vcam without its extra, before loading
+    assert "pip install 'stylecam[vcam]'" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--vcam"], capsys)
     # a file where a folder must be, the output's folder not writable, the output being an input
     a_file = tmp_path / "notes.txt"
     a_file.write_text("x")

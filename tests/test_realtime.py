@@ -483,3 +483,51 @@ def test_stylizer_with_deflicker_on_a_still_clip_matches_without(stylizer_parts,
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
     with pytest.raises(ValueError, match="deflicker"):
         StylizerConfig(deflicker=1.0)
+
+
+# ---------------------------------------------------------------- virtual camera
+
+class FakeCamera:
+    """pyvirtualcam.Camera's surface, recording what the sink does with it."""
+    opened: list = []
+
+    def __init__(self, width, height, fps, fmt=None):
+        if width == 13:                                   # a size "no device" accepts
+            raise RuntimeError("'v4l2loopback' backend: no v4l2 loopback device found")
+        self.args, self.frames, self.sleeps, self.closed = (width, height, fps, fmt), [], 0, False
+        self.device = "/dev/video9"
+        FakeCamera.opened.append(self)
+
+    def send(self, frame):
+        self.frames.append(frame)
+
+    def sleep_until_next_frame(self):
+        self.sleeps += 1
+
+    def close(self):
+        self.closed = True
+
+
+def test_virtual_camera_sink(monkeypatch):
+    """--vcam's sink: a clear install hint without pyvirtualcam; with it, the camera opened once at the
+    first frame's size in BGR, every frame sent and paced, closed at the end; no device is a RuntimeError
+    that says how to make one."""
+    import sys
+    import types
+    from realtime.output import VirtualCamSink
+    monkeypatch.setitem(sys.modules, "pyvirtualcam", None)            # not installed
+    with pytest.raises(RuntimeError, match=r"pip install 'stylecam\[vcam\]'"):
+        VirtualCamSink(30.0)
+    fake = types.SimpleNamespace(Camera=FakeCamera, PixelFormat=types.SimpleNamespace(BGR="BGR"))
+    monkeypatch.setitem(sys.modules, "pyvirtualcam", fake)
+    FakeCamera.opened = []
+    sink = VirtualCamSink(25.0)
+    frames = [np.full((24, 32, 3), i, np.uint8) for i in range(3)]
+    for f in frames:
+        sink.send(f)
+    sink.close()
+    (cam,) = FakeCamera.opened
+    assert cam.args == (32, 24, 25.0, "BGR") and cam.sleeps == 3 and cam.closed
+    assert [f[0, 0, 0] for f in cam.frames] == [0, 1, 2]
+    with pytest.raises(RuntimeError, match="no virtual camera device.*v4l2loopback|OBS"):
+        VirtualCamSink(30.0).send(np.zeros((10, 13, 3), np.uint8))
