@@ -1,4 +1,5 @@
 """Sources, regions, styles, the stylizer's temporal state, outputs and the loop."""
+import os
 import threading
 
 import cv2
@@ -531,3 +532,27 @@ def test_virtual_camera_sink(monkeypatch):
     assert [f[0, 0, 0] for f in cam.frames] == [0, 1, 2]
     with pytest.raises(RuntimeError, match="no virtual camera device.*v4l2loopback|OBS"):
         VirtualCamSink(30.0).send(np.zeros((10, 13, 3), np.uint8))
+
+
+def test_window_sink(monkeypatch):
+    """The preview window: without a display, a RuntimeError that says what to do instead; with one, each
+    frame shown and the key pressed after it kept for the hotkeys (OpenCV's GUI calls faked here)."""
+    import realtime.output as O
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    if os.name != "nt":
+        with pytest.raises(RuntimeError, match="use --no-window with --out or --vcam"):
+            O.WindowSink()
+    monkeypatch.setenv("DISPLAY", ":0")
+    shown, keys = [], iter([-1, ord("n") | 0x100])        # waitKey may set high bits: masked to 0-255
+    monkeypatch.setattr(O.cv2, "namedWindow", lambda title, flags: shown.append(("open", title)))
+    monkeypatch.setattr(O.cv2, "imshow", lambda title, frame: shown.append(("show", int(frame[0, 0, 0]))))
+    monkeypatch.setattr(O.cv2, "waitKey", lambda ms: next(keys))
+    monkeypatch.setattr(O.cv2, "destroyWindow", lambda title: shown.append(("close", title)))
+    w = O.WindowSink("t")
+    w.send(np.full((4, 4, 3), 7, np.uint8))
+    assert w.last_key == 255                                # -1 & 0xFF: no key (the pipeline ignores it)
+    w.send(np.full((4, 4, 3), 8, np.uint8))
+    assert w.last_key == ord("n")
+    w.close()
+    assert shown == [("open", "t"), ("show", 7), ("show", 8), ("close", "t")]
