@@ -556,3 +556,14 @@ def test_window_sink(monkeypatch):
     assert w.last_key == ord("n")
     w.close()
     assert shown == [("open", "t"), ("show", 7), ("show", 8), ("close", "t")]
+
+
+def test_window_overlay_is_drawn_on_a_copy():
+    """The preview's FPS / style / per-stage overlay: drawn in the top-left corner of a copy (the frames
+    written to files and the virtual camera stay clean)."""
+    from realtime.pipeline import draw_overlay
+    frame = np.full((120, 320, 3), 90, np.uint8)
+    out = draw_overlay(frame, 12.3, {"encoder": 40.0, "decoder": 20.0}, "demo_style", "adain", 0.8)
+    assert out.shape == frame.shape and (frame == 90).all()
+    changed = np.argwhere((out != 90).any(axis=2))
+    assert len(changed) > 100 and changed[:, 0].max() < 70 and changed[:, 1].min() < 20
