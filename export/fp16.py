@@ -46,40 +46,66 @@ def recorded_range() -> dict:
     return json.loads(RANGE_FILE.read_text()) if RANGE_FILE.exists() else {}
 
 
-def measure(folder: str, max_images: int = 200, max_side: int = 1024) -> dict:
+@torch.no_grad()
+def measure(folder: str, max_images: int = 200, max_side: int = 1024, progress: bool = False) -> dict:
     from engines.decoder import load_decoder
     from engines.weights import build_encoder, load_encoder_weights, weights_dir
     from realtime.images import bgr_to_tensor, read_image
     from training.data import list_images
+    from tqdm import tqdm
     ew = load_encoder_weights(None)
     files = list_images(folder)[:max_images]
+    if not files:
+        raise FileNotFoundError(f"no images in {folder}")
     imgs = []
-    for f in files:
+    for f in tqdm(files, desc="reading", unit="image", disable=not progress, leave=False):
         im = read_image(f)
         s = min(1.0, max_side / max(im.shape[:2]))
         imgs.append(bgr_to_tensor(cv2.resize(im, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)))
     res = {"images": len(imgs), "folder": str(folder), "max_side": max_side, "date": time.strftime("%Y-%m-%d"),
            "fp16_max": FP16_MAX, "safety": SAFETY}
+    decoders = {layer: [p for p in (weights_dir() / f"decoder_{layer}.pt", weights_dir() / f"decoder_{layer}_wide.pt")
+                        if p.exists()] for layer in ("relu3_1", "relu4_1")}
+    bar = tqdm(total=sum((2 + len(d)) * len(imgs) for d in decoders.values()), desc="measuring", unit="pass",
+               disable=not progress)
+
+    def counted(xs):
+        for x in xs:
+            yield x
+            bar.update(1)
     for layer in ("relu3_1", "relu4_1"):
         enc = build_encoder(layer, ew)
-        res[f"encoder_{layer}"] = peak_activations(enc, imgs)
-        feats = [enc(x) for x in imgs]
+        res[f"encoder_{layer}"] = peak_activations(enc, counted(imgs))
+        feats = [enc(x) for x in counted(imgs)]
         res[f"tap_{layer}"] = max(float(f.max()) for f in feats)
-        for p in (weights_dir() / f"decoder_{layer}.pt", weights_dir() / f"decoder_{layer}_wide.pt"):
-            if p.exists():
-                res[p.stem] = peak_activations(load_decoder(p), feats)
+        for p in decoders[layer]:
+            res[p.stem] = peak_activations(load_decoder(p), counted(feats))
+    bar.close()
     return res
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("folder")
-    p.add_argument("--max-images", type=int, default=200)
-    p.add_argument("--out", default=str(RANGE_FILE))
+    p.add_argument("folder", help="images to measure on (the record's were 120 of the training paintings)")
+    p.add_argument("--max-images", type=int, default=200, help="images at most (default %(default)s)")
+    p.add_argument("--out", default=str(RANGE_FILE), help="the record to write (default: export/activation_range.json)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's default)")
     a = p.parse_args(argv)
-    torch.set_num_threads(1)
-    res = measure(a.folder, a.max_images)
-    Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+    if not Path(a.folder).is_dir():
+        p.error(f"{a.folder}: no such folder")
+    if a.max_images < 1:
+        p.error("--max-images must be at least 1")
+    from realtime.output import check_writable
+    try:
+        check_writable(a.out, "image")
+    except ValueError as e:
+        p.error(str(e))
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    res = measure(a.folder, a.max_images, progress=True)
+    from realtime.images import atomic_path
+    with atomic_path(a.out, ".json.tmp") as tmp:
+        tmp.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
     return 0
 

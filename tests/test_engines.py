@@ -427,3 +427,26 @@ def test_encoder_input_constants_are_buffers_that_follow_the_module(convention):
     assert half.input_mean.dtype == torch.float16 and half.input_std.dtype == torch.float16
     with pytest.raises(ValueError, match="unknown input convention"):
         InputConvention("rgb")
+
+
+def test_fp16_activation_record_is_measured_and_written_atomically(tmp_path, portrait_bgr, capsys):
+    """python -m export.fp16: every network's peak activation on a folder of images, written whole to
+    --out (no temporary left); a missing folder or an unwritable --out is refused before any work."""
+    import json
+    import cv2
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(d / f"{i}.png"), cv2.resize(portrait_bgr, (64 + 16 * i, 80)))
+    out = tmp_path / "range.json"
+    assert F16.main([str(d), "--out", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    assert rec["images"] == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["imgs", "range.json"]
+    for key in ("encoder_relu3_1", "tap_relu3_1", "decoder_relu3_1", "decoder_relu3_1_wide", "encoder_relu4_1",
+                "decoder_relu4_1"):
+        assert 0 < rec[key] < F16.FP16_MAX, key
+    assert rec["tap_relu3_1"] <= rec["encoder_relu3_1"]         # the tap is one of the encoder's outputs
+    for bad in ([str(tmp_path / "none")], [str(d), "--out", str(out / "x.json")]):
+        with pytest.raises(SystemExit):
+            F16.main(bad)
+    capsys.readouterr()
