@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import check_outputs, int_at_least, machine_info, write_json  # noqa: E402
+from benchmarks.common import check_decoder, check_outputs, int_at_least, machine_info, write_json  # noqa: E402
 from engines.decoder import load_decoder  # noqa: E402
 from engines.weights import build_encoder, load_encoder_weights, weights_dir  # noqa: E402
 from realtime.images import bgr_to_tensor, read_image, tensor_to_bgr, write_image  # noqa: E402
@@ -197,14 +197,9 @@ def main(argv=None) -> int:
                         "encoder sees regional tone errors against detail errors (two more encoder passes)")
     a = p.parse_args(argv)
     check_outputs(p, a.json, a.grid)
-    if a.decoder is not None:                  # small / wide as the CLI's --decoder, or a file
+    if check_decoder(p, a.decoder, a.layer) is not None:     # small / wide as the CLI's --decoder, or a file
         from engines.decoder import resolve_decoder
-        try:
-            a.decoder = str(resolve_decoder(a.decoder, a.layer))
-        except FileNotFoundError as e:
-            p.error(str(e))
-        if not Path(a.decoder).is_file():
-            p.error(f"--decoder {a.decoder}: no such file")
+        a.decoder = str(resolve_decoder(a.decoder, a.layer))
     files = chosen_files(p, a)
     rows = evaluate(files, a.layer, a.decoder, a.max_side, split=a.split_error)
     mp, ms = float(np.mean([r["psnr"] for r in rows])), float(np.mean([r["ssim"] for r in rows]))

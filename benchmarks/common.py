@@ -52,6 +52,21 @@ def check_outputs(parser, *paths) -> None:
                 parser.error(str(e))
 
 
+def check_decoder(parser, spec: str | None, layer: str) -> str | None:
+    """--decoder as the CLI takes it (None/auto, small, wide, or a file: engines.decoder.resolve_decoder),
+    refused in one line before any work when it names nothing; returned as given."""
+    if spec is None:
+        return None
+    from engines.decoder import resolve_decoder
+    try:
+        path = resolve_decoder(spec, layer)
+    except FileNotFoundError as e:
+        parser.error(str(e))
+    if not path.is_file():
+        parser.error(f"--decoder {spec}: no such file")
+    return spec
+
+
 def machine_info() -> dict:
     import torch
     cpu = platform.processor() or ""

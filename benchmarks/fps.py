@@ -22,7 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import check_outputs, int_at_least, int_list, machine_info, write_json  # noqa: E402
+from benchmarks.common import (check_decoder, check_outputs, int_at_least, int_list, machine_info,  # noqa: E402
+                               write_json)
 from engines.memory import keep_freed_memory  # noqa: E402
 
 STAGES = ("decode", "segment", "prepare", "encoder", "reconstruct", "decoder", "composite", "output")
@@ -238,8 +239,6 @@ def main(argv=None) -> int:
                    help="also print a torch.profiler table (host time, and GPU time on CUDA) of the stylizer "
                         "at this processing height, for every backend and precision")
     a = p.parse_args(argv)
-    if isinstance(a.sizes, str):                 # the default, not run through type=
-        a.sizes = int_list(16)(a.sizes)
     check_outputs(p, a.json, a.png)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -254,8 +253,7 @@ def main(argv=None) -> int:
         p.error(f"--devices takes cpu, cuda; got {a.devices!r}")
     if "cuda" in devices and not torch.cuda.is_available():
         p.error("--devices cuda: no CUDA GPU is visible to PyTorch")
-    if a.decoder not in (None, "auto", "small", "wide") and not Path(a.decoder).is_file():
-        p.error(f"--decoder {a.decoder}: no such file")
+    check_decoder(p, a.decoder, a.layer)
     if "tensorrt" in backends:
         try:
             from engines.trt_engine import tensorrt_or_error

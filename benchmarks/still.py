@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import check_outputs, int_at_least, machine_info, write_json  # noqa: E402
+from benchmarks.common import check_decoder, check_outputs, int_at_least, machine_info, write_json  # noqa: E402
 from engines.memory import keep_freed_memory  # noqa: E402
 from benchmarks.fps import build, time_frames  # noqa: E402
 
@@ -85,8 +85,7 @@ def main(argv=None) -> int:
         p.error(f"--backends takes torch, onnx, onnx-int8; got {a.backends!r}")
     if a.image is not None and not a.image.is_file():
         p.error(f"--image {a.image}: no such file")
-    if a.decoder not in (None, "auto", "small", "wide") and not Path(a.decoder).is_file():
-        p.error(f"--decoder {a.decoder}: no such file")
+    check_decoder(p, a.decoder, "relu3_1")
     if a.quick:
         a.side, a.runs, a.backends, a.no_command = 128, 2, "torch", True
     photo = a.image or default_image()

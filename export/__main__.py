@@ -16,6 +16,9 @@ from pathlib import Path
 log = logging.getLogger("export")
 
 
+DEFAULT_MIN, DEFAULT_MAX = (240, 320), (1080, 1920)     # an engine profile's smallest and largest image (HxW)
+
+
 def parse_hw(text: str) -> tuple[int, int]:
     """'720x1280' -> (720, 1280): height first, as the tensors' NCHW shapes (stylecam --size is WxH)."""
     try:
@@ -45,11 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dynamic height and width (the default)")
     p.add_argument("--static", dest="dynamic", action="store_false", help="fixed input size (--opt)")
     p.add_argument("--min", type=parse_hw, default=None, metavar="HxW",
-                   help="smallest image for an engine profile (default 240x320)")
+                   help="smallest image for an engine profile (default %dx%d)" % DEFAULT_MIN)
     p.add_argument("--opt", type=parse_hw, default=(720, 1280), metavar="HxW",
                    help="most common image: the size TensorRT tunes for (default 720x1280)")
     p.add_argument("--max", type=parse_hw, default=None, metavar="HxW",
-                   help="largest image (default 1080x1920); all three are HEIGHTxWIDTH, as in NCHW shapes")
+                   help="largest image (default %dx%d); all three are HEIGHTxWIDTH, as in NCHW shapes" % DEFAULT_MAX)
     p.add_argument("--decoder", default=None, metavar="auto|small|wide|PATH",
                    help="decoder (default auto: the small weights/decoder_LAYER.pt, for ONNX and TensorRT "
                         "alike); small, wide, or a file")
@@ -137,7 +140,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     # an ONNX graph has no profile, and a --static one has one size, --opt's: say so rather than ignore them
     unused_profile = bool(a.min or a.max) and (not a.dynamic or a.format == "onnx")
-    a.min, a.max = a.min or (240, 320), a.max or (1080, 1920)
+    a.min, a.max = a.min or DEFAULT_MIN, a.max or DEFAULT_MAX
     if a.int8 and (a.format != "onnx" or a.fp16):
         p.error("--int8 makes ONNX graphs for ONNX Runtime: not with --format engine or --fp16")
     for side, i in (("height", 0), ("width", 1)):       # an engine's profile (an ONNX graph has none)

@@ -221,8 +221,8 @@ def make_engines(args, enc, dec, dec_path, ew, device):
                 load_engine("torch", device, prec, module=dec, channels_last=cl, cuda_graph=graph))
     profile_e = profile_d = None
     if args.backend == "tensorrt":
-        from export.__main__ import image_profile
-        ns = argparse.Namespace(min=(240, 320), opt=(480, 640), max=(1080, 1920))
+        from export.__main__ import DEFAULT_MAX, DEFAULT_MIN, image_profile
+        ns = argparse.Namespace(min=DEFAULT_MIN, opt=(480, 640), max=DEFAULT_MAX)
         profile_e, profile_d = image_profile("encoder", args.layer, ns), image_profile("decoder", args.layer, ns)
     int8 = bool(getattr(args, "int8", False))
     e = cached_export(enc, "encoder", args.layer, args.backend, args.fp16, profile_e, weights_key=ew.encoder_id,

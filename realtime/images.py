@@ -61,17 +61,24 @@ def publish(tmp: str | Path, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
+def temp_beside(path: str | Path, suffix: str = ".tmp") -> Path:
+    """A new empty temporary file in ``path``'s folder (created if need be), named after ``path`` and
+    hidden, to be renamed onto it once complete (publish) -- the same file system, so the rename is atomic."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=suffix)
+    os.close(fd)
+    return Path(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = ".tmp"):
     """Yield a temporary file's path in ``path``'s folder (created if need be) to write ``path``'s
     content to; when the block ends it is renamed onto ``path`` (publish), and if the block raises it
     is removed -- never a half-written file under the requested name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=suffix)
-    os.close(fd)
+    tmp = temp_beside(path, suffix)
     try:
-        yield Path(tmp)
+        yield tmp
         publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

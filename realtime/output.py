@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .images import publish, write_image
+from .images import publish, temp_beside, write_image
 
 from .resource import Resource
 
@@ -46,13 +45,11 @@ class VideoFileSink(FrameSink):
         ext = self.path.suffix.lower()
         if ext not in VIDEO_OUT:
             raise ValueError(f"video output must end in {' or '.join(VIDEO_OUT)}, got {self.path}")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix="." + self.path.stem + ".", suffix=ext)
+        try:       # the file stays open across frames, so not atomic_path's with-block: its first half
+            tmp = temp_beside(self.path, ext)
         except OSError as e:
             raise OutputError(f"cannot write {self.path}: {os_reason(e)}") from e
-        os.close(fd)
-        self.tmp, self.fps, self.writer, self.frames = Path(tmp), float(fps), None, 0
+        self.tmp, self.fps, self.writer, self.frames = tmp, float(fps), None, 0
 
     def send(self, frame):
         if self.writer is None:
@@ -95,14 +92,14 @@ class ImageSink(FrameSink):
 
 class FolderSink(FrameSink):
     def __init__(self, folder: str | Path, ext: str = ".png"):
-        self.folder, self.ext, self.n = Path(folder), ext, 0
+        self.path, self.ext, self.n = Path(folder), ext, 0
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise OutputError(f"cannot write to the folder {self.folder}: {os_reason(e)}") from e
+            raise OutputError(f"cannot write to the folder {self.path}: {os_reason(e)}") from e
 
     def send(self, frame):
-        write_image(self.folder / f"frame_{self.n:06d}{self.ext}", frame)
+        write_image(self.path / f"frame_{self.n:06d}{self.ext}", frame)
         self.n += 1
 
 

@@ -139,8 +139,7 @@ class Pipeline:
             self.segmenter.close()
         if failed:       # an output that could not be finalised is a failed run, not a warning
             s, e = failed[0]
-            raise OutputError(f"cannot write {getattr(s, 'path', None) or getattr(s, 'folder', None) or type(s).__name__}"
-                              f": {os_reason(e)}") from e
+            raise OutputError(f"cannot write {getattr(s, 'path', type(s).__name__)}: {os_reason(e)}") from e
         wall = time.perf_counter() - t_start
         n = max(1, self.frames)
         return {"frames": self.frames, "seconds": wall, "fps": self.frames / wall if wall > 0 else 0.0,
