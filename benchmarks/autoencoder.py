@@ -205,7 +205,7 @@ def main(argv=None) -> int:
     mp, ms = float(np.mean([r["psnr"] for r in rows])), float(np.mean([r["ssim"] for r in rows]))
     mf = float(np.mean([r["feature_error"] for r in rows]))
     ml = float(np.mean([r["luma_share"] for r in rows]))
-    info = machine_info()
+    info = machine_info(argv, __file__)
     print(f"| layer | images | mean PSNR (dB) | mean SSIM | relative feature error | machine | date |\n"
           f"|---|---|---|---|---|---|---|\n"
           f"| {a.layer} | {len(rows)} | {mp:.2f} | {ms:.4f} | {mf:.4f} | {info['cpu']} ({info['cores']} cores) "

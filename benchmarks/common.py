@@ -67,7 +67,45 @@ def check_decoder(parser, spec: str | None, layer: str) -> str | None:
     return spec
 
 
-def machine_info() -> dict:
+def explicit_options(parser, argv=None) -> set[str]:
+    """The destinations the command line set itself (not left at their defaults): ``parser`` parsed again
+    with every default suppressed."""
+    import argparse
+    import copy
+    bare = copy.deepcopy(parser)
+    for action in bare._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(bare.parse_args(sys.argv[1:] if argv is None else argv)))
+
+
+def apply_quick(parser, args, argv=None, **values) -> None:
+    """--quick: set ``values`` on ``args`` (a smoke test's small sizes), except those options the command
+    line gave itself -- an explicit ``--size 480 --quick`` keeps 480, and says so, rather than being
+    overridden without a word."""
+    given = explicit_options(parser, argv)
+    for dest, value in values.items():
+        if dest in given:
+            print(f"--quick: keeping the given --{dest.replace('_', '-')} {getattr(args, dest)}", file=sys.stderr)
+        else:
+            setattr(args, dest, value)
+
+
+def command_line(argv=None, script: str | None = None) -> str:
+    """The command that ran, as a person would type it again from the project's root:
+    ``python benchmarks/fps.py --quick`` (the script's path relative to the root where it lies inside)."""
+    import shlex
+    path = Path(script or sys.argv[0]).resolve()
+    root = Path(__file__).resolve().parents[1]
+    try:
+        shown = str(path.relative_to(root))
+    except ValueError:
+        shown = str(path)
+    return shlex.join(["python", shown] + list(sys.argv[1:] if argv is None else argv))
+
+
+def machine_info(argv=None, script: str | None = None) -> dict:
+    """The machine's record; ``argv``/``script`` name the command when main() was called with its own
+    argument list (tests, other scripts) rather than from the command line."""
     import torch
     cpu = platform.processor() or ""
     try:
@@ -80,7 +118,7 @@ def machine_info() -> dict:
     info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
             "date": time.strftime("%Y-%m-%d"), "time": time.strftime("%H:%M:%S %Z"),
-            "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
+            "command": command_line(argv, script)}
     for mod in ("onnxruntime", "onnx", "cv2", "mediapipe"):      # the runtimes a CPU figure depends on
         if mod in sys.modules:
             info[mod] = getattr(sys.modules[mod], "__version__", "?")

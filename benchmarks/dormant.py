@@ -81,7 +81,7 @@ def measure(f: Path, ew, encoders: dict, a) -> dict:
            "first_conv": first}
     print(f"{f} ({dec.layer}, width {dec.width}, {len(feats)} photos): " + ", ".join(
         f"conv {r['conv']} {r['dormant']}/{r['channels']}" for r in layers) + f" dormant (score <= {a.tau:g})")
-    print(f"  first conv, pre-activation mean / spread over pixels: " + ", ".join(
+    print("  first conv, pre-activation mean / spread over pixels: " + ", ".join(
         f"{k} {v['pre_mean']:.2f} / {v['pre_std']:.2f} ({v['mean_over_std']:+.1f})"
         for k, v in first.items() if isinstance(v, dict)) +
           f"; its input's mean is {first['input_mean_over_rms']:.2f} of its RMS")
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     with torch.no_grad():           # a context, not set_grad_enabled: main() runs inside the tests' process
         rows = [measure(f, ew, encoders, a) for f in files]
     if a.json:
-        write_json(a.json, {"machine": machine_info(), "tau": a.tau,
+        write_json(a.json, {"machine": machine_info(argv, __file__), "tau": a.tau,
                             "photos": "held-out portraits" if a.holdout else a.photos, "decoders": rows})
     return 0
 

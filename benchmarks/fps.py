@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (check_decoder, check_outputs, int_at_least, int_list, machine_info,  # noqa: E402
+from benchmarks.common import (apply_quick, check_decoder, check_outputs, int_at_least, int_list, machine_info,  # noqa: E402
                                write_json)
 from engines.memory import keep_freed_memory  # noqa: E402
 
@@ -234,7 +234,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="write the results and the machine's record to this JSON file")
     p.add_argument("--png", default=None, help="draw FPS against size to this PNG file")
     p.add_argument("--quick", action="store_true",
-                   help="smoke test: 240p, 3 frames, torch only (replaces --sizes, --frames, --backends)")
+                   help="smoke test: 240p, 3 frames, torch only (sets --sizes, --frames, --backends unless given)")
     p.add_argument("--profile", type=int, default=0, metavar="HEIGHT",
                    help="also print a torch.profiler table (host time, and GPU time on CUDA) of the stylizer "
                         "at this processing height, for every backend and precision")
@@ -243,7 +243,7 @@ def main(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.quick:
-        a.backends, a.sizes, a.frames = "torch", [240], 3
+        apply_quick(p, a, argv, backends="torch", sizes=[240], frames=3)
     backends = [b for b in a.backends.split(",") if b]
     unknown = set(backends) - {"torch", "onnx", "onnx-int8", "tensorrt"}
     if unknown or not backends:
@@ -273,7 +273,7 @@ def main(argv=None) -> int:
                     results.append(r)
                     print(f"{b}/{dev}/{r['precision']} {r['width']}x{h}: {r['median_ms']['total']:.1f} ms, "
                           f"{r['fps']:.2f} FPS", flush=True)
-    info = machine_info()
+    info = machine_info(argv, __file__)
     print(f"\n{markdown(results)}\n\nmachine: {info.get('gpu') or ''} {info['cpu']} ({info['cores']} cores), "
           f"torch {info['torch']}, {info['date']}")
     if a.json:

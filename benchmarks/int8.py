@@ -148,8 +148,7 @@ def main(argv=None) -> int:
                       + f"; parity {r['encoder_parity']:.3f} / {r['decoder_parity']:.3f}"
                       + "; ms encoder " + ", ".join(f"{h}p {v:.0f}" for h, v in r["encoder_ms"].items())
                       + ", decoder " + ", ".join(f"{h}p {v:.0f}" for h, v in r["decoder_ms"].items()), flush=True)
-    info = machine_info()
-    info["command"] = "int8.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    info = machine_info(argv, __file__)
     info["vnni"] = cpu_has_vnni()
     print(f"{info['cpu']} ({info['cores']} cores, VNNI {'yes' if info['vnni'] else 'no'}), {info['date']}")
     if a.json:

@@ -120,7 +120,7 @@ def main(argv=None) -> int:
         tiles.append(np.concatenate([letterbox(o, 192) for o in outs], 0))
     keys = [k for k in rows[0] if k.endswith(("_psnr", "_ssim", "_loss"))]
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
-    info = machine_info()
+    info = machine_info(argv, __file__)
     print(f"\n{a.layer}, {len(rows)} photos, longer side <= {a.max_side}, {a.steps} L-BFGS steps per start "
           f"({info['cpu']}, {info['date']})")
     print("| reconstruction | mean PSNR (dB) | mean SSIM | relative feature error |\n|---|---|---|---|")

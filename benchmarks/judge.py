@@ -90,3 +90,8 @@ class MobileNetJudge:
         embed = 1 - float(torch.dot(eo, es) / (eo.norm() * es.norm()).clamp_min(1e-12))
         return {"style": float((style_k[keep] * w).sum()), "content": float((content_k[keep] * w).sum()),
                 "embed": embed}
+
+
+if __name__ == "__main__":      # a module of quality.py's, not a benchmark of its own
+    print(__doc__.strip())
+    print("\nNot run on its own: `python benchmarks/quality.py --help` shows how it judges (its judge options).")

@@ -196,7 +196,7 @@ def main(argv=None) -> int:
             print(f"\n== pass-1 variant: {layout}")
             profile_720p(kernels, R, dtype, reference=i == 0)
     kernels.set_tuning()
-    info = machine_info()
+    info = machine_info(argv, __file__)
     print(f"device copy bandwidth: {bw:.0f} GB/s on {info.get('gpu')}\n")
     fmt = lambda v, f="{:.3f}": "n/a" if v is None else f.format(v)  # noqa: E731
     print("| frame | features | mode | fused ms eager / graph | reference ms eager / graph | speed-up eager / graph "

@@ -166,8 +166,7 @@ def main(argv=None) -> int:
               f"{row['train_mse']:.6f} ({10 * np.log10(1 / row['train_mse']):.2f} dB){extra}")
     print(f"({len(train)} training photos, {n:,} pixels, {len(held)} held out; {time.perf_counter() - t:.0f} s)")
     if a.json:
-        info = machine_info()
-        info["command"] = "last_layer.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        info = machine_info(argv, __file__)
         write_json(a.json, {"machine": info, "photos": len(train), "pixels": n, "held_out": len(held),
                             "max_side": a.max_side, "rows": rows})
     return 0

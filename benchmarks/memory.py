@@ -72,8 +72,7 @@ def main(argv=None) -> int:
     pk = np.array([r["peak_bytes"] for r in rows], float)
     slope, intercept = np.polyfit(px, pk, 1)
     print(f"{slope:.0f} bytes a processed pixel above {intercept / 1e9:.2f} GB ({a.backend})")
-    info = machine_info()
-    info["command"] = "memory.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    info = machine_info(argv, __file__)
     info["malloc"] = malloc                     # the measured processes' (the CLI's), not this one's
     if a.json:
         write_json(a.json, {"machine": info, "backend": a.backend, "rows": rows,

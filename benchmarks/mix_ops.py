@@ -82,8 +82,7 @@ def main(argv=None) -> int:
         results[name] = {"ms_median": statistics.median(ms), "ms": ms, "ops_median": statistics.median(ops), "ops": ops}
         print(f"{name}: {statistics.median(ms):.1f} ms, {statistics.median(ops):.0f} top-level ATen operations "
               f"per batch of {a.pairs} pairs ({min(ops)}-{max(ops)})")
-    info = machine_info()
-    info["command"] = "mix_ops.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    info = machine_info(argv, __file__)
     if a.json:
         write_json(a.json, {"machine": info, "device": a.device, "pairs": a.pairs, "size": a.size,
                             "rounds": a.rounds, "results": results})

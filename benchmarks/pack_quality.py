@@ -138,7 +138,7 @@ def main(argv=None) -> int:
         d = dt[size]
         print(f"  {size:<12} clean {d['clean']:6.2f} dB   JPEG q60 {d['jpeg60']:6.2f} dB   JPEG q60 decoded vs clean "
               f"{d['jpeg60_decoded_vs_clean']:6.2f} dB   (JPEG q60 vs clean {d['jpeg60_vs_clean']:5.2f} dB)")
-    info = machine_info()
+    info = machine_info(argv, __file__)
     print(f"\n{info['cpu']} ({info['cores']} cores), torch {info['torch']}, {info['date']}")
     if a.json:
         write_json(a.json, {"machine": info, "photos": a.photos, "n": len(photos), "side": a.side,

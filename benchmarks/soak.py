@@ -91,7 +91,7 @@ def main(argv=None) -> int:
         rows.append(row)
         print(f"malloc {row['malloc']:<6} {row['seconds']:6.1f} s for {a.frames} frames; resident MB every "
               f"{a.switch} frames: {row['rss_mb']}", flush=True)
-    info = machine_info()
+    info = machine_info(argv, __file__)
     print(f"{a.backend}, heights {a.sizes}; {info['cpu']} ({info['cores']} cores), torch {info['torch']}, {info['date']}")
     if a.json:
         write_json(a.json, {"machine": info, "frames": a.frames, "switch": a.switch, "sizes": a.sizes,

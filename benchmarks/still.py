@@ -24,12 +24,11 @@ import time
 from pathlib import Path
 
 import cv2
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import check_decoder, check_outputs, int_at_least, machine_info, write_json  # noqa: E402
+from benchmarks.common import apply_quick, check_decoder, check_outputs, int_at_least, machine_info, write_json  # noqa: E402
 from engines.memory import keep_freed_memory  # noqa: E402
 from benchmarks.fps import build, time_frames  # noqa: E402
 
@@ -78,7 +77,7 @@ def main(argv=None) -> int:
                         "gets it too")
     p.add_argument("--json", default=None, help="write the results and the machine's record to this JSON file")
     p.add_argument("--quick", action="store_true",
-                   help="smoke test: 128 px, 2 runs, torch only, no command (replaces --side, --runs, --backends)")
+                   help="smoke test: 128 px, 2 runs, torch only, no command (sets --side, --runs, --backends unless given)")
     a = p.parse_args(argv)
     check_outputs(p, a.json)
     if set(b for b in a.backends.split(",") if b) - {"torch", "onnx", "onnx-int8"} or not a.backends.strip(","):
@@ -87,7 +86,7 @@ def main(argv=None) -> int:
         p.error(f"--image {a.image}: no such file")
     check_decoder(p, a.decoder, "relu3_1")
     if a.quick:
-        a.side, a.runs, a.backends, a.no_command = 128, 2, "torch", True
+        apply_quick(p, a, argv, side=128, runs=2, backends="torch", no_command=True)
     photo = a.image or default_image()
     img = load(photo, a.side)
     size = (img.shape[1], img.shape[0])
@@ -111,7 +110,7 @@ def main(argv=None) -> int:
                   f"(encoder {med['encoder']:.0f} ms, reconstruct {med['reconstruct']:.0f} ms, "
                   f"decoder {med['decoder']:.0f} ms, segment {med['segment']:.0f} ms)"
                   + (f"; whole command {r['command_s']:.2f} s" if "command_s" in r else ""), flush=True)
-    info = machine_info()
+    info = machine_info(argv, __file__)
     print(f"machine: {info['cpu']} ({info['cores']} cores), torch {info['torch']}, {info['date']}")
     if a.json:
         write_json(a.json, {"machine": info, "image": str(photo), "decoder": a.decoder or "default", "results": results})

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import check_outputs, int_at_least, load_clip, machine_info, write_json  # noqa: E402
+from benchmarks.common import apply_quick, check_outputs, int_at_least, load_clip, machine_info, write_json  # noqa: E402
 
 
 def dis_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -155,7 +154,7 @@ def main(argv=None) -> int:
                    help="comma-separated deflicker strengths to measure too (with the temporal state on; '' for none)")
     p.add_argument("--json", default=None)
     p.add_argument("--quick", action="store_true",
-                   help="smoke test: 4 frames at 160 px, one mode (replaces --frames, --size, --modes)")
+                   help="smoke test: 4 frames at 160 px, one mode (sets --frames, --size, --modes unless given)")
     a = p.parse_args(argv)
     check_outputs(p, a.json)
     try:
@@ -163,7 +162,7 @@ def main(argv=None) -> int:
     except ValueError:
         p.error(f"--deflicker takes strengths separated by commas, got {a.deflicker!r}")
     if a.quick:
-        a.frames, a.size, a.modes = 4, 160, "adain"
+        apply_quick(p, a, argv, frames=4, size=160, modes="adain")
     frames = load_clip(a.clip, a.frames, a.size)
     flows = flows_from_frames(frames)
     exact = None
@@ -189,7 +188,7 @@ def main(argv=None) -> int:
             print(key, res["methods"][key], flush=True)
             if warm and not defl and "deflicker_ms" not in res:
                 res["deflicker_ms"] = deflicker_cost(frames, outs)
-    info = machine_info()
+    info = machine_info(argv, __file__)
     res["machine"] = info
     print("\n| clip | method | warping error (DIS flow) | warping error (exact flow) | sharpness |\n|---|---|---|---|---|")
     print(f"| {Path(a.clip).name} | input | {res['input']['dis']:.5f} | {res['input'].get('exact', float('nan')):.5f} "

@@ -35,7 +35,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -215,7 +214,7 @@ def main(argv=None) -> int:
                 out = run(probe, feat / scale, dt)[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255.0
                 rows[kind].append(psnr(out[:tone.shape[0], :tone.shape[1]], tone))
 
-    info = machine_info()
+    info = machine_info(argv, __file__)
     print(f"\nPSNR (dB) of the tone (the image averaged over {stride}x{stride} cells, the feature grid) on "
           f"{len(held)} held-out portraits; decoder {Path(dec_path).name}, layer {a.layer}")
     print("| read by | mean PSNR of the tone (dB) | portraits better than the decoder |\n|---|---|---|")

@@ -153,7 +153,7 @@ def main(argv=None) -> int:
         results[name] = {"config": kw, "seconds_per_iteration": spi, "iterations_per_hour": 3600 / spi,
                          "total_seconds": total, **({"flags": flags_of(kw)} if gpu else {})}
         print(f"{name:<62} {spi:6.3f} s / iteration ({3600 / spi:7.0f} / hour)", flush=True)
-    info = machine_info()
+    info = machine_info(argv, __file__)
     print(f"\n{iters} iterations each, batch {base['batch']}, {base['crop']} px crops, "
           f"{a.device}{'' if a.device != 'cpu' else f', {a.threads} threads'}; {info['cpu']} "
           f"({info['cores']} cores), torch {info['torch']}, {info['date']}")

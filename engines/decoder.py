@@ -15,12 +15,10 @@ which dominate the cost on a CPU.
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 from .vgg import ARCHS, LAYER_CHANNELS, LAYERS, WIDTHS
 

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from .images import read_image, to_bgr_uint8
 

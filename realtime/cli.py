@@ -275,7 +275,6 @@ def run(args: argparse.Namespace) -> int:
         log.warning("--iterations applies to --method gatys and to the linear and gram modes; %s ignores it",
                     args.mode)
     if args.vcam:                        # before any network loads, like --out
-        from .output import VirtualCamSink
         VirtualCamSink(30.0).close()
     if args.backend == "tensorrt":
         from engines.trt_engine import tensorrt_or_error

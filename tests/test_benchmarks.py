@@ -71,6 +71,18 @@ def test_still_quick(tmp_path):
     assert {"segment", "encoder", "reconstruct", "decoder"} <= set(r["median_ms"])
 
 
+def test_still_quick_keeps_an_explicit_size_and_records_the_command(tmp_path, capsys):
+    """--quick sets its small sizes only where the command line gave none: an explicit --side wins (it
+    used to be overridden without a word), and the JSON's command is the one to type again."""
+    out = tmp_path / "still.json"
+    assert still.main(["--quick", "--side", "96", "--json", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert max(d["results"][0]["width"], d["results"][0]["height"]) == 96       # not --quick's 128
+    assert d["results"][0]["runs"] == 2                                          # --quick's, not the default 10
+    assert "keeping the given --side 96" in capsys.readouterr().err
+    assert d["machine"]["command"] == f"python benchmarks/still.py --quick --side 96 --json {out}"
+
+
 def test_temporal_quick(tmp_path):
     out = tmp_path / "t.json"
     assert temporal.main(["--quick", "--json", str(out)]) == 0

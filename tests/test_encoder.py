@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from engines import weights as W
 from engines.hed import hed_edges
-from engines.vgg import LAYER_CHANNELS, VGGEncoder, feature_size
+from engines.vgg import LAYER_CHANNELS, feature_size
 
 
 # ---------------------------------------------------------------- an independent NHWC/HWIO reference

@@ -1,6 +1,5 @@
 """Sources, regions, styles, the stylizer's temporal state, outputs and the loop."""
 import os
-import threading
 
 import cv2
 import numpy as np

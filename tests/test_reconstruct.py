@@ -1,5 +1,4 @@
 """Masked feature reconstruction: each test can fail if the maths is wrong."""
-import math
 
 import pytest
 import torch
