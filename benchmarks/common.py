@@ -67,21 +67,11 @@ def check_decoder(parser, spec: str | None, layer: str) -> str | None:
     return spec
 
 
-def explicit_options(parser, argv=None) -> set[str]:
-    """The destinations the command line set itself (not left at their defaults): ``parser`` parsed again
-    with every default suppressed."""
-    import argparse
-    import copy
-    bare = copy.deepcopy(parser)
-    for action in bare._actions:
-        action.default = argparse.SUPPRESS
-    return set(vars(bare.parse_args(sys.argv[1:] if argv is None else argv)))
-
-
 def apply_quick(parser, args, argv=None, **values) -> None:
     """--quick: set ``values`` on ``args`` (a smoke test's small sizes), except those options the command
     line gave itself -- an explicit ``--size 480 --quick`` keeps 480, and says so, rather than being
     overridden without a word."""
+    from realtime.argtools import explicit_options
     given = explicit_options(parser, argv)
     for dest, value in values.items():
         if dest in given:

@@ -230,7 +230,7 @@ if [ "$T" -gt 60 ] && [ "$PACK_OK" = 1 ] && [ "${SKIP_TRAIN:-0}" != 1 ]; then
   # Net2WiderNet) -- how session 6 made the wide relu3_1 decoder (24.04 -> 24.88 dB in 8 H100
   # minutes).  Committed checkpoints carry no optimizer state: a fresh Adam, ramped up over 500
   # iterations (--warmup).  The result is decoder_LAYER_wide.pt at width 1.0, decoder_LAYER.pt else.
-  FEAT_FLAG=""; [ "${FEAT_ON_PLAIN:-1}" = 1 ] && FEAT_FLAG="--feat-on-plain"
+  FEAT_FLAG="--no-feat-on-plain"; [ "${FEAT_ON_PLAIN:-1}" = 1 ] && FEAT_FLAG="--feat-on-plain"
   LAYER=${TRAIN_LAYER:-relu3_1}
   WIDTH=${WIDTH:-0.5}
   RUN=runs/gpu_$LAYER

@@ -158,6 +158,14 @@ def default_decoder_path(layer: str, device="cpu") -> Path:
     return wide if WIDE_ON_CUDA and torch.device(device).type == "cuda" and wide.is_file() else small
 
 
+def shipped_decoder_files() -> list[Path]:
+    """The decoder files the project ships (weights/decoder_LAYER.pt, decoder_relu3_1_wide.pt): what
+    training must not overwrite -- a run writes its decoder at every checkpoint, so it would replace a
+    shipped one with a half-trained one."""
+    from .weights import weights_dir
+    return [weights_dir() / f"decoder_{layer}{kind}.pt" for layer in ("relu3_1", "relu4_1") for kind in ("", "_wide")]
+
+
 def resolve_decoder(spec: str | Path | None, layer: str, device="cpu") -> Path:
     """What ``--decoder`` names: nothing or ``auto`` (the default for the device, above), ``small`` /
     ``wide`` (the shipped half- / full-width decoder of the layer), or a file."""

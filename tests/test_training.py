@@ -432,6 +432,17 @@ def test_pack_data_resizes_skips_unreadable_and_trains(tiny_data, tmp_path):
     assert all(min(cv2.imread(str(p)).shape[:2]) == 50 for p in (tmp_path / "own2" / "photos").iterdir())
     assert pack_data.main(["--photos", str(ph), "--paintings", str(pa), "--out", str(tmp_path / "big"),
                            "--limit-mib", "0.0001"]) == 2 and not (tmp_path / "big").exists()
+    # someone's folder is not replaced (it was deleted), nor a file; a failed pack leaves nothing
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    assert pack_data.main(["--photos", str(ph), "--paintings", str(pa), "--out", str(tmp_path / "mine")]) == 2
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    assert pack_data.main(["--photos", str(ph), "--paintings", str(tmp_path / "none"), "--out",
+                           str(tmp_path / "half")]) == 2
+    assert not list(tmp_path.glob("half*"))
+    # an earlier pack is replaced
+    assert pack_data.main(["--photos", str(ph), "--paintings", str(pa), "--out", str(out), "--side", "36"]) == 0
+    assert all(min(cv2.imread(str(p)).shape[:2]) == 36 for p in (out / "photos").iterdir())
     T.train(_cfg(tmp_path, out / "photos", out / "paintings", out=str(tmp_path / "p.pt"), run_dir=str(tmp_path / "rp"),
                  load_side=40, iterations=2))
     assert load_decoder(tmp_path / "p.pt").meta["iterations"] == 2
@@ -490,7 +501,75 @@ def test_pack_keeps_heldout_portraits_for_evaluation(tiny_data, tmp_path, monkey
     with caplog.at_level("WARNING"):
         T.train(_cfg(tmp_path, out / "photos", out / "paintings", out=str(tmp_path / "n.pt"),
                      run_dir=str(tmp_path / "rn"), load_side=40, iterations=1))
-    assert "no held-out portraits found" in caplog.text
+    assert "no held-out portraits in" in caplog.text
+
+
+def _cli(ph, pa, run, *more):
+    return ["--photos", str(ph), "--paintings", str(pa), "--run-dir", str(run), "--crop", "32", "--batch", "2",
+            "--load-side", "48", "--width", "0.25", "--threads", "1", "--extra-convs", "0", *map(str, more)]
+
+
+def test_cli_never_overwrites_a_shipped_decoder_and_checks_outputs_first(tiny_data, tmp_path, capsys):
+    """The decoder is written at every checkpoint: its default is the run's folder, a shipped decoder is
+    refused (the model card's retrain command used to replace weights/decoder_relu3_1.pt with a half-
+    trained one), and a folder as --out fails before anything loads, leaving no run folder."""
+    from engines.decoder import shipped_decoder_files
+    ph, pa = tiny_data
+    shipped = shipped_decoder_files()[0]
+    before = shipped.read_bytes()
+    assert T.main(_cli(ph, pa, tmp_path / "r1", "--iterations", 2, "--out", shipped)) == 2
+    assert "is a shipped decoder" in capsys.readouterr().err and shipped.read_bytes() == before
+    (tmp_path / "d").mkdir()
+    assert T.main(_cli(ph, pa, tmp_path / "r2", "--iterations", 2, "--out", tmp_path / "d")) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+    assert T.main(_cli(ph, pa, tmp_path / "r3", "--iterations", 2, "--eval-every", 0, "--grid-every", 0)) == 0
+    assert load_decoder(tmp_path / "r3" / "decoder_relu3_1.pt").meta["iterations"] == 2     # the default --out
+    assert not list((tmp_path / "r3").glob("samples_*.png"))                                # --grid-every 0: none
+
+
+def test_cli_resume_continues_the_runs_recipe_and_refuses_what_it_cannot_continue(tiny_data, tmp_path, capsys,
+                                                                                  caplog):
+    """--resume takes the run's recipe from its checkpoint (options given now override it); no checkpoint,
+    an unreadable one or a finished schedule are one-line errors; a fresh run never starts over a run."""
+    ph, pa = tiny_data
+    run = tmp_path / "run"
+    assert T.main(_cli(ph, pa, run, "--iterations", 3, "--lr", "3e-4")) == 0
+    # a fresh start in the same folder would replace its checkpoint: refused
+    assert T.main(_cli(ph, pa, run, "--iterations", 3)) == 2
+    assert "holds a run already" in capsys.readouterr().err
+    # the schedule is done: nothing to train, nothing rewritten
+    stamp = (run / "checkpoint.pt").stat().st_mtime_ns
+    with pytest.raises(SystemExit):
+        T.main(["--resume", "--run-dir", str(run)])
+    assert "the end of its schedule" in capsys.readouterr().err and (run / "checkpoint.pt").stat().st_mtime_ns == stamp
+    # only the schedule's length given: crop, batch, width, rate... come from the checkpoint
+    cfg, resume = T.parse_args(["--resume", "--run-dir", str(run), "--iterations", "5"])
+    assert resume and (cfg.crop, cfg.batch, cfg.width, cfg.lr, cfg.extra_convs, cfg.iterations) == (32, 2, 0.25, 3e-4, 0, 5)
+    assert T.parse_args(["--resume", "--run-dir", str(run), "--iterations", "5", "--lr", "1e-4"])[0].lr == 1e-4
+    with caplog.at_level("INFO", logger="training"):
+        assert T.main(["--resume", "--run-dir", str(run), "--iterations", "5", "--threads", "1"]) == 0
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["iteration"] == 5
+    assert "--crop 32" in caplog.text and "--batch 2" in caplog.text
+    with pytest.raises(SystemExit):
+        T.main(["--resume", "--run-dir", str(tmp_path / "typo")])
+    assert "no checkpoint at" in capsys.readouterr().err
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes()[:2000])
+    with pytest.raises(SystemExit):
+        T.main(["--resume", "--run-dir", str(tmp_path / "bad")])
+    assert "cannot be read as a training checkpoint" in capsys.readouterr().err
+
+
+def test_holdout_dir_of_ones_own_photos_is_evaluated(tiny_data, tmp_path):
+    """A user's own held-out folder (none of training/holdout.txt's names) is what training scores."""
+    ph, pa = tiny_data
+    own = tmp_path / "mine"
+    own.mkdir()
+    cv2.imwrite(str(own / "me.jpg"), cv2.imread(str(ph / "p1.jpg")))
+    assert T.main(_cli(ph, pa, tmp_path / "r", "--iterations", 2, "--eval-every", 1, "--holdout-dir", own)) == 0
+    psnrs = [json.loads(line)["psnr"] for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert len(psnrs) == 2 and all(p > 5 for p in psnrs)
 
 
 def test_mixed_training_features_are_clamped_like_the_stylizers():
@@ -692,7 +771,7 @@ def test_deepened_decoder_computes_the_same_trains_exports_and_resumes_only_deep
     f = torch.rand(1, 256, 5, 6) * plain.feat_scale * 3
     with torch.no_grad():         # the exported file held the average; the deepened checkpoint starts from it
         torch.testing.assert_close(again(f), plain(f), rtol=1e-2, atol=1e-2)
-    with pytest.raises(SystemExit, match="extra-convs 2"):
+    with pytest.raises(ValueError, match="extra-convs 2"):
         T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "d.pt"), run_dir=str(run), iterations=6), resume=True)
     T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "d.pt"), run_dir=str(run), iterations=6, extra_convs=2),
             resume=True)
@@ -757,7 +836,7 @@ def test_dilated_deepening_computes_the_same_sees_further_resumes_only_dilated_a
     ck = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert ck["config"]["extra_convs"] == 2 and ck["config"]["extra_dilations"] == "2,2"
     assert "dilation 2" in ck["deepened_from"]
-    with pytest.raises(SystemExit, match="--extra-dilations 2,2"):
+    with pytest.raises(ValueError, match="--extra-dilations 2,2"):
         T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "d.pt"), run_dir=str(run), iterations=6, extra_convs=2),
                 resume=True)
     T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "d.pt"), run_dir=str(run), iterations=6, extra_convs=2,
@@ -955,7 +1034,7 @@ def test_centre_input_trains_a_centred_decoder_that_saves_loads_and_resumes_only
     torch.testing.assert_close(dec.normalise_input(f), (f - dec.feat_mean) / dec.feat_scale)
     assert "feat_mean" not in Decoder("relu3_1", width=0.25).state_dict()        # shipped format unchanged
     assert "centre" not in Decoder("relu3_1", width=0.25).config()
-    with pytest.raises(SystemExit, match="centre-input"):
+    with pytest.raises(ValueError, match="centre-input"):
         T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "c.pt"), run_dir=str(tmp_path / "rc"), iterations=6),
                 resume=True)
     T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "c.pt"), run_dir=str(tmp_path / "rc"), iterations=6,
@@ -1086,7 +1165,7 @@ def test_first_lr_mult_trains_the_first_convolution_at_that_multiple_of_the_rate
     ck = torch.load(tmp_path / "ra" / "checkpoint.pt", weights_only=False)
     lrs = [grp["lr"] for grp in ck["optim"]["param_groups"]]
     assert lrs == pytest.approx([2e-4, 1e-3])
-    with pytest.raises(SystemExit, match="first-lr-mult"):
+    with pytest.raises(ValueError, match="first-lr-mult"):
         T.train(_cfg(tmp_path, ph, pa, out=str(tmp_path / "a.pt"), run_dir=str(tmp_path / "ra"), ema=0.0), resume=True)
     assert T.parse_args(["--first-lr-mult", "0.25"])[0].first_lr_mult == 0.25
 

@@ -41,6 +41,17 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
+def folder_digest(folder: str | Path) -> str:
+    """A short digest of which images a folder holds (their relative names and byte sizes): two folders
+    with as many images but other ones differ (training's feature cache keys on it)."""
+    import hashlib
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for p in list_images(folder):
+        h.update(f"{p.relative_to(folder)}\0{p.stat().st_size}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def iter_folder(folder: str | Path, short_side: int, exclude: set[str] = frozenset(), desc: str = "loading",
                 counter: dict | None = None, upscale: bool = True):
     """(path, image) for every readable image, resized so its shorter side is ``short_side``

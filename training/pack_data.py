@@ -34,6 +34,19 @@ from training.data import DEFAULT_DATA, holdout_names, iter_folder
 # training photos about 3 dB closer to the originals than JPEG in the same bytes (session 21, 150 photos:
 # JPEG q60 33.3 dB at 12.3 KiB an image, WebP q60 34.1 dB at 9.7 KiB, WebP q80 36.7 dB at 14.1 KiB)
 FORMATS = {"jpg": (".jpg", cv2.IMWRITE_JPEG_QUALITY), "webp": (".webp", cv2.IMWRITE_WEBP_QUALITY)}
+# what a pack holds: an existing --out holding anything else is not replaced (it is someone's folder)
+PACK_ENTRIES = {"photos", "paintings", "holdout", "encoder.pt", "encoder.pt.sha256"}
+
+
+def check_out(out: Path) -> None:
+    """ValueError unless ``out`` is free to be (re)written: absent, an empty folder, or an earlier pack."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file: give a folder name")
+    if out.is_dir():
+        foreign = sorted(e.name for e in out.iterdir() if e.name not in PACK_ENTRIES)
+        if foreign:
+            raise ValueError(f"--out {out} holds other files ({', '.join(foreign[:3])}"
+                             f"{', ...' if len(foreign) > 3 else ''}): give a new or empty folder, or an earlier pack")
 
 
 def pack(photos: str, paintings: str, out: Path, side: int = 256, quality: int = 90,
@@ -45,8 +58,18 @@ def pack(photos: str, paintings: str, out: Path, side: int = 256, quality: int =
     if not ok or cv2.imdecode(buf, cv2.IMREAD_COLOR) is None:
         raise ValueError(f"this OpenCV cannot encode and decode {fmt}")
     out = Path(out)
+    check_out(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        return _pack_into(tmp, photos, paintings, out, side, quality, limit_mib, with_encoder, upscale, suffix, flag)
+    except BaseException:                 # an error or Ctrl-C: nothing half-written is left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _pack_into(tmp: Path, photos, paintings, out: Path, side, quality, limit_mib, with_encoder, upscale,
+               suffix, flag) -> dict:
     hold = holdout_names()
     counts = {}
     for name, folder in (("photos", photos), ("paintings", paintings)):
@@ -75,25 +98,32 @@ def pack(photos: str, paintings: str, out: Path, side: int = 256, quality: int =
         export_slim(load_hed_weights(), "relu4_1", tmp / "encoder.pt")
     size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()) / 2 ** 20
     if size > limit_mib:
-        shutil.rmtree(tmp)
         raise ValueError(f"packed set is {size:.1f} MiB, over --limit-mib {limit_mib} (lower --side or --quality)")
-    shutil.rmtree(out, ignore_errors=True)
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():                       # an earlier pack (check_out): kept until the new one is in place
+        os.replace(out, old)
     os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
     return {"mib": size, **counts}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.pack_data", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--photos", default=str(DEFAULT_DATA / "photos"))
-    p.add_argument("--paintings", default=str(DEFAULT_DATA / "paintings"))
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--side", type=int, default=256, help="shorter side in pixels (default 256)")
+    p.add_argument("--photos", default=str(DEFAULT_DATA / "photos"),
+                   help="folder of photos (default: ../shared/data/train/photos beside the project)")
+    p.add_argument("--paintings", default=str(DEFAULT_DATA / "paintings"),
+                   help="folder of paintings (default: ../shared/data/train/paintings beside the project)")
+    p.add_argument("--out", required=True, type=Path,
+                   help="the pack's folder: new, empty, or an earlier pack (replaced once the new one is complete)")
+    p.add_argument("--side", type=int, default=256, help="shorter side in pixels, at least 16 (default 256)")
     p.add_argument("--quality", type=int, default=90, help="JPEG or WebP quality, 1-100 (default 90)")
     p.add_argument("--format", default="jpg", choices=sorted(FORMATS),
                    help="jpg (default) or webp: about 3 dB closer to the originals in the same bytes; the "
                         "training machine's OpenCV must read it (benchmarks/gpu_session.sh checks)")
-    p.add_argument("--limit-mib", type=float, default=64.0)
+    p.add_argument("--limit-mib", type=float, default=64.0,
+                   help="fail, writing nothing, if the pack would be larger (default 64: the device tool's limit)")
     p.add_argument("--with-encoder", action="store_true", help="add the encoder's layers up to relu4_1")
     p.add_argument("--no-upscale", action="store_true",
                    help="keep images smaller than --side at their own size instead of enlarging them")
@@ -101,11 +131,18 @@ def main(argv=None) -> int:
     try:
         if not 1 <= a.quality <= 100:
             raise ValueError(f"--quality must be in 1..100, got {a.quality}")
+        if a.side < 16:
+            raise ValueError(f"--side must be at least 16, got {a.side}")
+        if not a.limit_mib > 0:
+            raise ValueError(f"--limit-mib must be above 0, got {a.limit_mib}")
         r = pack(a.photos, a.paintings, a.out, a.side, a.quality, a.limit_mib, a.with_encoder,
                  upscale=not a.no_upscale, fmt=a.format)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        print(f"python -m training.pack_data: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("python -m training.pack_data: interrupted (nothing written)", file=sys.stderr)
+        return 130
     print(f"{a.out}: {r['photos']} photos, {r['paintings']} paintings, {r['mib']:.1f} MiB")
     return 0
 

@@ -25,17 +25,19 @@ from training.train_decoder import read_checkpoint_or_exit  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m training.slim_checkpoint", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="training checkpoint of training.train_decoder")
     p.add_argument("--out", required=True, help="where to write the slimmed checkpoint")
     a = p.parse_args(argv)
     src = Path(a.checkpoint)
     ck = read_checkpoint_or_exit(p, src)
+    src_mb = src.stat().st_size / 1e6           # before writing: --out may be the same file
     slim = {k: v for k, v in ck.items() if k not in ("optim", "ema", "ema_updates")}
     if "ema" in ck:
         slim["model"] = ck["ema"]
     atomic_torch_save(slim, Path(a.out))
-    print(f"{src} ({src.stat().st_size / 1e6:.1f} MB, iteration {ck['iteration']}) -> {a.out} "
+    print(f"{src} ({src_mb:.1f} MB, iteration {ck['iteration']}) -> {a.out} "
           f"({Path(a.out).stat().st_size / 1e6:.1f} MB, no optimizer state"
           + (", the averaged weights as its model)" if "ema" in ck else ")"))
     return 0

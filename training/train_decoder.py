@@ -1,6 +1,7 @@
 """Train a decoder that inverts the frozen VGG encoder at one layer (Lu et al. 2017, §3.2).
 
-    python -m training.train_decoder --layer relu3_1 --out weights/decoder_relu3_1.pt
+    python -m training.train_decoder --layer relu3_1 --photos DIR --paintings DIR [--max-minutes M]
+    python -m training.train_decoder --resume        # continues runs/decoder_relu3_1
 
 Samples (paper §3.2, and what the live pipeline feeds the decoder):
   * plain photo features and plain painting features, with a pixel loss
@@ -37,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from engines.decoder import Decoder, save_decoder
-from engines.weights import build_encoder, weights_dir, atomic_torch_save, load_encoder_weights
-from training.data import DEFAULT_DATA, CropSampler, holdout_names, load_folder
+from engines.decoder import Decoder, save_decoder, shipped_decoder_files
+from engines.weights import build_encoder, atomic_torch_save, load_encoder_weights
+from training.data import DEFAULT_DATA, CropSampler, folder_digest, holdout_names, list_images, load_folder
 from training.mixing import MIX_MODES, mix_batch, mix_features  # noqa: F401 -- mix_features: the reference
 
 log = logging.getLogger("training")
@@ -439,6 +440,7 @@ class FeatureCache:
         key = {"layer": cfg.layer, "n": cfg.cache_crops, "crop": cfg.crop, "seed": cfg.seed,
                "load_side": cfg.load_side, "scale": [cfg.scale_min, cfg.scale_max], "encoder_id": encoder_id,
                "photos": len(photos), "paintings": len(paintings),
+               "photos_digest": folder_digest(cfg.photos), "paintings_digest": folder_digest(cfg.paintings),
                **({"smooth": cfg.smooth} if cfg.smooth else {})}  # (absent when off: older caches stay valid)
         stem = run / f"feature_cache_{cfg.layer}_{cfg.cache_crops}"
         meta_p, img_p, feat_p = stem.with_suffix(".json"), stem.with_suffix(".img.npy"), stem.with_suffix(".feat.npy")
@@ -485,7 +487,11 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:          # truncated, not a PyTorch file, ...: one line, not a traceback
+        raise ValueError(f"{path} cannot be read as a training checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else 'no detail'}); a copy cut short?") from None
     if not isinstance(ck, dict) or not {"config", "model", "iteration"} <= set(ck):
         raise ValueError(f"{path} is not a training checkpoint of training.train_decoder")
     return ck
@@ -559,20 +565,82 @@ def read_checkpoint_or_exit(parser: argparse.ArgumentParser, path: str | Path) -
         parser.error(str(e))
 
 
+def check_outputs(out: Path, run: Path) -> None:
+    """Before anything loads: the decoder file and the run folder can be written, and the decoder file is
+    not a shipped one (a run writes it at every checkpoint: a half-trained decoder would replace it)."""
+    from realtime.output import check_writable
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder: give a decoder file name (e.g. {out / 'decoder.pt'})")
+    if out.resolve() in {p.resolve() for p in shipped_decoder_files()}:
+        raise ValueError(f"--out {out} is a shipped decoder, which this run would replace at every "
+                         "checkpoint: write to another file and use it with `stylecam --decoder FILE`")
+    check_writable(out, "file")
+    check_writable(run, "folder")
+
+
+def check_resumable(ck: dict, cfg: TrainConfig, path: Path) -> None:
+    """ValueError, saying what to give instead, when a checkpoint's decoder is another shape than ``cfg``'s."""
+    theirs = ck["config"]
+    if theirs["layer"] != cfg.layer:
+        raise ValueError(f"{path} is a {theirs['layer']} run: resume it with --layer {theirs['layer']}")
+    if theirs["width"] != cfg.width:
+        raise ValueError(f"{path} is a width-{theirs['width']} decoder: resume it with --width {theirs['width']} "
+                         "(training.widen makes a wider one from it)")
+    if bool(theirs.get("centre_input", False)) != cfg.centre_input:
+        raise ValueError(f"{path} was trained {'with' if not cfg.centre_input else 'without'} "
+                         f"--centre-input: resume it with the same setting")
+    if int(theirs.get("extra_convs", 0)) != cfg.extra_convs:
+        raise ValueError(f"{path} has {theirs.get('extra_convs', 0)} extra convolutions "
+                         f"(training.deepen adds them): resume it with --extra-convs "
+                         f"{theirs.get('extra_convs', 0)}, not {cfg.extra_convs}")
+    if extra_dilations(theirs) != extra_dilations(asdict(cfg)):
+        spec = ",".join(map(str, extra_dilations(theirs)))
+        raise ValueError(f"{path}'s extra convolutions have dilations {spec}: resume it with "
+                         f"--extra-dilations {spec}")
+
+
+def holdout_images(cfg: TrainConfig) -> list[np.ndarray]:
+    """The portraits whose PSNR training reports: the project's held-out ones (training/holdout.txt) found
+    in --holdout-dir (default: the photos folder), the first 8; or, when --holdout-dir holds none of them,
+    its own first 8 images (a user's held-out photos)."""
+    hdir = Path(cfg.holdout_dir or cfg.photos)
+    files = [hdir / n for n in sorted(holdout_names()) if (hdir / n).is_file()]
+    if not files and cfg.holdout_dir:
+        try:
+            files = list_images(hdir)
+        except (FileNotFoundError, ValueError) as e:
+            raise ValueError(f"--holdout-dir: {e}") from None
+    imgs = [cv2.imread(str(f)) for f in files[:8]]
+    return [img for img in imgs if img is not None]
+
+
+def shrink_for_eval(img: np.ndarray) -> np.ndarray:
+    """A held-out portrait resized to 256 px on its longer side, each side a multiple of 4."""
+    s = 256 / max(img.shape[:2])
+    return cv2.resize(img, (max(4, round(img.shape[1] * s) // 4 * 4), max(4, round(img.shape[0] * s) // 4 * 4)),
+                      interpolation=cv2.INTER_AREA)
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out or weights_dir() / f"decoder_{cfg.layer}.pt")
     run = Path(cfg.run_dir or Path("runs") / f"decoder_{cfg.layer}")
+    out = Path(cfg.out) if cfg.out else run / f"decoder_{cfg.layer}.pt"
+    check_outputs(out, run)
     dev = torch.device(cfg.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda, but no CUDA device is visible")
     for what, folder in (("photos", cfg.photos), ("paintings", cfg.paintings)):
         if not Path(folder).is_dir():        # before RUN is made: a failed start leaves no empty folder
             raise FileNotFoundError(f"{what} folder not found: {folder} (--{what} DIR)")
-    ew = load_encoder_weights(cfg.encoder_weights)
-    run.mkdir(parents=True, exist_ok=True)
     ckpt_path = run / "checkpoint.pt"
+    ck = None
+    if resume and ckpt_path.exists():        # read and matched before the images load: a mismatch is quick
+        ck = read_checkpoint(ckpt_path)
+        check_resumable(ck, cfg, ckpt_path)
+    elif resume:
+        log.warning("--resume: no checkpoint at %s: starting afresh", ckpt_path)
+    ew = load_encoder_weights(cfg.encoder_weights)
     enc = build_encoder(cfg.layer, ew, dev)
     if dev.type == "cuda":            # both ways: one process may train several configurations (train_speed.py)
         torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
@@ -581,48 +649,34 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     hold = holdout_names()
     photos = load_folder(cfg.photos, cfg.load_side, hold, "photos")
     paintings = load_folder(cfg.paintings, cfg.load_side, hold, "paintings")
-    log.info("training on %d photos and %d paintings (%d held out)", len(photos), len(paintings), len(hold))
+    held = sum((Path(cfg.photos) / n).is_file() for n in hold)     # the project's held-out portraits there
+    log.info("training on %d photos and %d paintings (%d held out)", len(photos), len(paintings), held)
+    run.mkdir(parents=True, exist_ok=True)
+    if ck is None:
+        (run / "log.jsonl").unlink(missing_ok=True)      # a fresh run's log starts afresh, not after an old one's
     sp = CropSampler(photos, cfg.crop, (cfg.scale_min, cfg.scale_max), rng, smooth=cfg.smooth)
     ss = CropSampler(paintings, cfg.crop, (cfg.scale_min, cfg.scale_max), rng, smooth=cfg.smooth)
-    eval_imgs = []
-    hdir = Path(cfg.holdout_dir or cfg.photos)
-    for name in sorted(hold)[:8]:
-        img = cv2.imread(str(hdir / name))
-        if img is not None:
-            s = 256 / max(img.shape[:2])
-            eval_imgs.append(cv2.resize(img, (round(img.shape[1] * s) // 4 * 4, round(img.shape[0] * s) // 4 * 4),
-                                        interpolation=cv2.INTER_AREA))
-
+    eval_imgs = [shrink_for_eval(img) for img in holdout_images(cfg)]
     if not eval_imgs:
-        log.warning("no held-out portraits found in %s: the held-out PSNR will not be measured "
-                    "(--holdout-dir names their folder)", hdir)
+        log.warning("no held-out portraits in %s: the held-out PSNR is not measured (--holdout-dir DIR "
+                    "names a folder of your own held-out photos)", cfg.holdout_dir or cfg.photos)
     dec = Decoder(cfg.layer, ew.arch, cfg.width, centre=cfg.centre_input, extra=cfg.extra_convs,
                   dilations=extra_dilations(asdict(cfg))).to(dev)
     opt = torch.optim.Adam(param_groups(dec, cfg.first_lr_mult), lr=cfg.lr)
     it, history = 0, []
     ema_state, ema_n = None, 0
-    if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ck["config"]["layer"] != cfg.layer or ck["config"]["width"] != cfg.width:
-            raise SystemExit(f"{ckpt_path} is for layer {ck['config']['layer']} width {ck['config']['width']}")
-        if bool(ck["config"].get("centre_input", False)) != cfg.centre_input:
-            raise SystemExit(f"{ckpt_path} was trained {'with' if not cfg.centre_input else 'without'} "
-                             f"--centre-input: resume it with the same setting")
-        if int(ck["config"].get("extra_convs", 0)) != cfg.extra_convs:
-            raise SystemExit(f"{ckpt_path} has {ck['config'].get('extra_convs', 0)} extra convolutions "
-                             f"(training.deepen adds them): resume it with --extra-convs "
-                             f"{ck['config'].get('extra_convs', 0)}, not {cfg.extra_convs}")
-        if extra_dilations(ck["config"]) != extra_dilations(asdict(cfg)):
-            theirs = ",".join(map(str, extra_dilations(ck["config"])))
-            raise SystemExit(f"{ckpt_path}'s extra convolutions have dilations {theirs}: resume it with "
-                             f"--extra-dilations {theirs}")
-        dec.load_state_dict(ck["model"])
+    if ck is not None:
+        try:
+            dec.load_state_dict(ck["model"])
+        except RuntimeError as e:
+            raise ValueError(f"{ckpt_path}: its weights do not fit this decoder (another encoder family, "
+                             f"--encoder-weights?): {str(e).splitlines()[0]}") from None
         if "optim" in ck:
             try:
                 opt.load_state_dict(ck["optim"])
             except ValueError as e:          # another --first-lr-mult split the parameters into other groups
-                raise SystemExit(f"{ckpt_path}: its optimizer state does not fit --first-lr-mult "
-                                 f"{cfg.first_lr_mult} (it was {ck['config'].get('first_lr_mult', 1.0)}): {e}")
+                raise ValueError(f"{ckpt_path}: its optimizer state does not fit --first-lr-mult "
+                                 f"{cfg.first_lr_mult} (it was {ck['config'].get('first_lr_mult', 1.0)}): {e}") from None
         else:
             log.warning("%s has no optimizer state (a slimmed or widened checkpoint): "
                         "a fresh Adam -- --warmup N ramps its rate up", ckpt_path)
@@ -697,7 +751,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     last_ckpt = time.time()
     loop = {"t0": time.time(), "start_it": it}      # this process's loop speed, recorded in the decoder's meta
     stop_at = it + cfg.stop_after if cfg.stop_after else cfg.iterations
-    bar = tqdm(total=cfg.iterations, initial=it, desc=f"decoder {cfg.layer}", unit="it", dynamic_ncols=True)
+    bar = tqdm(total=cfg.iterations, initial=it, desc=f"decoder {cfg.layer}", unit="it", dynamic_ncols=True,
+               mininterval=0.1 if sys.stderr.isatty() else 30)    # into a log file: a line every 30 s, not every step
+    interrupted = False
     run_loss = None                 # a device tensor: read (a synchronisation) only every LOG_EVERY iterations
     dec.train()
     try:
@@ -776,9 +832,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             bar.update(1)
             if prof["p"] is not None and it - prof["at"][0] >= cfg.profile:
                 end_profile()
-            if it % cfg.grid_every == 0 and n_plain:
+            if cfg.grid_every and it % cfg.grid_every == 0 and n_plain:
                 save_grid(run / f"samples_{it:07d}.png", targets, y.detach())
-            if it % cfg.eval_every == 0 or it == cfg.iterations:
+            if eval_imgs and (cfg.eval_every and it % cfg.eval_every == 0 or it == cfg.iterations):
                 dec.eval()
                 p = eval_holdout(enc, shipped, eval_imgs, dev)
                 raw = eval_holdout(enc, dec, eval_imgs, dev) if avg is not None else None
@@ -788,13 +844,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                                 **({"psnr_raw": raw} if avg is not None else {})})
                 with open(run / "log.jsonl", "a") as fh:
                     fh.write(json.dumps(history[-1]) + "\n")
-                bar.write(f"iteration {it}: held-out PSNR {p:.2f} dB (8 portraits, <=256 px"
+                bar.write(f"iteration {it}: held-out PSNR {p:.2f} dB ({len(eval_imgs)} portraits, <=256 px"
                           + (f"; averaged weights, the last iterate's {raw:.2f})" if avg is not None else ")"))
             if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
                 checkpoint()
                 last_ckpt = time.time()
     except KeyboardInterrupt:
         log.warning("interrupted: saving a checkpoint")
+        interrupted = True
     finally:
         if batches["prefetcher"] is not None:
             batches["prefetcher"].close()
@@ -803,43 +860,79 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             end_profile()
         dec.eval()
         checkpoint()
+    if it < cfg.iterations:
+        log.info("stopped at iteration %d of %d; `--resume --run-dir %s` continues the run", it, cfg.iterations, run)
+    if interrupted:
+        raise KeyboardInterrupt
     return out
+
+
+# the shipped decoders' shape beyond width 0.5 (extra convolutions, their dilations): a fresh run's default
+SHIPPED_SHAPE = {"relu3_1": (4, "1,1,4,4"), "relu4_1": (0, "")}
+# how to run, not what to train: --resume takes these from the command line only, the rest from the checkpoint
+RUN_OPTIONS = {"layer", "out", "run_dir", "holdout_dir", "stop_after", "max_minutes", "threads", "device",
+               "checkpoint_minutes", "grid_every", "eval_every", "warmup", "amp", "channels_last",
+               "cudnn_benchmark", "wct_on_cpu", "prefetch", "profile"}
+
+EPILOG = """\
+examples:
+  retrain the default relu3_1 decoder on your own images (the shipped decoders' shape), 4 hours at most:
+    python -m training.train_decoder --photos MY_PHOTOS --paintings MY_PAINTINGS --max-minutes 240
+  continue it later (the run's recipe comes from its checkpoint; options given now override it):
+    python -m training.train_decoder --resume --max-minutes 240
+  use the result:
+    stylecam --decoder runs/decoder_relu3_1/decoder_relu3_1.pt ...
+
+The default schedule (20,000 iterations of batch 4 at 128 px) takes many hours on a CPU (seconds an
+iteration on 2 cores; benchmarks/train_speed.py measures yours): stop with --max-minutes or Ctrl-C (both
+save a checkpoint) and --resume later. A GPU (--device cuda) is tens of times faster. Checkpoints, the
+log and sample grids go to --run-dir; the decoder is written at every checkpoint. weights/README.md has
+the recipes of the shipped decoders."""
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m training.train_decoder",
-                                description="Train a stylecam decoder (feature inverter) for one VGG layer.")
-    p.add_argument("--layer", default=d.layer, choices=["relu1_1", "relu2_1", "relu3_1", "relu4_1"],
+                                description="Train a stylecam decoder (feature inverter) for one VGG layer.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--layer", default=d.layer, choices=["relu3_1", "relu4_1"],
                    help="the encoder layer whose features the decoder turns back into an image (default %(default)s)")
-    p.add_argument("--photos", default=d.photos, help="folder of photos (default: %(default)s)")
-    p.add_argument("--paintings", default=d.paintings, help="folder of paintings (default: %(default)s)")
-    p.add_argument("--out", default="", help="decoder file to write (default: weights/decoder_LAYER.pt)")
-    p.add_argument("--run-dir", default="", help="checkpoints, logs, sample grids (default: runs/decoder_LAYER)")
-    p.add_argument("--holdout-dir", default="", help="folder with the held-out portraits of training/holdout.txt "
-                                                     "(default: the photos folder)")
+    p.add_argument("--photos", default=d.photos, metavar="DIR",
+                   help="folder of photos, searched recursively (default: the project's training photos, "
+                        "../shared/data/train/photos beside the project)")
+    p.add_argument("--paintings", default=d.paintings, metavar="DIR",
+                   help="folder of paintings (default: ../shared/data/train/paintings beside the project)")
+    p.add_argument("--out", default="", metavar="FILE", help="decoder file to write at every checkpoint (default: "
+                                             "RUN/decoder_LAYER.pt; never a shipped decoder in weights/)")
+    p.add_argument("--run-dir", default="", metavar="RUN", help="checkpoints, logs, sample grids (default: runs/decoder_LAYER)")
+    p.add_argument("--holdout-dir", default="", metavar="DIR",
+                   help="held-out portraits whose PSNR is reported during training: the project's "
+                        "(training/holdout.txt's names, kept out of training) where found, else the first 8 "
+                        "images of this folder (default: the photos folder)")
     p.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N (default: %(default)s)")
-    p.add_argument("--encoder-weights", default=None, help="torchvision VGG16/19 file instead of HED's VGG16")
-    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
-    p.add_argument("--lr-by-time", action="store_true",
+    p.add_argument("--encoder-weights", default=None, metavar="FILE", help="torchvision VGG16/19 file instead of HED's VGG16")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in RUN/checkpoint.pt: its weights, optimizer, RNG, iteration and "
+                        "recipe (any option given now overrides the recipe)")
+    p.add_argument("--lr-by-time", action=argparse.BooleanOptionalAction, default=False,
                    help="with --max-minutes: the learning-rate schedule (constant, then cosine) follows this "
                         "run's wall time instead of the iteration count")
-    p.add_argument("--feat-on-plain", action="store_true",
+    p.add_argument("--feat-on-plain", action=argparse.BooleanOptionalAction, default=False,
                    help="also apply the feature loss to plain samples (default: pixel loss only for them)")
-    p.add_argument("--centre-input", action="store_true",
+    p.add_argument("--centre-input", action=argparse.BooleanOptionalAction, default=False,
                    help="a fresh decoder subtracts each input channel's mean (measured on 32 crops) before its "
                         "scale: centred inputs (LeCun et al. 1998); an experiment against dying first-stage "
                         "channels, not the shipped decoders' recipe (weights/README.md)")
-    p.add_argument("--extra-convs", type=int, default=d.extra_convs, metavar="N",
+    p.add_argument("--extra-convs", type=int, default=None, metavar="N",
                    help="N more 3x3 convolutions right after the first, at the features' resolution (more depth "
                         "and context for regional tone, little cost; training.deepen adds them to a trained "
-                        "decoder; default 0, the shipped decoders' shape)")
+                        "decoder; default: the shipped decoder's, 4 for relu3_1 (dilations 1,1,4,4), 0 for relu4_1)")
     p.add_argument("--extra-dilations", default=d.extra_dilations, metavar="D,D,...",
                    help="the extra convolutions' dilations, one each, e.g. 1,1,2,2 (default: all 1); a dilated one "
                         "sees 2*D feature cells further for the same cost (training.deepen --dilation)")
     p.add_argument("--amp", action="store_true",
                    help="run the forward passes under bfloat16 autocast (weights, optimizer and losses stay "
-                        "FP32); meant for CUDA (an H100 in session 9: 1.04x as fast as FP32 at batch 16, 256 px)")
+                        "FP32); meant for CUDA (on an H100, 1.04x as fast as FP32 at batch 16, 256 px)")
     p.add_argument("--channels-last", action="store_true",
                    help="keep the encoder, the decoder and every batch in channels_last memory format (the same "
                         "maths; on CUDA, tensor-core convolutions want that layout; benchmarks/train_speed.py "
@@ -864,11 +957,11 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
                         "weights, output unchanged (training/revive.py; default 0 = never)")
     p.add_argument("--first-lr-mult", type=float, default=d.first_lr_mult, metavar="M",
                    help="train the decoder's first convolution at M x the rate (default 1): its channels, with the "
-                        "largest fan-in, are the ones that die (param_groups; weights/README.md, session 14)")
+                        "largest fan-in, are the ones that die (param_groups; weights/README.md)")
     p.add_argument("--ema", type=float, default=d.ema, metavar="D",
                    help="keep an exponential moving average of the weights (decay D, e.g. 0.999, ramped up as "
                         "min(D, (1+n)/(10+n))) and export and evaluate it instead of the last iterate (default "
-                        "%(default)s; 0 = off: the last iterate; weights/README.md, session 14)")
+                        "%(default)s; 0 = off: the last iterate; weights/README.md)")
     # the plainer options, named as in TrainConfig
     plain = {
         "iterations": (int, "N", "the schedule's length in iterations (the rate holds for the first half, then falls to --lr-final)"),
@@ -880,8 +973,9 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
         "seed": (int, "N", "random seed (crops, pairs, mixes, initial weights)"),
         "stop_after": (int, "N", "stop with a checkpoint after N iterations of this run (0 = never)"),
         "threads": (int, "N", "CPU threads for torch (0 = torch's default)"),
-        "grid_every": (int, "N", "save a grid of sample reconstructions to RUN every N iterations"),
-        "eval_every": (int, "N", "score 8 held-out portraits (PSNR, <= 256 px) every N iterations, into RUN/log.jsonl"),
+        "grid_every": (int, "N", "save a grid of sample reconstructions to RUN every N iterations (0 = never)"),
+        "eval_every": (int, "N", "score 8 held-out portraits (PSNR, <= 256 px) every N iterations, into "
+                                 "RUN/log.jsonl (0 = at the schedule's end only)"),
         "scale_min": (float, "S", "smallest random rescale (output px per loaded px) before cropping"),
         "scale_max": (float, "S", "largest random rescale (output px per loaded px) before cropping"),
         "width": (float, "W", "decoder width relative to the encoder's mirror (0.5 = half the channels)"),
@@ -900,12 +994,16 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
         p.add_argument("--" + f.replace("_", "-"), type=kind, default=getattr(d, f), metavar=metavar, help=text)
     p.add_argument("--smooth", type=float, default=d.smooth, metavar="P",
                    help="blur this share of the plain training crops (Gaussian, sigma 1-8 px, log-uniform) so "
-                        "the decoder learns large smooth regions too (default 0; weights/README.md, session 13)")
+                        "the decoder learns large smooth regions too (default 0; weights/README.md)")
     p.add_argument("--lowres-weight", type=float, default=d.lowres_weight, metavar="W",
                    help="add W x the MSE between 4x4 block averages of output and photo to the pixel loss: "
-                        "regional tone weighted above fine detail (default 0; session 12's diagnosis, "
-                        "weights/README.md)")
+                        "regional tone weighted above fine detail (default 0; weights/README.md)")
     a = p.parse_args(argv)
+    if a.resume:
+        inherit_recipe(p, a, argv)
+    elif a.extra_convs is None:                      # a fresh run: the shipped decoder's shape for the layer
+        a.extra_convs, shipped_dilations = SHIPPED_SHAPE[a.layer]
+        a.extra_dilations = a.extra_dilations or shipped_dilations
     try:
         if torch.device(a.device).type not in ("cpu", "cuda"):
             raise RuntimeError
@@ -946,14 +1044,51 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     return TrainConfig(**kw), resume
 
 
+def inherit_recipe(p: argparse.ArgumentParser, a: argparse.Namespace, argv) -> None:
+    """--resume: the run's recipe (every option but RUN_OPTIONS) from its checkpoint, except the options the
+    command line gives; a missing or unreadable checkpoint, or a schedule already done, is an error."""
+    from realtime.argtools import explicit_options
+    ckpt = Path(a.run_dir or Path("runs") / f"decoder_{a.layer}") / "checkpoint.pt"
+    if not ckpt.exists():
+        p.error(f"--resume: no checkpoint at {ckpt} (--run-dir names the run's folder)")
+    try:
+        ck = read_checkpoint(ckpt)
+    except ValueError as e:
+        p.error(f"--resume: {e}")
+    given = explicit_options(p, argv)
+    fields = set(TrainConfig.__dataclass_fields__) - RUN_OPTIONS
+    inherited = {}
+    for k, v in ck["config"].items():
+        if k in fields and k not in given and v is not None:
+            if getattr(a, k) != v and not (k == "extra_convs" and a.extra_convs is None and v == 0):
+                inherited[k] = v
+            setattr(a, k, v)
+    if a.extra_convs is None:                        # a checkpoint from before extra convolutions existed
+        a.extra_convs = 0
+    if ck["iteration"] >= a.iterations:
+        p.error(f"--resume: {ckpt} is at iteration {ck['iteration']}, the end of its schedule (--iterations "
+                f"{a.iterations}): give a larger --iterations to train on")
+    shown = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(inherited.items())
+                      if k not in ("photos", "paintings"))
+    if shown:
+        log.info("the run's recipe from %s: %s", ckpt, shown)
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    cfg, resume = parse_args(argv)
     try:
+        cfg, resume = parse_args(argv)
+        run = Path(cfg.run_dir or Path("runs") / f"decoder_{cfg.layer}")
+        if not resume and (run / "checkpoint.pt").exists():
+            raise ValueError(f"{run} holds a run already: --resume continues it; to start afresh, give "
+                             "another --run-dir (or delete that folder)")
         out = train(cfg, resume)
     except (FileNotFoundError, ValueError) as e:
         print(f"python -m training.train_decoder: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("python -m training.train_decoder: interrupted", file=sys.stderr)
+        return 130
     print(out)
     return 0
 
