@@ -38,6 +38,7 @@ class ImageSource(FrameSource):
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.frame = read_image(self.path)
+        self.frame_hw = self.frame.shape[:2]
 
     def __iter__(self):
         yield self.frame, 0.0
@@ -80,6 +81,9 @@ class VideoFileSource(FrameSource):
         if self.fps > 240:
             self.fps = 30.0
         self.expected = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        # the frames' size as the container states it (None where it does not): checked before networks load
+        h, w = int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0), int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+        self.frame_hw = (h, w) if h > 0 and w > 0 else None
 
     def __iter__(self):
         n = 0
@@ -119,7 +123,15 @@ class CameraSource(FrameSource):
         self._thread.start()
 
     def _open(self):
-        cap = self.open_fn(self.index)
+        # OpenCV's backends print their own warnings when an index has no camera (V4L2's "can't open camera
+        # by index", Orbbec's "Camera index out of range"); our one-line error says it. Shown with --verbose.
+        quiet = not log.isEnabledFor(logging.DEBUG) and hasattr(cv2, "setLogLevel")
+        level = cv2.setLogLevel(0) if quiet else None          # 0: silent; returns the previous level
+        try:
+            cap = self.open_fn(self.index)
+        finally:
+            if quiet:
+                cv2.setLogLevel(level)
         if cap is None or not cap.isOpened():
             return None
         if self.width:

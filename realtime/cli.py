@@ -232,6 +232,39 @@ def make_engines(args, enc, dec, dec_path, ew, device):
     return load_engine(e, device), load_engine(d, device)
 
 
+def check_inputs(args: argparse.Namespace, source, single: bool, size, device) -> None:
+    """Before any network loads (a GPU's first run exports and builds its engines first): every painting
+    readable and large enough, every label map readable and valid, a content map that fits its source, and
+    a processing size that fits in memory -- each a one-line error (or warning) at once."""
+    from engines.memory import check_processing_size
+    from .images import read_image
+    from .segment import REGION_SETS, LabelMapSegmenter
+    from .style import MIN_STYLE_SIDE
+    from .stylizer import processing_size
+    for s in args.style:
+        h, w = read_image(s).shape[:2]
+        if min(h, w) < MIN_STYLE_SIDE:
+            raise UsageError(f"style image {s} is {w}x{h}; it needs at least {MIN_STYLE_SIDE} pixels per side")
+    maps = [*args.style_regions, *([args.content_regions] if args.content_regions else [])]
+    if maps and args.regions == "none":
+        raise UsageError("a label map (--style-regions, --content-regions) needs --regions person or portrait")
+    for m in maps:
+        LabelMapSegmenter(m, REGION_SETS[args.regions])            # reads and validates it
+    if args.content_regions:
+        if not single:
+            log.warning("--content-regions: one fixed map for every frame of %s (it suits a still image; a "
+                        "moving subject leaves its regions)", args.source)
+        else:
+            lh, lw = read_image(args.content_regions).shape[:2]
+            h, w = source.frame_hw
+            if abs(lw / lh - w / h) > 0.02 * (w / h):
+                log.warning("--content-regions %s is %dx%d and the image %dx%d: the map is stretched to fit",
+                            args.content_regions, lw, lh, w, h)
+    hw = getattr(source, "frame_hw", None)
+    if hw is not None and args.method != "gatys":
+        check_processing_size(*processing_size(*hw, size), device)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -298,8 +331,9 @@ def run(args: argparse.Namespace) -> int:
         kind = output_kind(args.out, many_frames=not single)
         if kind != "image" and args.method == "gatys":
             raise UsageError("--method gatys writes one image: give --out NAME.png or .jpg")
-        check_writable(args.out, kind, inputs=(args.source, *args.style, *args.style_regions,
-                                               args.content_regions))
+        check_writable(args.out, kind, inputs=(args.source, *getattr(source, "files", ()), *args.style,
+                                               *args.style_regions, args.content_regions))
+    check_inputs(args, source, single, size, device)
 
     ew = load_encoder_weights(args.encoder_weights)
     if args.method == "gatys":

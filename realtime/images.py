@@ -49,7 +49,31 @@ def read_image(path: str | Path) -> np.ndarray:
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None or img.size == 0:
         raise ValueError(f"cannot read an image from {path} (empty, truncated or not an image)")
-    return to_bgr_uint8(img)
+    # IMREAD_UNCHANGED (for alpha and 16 bits) ignores the EXIF orientation that phones write: applied here
+    return upright(to_bgr_uint8(img), exif_orientation(data))
+
+
+def exif_orientation(data: np.ndarray) -> int:
+    """The EXIF orientation tag (0x0112) of an encoded image, 1 (as stored) when it has none or it cannot
+    be read. Pillow (a torchvision dependency) reads the header only."""
+    try:
+        import io
+
+        from PIL import Image
+        with Image.open(io.BytesIO(data.tobytes())) as im:
+            value = int(im.getexif().get(0x0112, 1))
+    except Exception:           # no Pillow, a format it does not know, a damaged EXIF block: as stored
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def upright(img: np.ndarray, orientation: int) -> np.ndarray:
+    """The stored pixels turned as EXIF ``orientation`` says a viewer shows them (the TIFF/EXIF
+    convention, as Pillow's ImageOps.exif_transpose, which the tests compare with)."""
+    turned = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+              5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+              7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1], 8: lambda a: np.rot90(a, 1)}.get(orientation)
+    return np.ascontiguousarray(turned(img)) if turned else img
 
 
 def publish(tmp: str | Path, path: str | Path) -> None:

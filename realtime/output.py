@@ -102,6 +102,23 @@ class FolderSink(FrameSink):
         write_image(self.path / f"frame_{self.n:06d}{self.ext}", frame)
         self.n += 1
 
+    def close(self):
+        """The folder then holds this run's frames only: frames an earlier, longer run left beyond them
+        (our own frame_NNNNNN names, nothing else) are removed, so that the folder is not a mix of two runs."""
+        stale = [f for f in self.path.glob(f"frame_*{self.ext}") if is_frame_name(f.name, self.ext)
+                 and int(f.stem[6:]) >= self.n]
+        for f in stale:
+            f.unlink(missing_ok=True)
+        log.info("wrote %d frame(s) to %s%s", self.n, self.path,
+                 f" (removed {len(stale)} frame(s) of an earlier run)" if stale else "")
+
+
+def is_frame_name(name: str, ext: str | None = None) -> bool:
+    """Whether ``name`` is one of FolderSink's own file names, frame_NNNNNN.png/.jpg."""
+    stem, dot, suffix = name.partition(".")
+    return (len(stem) == 12 and stem.startswith("frame_") and stem[6:].isdigit()
+            and ("." + suffix if dot else "") in ((ext,) if ext else (".png", ".jpg")))
+
 
 class WindowSink(FrameSink):
     """An OpenCV window; ``last_key`` holds the key pressed after the latest frame (or -1)."""
@@ -200,6 +217,11 @@ def check_writable(path: str | Path, kind: str, inputs: tuple = ()) -> None:
     for i in inputs:
         if i is not None and Path(i).exists() and Path(i).resolve() == p.resolve():
             raise ValueError(f"--out {path} is also an input (--source or --style): it would be overwritten")
+        # a folder output writes (and trims) frame_NNNNNN files: inputs of that name in it would be lost
+        if (kind == "folder" and i is not None and Path(i).is_file() and is_frame_name(Path(i).name)
+                and Path(i).resolve().parent == p.resolve()):
+            raise ValueError(f"--out {path} holds input frames ({Path(i).name}): they would be overwritten; "
+                             "give another folder")
     folder = p if kind == "folder" else p.parent
     probe = folder
     while not probe.exists() and probe != probe.parent:

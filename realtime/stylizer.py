@@ -24,6 +24,19 @@ from .reconstruct import MODES, ReconState, reconstruct
 log = logging.getLogger(__name__)
 
 
+# a processing size whose short side is below this keeps little detail (a 4000x200 panorama reduced to
+# 640x32 has a relu3_1 map 8 cells high): said once, when the size is set
+MIN_DETAIL_SIDE = 64
+
+
+def processing_size(height: int, width: int, size: tuple[int, int] | None, max_side: int = 640) -> tuple[int, int]:
+    """The (height, width) a frame is stylized at: ``size`` (W, H; H=0: the longer side) when given, else
+    the frame's own, reduced to ``max_side`` on its longer side when larger (StylizerConfig)."""
+    if size is not None:
+        return fit_size(height, width, size)
+    return fit_size(height, width, (max_side, 0)) if max(height, width) > max_side else (height, width)
+
+
 @dataclass(frozen=True)
 class StylizerConfig:
     layer: str = "relu3_1"
@@ -108,12 +121,12 @@ class Stylizer:
             log.debug("scene cut: temporal state reset")
             self.reset()
         H, W = frame.shape[:2]
-        if cfg.size is not None:
-            ph, pw = fit_size(H, W, cfg.size)
-        else:
-            ph, pw = fit_size(H, W, (cfg.max_side, 0)) if max(H, W) > cfg.max_side else (H, W)
+        ph, pw = processing_size(H, W, cfg.size, cfg.max_side)
         if (ph, pw) != self._checked_size:             # a new processing size: does it fit in memory?
             check_processing_size(ph, pw, self.device)
+            if min(ph, pw) < MIN_DETAIL_SIDE:
+                log.warning("processing at %dx%d: with a short side under %d px little detail survives "
+                            "(--size WxH sets a larger processing size)", pw, ph, MIN_DETAIL_SIDE)
             self._checked_size = (ph, pw)
         small = frame if (ph, pw) == (H, W) else cv2.resize(frame, (pw, ph), interpolation=cv2.INTER_AREA)
         x = bgr_to_tensor(small, self.device)

@@ -261,6 +261,21 @@ def test_bad_out_fails_before_any_network_loads(photo, tmp_path, capsys, monkeyp
         assert f"no permission to create files in {ro}" in run_bad(
             ["--source", photo, "--style", DEMO_STYLE, "--out", out], capsys)
     assert not list(ro.iterdir())
+    # the paintings and label maps are read before the networks too (a GPU's first run builds engines first)
+    (tmp_path / "text.png").write_text("not an image")
+    cv2.imwrite(str(tmp_path / "tiny.png"), np.zeros((8, 8, 3), np.uint8))
+    out = ["--out", tmp_path / "o2.png"]
+    assert "cannot read an image" in run_bad(["--source", photo, "--style", tmp_path / "text.png"] + out, capsys)
+    assert "is 8x8" in run_bad(["--source", photo, "--style", tmp_path / "tiny.png"] + out, capsys)
+    assert "image not found" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--content-regions",
+                                         tmp_path / "none.png"] + out, capsys)
+    assert "cannot read an image" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--style-regions",
+                                              tmp_path / "text.png"] + out, capsys)
+    # a glob of stylecam's own frames styled into their own folder would overwrite them
+    (tmp_path / "g").mkdir()
+    cv2.imwrite(str(tmp_path / "g" / "frame_000000.png"), cv2.imread(str(photo)))
+    assert "holds input frames" in run_bad(["--source", str(tmp_path / "g" / "*.png"), "--style", DEMO_STYLE,
+                                            "--out", tmp_path / "g"], capsys)
 
 
 def test_an_output_that_cannot_be_written_fails_the_run(photo, tmp_path, capsys, monkeypatch):
@@ -320,6 +335,18 @@ def test_small_refusals_and_warnings(photo, tmp_path, capsys, caplog):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith("stylecam ")
+
+
+def test_a_thin_processing_size_and_a_stretched_content_map_are_said(photo, tmp_path, capsys, caplog):
+    """A 4000x200 panorama reduced to 640x32 keeps little detail, and a content label map of another
+    shape is stretched: both worked silently before; each is now a warning."""
+    pano = tmp_path / "pano.png"
+    cv2.imwrite(str(pano), cv2.resize(cv2.imread(str(photo)), (1000, 50)))
+    lab = tmp_path / "lab.png"
+    cv2.imwrite(str(lab), np.zeros((60, 30, 3), np.uint8))             # all background, 1:2 against 20:1
+    run_ok(["--source", pano, "--style", DEMO_STYLE, "--out", tmp_path / "o.png", "--content-regions", lab], capsys)
+    assert "little detail survives" in caplog.text and "640x32" in caplog.text
+    assert "the map is stretched to fit" in caplog.text
 
 
 def test_no_camera_suggests_a_file_or_the_demo(capsys):

@@ -13,6 +13,59 @@ from realtime.pipeline import Pipeline
 
 # ---------------------------------------------------------------- images
 
+@pytest.mark.parametrize("fmt", ["jpg", "png"])
+def test_read_image_turns_exif_oriented_images_upright_as_pillow_does(tmp_path, fmt):
+    """A phone's JPEG stores its pixels sideways with an EXIF orientation tag; reading it the way OpenCV's
+    IMREAD_UNCHANGED does (alpha, 16 bits) ignored the tag: portraits came out lying on their side."""
+    from PIL import Image, ImageOps
+    rng = np.random.default_rng(0)
+    a = cv2.GaussianBlur((rng.random((30, 50, 3)) * 255).astype(np.uint8), (5, 5), 0)
+    a[:6, :12] = 255                                       # a corner that shows where the top-left went
+    for orientation in range(1, 9):
+        im = Image.fromarray(a)
+        exif = im.getexif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"o{orientation}.{fmt}"
+        im.save(path, exif=exif, **({"quality": 100} if fmt == "jpg" else {}))
+        ours = read_image(path)[..., ::-1].astype(int)                  # BGR -> RGB
+        with Image.open(path) as stored:
+            ref = np.asarray(ImageOps.exif_transpose(stored).convert("RGB")).astype(int)
+        assert ours.shape == ref.shape, orientation
+        assert np.abs(ours - ref).mean() < 2.0, orientation          # the same pixels (JPEG: two decoders)
+        if orientation in (5, 6, 7, 8):
+            assert ours.shape[:2] == (50, 30)
+
+
+def test_folder_output_holds_this_runs_frames_only(tmp_path):
+    """A shorter run into a folder an earlier run wrote used to leave that run's later frames beside its
+    own; our frame_NNNNNN files beyond this run's are removed, any other file is kept."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"frame_{i:06d}.png").write_bytes(b"old")
+    (folder / "notes.png").write_bytes(b"mine")
+    (folder / "frame_1.png").write_bytes(b"mine too")
+    sink = output.FolderSink(folder)
+    sink.send(np.zeros((4, 4, 3), np.uint8))
+    sink.close()
+    assert sorted(f.name for f in folder.iterdir()) == ["frame_000000.png", "frame_1.png", "notes.png"]
+    assert (folder / "frame_000000.png").read_bytes() != b"old"
+    assert output.is_frame_name("frame_000012.jpg") and not output.is_frame_name("frame_12.png")
+
+
+def test_camera_open_keeps_opencvs_own_warnings_off_the_console():
+    """A missing camera index made OpenCV's backends print two lines of their own before our one-line
+    error; they are silenced while opening (and the level restored)."""
+    before, seen = cv2.getLogLevel(), []
+
+    def fake_open(index):
+        seen.append(cv2.getLogLevel())
+        return None
+    with pytest.raises(capture.SourceError, match="no camera at index 3"):
+        capture.CameraSource(3, open_fn=fake_open)
+    assert seen == [0] and cv2.getLogLevel() == before
+
+
 def test_image_conversions(tmp_path):
     g = np.arange(12 * 10, dtype=np.uint8).reshape(12, 10)
     assert to_bgr_uint8(g).shape == (12, 10, 3)
