@@ -106,9 +106,10 @@ class CameraSource(FrameSource):
     """A camera read in a thread that keeps only the newest frame (avatarify-style), so a slow
     stylizer never builds a backlog.  A lost camera is reopened a few times, then the stream ends."""
     is_live = True
+    backoff_s = 0.5              # the n-th reconnect attempt waits n times this (5 attempts: 7.5 s in all)
 
     def __init__(self, index: int = 0, width: int | None = None, height: int | None = None,
-                 reconnects: int = 3, open_fn=cv2.VideoCapture):
+                 reconnects: int = 5, open_fn=cv2.VideoCapture):
         self.index, self.reconnects, self.open_fn = index, reconnects, open_fn
         self.width, self.height = width, height
         self.cap = self._open()
@@ -116,6 +117,7 @@ class CameraSource(FrameSource):
             raise SourceError(f"no camera at index {index}; use --source FILE (a video or images) or --demo")
         self.fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0) or 30.0
         self._frame, self._t, self._seq = None, 0.0, 0
+        self.gave_up = False         # the camera was lost and did not come back (the run then fails)
         self._cond = threading.Condition()
         self._stop = False
         self._lost = False
@@ -149,10 +151,11 @@ class CameraSource(FrameSource):
                 tries += 1
                 if tries > self.reconnects:
                     log.error("camera %s lost; giving up after %d reconnect attempts", self.index, self.reconnects)
+                    self.gave_up = True
                     break
                 log.warning("camera %s lost; reconnecting (%d/%d)", self.index, tries, self.reconnects)
                 self.cap.release()
-                time.sleep(0.5 * tries)
+                time.sleep(self.backoff_s * tries)
                 cap = self._open()
                 if cap is not None:
                     self.cap = cap

@@ -7,9 +7,12 @@ say) and for an unexpected failure (with a traceback), 130 for Ctrl-C before the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 log = logging.getLogger("stylecam")
@@ -49,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  stylecam --source me.jpg --style p.jpg --out out.png --method gatys   (slow reference)\n"
                "  stylecam export --help                    ONNX / TensorRT export\n"
                "Window hotkeys: q/Esc quit, n/p next/previous style, m mode, +/- strength, Space effect on/off,\n"
-               "c keep colours, r reset, s snapshot.",
+               "c keep colours, r reset, s snapshot (a PNG in the current folder).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--source", default=None, help="camera index (default 0), a video file, a folder or glob of images, or one image")
@@ -421,14 +424,40 @@ def run(args: argparse.Namespace) -> int:
         else:
             raise UsageError("nothing to show or write: drop --no-window, or add --out PATH or --vcam")
     pipe = Pipeline(source, segmenter, stylizer, sinks, window, args.max_frames, progress=not args.quiet)
-    stats = pipe.run()
+    with stop_signals_interrupt():
+        stats = pipe.run()
+    if stats["frames"] == 0 and stats["interrupted"]:
+        raise KeyboardInterrupt                 # before the first frame: as Ctrl-C while loading
     if stats["frames"] == 0:
         raise UsageError(f"no frame could be read from {args.source}")
+    if getattr(source, "gave_up", False):      # outputs are finalised; a script must still see it failed
+        print(f"stylecam: error: camera {args.source} lost after {stats['frames']} frame(s); what was made is "
+              f"written", file=sys.stderr)
+        return 1
     log.info("%d frame(s), %.2f FPS; per stage (ms): %s", stats["frames"], stats["fps"],
              ", ".join(f"{k} {v:.1f}" for k, v in stats["ms"].items()))
     if args.out:
         print(args.out)
     return 0
+
+
+@contextlib.contextmanager
+def stop_signals_interrupt():
+    """While frames flow, SIGTERM and SIGHUP (``kill``, a closed terminal, a service stop) end the run as
+    Ctrl-C does: outputs finalised (a recording used to be lost whole: its temporary file never renamed,
+    its index never written)."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    sigs = [sig for sig in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if sig is not None]
+    if threading.current_thread() is not threading.main_thread():      # signals reach the main thread only
+        yield
+        return
+    old = {sig: signal.signal(sig, stop) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def entry() -> int:

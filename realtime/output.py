@@ -39,7 +39,27 @@ class FrameSink(Resource):
         raise NotImplementedError
 
 
+def fit_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``frame`` scaled to fit ``size`` (W, H) with its aspect kept, centred on black: a camera that changes
+    resolution mid-stream (a reconnect at another default) is neither squashed nor refused by an output
+    opened at the first size."""
+    w, h = size
+    fh, fw = frame.shape[:2]
+    s = min(w / fw, h / fh)
+    nw, nh = max(1, min(w, round(fw * s))), max(1, min(h, round(fh * s)))
+    out = np.zeros((h, w, 3), np.uint8)
+    y, x = (h - nh) // 2, (w - nw) // 2
+    out[y:y + nh, x:x + nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    return out
+
+
 class VideoFileSink(FrameSink):
+    """A video file at ``fps``. Frames from a live source come with their capture time (``send(frame,
+    t_ms)``): each is written as many times as the file's frame rate has slots until the next, so a
+    recording plays at real speed however slowly it was stylized (a camera's 30 fps stamped on 2 stylized
+    frames a second played 15x too fast). Frames of a file or a folder are written once each."""
+    timed = True
+
     def __init__(self, path: str | Path, fps: float = 30.0):
         self.path = Path(path)
         ext = self.path.suffix.lower()
@@ -50,8 +70,16 @@ class VideoFileSink(FrameSink):
         except OSError as e:
             raise OutputError(f"cannot write {self.path}: {os_reason(e)}") from e
         self.tmp, self.fps, self.writer, self.frames = tmp, float(fps), None, 0
+        self.sent, self.t0 = 0, None
 
-    def send(self, frame):
+    def send(self, frame, t_ms: float | None = None):
+        repeat = 1
+        if t_ms is not None:
+            self.t0 = t_ms if self.t0 is None else self.t0
+            slot = int(round((t_ms - self.t0) * self.fps / 1000.0))    # this frame's place in the file
+            repeat = min(slot - self.frames + 1, int(self.fps * 60) + 1)     # a clock jump: a minute at most
+            if repeat < 1:
+                return            # stylized faster than the file's rate: its slot is taken
         if self.writer is None:
             h, w = frame.shape[:2]
             self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*VIDEO_OUT[self.path.suffix.lower()]),
@@ -60,16 +88,23 @@ class VideoFileSink(FrameSink):
                 raise OutputError(f"OpenCV cannot write {self.path.suffix} video here ({self.path})")
             self.size = (w, h)
         if (frame.shape[1], frame.shape[0]) != self.size:
-            frame = cv2.resize(frame, self.size)
-        self.writer.write(frame)
-        self.frames += 1
+            if not getattr(self, "_told", False):
+                log.warning("frames changed size to %dx%d: %s keeps its first size, %dx%d (letterboxed)",
+                            frame.shape[1], frame.shape[0], self.path, *self.size)
+                self._told = True
+            frame = fit_frame(frame, self.size)
+        for _ in range(repeat):
+            self.writer.write(frame)
+        self.frames += repeat
+        self.sent += 1
 
     def close(self):
         if self.writer is not None:
             self.writer.release()
             self.writer = None
             publish(self.tmp, self.path)
-            log.info("wrote %d frames to %s", self.frames, self.path)
+            log.info("wrote %d frames to %s%s", self.frames, self.path,
+                     f" ({self.sent} stylized, at the capture's pace)" if self.sent != self.frames else "")
         else:
             self.tmp.unlink(missing_ok=True)
 
@@ -178,6 +213,12 @@ class VirtualCamSink(FrameSink):
             except RuntimeError as e:
                 raise RuntimeError(f"no virtual camera device ({e}); {vcam_backend_hint()}") from e
             log.info("virtual camera: %s", self.cam.device)
+        if (frame.shape[1], frame.shape[0]) != (self.cam.width, self.cam.height):
+            if not getattr(self, "_told", False):     # the device keeps its size; a new one would fail each frame
+                log.warning("frames changed size to %dx%d: the virtual camera keeps %dx%d (letterboxed)",
+                            frame.shape[1], frame.shape[0], self.cam.width, self.cam.height)
+                self._told = True
+            frame = fit_frame(frame, (self.cam.width, self.cam.height))
         self.cam.send(frame)
         self.cam.sleep_until_next_frame()
 

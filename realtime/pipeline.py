@@ -8,6 +8,7 @@ state · s save a snapshot PNG.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .images import write_image
 from .output import OutputError, os_reason
@@ -27,10 +29,14 @@ log = logging.getLogger(__name__)
 STAGES = ("decode", "segment", "prepare", "encoder", "reconstruct", "decoder", "composite", "output")
 
 
-def draw_overlay(frame: np.ndarray, fps: float, ms: dict, style: str, mode: str, strength: float) -> np.ndarray:
+def draw_overlay(frame: np.ndarray, fps: float, ms: dict, style: str, mode: str, strength: float,
+                 effect_on: bool = True, keep_colors: bool = False) -> np.ndarray:
     out = frame.copy()
-    lines = [f"{fps:5.1f} FPS  {style}  {mode} {strength:.2f}"]
-    lines += [" ".join(f"{k[:4]} {ms[k]:.0f}" for k in STAGES[i:i + 4] if k in ms) + " ms" for i in (0, 4)]
+    state = (f"{style}  {mode} {strength:.2f}" + ("  keep colours" if keep_colors else "")) if effect_on \
+        else "effect OFF (Space)"
+    lines = [f"{fps:5.1f} FPS  {state}"]
+    groups = [" ".join(f"{k[:4]} {ms[k]:.0f}" for k in STAGES[i:i + 4] if k in ms) for i in (0, 4)]
+    lines += [g + " ms" for g in groups if g]
     for i, t in enumerate(lines):
         y = 22 + 20 * i
         cv2.putText(out, t, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
@@ -70,29 +76,54 @@ class Pipeline:
             log.info("mode: %s", nxt)
         elif key in (ord("+"), ord("=")):
             st.config = dataclasses.replace(st.config, strength=min(1.0, round(st.config.strength + 0.1, 2)))
+            log.info("strength: %.1f", st.config.strength)
         elif key in (ord("-"), ord("_")):
             st.config = dataclasses.replace(st.config, strength=max(0.0, round(st.config.strength - 0.1, 2)))
+            log.info("strength: %.1f", st.config.strength)
         elif key == ord("c"):
             st.config = dataclasses.replace(st.config, keep_colors=not st.config.keep_colors)
+            log.info("keep colours: %s", "on" if st.config.keep_colors else "off")
         elif key == ord("r"):
             st.reset()
             self.segmenter.reset()
+            log.info("temporal state reset")
         elif key == ord("s"):
-            p = write_image(self.snapshot_dir / f"stylecam_{time.strftime('%Y%m%d_%H%M%S')}.png", frame)
-            log.info("snapshot: %s", p)
+            self.snapshot(frame)
         return True
+
+    def snapshot(self, frame: np.ndarray) -> Path | None:
+        """``s``: the stylized frame (no overlay) as a PNG in the snapshot folder, named by the time to the
+        millisecond and never over an earlier one; one that cannot be written is a warning, not the end of
+        a live session."""
+        now = time.time()
+        stem = f"stylecam_{time.strftime('%Y%m%d_%H%M%S', time.localtime(now))}_{int(now * 1000) % 1000:03d}"
+        path, n = self.snapshot_dir / f"{stem}.png", 1
+        while path.exists():
+            path, n = self.snapshot_dir / f"{stem}_{n}.png", n + 1
+        try:
+            written = write_image(path, frame)
+        except OSError as e:
+            log.warning("snapshot not saved: cannot write %s: %s", path.resolve(), os_reason(e))
+            return None
+        log.info("snapshot: %s", Path(written).resolve())
+        return Path(written)
 
     def run(self) -> dict:
         recent = deque(maxlen=30)
         bar = tqdm(desc="stylizing", unit="frame", disable=not self.progress, leave=False,
                    total=self.max_frames)
         t_start = time.perf_counter()
+        interrupted = False
+        # a live source's frames carry their capture time: a video file sink writes them at that pace
+        live = bool(getattr(self.source, "is_live", False))
+        redirect = logging_redirect_tqdm() if self.progress else contextlib.nullcontext()
+        redirect.__enter__()              # log lines above the progress bar, not glued onto its line
         try:
             it = iter(self.source)
             while self.max_frames is None or self.frames < self.max_frames:
                 t0 = time.perf_counter()
                 try:
-                    frame, _ = next(it)
+                    frame, t_ms = next(it)
                 except StopIteration:
                     break
                 ms = {"decode": (time.perf_counter() - t0) * 1000}
@@ -106,7 +137,10 @@ class Pipeline:
                     ms.update(self.stylizer.times.ms)
                 t = time.perf_counter()
                 for s in self.sinks:
-                    s.send(out)
+                    if live and getattr(s, "timed", False):
+                        s.send(out, t_ms)
+                    else:
+                        s.send(out)
                 keep_going = True
                 if self.window is not None:
                     now = time.perf_counter()
@@ -114,7 +148,7 @@ class Pipeline:
                     fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 else 0.0
                     cfg = self.stylizer.config
                     self.window.send(draw_overlay(out, fps, ms, self.stylizer.bank.current.name, cfg.mode,
-                                                  cfg.strength))
+                                                  cfg.strength, not self.bypass, cfg.keep_colors))
                     if self.window.last_key not in (-1, 255):
                         keep_going = self.handle_key(self.window.last_key, out)
                 ms["output"] = (time.perf_counter() - t) * 1000
@@ -126,8 +160,10 @@ class Pipeline:
                     break
         except KeyboardInterrupt:
             log.warning("interrupted: finalising outputs")
+            interrupted = True
         finally:
             bar.close()
+            redirect.__exit__(None, None, None)
             failed = []
             for s in self.sinks + ([self.window] if self.window is not None else []):
                 try:
@@ -143,4 +179,4 @@ class Pipeline:
         wall = time.perf_counter() - t_start
         n = max(1, self.frames)
         return {"frames": self.frames, "seconds": wall, "fps": self.frames / wall if wall > 0 else 0.0,
-                "ms": {k: v / n for k, v in self.ms_sum.items()}}
+                "ms": {k: v / n for k, v in self.ms_sum.items()}, "interrupted": interrupted}

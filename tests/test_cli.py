@@ -349,6 +349,71 @@ def test_a_thin_processing_size_and_a_stretched_content_map_are_said(photo, tmp_
     assert "the map is stretched to fit" in caplog.text
 
 
+def test_a_lost_camera_fails_the_run_and_ctrl_c_before_the_first_frame_is_130(photo, tmp_path, capsys,
+                                                                              monkeypatch):
+    """A camera that goes away for good ended the run with status 0, like a normal quit: now 1 with one
+    line (the recording is still written). Ctrl-C while waiting for the first frame said "no frame could
+    be read" (status 2): now 130, as Ctrl-C while loading."""
+    from realtime import capture
+    img = cv2.imread(str(photo))
+
+    class Cap:
+        def __init__(self, frames):
+            self.left = frames
+
+        def isOpened(self):
+            return True
+
+        def read(self):
+            self.left -= 1
+            return (True, img) if self.left >= 0 else (False, None)
+
+        def get(self, prop):
+            return 0
+
+        def release(self):
+            pass
+
+    opened = []
+
+    def open_fn(index):
+        opened.append(index)
+        return Cap(3) if len(opened) == 1 else None                 # never comes back
+    monkeypatch.setattr(capture.CameraSource, "backoff_s", 0.0)
+    monkeypatch.setattr(capture, "open_source", lambda spec: capture.CameraSource(0, open_fn=open_fn))
+    out = tmp_path / "rec.avi"
+    rc = main([str(a) for a in ["--source", "0", "--style", DEMO_STYLE, "--out", out, "--no-window", "--size", "64",
+                                "-q", "--backend", "torch"]])
+    assert rc == 1 and "camera 0 lost" in capsys.readouterr().err
+    import inspect
+    tries = inspect.signature(capture.CameraSource).parameters["reconnects"].default
+    assert count_frames(out) >= 1 and len(opened) == 1 + tries          # every reconnect attempt made
+
+    class Interrupted(capture.FrameSource):
+        def __iter__(self):
+            raise KeyboardInterrupt
+            yield
+    monkeypatch.setattr(capture, "open_source", lambda spec: Interrupted())
+    assert main([str(a) for a in ["--source", "0", "--style", DEMO_STYLE, "--out", tmp_path / "r2.avi",
+                                  "--no-window", "--size", "64", "-q", "--backend", "torch"]]) == 130
+    assert not (tmp_path / "r2.avi").exists()
+
+
+def test_kill_and_hangup_stop_a_run_as_ctrl_c_does():
+    """SIGTERM/SIGHUP while frames flow lost a recording whole (its temporary file never renamed); they
+    now raise KeyboardInterrupt in the loop, which finalises the outputs; the handlers are put back after."""
+    import signal
+    from realtime.cli import stop_signals_interrupt
+    before = signal.getsignal(signal.SIGTERM)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with pytest.raises(KeyboardInterrupt):
+            with stop_signals_interrupt():
+                os.kill(os.getpid(), sig)
+                for _ in range(100):                       # the handler runs between bytecodes
+                    pass
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 def test_no_camera_suggests_a_file_or_the_demo(capsys):
     msg = run_bad(["--source", "57", "--style", DEMO_STYLE, "--no-window", "--out", "/tmp/never.mp4"], capsys)
     assert "--demo" in msg and "--source FILE" in msg

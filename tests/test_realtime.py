@@ -385,6 +385,60 @@ def test_each_hotkey_does_what_it_says(live, portrait_bgr, tmp_path):
     assert pipe.handle_key(27, f) is False
 
 
+def test_snapshots_never_overwrite_each_other_and_a_failed_one_is_a_warning(live, portrait_bgr, tmp_path, caplog):
+    """Two presses of s within a second used to give one file (named to the second); a snapshot that
+    cannot be written ended the whole live session (exit 1)."""
+    pipe, _ = live
+    f = cv2.resize(portrait_bgr, (64, 72))
+    for _ in range(3):
+        assert pipe.handle_key(ord("s"), f)
+    assert len(list(tmp_path.glob("stylecam_*.png"))) == 3
+    pipe.snapshot_dir = tmp_path / "a_file.txt"
+    pipe.snapshot_dir.write_text("x")                     # a file where the folder should be
+    with caplog.at_level("WARNING"):
+        assert pipe.handle_key(ord("s"), f) is True        # the session goes on
+    assert "snapshot not saved" in caplog.text
+
+
+def test_live_recording_plays_at_the_capture_pace_and_keeps_its_aspect(live, portrait_bgr, tmp_path, caplog):
+    """A camera's frames stylized at 2 a second were written one each into a 30 fps file, which then
+    played 15x too fast; each is now written until the next one's capture time, so the file lasts as
+    long as the capture. Frames of a new size (a camera reconnecting at another resolution) are
+    letterboxed into the file's first size, said once, instead of squashed."""
+    pipe, _ = live
+    f = cv2.resize(portrait_bgr, (64, 48))
+
+    class Camera(capture.FrameSource):
+        is_live = True
+
+        def __iter__(self):
+            for i in range(4):                             # 2 stylized frames a second, as capture times
+                yield (f if i < 3 else cv2.resize(f, (48, 64))), 1000.0 + 500.0 * i
+
+    sink = output.VideoFileSink(tmp_path / "rec.avi", fps=10.0)
+    pipe.source, pipe.sinks = Camera(), [sink]
+    with caplog.at_level("WARNING"):
+        assert pipe.run()["frames"] == 4
+    cap = cv2.VideoCapture(str(tmp_path / "rec.avi"))
+    got = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        got.append(frame)
+    assert len(got) == 16                  # slots 0..15 at 10 fps over 1.5 s: real time, not 0.4 s
+    assert got[0].shape[:2] == (48, 64) and "letterboxed" in caplog.text
+    last = got[-1].astype(int)
+    assert last[:, :8].max() < 30 and last[:, -8:].max() < 30       # black bars beside the upright frame
+    assert last[:, 24:40].mean() > 40
+    # a file's frames (no capture pace) are written once each, as before
+    sink2 = output.VideoFileSink(tmp_path / "file.avi", fps=10.0)
+    for _ in range(3):
+        sink2.send(f)
+    sink2.close()
+    assert sink2.frames == 3
+
+
 def test_space_bypass_passes_frames_through(live, portrait_bgr):
     pipe, _ = live
     frames = [cv2.resize(portrait_bgr, (64, 72))] * 2
@@ -548,7 +602,7 @@ class FakeCamera:
         if width == 13:                                   # a size "no device" accepts
             raise RuntimeError("'v4l2loopback' backend: no v4l2 loopback device found")
         self.args, self.frames, self.sleeps, self.closed = (width, height, fps, fmt), [], 0, False
-        self.device = "/dev/video9"
+        self.width, self.height, self.device = width, height, "/dev/video9"
         FakeCamera.opened.append(self)
 
     def send(self, frame):
