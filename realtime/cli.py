@@ -447,6 +447,8 @@ def stop_signals_interrupt():
     Ctrl-C does: outputs finalised (a recording used to be lost whole: its temporary file never renamed,
     its index never written)."""
     def stop(signum, frame):
+        for sig in sigs:                   # one is enough: a second (a closed terminal sends SIGHUP twice)
+            signal.signal(sig, signal.SIG_IGN)     # must not break into the outputs' finalising
         raise KeyboardInterrupt
     sigs = [sig for sig in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if sig is not None]
     if threading.current_thread() is not threading.main_thread():      # signals reach the main thread only

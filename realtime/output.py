@@ -55,10 +55,12 @@ def fit_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 class VideoFileSink(FrameSink):
     """A video file at ``fps``. Frames from a live source come with their capture time (``send(frame,
-    t_ms)``): each is written as many times as the file's frame rate has slots until the next, so a
-    recording plays at real speed however slowly it was stylized (a camera's 30 fps stamped on 2 stylized
-    frames a second played 15x too fast). Frames of a file or a folder are written once each."""
+    t_ms)``): each is held and written into every slot of the file from its own capture time until the
+    next frame's (the last one once), so a recording plays at real speed however slowly it was stylized
+    (a camera's 30 fps stamped on 2 stylized frames a second played 15x too fast). Frames of a file or a
+    folder are written once each."""
     timed = True
+    MAX_GAP_S = 60.0             # a longer pause (a stalled loop, Ctrl-Z) is shortened to this in the file
 
     def __init__(self, path: str | Path, fps: float = 30.0):
         self.path = Path(path)
@@ -70,16 +72,27 @@ class VideoFileSink(FrameSink):
         except OSError as e:
             raise OutputError(f"cannot write {self.path}: {os_reason(e)}") from e
         self.tmp, self.fps, self.writer, self.frames = tmp, float(fps), None, 0
-        self.sent, self.t0 = 0, None
+        self.sent, self.t0, self.held = 0, None, None
 
     def send(self, frame, t_ms: float | None = None):
-        repeat = 1
-        if t_ms is not None:
-            self.t0 = t_ms if self.t0 is None else self.t0
-            slot = int(round((t_ms - self.t0) * self.fps / 1000.0))    # this frame's place in the file
-            repeat = min(slot - self.frames + 1, int(self.fps * 60) + 1)     # a clock jump: a minute at most
-            if repeat < 1:
-                return            # stylized faster than the file's rate: its slot is taken
+        self.sent += 1
+        frame = self._prepare(frame)
+        if t_ms is None:
+            self._write(frame, 1)
+            return
+        if self.t0 is None:
+            self.t0 = t_ms
+        slot = int(round((t_ms - self.t0) * self.fps / 1000.0))       # this frame's first slot in the file
+        if self.held is not None:
+            gap = slot - self.frames                                   # slots the held frame fills
+            cap = int(self.MAX_GAP_S * self.fps)
+            if gap > cap:                  # the file skips the rest of the pause, and later frames follow on
+                self.t0 += (gap - cap) * 1000.0 / self.fps
+                gap = cap
+            self._write(self.held, gap)    # < 1: stylized faster than the file's rate, the held one dropped
+        self.held = frame.copy()           # the loop may hand over a buffer it reuses for the next frame
+
+    def _prepare(self, frame):
         if self.writer is None:
             h, w = frame.shape[:2]
             self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*VIDEO_OUT[self.path.suffix.lower()]),
@@ -93,12 +106,17 @@ class VideoFileSink(FrameSink):
                             frame.shape[1], frame.shape[0], self.path, *self.size)
                 self._told = True
             frame = fit_frame(frame, self.size)
-        for _ in range(repeat):
+        return frame
+
+    def _write(self, frame, times: int) -> None:
+        for _ in range(max(0, times)):
             self.writer.write(frame)
-        self.frames += repeat
-        self.sent += 1
+        self.frames += max(0, times)
 
     def close(self):
+        if self.held is not None and self.writer is not None:
+            self._write(self.held, 1)          # the last live frame: one slot
+            self.held = None
         if self.writer is not None:
             self.writer.release()
             self.writer = None
@@ -139,7 +157,10 @@ class FolderSink(FrameSink):
 
     def close(self):
         """The folder then holds this run's frames only: frames an earlier, longer run left beyond them
-        (our own frame_NNNNNN names, nothing else) are removed, so that the folder is not a mix of two runs."""
+        (our own frame_NNNNNN names, nothing else) are removed, so that the folder is not a mix of two runs.
+        A run that wrote no frame (stopped before its first) leaves the folder as it was."""
+        if self.n == 0:
+            return
         stale = [f for f in self.path.glob(f"frame_*{self.ext}") if is_frame_name(f.name, self.ext)
                  and int(f.stem[6:]) >= self.n]
         for f in stale:

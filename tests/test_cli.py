@@ -412,6 +412,17 @@ def test_kill_and_hangup_stop_a_run_as_ctrl_c_does():
                 for _ in range(100):                       # the handler runs between bytecodes
                     pass
     assert signal.getsignal(signal.SIGTERM) == before
+    # the second of two (a closing terminal sends SIGHUP twice) does not break into the finalising
+    with stop_signals_interrupt():
+        try:
+            os.kill(os.getpid(), signal.SIGHUP)
+            for _ in range(100):
+                pass
+        except KeyboardInterrupt:
+            os.kill(os.getpid(), signal.SIGHUP)             # ignored: no second KeyboardInterrupt
+            for _ in range(100):
+                pass
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 def test_no_camera_suggests_a_file_or_the_demo(capsys):

@@ -51,6 +51,9 @@ def test_folder_output_holds_this_runs_frames_only(tmp_path):
     assert sorted(f.name for f in folder.iterdir()) == ["frame_000000.png", "frame_1.png", "notes.png"]
     assert (folder / "frame_000000.png").read_bytes() != b"old"
     assert output.is_frame_name("frame_000012.jpg") and not output.is_frame_name("frame_12.png")
+    # a run stopped before its first frame leaves an earlier run's frames alone
+    output.FolderSink(folder).close()
+    assert (folder / "frame_000000.png").exists()
 
 
 def test_camera_open_keeps_opencvs_own_warnings_off_the_console():
@@ -406,31 +409,44 @@ def test_live_recording_plays_at_the_capture_pace_and_keeps_its_aspect(live, por
     long as the capture. Frames of a new size (a camera reconnecting at another resolution) are
     letterboxed into the file's first size, said once, instead of squashed."""
     pipe, _ = live
-    f = cv2.resize(portrait_bgr, (64, 48))
+    pipe.bypass = True                                     # the frames as sent: each one recognisable
+    levels = [40, 90, 140, 200]
+    frames = [np.full((48, 64, 3), v, np.uint8) for v in levels[:3]] + [np.full((64, 48, 3), levels[3], np.uint8)]
 
     class Camera(capture.FrameSource):
         is_live = True
 
         def __iter__(self):
-            for i in range(4):                             # 2 stylized frames a second, as capture times
-                yield (f if i < 3 else cv2.resize(f, (48, 64))), 1000.0 + 500.0 * i
+            for i, f in enumerate(frames):                 # 2 stylized frames a second, as capture times
+                yield f, 1000.0 + 500.0 * i
+
+    def read_back(path):
+        cap, got = cv2.VideoCapture(str(path)), []
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                return got
+            got.append(frame)
 
     sink = output.VideoFileSink(tmp_path / "rec.avi", fps=10.0)
     pipe.source, pipe.sinks = Camera(), [sink]
     with caplog.at_level("WARNING"):
         assert pipe.run()["frames"] == 4
-    cap = cv2.VideoCapture(str(tmp_path / "rec.avi"))
-    got = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        got.append(frame)
+    got = read_back(tmp_path / "rec.avi")
     assert len(got) == 16                  # slots 0..15 at 10 fps over 1.5 s: real time, not 0.4 s
+    # each frame from its own capture time until the next one's: slots 0-4, 5-9, 10-14, then the last once
+    centre = [int(g[20:28, 28:36].mean()) for g in got]
+    assert [min(levels, key=lambda v: abs(v - c)) for c in centre] == [40] * 5 + [90] * 5 + [140] * 5 + [200]
     assert got[0].shape[:2] == (48, 64) and "letterboxed" in caplog.text
     last = got[-1].astype(int)
     assert last[:, :8].max() < 30 and last[:, -8:].max() < 30       # black bars beside the upright frame
-    assert last[:, 24:40].mean() > 40
+    # a pause longer than MAX_GAP_S is shortened to it, and the frames after it follow on
+    sink = output.VideoFileSink(tmp_path / "pause.avi", fps=10.0)
+    sink.MAX_GAP_S = 0.3
+    for f, t in zip(frames[:3], (0.0, 5000.0, 5100.0)):
+        sink.send(f, t)
+    sink.close()
+    assert sink.frames == 3 + 1 + 1
     # a file's frames (no capture pace) are written once each, as before
     sink2 = output.VideoFileSink(tmp_path / "file.avi", fps=10.0)
     for _ in range(3):

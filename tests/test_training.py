@@ -422,7 +422,7 @@ def test_pack_data_resizes_skips_unreadable_and_trains(tiny_data, tmp_path):
     photos = sorted((out / "photos").iterdir())
     assert len(photos) == 5 and len(list((out / "paintings").iterdir())) == 3     # broken.jpg skipped
     assert all(min(cv2.imread(str(p)).shape[:2]) == 40 for p in photos)
-    assert not (tmp_path / "packed.tmp").exists()
+    assert not list(tmp_path.glob(".packed.*")) and (out / "pack.json").is_file()
     # --no-upscale: the 64 x 72 photos stay as they are under --side 100, larger ones are reduced
     assert pack_data.main(["--photos", str(ph), "--paintings", str(pa), "--out", str(tmp_path / "own"),
                            "--side", "100", "--no-upscale"]) == 0
@@ -439,7 +439,15 @@ def test_pack_data_resizes_skips_unreadable_and_trains(tiny_data, tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
     assert pack_data.main(["--photos", str(ph), "--paintings", str(tmp_path / "none"), "--out",
                            str(tmp_path / "half")]) == 2
-    assert not list(tmp_path.glob("half*"))
+    assert not list(tmp_path.glob("*half*"))
+    # a folder laid out as a training set (photos/, paintings/) but not a pack is not replaced, nor one
+    # holding the images being packed
+    orig = tmp_path / "orig"
+    (orig / "photos").mkdir(parents=True)
+    (orig / "paintings").mkdir()
+    assert pack_data.main(["--photos", str(ph), "--paintings", str(pa), "--out", str(orig)]) == 2
+    assert pack_data.main(["--photos", str(ph), "--paintings", str(pa), "--out", str(ph.parent)]) == 2
+    assert (orig / "photos").is_dir() and ph.is_dir()
     # an earlier pack is replaced
     assert pack_data.main(["--photos", str(ph), "--paintings", str(pa), "--out", str(out), "--side", "36"]) == 0
     assert all(min(cv2.imread(str(p)).shape[:2]) == 36 for p in (out / "photos").iterdir())
@@ -551,6 +559,13 @@ def test_cli_resume_continues_the_runs_recipe_and_refuses_what_it_cannot_continu
         assert T.main(["--resume", "--run-dir", str(run), "--iterations", "5", "--threads", "1"]) == 0
     assert torch.load(run / "checkpoint.pt", weights_only=False)["iteration"] == 5
     assert "--crop 32" in caplog.text and "--batch 2" in caplog.text
+    # a checkpoint from before --ema existed ran without it: resumed so; --cache-crops is this machine's choice
+    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    ck["config"].pop("ema")
+    ck["config"]["cache_crops"] = 4000
+    torch.save(ck, run / "checkpoint.pt")
+    cfg = T.parse_args(["--resume", "--run-dir", str(run), "--iterations", "9"])[0]
+    assert cfg.ema == 0.0 and cfg.cache_crops == 0
     with pytest.raises(SystemExit):
         T.main(["--resume", "--run-dir", str(tmp_path / "typo")])
     assert "no checkpoint at" in capsys.readouterr().err

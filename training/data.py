@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from realtime.images import to_bgr_uint8
+from realtime.images import read_image
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,13 @@ def iter_folder(folder: str | Path, short_side: int, exclude: set[str] = frozens
     for p in tqdm(list_images(folder), desc=desc, unit="img", leave=False):
         if p.name in exclude:
             continue
-        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-        if img is None or img.size == 0:
+        try:
+            img = read_image(p)           # as the product reads it: EXIF orientation applied, alpha flattened
+        except (ValueError, OSError):
             log.warning("skipping unreadable image %s", p)
             if counter is not None:
                 counter["bad"] = counter.get("bad", 0) + 1
             continue
-        img = to_bgr_uint8(img)
         h, w = img.shape[:2]
         s = short_side / min(h, w)
         if s > 1 and not upscale:

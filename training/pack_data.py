@@ -19,9 +19,11 @@ paths use.  Copy it over ``weights/vgg16_hed_bsds500.pt`` (and its sidecar) on t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -34,19 +36,23 @@ from training.data import DEFAULT_DATA, holdout_names, iter_folder
 # training photos about 3 dB closer to the originals than JPEG in the same bytes (session 21, 150 photos:
 # JPEG q60 33.3 dB at 12.3 KiB an image, WebP q60 34.1 dB at 9.7 KiB, WebP q80 36.7 dB at 14.1 KiB)
 FORMATS = {"jpg": (".jpg", cv2.IMWRITE_JPEG_QUALITY), "webp": (".webp", cv2.IMWRITE_WEBP_QUALITY)}
-# what a pack holds: an existing --out holding anything else is not replaced (it is someone's folder)
-PACK_ENTRIES = {"photos", "paintings", "holdout", "encoder.pt", "encoder.pt.sha256"}
+# every pack says it is one: only a folder holding this file is replaced by a new pack (a folder of
+# photos/ and paintings/ that is not one -- the originals -- looks the same otherwise)
+MARKER = "pack.json"
 
 
-def check_out(out: Path) -> None:
-    """ValueError unless ``out`` is free to be (re)written: absent, an empty folder, or an earlier pack."""
+def check_out(out: Path, photos, paintings) -> None:
+    """ValueError unless ``out`` is free to be (re)written: absent, an empty folder, or an earlier pack
+    (its MARKER); and never a folder that holds, or is, the images being packed."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file: give a folder name")
-    if out.is_dir():
-        foreign = sorted(e.name for e in out.iterdir() if e.name not in PACK_ENTRIES)
-        if foreign:
-            raise ValueError(f"--out {out} holds other files ({', '.join(foreign[:3])}"
-                             f"{', ...' if len(foreign) > 3 else ''}): give a new or empty folder, or an earlier pack")
+    for src in (photos, paintings):
+        s, o = Path(src).resolve(), out.resolve()
+        if s == o or o in s.parents:
+            raise ValueError(f"--out {out} holds the images being packed ({src}): give another folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise ValueError(f"--out {out} is not empty and not an earlier pack (no {MARKER}): give a new or "
+                         "empty folder")
 
 
 def pack(photos: str, paintings: str, out: Path, side: int = 256, quality: int = 90,
@@ -58,9 +64,9 @@ def pack(photos: str, paintings: str, out: Path, side: int = 256, quality: int =
     if not ok or cv2.imdecode(buf, cv2.IMREAD_COLOR) is None:
         raise ValueError(f"this OpenCV cannot encode and decode {fmt}")
     out = Path(out)
-    check_out(out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    check_out(out, photos, paintings)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))   # never a user's folder
     try:
         return _pack_into(tmp, photos, paintings, out, side, quality, limit_mib, with_encoder, upscale, suffix, flag)
     except BaseException:                 # an error or Ctrl-C: nothing half-written is left behind
@@ -99,12 +105,15 @@ def _pack_into(tmp: Path, photos, paintings, out: Path, side, quality, limit_mib
     size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()) / 2 ** 20
     if size > limit_mib:
         raise ValueError(f"packed set is {size:.1f} MiB, over --limit-mib {limit_mib} (lower --side or --quality)")
-    old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
+    (tmp / MARKER).write_text(json.dumps({"side": side, "quality": quality, "format": suffix[1:],
+                                          "upscale": upscale, **counts}, indent=2))
+    old = None
     if out.exists():                       # an earlier pack (check_out): kept until the new one is in place
-        os.replace(out, old)
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
+        os.replace(out, old / out.name)
     os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return {"mib": size, **counts}
 
 
@@ -116,7 +125,8 @@ def main(argv=None) -> int:
     p.add_argument("--paintings", default=str(DEFAULT_DATA / "paintings"),
                    help="folder of paintings (default: ../shared/data/train/paintings beside the project)")
     p.add_argument("--out", required=True, type=Path,
-                   help="the pack's folder: new, empty, or an earlier pack (replaced once the new one is complete)")
+                   help="the pack's folder: new, empty, or an earlier pack (its pack.json; replaced once the new "
+                        "one is complete)")
     p.add_argument("--side", type=int, default=256, help="shorter side in pixels, at least 16 (default 256)")
     p.add_argument("--quality", type=int, default=90, help="JPEG or WebP quality, 1-100 (default 90)")
     p.add_argument("--format", default="jpg", choices=sorted(FORMATS),

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from engines.decoder import Decoder, save_decoder, shipped_decoder_files
 from engines.weights import build_encoder, atomic_torch_save, load_encoder_weights
+from realtime.images import read_image
 from training.data import DEFAULT_DATA, CropSampler, folder_digest, holdout_names, list_images, load_folder
 from training.mixing import MIX_MODES, mix_batch, mix_features  # noqa: F401 -- mix_features: the reference
 
@@ -441,7 +442,7 @@ class FeatureCache:
                "load_side": cfg.load_side, "scale": [cfg.scale_min, cfg.scale_max], "encoder_id": encoder_id,
                "photos": len(photos), "paintings": len(paintings),
                "photos_digest": folder_digest(cfg.photos), "paintings_digest": folder_digest(cfg.paintings),
-               **({"smooth": cfg.smooth} if cfg.smooth else {})}  # (absent when off: older caches stay valid)
+               **({"smooth": cfg.smooth} if cfg.smooth else {})}  # (absent when off)
         stem = run / f"feature_cache_{cfg.layer}_{cfg.cache_crops}"
         meta_p, img_p, feat_p = stem.with_suffix(".json"), stem.with_suffix(".img.npy"), stem.with_suffix(".feat.npy")
         if meta_p.exists() and img_p.exists() and feat_p.exists():
@@ -610,8 +611,13 @@ def holdout_images(cfg: TrainConfig) -> list[np.ndarray]:
             files = list_images(hdir)
         except (FileNotFoundError, ValueError) as e:
             raise ValueError(f"--holdout-dir: {e}") from None
-    imgs = [cv2.imread(str(f)) for f in files[:8]]
-    return [img for img in imgs if img is not None]
+    imgs = []
+    for f in files[:8]:
+        try:
+            imgs.append(read_image(f))        # as training reads its photos (EXIF orientation applied)
+        except (ValueError, OSError):
+            log.warning("skipping unreadable held-out image %s", f)
+    return imgs
 
 
 def shrink_for_eval(img: np.ndarray) -> np.ndarray:
@@ -870,9 +876,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 # the shipped decoders' shape beyond width 0.5 (extra convolutions, their dilations): a fresh run's default
 SHIPPED_SHAPE = {"relu3_1": (4, "1,1,4,4"), "relu4_1": (0, "")}
 # how to run, not what to train: --resume takes these from the command line only, the rest from the checkpoint
+# (cache_crops too: a machine's choice of disk for speed -- a relu4_1 cache of 4,000 crops is ~4 GB)
 RUN_OPTIONS = {"layer", "out", "run_dir", "holdout_dir", "stop_after", "max_minutes", "threads", "device",
                "checkpoint_minutes", "grid_every", "eval_every", "warmup", "amp", "channels_last",
-               "cudnn_benchmark", "wct_on_cpu", "prefetch", "profile"}
+               "cudnn_benchmark", "wct_on_cpu", "prefetch", "profile", "cache_crops"}
+# recipe options whose default is not "off" but which a checkpoint from before they existed ran without
+OFF_WHEN_ABSENT = {"ema": 0.0}
 
 EPILOG = """\
 examples:
@@ -884,7 +893,7 @@ examples:
     stylecam --decoder runs/decoder_relu3_1/decoder_relu3_1.pt ...
 
 The default schedule (20,000 iterations of batch 4 at 128 px) takes many hours on a CPU (seconds an
-iteration on 2 cores; benchmarks/train_speed.py measures yours): stop with --max-minutes or Ctrl-C (both
+iteration on 2 cores): stop with --max-minutes or Ctrl-C (both
 save a checkpoint) and --resume later. A GPU (--device cuda) is tens of times faster. Checkpoints, the
 log and sample grids go to --run-dir; the decoder is written at every checkpoint. weights/README.md has
 the recipes of the shipped decoders."""
@@ -1058,11 +1067,15 @@ def inherit_recipe(p: argparse.ArgumentParser, a: argparse.Namespace, argv) -> N
     given = explicit_options(p, argv)
     fields = set(TrainConfig.__dataclass_fields__) - RUN_OPTIONS
     inherited = {}
-    for k, v in ck["config"].items():
-        if k in fields and k not in given and v is not None:
-            if getattr(a, k) != v and not (k == "extra_convs" and a.extra_convs is None and v == 0):
-                inherited[k] = v
-            setattr(a, k, v)
+    for k in sorted(fields - given):
+        v = ck["config"].get(k)
+        if v is None:                                # absent from an older checkpoint
+            if k not in OFF_WHEN_ABSENT:
+                continue                             # today's default: what it ran with
+            v = OFF_WHEN_ABSENT[k]
+        if getattr(a, k) != v and not (k == "extra_convs" and a.extra_convs is None and v == 0):
+            inherited[k] = v
+        setattr(a, k, v)
     if a.extra_convs is None:                        # a checkpoint from before extra convolutions existed
         a.extra_convs = 0
     if ck["iteration"] >= a.iterations:
