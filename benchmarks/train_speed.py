@@ -110,6 +110,10 @@ def main(argv=None) -> int:
                         "not --min-gain times as fast as the first (benchmarks/gpu_session.sh's TRAIN_FLAGS=auto)")
     p.add_argument("--min-gain", type=float, default=1.1, help="see --flags-out (default: %(default)s)")
     a = p.parse_args(argv)
+    if a.device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            p.error(f"--device {a.device}: no CUDA GPU is visible here")
     if a.from_ckpt and not Path(a.from_ckpt).is_file():
         p.error(f"--from {a.from_ckpt}: no such checkpoint")
     gpu = a.recipe == "gpu"

@@ -61,11 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--style-regions", action="append", default=[], metavar="LABELS.png",
       help="label map for the matching --style (colours: background black, person red (255,0,0), "
            "face green (0,255,0)); overrides MediaPipe on the painting")
-    a("--content-regions", default=None, metavar="LABELS.png", help="label map for the content (still images)")
+    a("--content-regions", default=None, metavar="LABELS.png",
+      help="label map for the content, instead of MediaPipe: for a still image (on a video it is one fixed map "
+           "for every frame, with a warning; a map of another shape is stretched, with a warning)")
     a("--out", default=None, metavar="PATH",
       help=".mp4/.avi video, .png/.jpg image, or a folder for image sequences; written under a temporary name "
            "and renamed when complete (default: a still image goes to stylecam_out.png, --demo to demo_out.mp4)")
-    a("--vcam", action="store_true", help="send frames to a virtual camera (pip install 'stylecam[vcam]')")
+    a("--vcam", action="store_true",
+      help="send frames to a virtual camera (needs pyvirtualcam: pip install -e '.[vcam]' in the project)")
     a("--no-window", action="store_true", help="do not open a preview window")
     a("--device", choices=["auto", "cpu", "cuda"], default=None, help="default: auto (CUDA when available)")
     a("--backend", choices=["auto", "torch", "onnx", "tensorrt"], default=None,
@@ -106,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
       help="gatys: L-BFGS iterations (default 500, as in the paper); gram mode: descent steps per frame "
            "(default 10 for video, warm-started from the previous frame; 30 for still images); linear mode: "
            "run the paper's "
-           "iteration N times instead of its exact closed form")
+           "iteration N times instead of its exact closed form (it converges for --strength below 0.5)")
     a("--config", default=None, metavar="FILE.toml", help="defaults for any of these options, by option name")
     a("--demo", action="store_true",
       help="run on the bundled clip and style (no camera needed); writes demo_out.mp4 unless --out or --vcam")
@@ -277,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
     from .images import fit_size, parse_size, read_image, write_image, bgr_to_tensor, tensor_to_bgr
     from .output import VirtualCamSink, WindowSink, check_writable, output_kind, sink_for_path
     from .pipeline import Pipeline
+    from .reconstruct import LINEAR_ITERATION_MAX_STRENGTH
     from .segment import make_segmenter
     from .style import StyleBank
     from .stylizer import Stylizer, StylizerConfig
@@ -307,6 +311,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--max-frames must be at least 1")
     if args.iterations is not None and args.iterations < 0:
         raise UsageError("--iterations must be >= 0")
+    if (args.mode == "linear" and args.method != "gatys" and args.iterations
+            and not args.strength < LINEAR_ITERATION_MAX_STRENGTH):
+        raise UsageError(f"--mode linear --iterations N runs the paper's iteration, which converges only for "
+                         f"--strength below {LINEAR_ITERATION_MAX_STRENGTH} (beta = s/(1-s) < 1); give one, or drop "
+                         f"--iterations for the exact closed form, its limit, at any strength")
     if args.iterations is not None and args.method != "gatys" and args.mode not in ("linear", "gram"):
         log.warning("--iterations applies to --method gatys and to the linear and gram modes; %s ignores it",
                     args.mode)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -222,7 +223,8 @@ class VirtualCamSink(FrameSink):
         try:
             import pyvirtualcam  # noqa: F401
         except ImportError as e:
-            raise RuntimeError("--vcam needs pyvirtualcam: pip install 'stylecam[vcam]'") from e
+            raise RuntimeError("--vcam needs pyvirtualcam: pip install -e '.[vcam]' in the project "
+                               "(pip install 'stylecam[vcam]' where stylecam is installed as a package)") from e
         self.fps, self.cam = fps, None
 
     def send(self, frame):
@@ -292,6 +294,12 @@ def check_writable(path: str | Path, kind: str, inputs: tuple = ()) -> None:
         raise ValueError(f"cannot write {path}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write {path}: no permission to create files in {probe}")
+    try:          # what access() cannot tell: a read-only mount, /sys or /proc (root passes access() there)
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".stylecam-probe-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise ValueError(f"cannot write {path}: cannot create files in {probe} ({os_reason(e)})") from None
 
 
 def sink_for_path(path: str | Path, fps: float, many_frames: bool) -> FrameSink:

@@ -220,6 +220,10 @@ def linear_exact(fc: torch.Tensor, wc: torch.Tensor, mu_c: torch.Tensor, mu_s: t
     return fc + shift
 
 
+# the paper's iteration F_o <- F_c - beta (mu_o - mu_s) converges only for beta < 1, i.e. strength below this
+LINEAR_ITERATION_MAX_STRENGTH = 0.5
+
+
 def linear_beta(alpha: float) -> float:
     """beta of the iteration F_o <- F_c - beta (mu_o - mu_s) whose fixed point has strength alpha."""
     if not 0 <= alpha < 1:

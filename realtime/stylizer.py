@@ -19,7 +19,7 @@ from engines.memory import check_processing_size
 
 from .deflicker import Deflicker, TorchDeflicker
 from .images import bgr_to_tensor, fit_size, keep_colors, tensor_to_bgr
-from .reconstruct import MODES, ReconState, reconstruct
+from .reconstruct import LINEAR_ITERATION_MAX_STRENGTH, MODES, ReconState, reconstruct
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class Stylizer:
         self.state = ReconState(momentum=config.momentum)
         self._last_small: np.ndarray | None = None
         self._checked_size: tuple[int, int] | None = None
+        self._told_linear = False
         self.times = StageTimes()
         self._style_index = None
         self._deflicker: Deflicker | TorchDeflicker | None = None
@@ -149,8 +150,17 @@ class Stylizer:
         # (wct) pushes some below zero.  Decoded as they are, they made flat grey patches (README
         # grid, linear mode, on hair); clamped, the patches are gone and adain barely changes.  On a
         # GPU the fused op clamps in its second pass, saving a pass over the features.
+        iterations = cfg.iterations
+        if cfg.mode == "linear" and iterations and not cfg.strength < LINEAR_ITERATION_MAX_STRENGTH:
+            # the paper's iteration diverges from strength 0.5 on (a live + or m got here): the exact form,
+            # its limit, instead of a frame of NaN or an error that ends the stream
+            if not self._told_linear:
+                log.warning("strength %.2f: the paper's linear iteration diverges from %.1f on; the exact "
+                            "closed form is used there", cfg.strength, LINEAR_ITERATION_MAX_STRENGTH)
+                self._told_linear = True
+            iterations = None
         out = reconstruct(feat, wc, self.bank.current.stats, cfg.mode, cfg.strength,
-                          iterations=cfg.iterations, state=self.state, floor=0.0)
+                          iterations=iterations, state=self.state, floor=0.0)
         t = self.times.add("reconstruct", t)
         y = self.decoder(out)[..., :ph, :pw]   # ceil-mode pooling: odd sizes come back slightly larger
         t = self.times.add("decoder", t)

@@ -261,6 +261,18 @@ def test_bad_out_fails_before_any_network_loads(photo, tmp_path, capsys, monkeyp
         assert f"no permission to create files in {ro}" in run_bad(
             ["--source", photo, "--style", DEMO_STYLE, "--out", out], capsys)
     assert not list(ro.iterdir())
+    # what access() cannot tell (root on /sys, a read-only mount): a file is actually tried
+    import realtime.output as O
+
+    def read_only(*a, **k):
+        raise OSError(30, "Read-only file system")
+    with monkeypatch.context() as m:
+        m.setattr(O.tempfile, "mkstemp", read_only)
+        assert "Read-only file system" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--out",
+                                                   tmp_path / "ro2.png"], capsys)
+    assert "converges only for --strength below 0.5" in run_bad(
+        ["--source", photo, "--style", DEMO_STYLE, "--mode", "linear", "--iterations", "500", "--out",
+         tmp_path / "lin.png"], capsys)
     # the paintings and label maps are read before the networks too (a GPU's first run builds engines first)
     (tmp_path / "text.png").write_text("not an image")
     cv2.imwrite(str(tmp_path / "tiny.png"), np.zeros((8, 8, 3), np.uint8))

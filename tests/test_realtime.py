@@ -290,6 +290,26 @@ def stylizer_parts(hed_weights):
     return enc, dec, bank
 
 
+def test_linear_iteration_beyond_its_convergence_uses_the_exact_form(stylizer_parts, portrait_bgr, caplog):
+    """The paper's linear iteration converges only below strength 0.5; a live + (or m into linear mode) used
+    to reach 1.0, where it raised and ended the stream (and diverged to NaN between 0.5 and 1). There the
+    stylizer uses the exact closed form, its limit, and says so once."""
+    from realtime.stylizer import Stylizer, StylizerConfig
+    enc, dec, bank = stylizer_parts
+    bank.select(0)
+    f = cv2.resize(portrait_bgr, (64, 72))
+    for strength in (0.8, 1.0):
+        it = Stylizer(StylizerConfig(mode="linear", strength=strength, iterations=500, size=(64, 0)), enc, dec, bank)
+        exact = Stylizer(StylizerConfig(mode="linear", strength=strength, size=(64, 0)), enc, dec, bank)
+        with caplog.at_level("WARNING"):
+            a = it.stylize(f, None)
+        assert np.array_equal(a, exact.stylize(f, None))
+    assert "diverges" in caplog.text
+    low = Stylizer(StylizerConfig(mode="linear", strength=0.3, iterations=500, size=(64, 0)), enc, dec, bank)
+    exact = Stylizer(StylizerConfig(mode="linear", strength=0.3, size=(64, 0)), enc, dec, bank)
+    assert np.abs(low.stylize(f, None).astype(int) - exact.stylize(f, None).astype(int)).max() <= 2   # converged
+
+
 def test_stylizer_scene_cut_and_style_switch_reset_the_state(stylizer_parts, portrait_bgr):
     from realtime.stylizer import Stylizer, StylizerConfig
     enc, dec, bank = stylizer_parts

@@ -542,7 +542,7 @@ def test_cli_resume_continues_the_runs_recipe_and_refuses_what_it_cannot_continu
     an unreadable one or a finished schedule are one-line errors; a fresh run never starts over a run."""
     ph, pa = tiny_data
     run = tmp_path / "run"
-    assert T.main(_cli(ph, pa, run, "--iterations", 3, "--lr", "3e-4")) == 0
+    assert T.main(_cli(ph, pa, run, "--iterations", 3, "--lr", "3e-4", "--holdout-dir", ph)) == 0
     # a fresh start in the same folder would replace its checkpoint: refused
     assert T.main(_cli(ph, pa, run, "--iterations", 3)) == 2
     assert "holds a run already" in capsys.readouterr().err
@@ -554,6 +554,7 @@ def test_cli_resume_continues_the_runs_recipe_and_refuses_what_it_cannot_continu
     # only the schedule's length given: crop, batch, width, rate... come from the checkpoint
     cfg, resume = T.parse_args(["--resume", "--run-dir", str(run), "--iterations", "5"])
     assert resume and (cfg.crop, cfg.batch, cfg.width, cfg.lr, cfg.extra_convs, cfg.iterations) == (32, 2, 0.25, 3e-4, 0, 5)
+    assert cfg.holdout_dir == str(ph)                # the run's data, held-out folder included
     assert T.parse_args(["--resume", "--run-dir", str(run), "--iterations", "5", "--lr", "1e-4"])[0].lr == 1e-4
     with caplog.at_level("INFO", logger="training"):
         assert T.main(["--resume", "--run-dir", str(run), "--iterations", "5", "--threads", "1"]) == 0

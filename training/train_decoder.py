@@ -877,7 +877,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 SHIPPED_SHAPE = {"relu3_1": (4, "1,1,4,4"), "relu4_1": (0, "")}
 # how to run, not what to train: --resume takes these from the command line only, the rest from the checkpoint
 # (cache_crops too: a machine's choice of disk for speed -- a relu4_1 cache of 4,000 crops is ~4 GB)
-RUN_OPTIONS = {"layer", "out", "run_dir", "holdout_dir", "stop_after", "max_minutes", "threads", "device",
+RUN_OPTIONS = {"layer", "out", "run_dir", "stop_after", "max_minutes", "threads", "device",
                "checkpoint_minutes", "grid_every", "eval_every", "warmup", "amp", "channels_last",
                "cudnn_benchmark", "wct_on_cpu", "prefetch", "profile", "cache_crops"}
 # recipe options whose default is not "off" but which a checkpoint from before they existed ran without
@@ -916,8 +916,9 @@ def parse_args(argv=None) -> tuple[TrainConfig, bool]:
     p.add_argument("--run-dir", default="", metavar="RUN", help="checkpoints, logs, sample grids (default: runs/decoder_LAYER)")
     p.add_argument("--holdout-dir", default="", metavar="DIR",
                    help="held-out portraits whose PSNR is reported during training: the project's "
-                        "(training/holdout.txt's names, kept out of training) where found, else the first 8 "
-                        "images of this folder (default: the photos folder)")
+                        "(training/holdout.txt's names, kept out of training) where found in this folder, else "
+                        "its first 8 images (default: the project's held-out portraits in the photos folder; "
+                        "none there, nothing is measured)")
     p.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--encoder-weights", default=None, metavar="FILE", help="torchvision VGG16/19 file instead of HED's VGG16")
     p.add_argument("--resume", action="store_true",

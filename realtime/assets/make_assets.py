@@ -1,6 +1,6 @@
 """Make the bundled demo clip and demo style from a public-domain photo that ships with matplotlib.
 
-    python realtime/assets/make_assets.py
+    python realtime/assets/make_assets.py [--out-dir DIR]     (default: this folder, replacing the bundled ones)
 
 * ``demo_clip.mp4``: Grace Hopper's official portrait (US Navy, public domain;
   matplotlib's sample data) filmed by a virtual camera that pans, zooms and
@@ -86,13 +86,22 @@ def make_style(img: np.ndarray, seed: int = 7) -> np.ndarray:
     return np.clip(canvas.astype(np.float32) + grain + weave, 0, 255).astype(np.uint8)
 
 
-def main():
+def main(argv=None) -> int:
+    import argparse
+    p = argparse.ArgumentParser(prog="python realtime/assets/make_assets.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out-dir", default=str(HERE), metavar="DIR",
+                   help="where to write demo_clip.mp4, demo_clip_motion.json and demo_style.jpg (default: "
+                        "this folder, replacing the bundled assets)")
+    out = Path(p.parse_args(argv).out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     img = source_photo()
-    motion = make_clip(img, HERE / "demo_clip.mp4")
-    (HERE / "demo_clip_motion.json").write_text(json.dumps({"frames": len(motion), "affine_2x3": motion}))
-    cv2.imwrite(str(HERE / "demo_style.jpg"), make_style(img), [cv2.IMWRITE_JPEG_QUALITY, 92])
-    print("wrote", HERE / "demo_clip.mp4", HERE / "demo_style.jpg")
+    motion = make_clip(img, out / "demo_clip.mp4")
+    (out / "demo_clip_motion.json").write_text(json.dumps({"frames": len(motion), "affine_2x3": motion}))
+    cv2.imwrite(str(out / "demo_style.jpg"), make_style(img), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    print("wrote", out / "demo_clip.mp4", out / "demo_style.jpg")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
