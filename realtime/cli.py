@@ -59,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--style", action="append", default=[], metavar="PAINTING",
       help="style painting; repeat for several styles, switched live with n/p")
     a("--style-regions", action="append", default=[], metavar="LABELS.png",
-      help="label map for the matching --style (colours: background black, person red (255,0,0), "
-           "face green (0,255,0)); overrides MediaPipe on the painting")
+      help="label map for the matching --style, by position (colours: background black, person red "
+           "(255,0,0), face green (0,255,0)); overrides MediaPipe on that painting; `auto` keeps MediaPipe "
+           "for it (a map for the second painting only: --style-regions auto --style-regions MAP)")
     a("--content-regions", default=None, metavar="LABELS.png",
       help="label map for the content, instead of MediaPipe: for a still image (on a video it is one fixed map "
            "for every frame, with a warning; a map of another shape is stretched, with a warning)")
@@ -238,6 +239,16 @@ def make_engines(args, enc, dec, dec_path, ew, device):
     return load_engine(e, device), load_engine(d, device)
 
 
+# --style-regions auto: MediaPipe for that painting (label maps pair with the --style images by position,
+# so a map for the second painting alone is `--style-regions auto --style-regions b_labels.png`)
+AUTO_REGIONS = "auto"
+
+
+def style_label_map(maps: list[str], i: int) -> str | None:
+    """The label map given for the i-th --style, or None (MediaPipe) when none or ``auto`` was."""
+    return maps[i] if i < len(maps) and maps[i] != AUTO_REGIONS else None
+
+
 def check_inputs(args: argparse.Namespace, source, single: bool, size, device) -> None:
     """Before any network loads (a GPU's first run exports and builds its engines first): every painting
     readable and large enough, every label map readable and valid, a content map that fits its source, and
@@ -251,7 +262,8 @@ def check_inputs(args: argparse.Namespace, source, single: bool, size, device) -
         h, w = read_image(s).shape[:2]
         if min(h, w) < MIN_STYLE_SIDE:
             raise UsageError(f"style image {s} is {w}x{h}; it needs at least {MIN_STYLE_SIDE} pixels per side")
-    maps = [*args.style_regions, *([args.content_regions] if args.content_regions else [])]
+    maps = [*(m for m in args.style_regions if m != AUTO_REGIONS),
+            *([args.content_regions] if args.content_regions else [])]
     if maps and args.regions == "none":
         raise UsageError("a label map (--style-regions, --content-regions) needs --regions person or portrait")
     for m in maps:
@@ -370,7 +382,7 @@ def run(args: argparse.Namespace) -> int:
             seg = make_segmenter(args.regions, static=True, label_map=args.content_regions)
             cm = torch.from_numpy(seg(c_small)); seg.close()
             seg = make_segmenter(args.regions, static=True,
-                                 label_map=args.style_regions[0] if args.style_regions else None)
+                                 label_map=style_label_map(args.style_regions, 0))
             sm = torch.from_numpy(seg(style_img)); seg.close()
         out = gatys(enc, bgr_to_tensor(c_small, device), bgr_to_tensor(style_img, device),
                     cm, sm, iterations=500 if args.iterations is None else args.iterations,
@@ -396,7 +408,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("on the CPU, --int8 runs about twice as fast for a little quality (README: INT8 on the CPU)")
     bank = StyleBank(enc, args.regions, device=device)
     for i, s in enumerate(args.style):
-        bank.add(s, args.style_regions[i] if i < len(args.style_regions) else None)
+        bank.add(s, style_label_map(args.style_regions, i))
     # 0.5 on every device since session 8: on the H100 the device deflicker (flow on a worker thread)
     # cost 1.5 ms a 720p FP16 frame (10.9 ms against 9.4, benchmarks/fps.py --deflicker 0.5), where
     # with the flow in line it had cost 8.6 ms (session 7), which had kept it off on CUDA

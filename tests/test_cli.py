@@ -219,6 +219,11 @@ def test_bad_input_gives_one_line_and_status_2(photo, tmp_path, capsys):
     cv2.imwrite(str(bad_map), np.full((50, 50, 3), (200, 40, 240), np.uint8))
     assert "label colours" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--style-regions", bad_map,
                                        "--out", tmp_path / "x.png"], capsys)
+    # label maps pair with the paintings by position: `auto` leaves the first to MediaPipe, so the bad map
+    # given second is the second painting's, and refused as such
+    assert "label colours" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--style", DEMO_STYLE,
+                                       "--style-regions", "auto", "--style-regions", bad_map,
+                                       "--out", tmp_path / "x.png"], capsys)
     if not torch.cuda.is_available():
         assert "CUDA" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--device", "cuda"], capsys)
         assert "fp16" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--fp16"], capsys).lower()
