@@ -114,7 +114,10 @@ class CameraSource(FrameSource):
         self.width, self.height = width, height
         self.cap = self._open()
         if self.cap is None:
-            raise SourceError(f"no camera at index {index}; use --source FILE (a video or images) or --demo")
+            import sys
+            extra = (" (on macOS: allow the terminal the camera in System Settings > Privacy & Security > Camera)"
+                     if sys.platform == "darwin" else "")
+            raise SourceError(f"no camera at index {index}; use --source FILE (a video or images) or --demo{extra}")
         self.fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0) or 30.0
         self._frame, self._t, self._seq = None, 0.0, 0
         self.gave_up = False         # the camera was lost and did not come back (the run then fails)
@@ -193,7 +196,7 @@ def open_source(spec: str | int) -> FrameSource:
     if s.isdigit():
         return CameraSource(int(s))
     p = Path(s)
-    if p.is_dir() or any(c in s for c in "*?["):
+    if p.is_dir() or (not p.exists() and any(c in s for c in "*?[")):    # "clip [1080p].mp4" is a file
         return ImageFolderSource(s)
     if not p.exists():
         raise FileNotFoundError(f"source not found: {s} (give a camera index, a video, an image or a folder)")

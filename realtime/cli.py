@@ -135,7 +135,7 @@ def apply_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
         try:
-            cfg = tomllib.loads(path.read_text())
+            cfg = tomllib.loads(path.read_bytes().decode("utf-8-sig"))    # TOML is UTF-8 on every OS
         except tomllib.TOMLDecodeError as e:
             raise UsageError(f"{path}: {e}") from e
         actions = {a.dest: a for a in parser._actions}
@@ -471,7 +471,9 @@ def stop_signals_interrupt():
         for sig in sigs:                   # one is enough: a second (a closed terminal sends SIGHUP twice)
             signal.signal(sig, signal.SIG_IGN)     # must not break into the outputs' finalising
         raise KeyboardInterrupt
-    sigs = [sig for sig in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if sig is not None]
+    # SIGBREAK: Windows' Ctrl-Break, and how scripts stop a console program there (it has no SIGHUP)
+    sigs = [sig for sig in (getattr(signal, name, None) for name in ("SIGTERM", "SIGHUP", "SIGBREAK"))
+            if sig is not None]
     if threading.current_thread() is not threading.main_thread():      # signals reach the main thread only
         yield
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import cv2
@@ -82,7 +83,17 @@ def publish(tmp: str | Path, path: str | Path) -> None:
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(tmp, 0o666 & ~mask)
-    os.replace(tmp, path)
+    for attempt in range(10):
+        try:
+            os.replace(tmp, path)
+            return
+        except PermissionError as e:
+            # Windows refuses to replace a file another program has open (a player, OBS's media source, a
+            # virus scanner) -- often for a moment; after a second, say where the finished file is
+            if os.name != "nt" or attempt == 9:
+                raise PermissionError(e.errno, f"{e.strerror}; the finished file is kept as {tmp}",
+                                      str(path)) from None
+            time.sleep(0.1)
 
 
 def temp_beside(path: str | Path, suffix: str = ".tmp") -> Path:

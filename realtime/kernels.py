@@ -141,6 +141,8 @@ def cuda_home() -> str | None:
     then fails, so look for the toolkit itself."""
     def ok(d) -> bool:
         d = Path(d)
+        if os.name == "nt":          # the toolkit's Windows layout: bin/nvcc.exe, lib/x64/cudart.lib
+            return (d / "bin" / "nvcc.exe").exists() and (d / "lib" / "x64" / "cudart.lib").exists()
         return (d / "bin" / "nvcc").exists() and any((d / sub).glob("libcudart.so*") for sub in ("lib64", "lib"))
     cands = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
     nvcc = shutil.which("nvcc")
@@ -320,12 +322,14 @@ def set_tuning(moments: str = "auto") -> None:
 
 def available() -> bool:
     """True once the CUDA implementation is built and a GPU is present."""
+    global _ext_error
     if not torch.cuda.is_available() or _ext_error is not None:
         return False
     try:
         build_extension()
         return True
-    except Exception as e:  # noqa: BLE001 - fall back to the reference, loudly
+    except Exception as e:  # noqa: BLE001 - fall back to the reference, loudly -- once
+        _ext_error = _ext_error or f"{type(e).__name__}: {e}"     # every early failure too, not only a build's
         log.warning("fused CUDA kernel unavailable (%s); using the PyTorch path", e)
         return False
 

@@ -181,7 +181,10 @@ class WindowSink(FrameSink):
     """An OpenCV window; ``last_key`` holds the key pressed after the latest frame (or -1)."""
 
     def __init__(self, title: str = "stylecam"):
-        if os.name != "nt" and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        import sys
+        # X11/Wayland only: Windows and macOS (Cocoa) need neither variable
+        if (sys.platform not in ("win32", "darwin") and not os.environ.get("DISPLAY")
+                and not os.environ.get("WAYLAND_DISPLAY")):
             raise RuntimeError("no display for a window (DISPLAY is not set); use --no-window with --out or --vcam")
         self.title, self.last_key = title, -1
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
@@ -189,6 +192,11 @@ class WindowSink(FrameSink):
     def send(self, frame):
         cv2.imshow(self.title, frame)
         self.last_key = cv2.waitKey(1) & 0xFF
+        try:                     # the window's close button: quit, as q does (imshow would reopen it)
+            if cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+                self.last_key = ord("q")
+        except cv2.error:
+            pass
 
     def close(self):
         try:
@@ -213,7 +221,11 @@ def vcam_backend_hint() -> str:
         # exclusive_caps=1: browsers (a video call in Chrome or Firefox) list the device only with it
         return ("install and load v4l2loopback (sudo modprobe v4l2loopback devices=1 exclusive_caps=1 "
                 "card_label=stylecam)")
-    return "install OBS Studio and start its Virtual Camera once"
+    if sys.platform == "darwin":
+        return ("install OBS Studio and start its Virtual Camera once (that installs the system extension), "
+                "then stop it: it takes one sender at a time")
+    return ("install OBS Studio (28 or later: its virtual camera comes with it); stop OBS's own Virtual "
+            "Camera while stylecam sends to it: it takes one sender at a time")
 
 
 class VirtualCamSink(FrameSink):
@@ -223,8 +235,8 @@ class VirtualCamSink(FrameSink):
         try:
             import pyvirtualcam  # noqa: F401
         except ImportError as e:
-            raise RuntimeError("--vcam needs pyvirtualcam: pip install -e '.[vcam]' in the project "
-                               "(pip install 'stylecam[vcam]' where stylecam is installed as a package)") from e
+            raise RuntimeError('--vcam needs pyvirtualcam: pip install -e ".[vcam]" in the project '
+                               '(pip install "stylecam[vcam]" where stylecam is installed as a package)') from e
         self.fps, self.cam = fps, None
 
     def send(self, frame):
@@ -269,6 +281,15 @@ def output_kind(path: str | Path, many_frames: bool) -> str:
     return "folder"
 
 
+def same_file(a, b) -> bool:
+    """Whether two existing paths are one file: the name compared as the file system does (macOS's and
+    Windows' disks ignore case: --out Clip.mp4 is --source clip.mp4) and hard links."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def check_writable(path: str | Path, kind: str, inputs: tuple = ()) -> None:
     """ValueError when the output ``path`` (of output_kind ``kind``) cannot be written, found before any
     network loads: its folder (a folder output: itself), or the nearest part of it that exists, must be
@@ -279,7 +300,7 @@ def check_writable(path: str | Path, kind: str, inputs: tuple = ()) -> None:
     if kind != "folder" and p.is_dir():
         raise ValueError(f"{path} is a folder: give a file name ending in .mp4/.avi or .png/.jpg")
     for i in inputs:
-        if i is not None and Path(i).exists() and Path(i).resolve() == p.resolve():
+        if i is not None and Path(i).exists() and (Path(i).resolve() == p.resolve() or same_file(i, p)):
             raise ValueError(f"--out {path} is also an input (--source or --style): it would be overwritten")
         # a folder output writes (and trims) frame_NNNNNN files: inputs of that name in it would be lost
         if (kind == "folder" and i is not None and Path(i).is_file() and is_frame_name(Path(i).name)

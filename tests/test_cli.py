@@ -160,7 +160,10 @@ def test_image_folder_source_and_config_file(photo, tmp_path, capsys):
     for i in range(3):
         cv2.imwrite(str(d / f"{i}.png"), cv2.imread(str(photo)))
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'style = ["{DEMO_STYLE}"]\nregions = "none"\nsize = "64"\nstrength = 0.5\n')
+    # TOML is UTF-8 (with a BOM, as Windows' Notepad may save it): read as such whatever the locale says
+    style = tmp_path / "Gemälde é.jpg"
+    style.write_bytes(Path(DEMO_STYLE).read_bytes())
+    cfg.write_bytes(("\ufeff" + f'style = ["{style}"]\nregions = "none"\nsize = "64"\nstrength = 0.5\n').encode())
     out = tmp_path / "o.avi"
     run_ok(["--source", d, "--config", cfg, "--out", out, "--no-window"], capsys)
     assert count_frames(out) == 3
@@ -245,7 +248,7 @@ def test_bad_out_fails_before_any_network_loads(photo, tmp_path, capsys, monkeyp
     assert "unknown output" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--out", tmp_path / "o.xyz"],
                                        capsys)
     monkeypatch.setitem(sys.modules, "pyvirtualcam", None)            # --vcam without its extra, before loading
-    assert "pip install 'stylecam[vcam]'" in run_bad(["--source", photo, "--style", DEMO_STYLE, "--vcam"], capsys)
+    assert 'pip install -e ".[vcam]"' in run_bad(["--source", photo, "--style", DEMO_STYLE, "--vcam"], capsys)
     # a file where a folder must be, the output's folder not writable, the output being an input
     a_file = tmp_path / "notes.txt"
     a_file.write_text("x")

@@ -402,3 +402,19 @@ def test_kernel_variant_names_parse_and_unknown_ones_are_refused():
                 "p256", "rev", "lanes1+rev", "quadpf+even+rev", "warp+rev", "auto+l2+rev", "auto+rev+rev"):
         with pytest.raises(ValueError, match="unknown kernel variant"):
             kernels.parse_variant(bad)
+
+
+def test_an_unavailable_kernel_is_said_once_not_every_frame(monkeypatch, caplog):
+    """With a GPU but no CUDA toolkit (or a Windows one), available() used to retry the build and log its
+    warning on every reconstruction; the first failure is remembered."""
+    calls = []
+
+    def no_toolkit(verbose=False):
+        calls.append(1)
+        raise RuntimeError("no CUDA toolkit (nvcc) found")
+    monkeypatch.setattr(kernels, "_ext_error", None)
+    monkeypatch.setattr(kernels.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(kernels, "build_extension", no_toolkit)
+    with caplog.at_level("WARNING"):
+        assert not kernels.available() and not kernels.available() and not kernels.available()
+    assert len(calls) == 1 and caplog.text.count("fused CUDA kernel unavailable") == 1

@@ -1,5 +1,6 @@
 """Sources, regions, styles, the stylizer's temporal state, outputs and the loop."""
 import os
+import sys
 
 import cv2
 import numpy as np
@@ -67,6 +68,32 @@ def test_camera_open_keeps_opencvs_own_warnings_off_the_console():
     with pytest.raises(capture.SourceError, match="no camera at index 3"):
         capture.CameraSource(3, open_fn=fake_open)
     assert seen == [0] and cv2.getLogLevel() == before
+
+
+def test_paths_as_a_user_has_them(tmp_path, monkeypatch):
+    """A video named like yt-dlp's "clip [1080p].mp4" is a file, not a glob; an --out that is an input under
+    another name (a hard link here; macOS's case-insensitive disks the same way) is refused; a final rename
+    that fails (Windows: the file open in a player) names the finished temporary file."""
+    from realtime.images import publish
+    from realtime.output import check_writable
+    clip = tmp_path / "clip [1080p].avi"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
+    w.write(np.zeros((24, 32, 3), np.uint8))
+    w.release()
+    src = capture.open_source(str(clip))
+    assert isinstance(src, capture.VideoFileSource)
+    src.close()
+    os.link(clip, tmp_path / "same.avi")
+    with pytest.raises(ValueError, match="also an input"):
+        check_writable(tmp_path / "same.avi", "video", inputs=(str(clip),))
+    tmp = tmp_path / ".x.tmp"
+    tmp.write_bytes(b"done")
+
+    def refuse(a, b):
+        raise PermissionError(13, "Access is denied")
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(PermissionError, match="the finished file is kept as .*x.tmp"):
+        publish(tmp, tmp_path / "x.mp4")
 
 
 def test_image_conversions(tmp_path):
@@ -659,7 +686,7 @@ def test_virtual_camera_sink(monkeypatch):
     import types
     from realtime.output import VirtualCamSink
     monkeypatch.setitem(sys.modules, "pyvirtualcam", None)            # not installed
-    with pytest.raises(RuntimeError, match=r"pip install 'stylecam\[vcam\]'"):
+    with pytest.raises(RuntimeError, match=r'pip install -e "\.\[vcam\]"'):
         VirtualCamSink(30.0)
     fake = types.SimpleNamespace(Camera=FakeCamera, PixelFormat=types.SimpleNamespace(BGR="BGR"))
     monkeypatch.setitem(sys.modules, "pyvirtualcam", fake)
@@ -686,7 +713,9 @@ def test_window_sink(monkeypatch):
         with pytest.raises(RuntimeError, match="use --no-window with --out or --vcam"):
             O.WindowSink()
     monkeypatch.setenv("DISPLAY", ":0")
-    shown, keys = [], iter([-1, ord("n") | 0x100])        # waitKey may set high bits: masked to 0-255
+    shown, keys = [], iter([-1, ord("n") | 0x100, -1])    # waitKey may set high bits: masked to 0-255
+    visible = iter([1.0, 1.0, 0.0])                        # the third time, the close button was clicked
+    monkeypatch.setattr(O.cv2, "getWindowProperty", lambda title, prop: next(visible))
     monkeypatch.setattr(O.cv2, "namedWindow", lambda title, flags: shown.append(("open", title)))
     monkeypatch.setattr(O.cv2, "imshow", lambda title, frame: shown.append(("show", int(frame[0, 0, 0]))))
     monkeypatch.setattr(O.cv2, "waitKey", lambda ms: next(keys))
@@ -696,8 +725,14 @@ def test_window_sink(monkeypatch):
     assert w.last_key == 255                                # -1 & 0xFF: no key (the pipeline ignores it)
     w.send(np.full((4, 4, 3), 8, np.uint8))
     assert w.last_key == ord("n")
+    w.send(np.full((4, 4, 3), 9, np.uint8))
+    assert w.last_key == ord("q")                           # closed with its button: quit, as q
     w.close()
-    assert shown == [("open", "t"), ("show", 7), ("show", 8), ("close", "t")]
+    assert shown == [("open", "t"), ("show", 7), ("show", 8), ("show", 9), ("close", "t")]
+    # macOS draws windows with Cocoa: no DISPLAY needed there
+    monkeypatch.delenv("DISPLAY")
+    monkeypatch.setattr(sys, "platform", "darwin")
+    O.WindowSink("mac").close()
 
 
 def test_window_overlay_is_drawn_on_a_copy():
