@@ -86,7 +86,34 @@ def available_bytes(device) -> int | None:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return _windows_available() if os.name == "nt" else _physical_total()
+
+
+def _windows_available() -> int | None:
+    """Windows: the physical memory available now (GlobalMemoryStatusEx's ullAvailPhys)."""
+    try:
+        class MemoryStatus(ctypes.Structure):
+            _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong),
+                        ("ullTotalPhys", ctypes.c_ulonglong), ("ullAvailPhys", ctypes.c_ulonglong),
+                        ("ullTotalPageFile", ctypes.c_ulonglong), ("ullAvailPageFile", ctypes.c_ulonglong),
+                        ("ullTotalVirtual", ctypes.c_ulonglong), ("ullAvailVirtual", ctypes.c_ulonglong),
+                        ("ullAvailExtendedVirtual", ctypes.c_ulonglong)]
+        st = MemoryStatus()
+        st.dwLength = ctypes.sizeof(MemoryStatus)
+        if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(st)):
+            return int(st.ullAvailPhys)
+    except (AttributeError, OSError, ValueError):
+        pass
     return None
+
+
+def _physical_total() -> int | None:
+    """Elsewhere without /proc (macOS): the machine's physical memory -- an upper bound on what is free,
+    which still refuses the sizes that cannot fit at all."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def check_processing_size(height: int, width: int, device) -> None:

@@ -59,3 +59,20 @@ def test_keep_freed_memory_is_applied_once_and_the_cli_asks_for_it(monkeypatch, 
     first = memory.keep_freed_memory()
     assert memory.keep_freed_memory() is first             # cached: mallopt is called once per process
     assert memory.state() == ("keeps freed memory" if first else "system")     # what benchmarks record
+
+
+def test_free_memory_is_known_without_proc_meminfo(monkeypatch):
+    """Where /proc/meminfo does not exist (macOS, Windows) the --size check used to check nothing; there
+    it reads the machine's physical memory (Windows: GlobalMemoryStatusEx's available memory)."""
+    import builtins
+
+    from engines import memory
+    real_open = builtins.open
+
+    def no_proc(path, *a, **k):
+        if str(path) == "/proc/meminfo":
+            raise FileNotFoundError(path)
+        return real_open(path, *a, **k)
+    monkeypatch.setattr(builtins, "open", no_proc)
+    total = memory.available_bytes("cpu")
+    assert total is not None and total >= memory._physical_total() > 10 ** 8

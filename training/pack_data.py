@@ -84,8 +84,10 @@ def _pack_into(tmp: Path, photos, paintings, out: Path, side, quality, limit_mib
         for p, img in iter_folder(folder, side, hold, name, upscale=upscale):
             rel = p.relative_to(folder).with_suffix(suffix)
             dst = tmp / name / "__".join(rel.parts)       # flat, and distinct for same-named files
-            if not cv2.imwrite(str(dst), img, [flag, quality]):
-                raise ValueError(f"could not write {dst}")
+            ok, buf = cv2.imencode(suffix, img, [flag, quality])    # encode + write: any path, any OS
+            if not ok:
+                raise ValueError(f"could not encode {p} as {suffix}")
+            buf.tofile(str(dst))
             n += 1
         if not n:
             raise ValueError(f"no readable images in {folder}")

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from engines.decoder import Decoder, save_decoder, shipped_decoder_files
 from engines.weights import build_encoder, atomic_torch_save, load_encoder_weights
-from realtime.images import read_image
+from realtime.images import read_image, write_image
 from training.data import DEFAULT_DATA, CropSampler, folder_digest, holdout_names, list_images, load_folder
 from training.mixing import MIX_MODES, mix_batch, mix_features  # noqa: F401 -- mix_features: the reference
 
@@ -408,9 +408,7 @@ def save_grid(path: Path, x: torch.Tensor, y: torch.Tensor) -> None:
     top = (x.clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).cpu().numpy()
     bot = (y.clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).cpu().numpy()
     grid = np.concatenate([np.concatenate(list(top), 1), np.concatenate(list(bot), 1)], 0)
-    tmp = path.with_suffix(".tmp.png")
-    cv2.imwrite(str(tmp), grid)
-    os.replace(tmp, path)
+    write_image(path, grid)        # atomic, and any path (OpenCV's imwrite fails on non-ASCII ones on Windows)
 
 
 class FeatureCache:
