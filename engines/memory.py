@@ -73,8 +73,9 @@ BYTES_PER_PIXEL = 1260
 
 
 def available_bytes(device) -> int | None:
-    """Memory free for this process on ``device``: a CUDA device's free memory, or Linux's MemAvailable;
-    None where it is not known (then nothing is checked)."""
+    """Memory free for this process on ``device``: a CUDA device's free memory, Linux's MemAvailable,
+    Windows' available physical memory, elsewhere (macOS) the machine's physical memory as a bound;
+    None where none of these is known (then nothing is checked)."""
     import torch
     dev = torch.device(device)
     if dev.type == "cuda":
@@ -122,6 +123,7 @@ def check_processing_size(height: int, width: int, device) -> None:
     process (--size 8192x8192 on a 24 GB machine asks for ~80 GB)."""
     need = height * width * BYTES_PER_PIXEL
     have = available_bytes(device)
+    what = "free" if os.path.exists("/proc/meminfo") or os.name == "nt" else "in this machine"
     if have is not None and need > have:
         raise ValueError(f"processing {width}x{height} pixels needs about {need / 1e9:.1f} GB of memory but "
-                         f"{have / 1e9:.1f} GB are free here: choose a smaller --size")
+                         f"{have / 1e9:.1f} GB are {what} here: choose a smaller --size")

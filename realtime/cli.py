@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
       help=".mp4/.avi video, .png/.jpg image, or a folder for image sequences; written under a temporary name "
            "and renamed when complete (default: a still image goes to stylecam_out.png, --demo to demo_out.mp4)")
     a("--vcam", action="store_true",
-      help="send frames to a virtual camera (needs pyvirtualcam: pip install -e '.[vcam]' in the project)")
+      help='send frames to a virtual camera (needs pyvirtualcam: pip install -e ".[vcam]" in the project)')
     a("--no-window", action="store_true", help="do not open a preview window")
     a("--device", choices=["auto", "cpu", "cuda"], default=None, help="default: auto (CUDA when available)")
     a("--backend", choices=["auto", "torch", "onnx", "tensorrt"], default=None,
@@ -323,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--max-frames must be at least 1")
     if args.iterations is not None and args.iterations < 0:
         raise UsageError("--iterations must be >= 0")
-    if (args.mode == "linear" and args.method != "gatys" and args.iterations
+    if (args.mode == "linear" and args.method != "gatys" and args.iterations is not None
             and not args.strength < LINEAR_ITERATION_MAX_STRENGTH):
         raise UsageError(f"--mode linear --iterations N runs the paper's iteration, which converges only for "
                          f"--strength below {LINEAR_ITERATION_MAX_STRENGTH} (beta = s/(1-s) < 1); give one, or drop "

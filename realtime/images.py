@@ -87,12 +87,11 @@ def publish(tmp: str | Path, path: str | Path) -> None:
         try:
             os.replace(tmp, path)
             return
-        except PermissionError as e:
+        except PermissionError:
             # Windows refuses to replace a file another program has open (a player, OBS's media source, a
-            # virus scanner) -- often for a moment; after a second, say where the finished file is
+            # virus scanner) -- often for a moment: a second of retries
             if os.name != "nt" or attempt == 9:
-                raise PermissionError(e.errno, f"{e.strerror}; the finished file is kept as {tmp}",
-                                      str(path)) from None
+                raise
             time.sleep(0.1)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -121,7 +122,11 @@ class VideoFileSink(FrameSink):
         if self.writer is not None:
             self.writer.release()
             self.writer = None
-            publish(self.tmp, self.path)
+            try:
+                publish(self.tmp, self.path)
+            except PermissionError as e:     # a recording is not thrown away: say where it is
+                raise PermissionError(e.errno, f"{e.strerror}; the finished video is kept as {self.tmp}",
+                                      str(self.path)) from None
             log.info("wrote %d frames to %s%s", self.frames, self.path,
                      f" ({self.sent} stylized, at the capture's pace)" if self.sent != self.frames else "")
         else:
@@ -192,11 +197,18 @@ class WindowSink(FrameSink):
     def send(self, frame):
         cv2.imshow(self.title, frame)
         self.last_key = cv2.waitKey(1) & 0xFF
-        try:                     # the window's close button: quit, as q does (imshow would reopen it)
-            if cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+        # the window's close button: quit, as q does (imshow would reopen it). Only once the window has
+        # been seen visible: GTK builds answer -1 (unsupported) always; not on macOS, whose OpenCV windows
+        # have no close button and read 0 when minimised
+        if sys.platform != "darwin":
+            try:
+                visible = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE)
+            except cv2.error:
+                visible = -1
+            if visible >= 1:
+                self._seen = True
+            elif getattr(self, "_seen", False):
                 self.last_key = ord("q")
-        except cv2.error:
-            pass
 
     def close(self):
         try:

@@ -151,7 +151,7 @@ class Stylizer:
         # grid, linear mode, on hair); clamped, the patches are gone and adain barely changes.  On a
         # GPU the fused op clamps in its second pass, saving a pass over the features.
         iterations = cfg.iterations
-        if cfg.mode == "linear" and iterations and not cfg.strength < LINEAR_ITERATION_MAX_STRENGTH:
+        if cfg.mode == "linear" and iterations is not None and not cfg.strength < LINEAR_ITERATION_MAX_STRENGTH:
             # the paper's iteration diverges from strength 0.5 on (a live + or m got here): the exact form,
             # its limit, instead of a frame of NaN or an error that ends the stream
             if not self._told_linear:

@@ -86,14 +86,17 @@ def test_paths_as_a_user_has_them(tmp_path, monkeypatch):
     os.link(clip, tmp_path / "same.avi")
     with pytest.raises(ValueError, match="also an input"):
         check_writable(tmp_path / "same.avi", "video", inputs=(str(clip),))
-    tmp = tmp_path / ".x.tmp"
-    tmp.write_bytes(b"done")
+    sink = output.VideoFileSink(tmp_path / "x.avi", fps=10.0)
+    sink.send(np.zeros((24, 32, 3), np.uint8))
 
     def refuse(a, b):
         raise PermissionError(13, "Access is denied")
     monkeypatch.setattr(os, "replace", refuse)
-    with pytest.raises(PermissionError, match="the finished file is kept as .*x.tmp"):
-        publish(tmp, tmp_path / "x.mp4")
+    with pytest.raises(PermissionError, match="the finished video is kept as"):
+        sink.close()
+    assert sink.tmp.is_file() and sink.tmp.stat().st_size > 0         # the recording, not thrown away
+    with pytest.raises(PermissionError):                               # the plain error for other files
+        publish(sink.tmp, tmp_path / "y.avi")
 
 
 def test_image_conversions(tmp_path):
@@ -729,6 +732,13 @@ def test_window_sink(monkeypatch):
     assert w.last_key == ord("q")                           # closed with its button: quit, as q
     w.close()
     assert shown == [("open", "t"), ("show", 7), ("show", 8), ("show", 9), ("close", "t")]
+    # an OpenCV whose GUI cannot tell (GTK answers -1 always) never quits by it
+    monkeypatch.setattr(O.cv2, "getWindowProperty", lambda title, prop: -1.0)
+    monkeypatch.setattr(O.cv2, "waitKey", lambda ms: -1)
+    g = O.WindowSink("gtk")
+    for _ in range(3):
+        g.send(np.zeros((4, 4, 3), np.uint8))
+        assert g.last_key == 255
     # macOS draws windows with Cocoa: no DISPLAY needed there
     monkeypatch.delenv("DISPLAY")
     monkeypatch.setattr(sys, "platform", "darwin")
