@@ -49,6 +49,7 @@ $PY benchmarks/fps.py --backends onnx,onnx-int8 --sizes 240,360,480,720,1080 --f
   --json docs/results/fps_cpu_int8.json                  # session 24: the INT8 encoder (--int8)
 $PY benchmarks/int8.py --json docs/results/int8_cpu.json                           # session 24, rerun in 25
 $PY benchmarks/memory.py --json docs/results/memory_cpu.json                       # session 25: --size vs free memory
+$PY benchmarks/export_parity.py --json docs/results/export_parity_cpu.json    # session 26: export parity (README)
 $PY benchmarks/still.py --backends onnx,onnx-int8 --json docs/results/still_cpu_int8.json   # session 24
 $PY benchmarks/soak.py --backend onnx-int8 --json docs/results/soak_onnx_int8.json        # session 24
 $PY benchmarks/temporal.py --frames 32 --size 360 --deflicker 0.5,0.6,0.8 --json docs/results/temporal.json

@@ -704,3 +704,13 @@ def test_benchmark_arguments_are_checked_before_any_work(script, args, msg, tmp_
         mod.main(args)
     assert e.value.code == 2
     assert msg in capsys.readouterr().err
+
+
+def test_export_parity_reports_each_graph_against_its_tolerance(tmp_path):
+    from benchmarks import export_parity
+    out = tmp_path / "p.json"
+    assert export_parity.main(["--what", "decoder", "--precisions", "fp32,fp16", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["network"], r["precision"]) for r in rows] == [("decoder", "fp32"), ("decoder", "fp16")]
+    assert 0 < rows[0]["worst_rel"] < rows[1]["worst_rel"] <= rows[1]["tolerance"]      # FP16 further off
+    assert len(rows[0]["inputs"]) == 4                                                 # 2 images x 2 sizes
