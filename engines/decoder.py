@@ -152,18 +152,18 @@ def default_decoder_path(layer: str, device="cpu") -> Path:
     on a CUDA device the full-width ``decoder_LAYER_wide.pt`` instead where one ships and
     WIDE_ON_CUDA is set (about 2.6x the decoder's arithmetic: cheap on a GPU, but on the CPU it
     would take a 512-px still from 0.65 to 0.95 s with ONNX Runtime; weights/README.md)."""
-    from .weights import weights_dir
-    small = weights_dir() / f"decoder_{layer}.pt"
-    wide = weights_dir() / f"decoder_{layer}_wide.pt"
+    small, wide = shipped_decoder_files(layer)
     return wide if WIDE_ON_CUDA and torch.device(device).type == "cuda" and wide.is_file() else small
 
 
-def shipped_decoder_files() -> list[Path]:
-    """The decoder files the project ships (weights/decoder_LAYER.pt, decoder_relu3_1_wide.pt): what
+def shipped_decoder_files(layer: str | None = None) -> list[Path]:
+    """The decoder files the project ships for ``layer`` (all layers: None), half width then full width
+    (weights/decoder_LAYER.pt, decoder_LAYER_wide.pt; not every one exists): what the CLI loads, and what
     training must not overwrite -- a run writes its decoder at every checkpoint, so it would replace a
     shipped one with a half-trained one."""
     from .weights import weights_dir
-    return [weights_dir() / f"decoder_{layer}{kind}.pt" for layer in ("relu3_1", "relu4_1") for kind in ("", "_wide")]
+    layers = (layer,) if layer else ("relu3_1", "relu4_1")
+    return [weights_dir() / f"decoder_{lay}{kind}.pt" for lay in layers for kind in ("", "_wide")]
 
 
 def resolve_decoder(spec: str | Path | None, layer: str, device="cpu") -> Path:

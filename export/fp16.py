@@ -48,8 +48,8 @@ def recorded_range() -> dict:
 
 @torch.no_grad()
 def measure(folder: str, max_images: int = 200, max_side: int = 1024, progress: bool = False) -> dict:
-    from engines.decoder import load_decoder
-    from engines.weights import build_encoder, load_encoder_weights, weights_dir
+    from engines.decoder import load_decoder, shipped_decoder_files
+    from engines.weights import build_encoder, load_encoder_weights
     from realtime.images import bgr_to_tensor, read_image
     from training.data import list_images
     from tqdm import tqdm
@@ -64,8 +64,7 @@ def measure(folder: str, max_images: int = 200, max_side: int = 1024, progress: 
         imgs.append(bgr_to_tensor(cv2.resize(im, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)))
     res = {"images": len(imgs), "folder": str(folder), "max_side": max_side, "date": time.strftime("%Y-%m-%d"),
            "fp16_max": FP16_MAX, "safety": SAFETY}
-    decoders = {layer: [p for p in (weights_dir() / f"decoder_{layer}.pt", weights_dir() / f"decoder_{layer}_wide.pt")
-                        if p.exists()] for layer in ("relu3_1", "relu4_1")}
+    decoders = {layer: [p for p in shipped_decoder_files(layer) if p.exists()] for layer in ("relu3_1", "relu4_1")}
     bar = tqdm(total=sum((2 + len(d)) * len(imgs) for d in decoders.values()), desc="measuring", unit="pass",
                disable=not progress)
 

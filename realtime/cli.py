@@ -249,38 +249,42 @@ def style_label_map(maps: list[str], i: int) -> str | None:
     return maps[i] if i < len(maps) and maps[i] != AUTO_REGIONS else None
 
 
-def check_inputs(args: argparse.Namespace, source, single: bool, size, device) -> None:
+def check_inputs(args: argparse.Namespace, source, single: bool, size, device) -> list:
     """Before any network loads (a GPU's first run exports and builds its engines first): every painting
     readable and large enough, every label map readable and valid, a content map that fits its source, and
-    a processing size that fits in memory -- each a one-line error (or warning) at once."""
+    a processing size that fits in memory -- each a one-line error (or warning) at once. Returns the
+    paintings as read, for the style bank (or gatys) to use rather than read again."""
     from engines.memory import check_processing_size
     from .images import read_image
     from .segment import REGION_SETS, LabelMapSegmenter
-    from .style import MIN_STYLE_SIDE
-    from .stylizer import processing_size
+    from .style import check_style_size
+    from .stylizer import StylizerConfig, processing_size
+    paintings = []
     for s in args.style:
-        h, w = read_image(s).shape[:2]
-        if min(h, w) < MIN_STYLE_SIDE:
-            raise UsageError(f"style image {s} is {w}x{h}; it needs at least {MIN_STYLE_SIDE} pixels per side")
+        paintings.append(read_image(s))
+        try:
+            check_style_size(paintings[-1], s)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     maps = [*(m for m in args.style_regions if m != AUTO_REGIONS),
             *([args.content_regions] if args.content_regions else [])]
     if maps and args.regions == "none":
         raise UsageError("a label map (--style-regions, --content-regions) needs --regions person or portrait")
-    for m in maps:
-        LabelMapSegmenter(m, REGION_SETS[args.regions])            # reads and validates it
+    segs = {m: LabelMapSegmenter(m, REGION_SETS[args.regions]) for m in maps}     # reads and validates each
     if args.content_regions:
         if not single:
             log.warning("--content-regions: one fixed map for every frame of %s (it suits a still image; a "
                         "moving subject leaves its regions)", args.source)
         else:
-            lh, lw = read_image(args.content_regions).shape[:2]
+            lh, lw = segs[args.content_regions].label.shape[:2]
             h, w = source.frame_hw
             if abs(lw / lh - w / h) > 0.02 * (w / h):
                 log.warning("--content-regions %s is %dx%d and the image %dx%d: the map is stretched to fit",
                             args.content_regions, lw, lh, w, h)
     hw = getattr(source, "frame_hw", None)
     if hw is not None and args.method != "gatys":
-        check_processing_size(*processing_size(*hw, size), device)
+        check_processing_size(*processing_size(*hw, size, StylizerConfig.max_side), device)
+    return paintings
 
 
 def run(args: argparse.Namespace) -> int:
@@ -289,10 +293,10 @@ def run(args: argparse.Namespace) -> int:
     from engines.decoder import load_decoder, resolve_decoder
     from engines.weights import build_encoder, load_encoder_weights
     from .capture import ImageSource, open_source
-    from .images import fit_size, parse_size, read_image, write_image, bgr_to_tensor, tensor_to_bgr
+    from .images import fit_size, parse_size, write_image, bgr_to_tensor, tensor_to_bgr
     from .output import VirtualCamSink, WindowSink, check_writable, output_kind, sink_for_path
     from .pipeline import Pipeline
-    from .reconstruct import LINEAR_ITERATION_MAX_STRENGTH
+    from .reconstruct import LINEAR_ITERATION_MAX_STRENGTH, linear_iteration_converges
     from .segment import make_segmenter
     from .style import StyleBank
     from .stylizer import Stylizer, StylizerConfig
@@ -324,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
     if args.iterations is not None and args.iterations < 0:
         raise UsageError("--iterations must be >= 0")
     if (args.mode == "linear" and args.method != "gatys" and args.iterations is not None
-            and not args.strength < LINEAR_ITERATION_MAX_STRENGTH):
+            and not linear_iteration_converges(args.strength)):
         raise UsageError(f"--mode linear --iterations N runs the paper's iteration, which converges only for "
                          f"--strength below {LINEAR_ITERATION_MAX_STRENGTH} (beta = s/(1-s) < 1); give one, or drop "
                          f"--iterations for the exact closed form, its limit, at any strength")
@@ -357,7 +361,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--method gatys writes one image: give --out NAME.png or .jpg")
         check_writable(args.out, kind, inputs=(args.source, *getattr(source, "files", ()), *args.style,
                                                *args.style_regions, args.content_regions))
-    check_inputs(args, source, single, size, device)
+    paintings = check_inputs(args, source, single, size, device)
 
     ew = load_encoder_weights(args.encoder_weights)
     if args.method == "gatys":
@@ -370,11 +374,7 @@ def run(args: argparse.Namespace) -> int:
         check_processing_size(ph, pw, device)
         import cv2
         c_small = cv2.resize(content, (pw, ph), interpolation=cv2.INTER_AREA)
-        style_img = read_image(args.style[0])
-        from .style import MIN_STYLE_SIDE
-        if min(style_img.shape[:2]) < MIN_STYLE_SIDE:     # as the decoder method's StyleBank refuses it
-            raise UsageError(f"style image {args.style[0]} is {style_img.shape[1]}x{style_img.shape[0]}; "
-                             f"it needs at least {MIN_STYLE_SIDE} pixels per side")
+        style_img = paintings[0]                           # read and size-checked by check_inputs
         sh, sw = fit_size(*style_img.shape[:2], (max(ph, pw), 0))
         style_img = cv2.resize(style_img, (sw, sh), interpolation=cv2.INTER_AREA)
         cm = sm = None
@@ -408,7 +408,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("on the CPU, --int8 runs about twice as fast for a little quality (README: INT8 on the CPU)")
     bank = StyleBank(enc, args.regions, device=device)
     for i, s in enumerate(args.style):
-        bank.add(s, style_label_map(args.style_regions, i))
+        bank.add(s, style_label_map(args.style_regions, i), image=paintings[i])
     # 0.5 on every device since session 8: on the H100 the device deflicker (flow on a worker thread)
     # cost 1.5 ms a 720p FP16 frame (10.9 ms against 9.4, benchmarks/fps.py --deflicker 0.5), where
     # with the flow in line it had cost 8.6 ms (session 7), which had kept it off on CUDA

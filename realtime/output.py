@@ -37,8 +37,21 @@ def os_reason(e: BaseException) -> str:
 
 
 class FrameSink(Resource):
+    _told_size = False             # said once that frames changed size (fit_to)
+
     def send(self, frame: np.ndarray) -> None:
         raise NotImplementedError
+
+    def fit_to(self, frame: np.ndarray, size: tuple[int, int], what: str) -> np.ndarray:
+        """``frame`` as is when it has this output's ``size`` (W, H), else letterboxed into it (fit_frame),
+        with one warning for the whole run: an output opened at the first frame's size keeps it."""
+        if (frame.shape[1], frame.shape[0]) == tuple(size):
+            return frame
+        if not self._told_size:
+            log.warning("frames changed size to %dx%d: %s keeps its first size, %dx%d (letterboxed)",
+                        frame.shape[1], frame.shape[0], what, *size)
+            self._told_size = True
+        return fit_frame(frame, size)
 
 
 def fit_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -102,13 +115,7 @@ class VideoFileSink(FrameSink):
             if not self.writer.isOpened():
                 raise OutputError(f"OpenCV cannot write {self.path.suffix} video here ({self.path})")
             self.size = (w, h)
-        if (frame.shape[1], frame.shape[0]) != self.size:
-            if not getattr(self, "_told", False):
-                log.warning("frames changed size to %dx%d: %s keeps its first size, %dx%d (letterboxed)",
-                            frame.shape[1], frame.shape[0], self.path, *self.size)
-                self._told = True
-            frame = fit_frame(frame, self.size)
-        return frame
+        return self.fit_to(frame, self.size, str(self.path))
 
     def _write(self, frame, times: int) -> None:
         for _ in range(max(0, times)):
@@ -186,12 +193,11 @@ class WindowSink(FrameSink):
     """An OpenCV window; ``last_key`` holds the key pressed after the latest frame (or -1)."""
 
     def __init__(self, title: str = "stylecam"):
-        import sys
         # X11/Wayland only: Windows and macOS (Cocoa) need neither variable
         if (sys.platform not in ("win32", "darwin") and not os.environ.get("DISPLAY")
                 and not os.environ.get("WAYLAND_DISPLAY")):
             raise RuntimeError("no display for a window (DISPLAY is not set); use --no-window with --out or --vcam")
-        self.title, self.last_key = title, -1
+        self.title, self.last_key, self._seen = title, -1, False
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
 
     def send(self, frame):
@@ -207,7 +213,7 @@ class WindowSink(FrameSink):
                 visible = -1
             if visible >= 1:
                 self._seen = True
-            elif getattr(self, "_seen", False):
+            elif self._seen:
                 self.last_key = ord("q")
 
     def close(self):
@@ -228,7 +234,6 @@ class NullSink(FrameSink):
 
 
 def vcam_backend_hint() -> str:
-    import sys
     if sys.platform.startswith("linux"):
         # exclusive_caps=1: browsers (a video call in Chrome or Firefox) list the device only with it
         return ("install and load v4l2loopback (sudo modprobe v4l2loopback devices=1 exclusive_caps=1 "
@@ -260,13 +265,8 @@ class VirtualCamSink(FrameSink):
             except RuntimeError as e:
                 raise RuntimeError(f"no virtual camera device ({e}); {vcam_backend_hint()}") from e
             log.info("virtual camera: %s", self.cam.device)
-        if (frame.shape[1], frame.shape[0]) != (self.cam.width, self.cam.height):
-            if not getattr(self, "_told", False):     # the device keeps its size; a new one would fail each frame
-                log.warning("frames changed size to %dx%d: the virtual camera keeps %dx%d (letterboxed)",
-                            frame.shape[1], frame.shape[0], self.cam.width, self.cam.height)
-                self._told = True
-            frame = fit_frame(frame, (self.cam.width, self.cam.height))
-        self.cam.send(frame)
+        # the device keeps its size; a frame of another would fail every send
+        self.cam.send(self.fit_to(frame, (self.cam.width, self.cam.height), "the virtual camera"))
         self.cam.sleep_until_next_frame()
 
     def close(self):
@@ -312,7 +312,7 @@ def check_writable(path: str | Path, kind: str, inputs: tuple = ()) -> None:
     if kind != "folder" and p.is_dir():
         raise ValueError(f"{path} is a folder: give a file name ending in .mp4/.avi or .png/.jpg")
     for i in inputs:
-        if i is not None and Path(i).exists() and (Path(i).resolve() == p.resolve() or same_file(i, p)):
+        if i is not None and Path(i).exists() and same_file(i, p):
             raise ValueError(f"--out {path} is also an input (--source or --style): it would be overwritten")
         # a folder output writes (and trims) frame_NNNNNN files: inputs of that name in it would be lost
         if (kind == "folder" and i is not None and Path(i).is_file() and is_frame_name(Path(i).name)

@@ -116,6 +116,7 @@ class Pipeline:
         interrupted = False
         # a live source's frames carry their capture time: a video file sink writes them at that pace
         live = bool(getattr(self.source, "is_live", False))
+        timed = [live and bool(getattr(s, "timed", False)) for s in self.sinks]   # sinks given capture times
         redirect = logging_redirect_tqdm() if self.progress else contextlib.nullcontext()
         redirect.__enter__()              # log lines above the progress bar, not glued onto its line
         try:
@@ -136,8 +137,8 @@ class Pipeline:
                     out = self.stylizer.stylize(frame, regions)
                     ms.update(self.stylizer.times.ms)
                 t = time.perf_counter()
-                for s in self.sinks:
-                    if live and getattr(s, "timed", False):
+                for s, with_time in zip(self.sinks, timed):
+                    if with_time:
                         s.send(out, t_ms)
                     else:
                         s.send(out)

@@ -224,6 +224,11 @@ def linear_exact(fc: torch.Tensor, wc: torch.Tensor, mu_c: torch.Tensor, mu_s: t
 LINEAR_ITERATION_MAX_STRENGTH = 0.5
 
 
+def linear_iteration_converges(strength: float) -> bool:
+    """Whether the paper's linear iteration converges at this strength (beta = s / (1 - s) < 1)."""
+    return strength < LINEAR_ITERATION_MAX_STRENGTH
+
+
 def linear_beta(alpha: float) -> float:
     """beta of the iteration F_o <- F_c - beta (mu_o - mu_s) whose fixed point has strength alpha."""
     if not 0 <= alpha < 1:

@@ -20,6 +20,13 @@ log = logging.getLogger(__name__)
 MIN_STYLE_SIDE = 32  # below this the encoder's relu4_1 map is a handful of pixels
 
 
+def check_style_size(img: np.ndarray, path) -> None:
+    """ValueError for a painting too small to take statistics from (MIN_STYLE_SIDE per side)."""
+    h, w = img.shape[:2]
+    if min(h, w) < MIN_STYLE_SIDE:
+        raise ValueError(f"style image {path} is {w}x{h}; it needs at least {MIN_STYLE_SIDE} pixels per side")
+
+
 @dataclass
 class Style:
     name: str
@@ -42,9 +49,8 @@ class StyleBank:
     def add(self, path: str | Path, label_map: str | Path | np.ndarray | None = None,
             image: np.ndarray | None = None) -> Style:
         img = read_image(path) if image is None else image
+        check_style_size(img, path)
         h, w = img.shape[:2]
-        if min(h, w) < MIN_STYLE_SIDE:
-            raise ValueError(f"style image {path} is {w}x{h}; it needs at least {MIN_STYLE_SIDE} pixels per side")
         if max(h, w) > self.max_side:
             import cv2
             th, tw = fit_size(h, w, (self.max_side, 0))

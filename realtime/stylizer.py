@@ -19,7 +19,7 @@ from engines.memory import check_processing_size
 
 from .deflicker import Deflicker, TorchDeflicker
 from .images import bgr_to_tensor, fit_size, keep_colors, tensor_to_bgr
-from .reconstruct import LINEAR_ITERATION_MAX_STRENGTH, MODES, ReconState, reconstruct
+from .reconstruct import LINEAR_ITERATION_MAX_STRENGTH, MODES, ReconState, linear_iteration_converges, reconstruct
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 MIN_DETAIL_SIDE = 64
 
 
-def processing_size(height: int, width: int, size: tuple[int, int] | None, max_side: int = 640) -> tuple[int, int]:
+def processing_size(height: int, width: int, size: tuple[int, int] | None, max_side: int) -> tuple[int, int]:
     """The (height, width) a frame is stylized at: ``size`` (W, H; H=0: the longer side) when given, else
     the frame's own, reduced to ``max_side`` on its longer side when larger (StylizerConfig)."""
     if size is not None:
@@ -151,7 +151,7 @@ class Stylizer:
         # grid, linear mode, on hair); clamped, the patches are gone and adain barely changes.  On a
         # GPU the fused op clamps in its second pass, saving a pass over the features.
         iterations = cfg.iterations
-        if cfg.mode == "linear" and iterations is not None and not cfg.strength < LINEAR_ITERATION_MAX_STRENGTH:
+        if cfg.mode == "linear" and iterations is not None and not linear_iteration_converges(cfg.strength):
             # the paper's iteration diverges from strength 0.5 on (a live + or m got here): the exact form,
             # its limit, instead of a frame of NaN or an error that ends the stream
             if not self._told_linear:

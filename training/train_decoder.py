@@ -564,6 +564,11 @@ def read_checkpoint_or_exit(parser: argparse.ArgumentParser, path: str | Path) -
         parser.error(str(e))
 
 
+def run_folder(cfg) -> Path:
+    """A run's folder: --run-dir, else runs/decoder_LAYER (``cfg``: a TrainConfig or the parsed options)."""
+    return Path(cfg.run_dir or Path("runs") / f"decoder_{cfg.layer}")
+
+
 def check_outputs(out: Path, run: Path) -> None:
     """Before anything loads: the decoder file and the run folder can be written, and the decoder file is
     not a shipped one (a run writes it at every checkpoint: a half-trained decoder would replace it)."""
@@ -628,7 +633,7 @@ def shrink_for_eval(img: np.ndarray) -> np.ndarray:
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    run = Path(cfg.run_dir or Path("runs") / f"decoder_{cfg.layer}")
+    run = run_folder(cfg)
     out = Path(cfg.out) if cfg.out else run / f"decoder_{cfg.layer}.pt"
     check_outputs(out, run)
     dev = torch.device(cfg.device)
@@ -1056,13 +1061,10 @@ def inherit_recipe(p: argparse.ArgumentParser, a: argparse.Namespace, argv) -> N
     """--resume: the run's recipe (every option but RUN_OPTIONS) from its checkpoint, except the options the
     command line gives; a missing or unreadable checkpoint, or a schedule already done, is an error."""
     from realtime.argtools import explicit_options
-    ckpt = Path(a.run_dir or Path("runs") / f"decoder_{a.layer}") / "checkpoint.pt"
+    ckpt = run_folder(a) / "checkpoint.pt"
     if not ckpt.exists():
         p.error(f"--resume: no checkpoint at {ckpt} (--run-dir names the run's folder)")
-    try:
-        ck = read_checkpoint(ckpt)
-    except ValueError as e:
-        p.error(f"--resume: {e}")
+    ck = read_checkpoint_or_exit(p, ckpt)
     given = explicit_options(p, argv)
     fields = set(TrainConfig.__dataclass_fields__) - RUN_OPTIONS
     inherited = {}
@@ -1090,7 +1092,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         cfg, resume = parse_args(argv)
-        run = Path(cfg.run_dir or Path("runs") / f"decoder_{cfg.layer}")
+        run = run_folder(cfg)
         if not resume and (run / "checkpoint.pt").exists():
             raise ValueError(f"{run} holds a run already: --resume continues it; to start afresh, give "
                              "another --run-dir (or delete that folder)")
