@@ -77,7 +77,7 @@ def build(backend: str, device: str, fp16: bool, layer: str, mode: str, regions:
     dec = load_decoder(dec_path, encoder_id=ew.encoder_id, device=dev)
     int8 = backend == "onnx-int8"    # the CLI's --backend onnx --int8: INT8 graphs (export/int8.py)
     args = ap.Namespace(backend="onnx" if int8 else backend, fp16=fp16, layer=layer, channels_last=channels_last,
-                        cuda_graph=cuda_graph, int8=int8)
+                        cuda_graph=cuda_graph, int8=int8, size=size)
     enc_e, dec_e = make_engines(args, enc, dec, dec_path, ew, dev)
     bank = StyleBank(enc_e, regions, device=dev)
     # --fixed-regions: one synthetic label map, resized to the style and to the frames (whose masks the

@@ -54,7 +54,7 @@ class Engine:
 
 def load_engine(path_or_name, device="cpu", precision: str = "fp32", **kw) -> Engine:
     """Dispatch on a backend name (``torch``, ``onnx``, ``tensorrt``) or a file suffix
-    (``.pt``, ``.onnx``, ``.engine``/``.plan``).  For ``torch`` give ``module=`` (an nn.Module)."""
+    (``.pt``, ``.onnx``, ``.engine``).  For ``torch`` give ``module=`` (an nn.Module)."""
     key = str(path_or_name)
     if key not in REGISTRY:
         key = Path(key).suffix.lower()

@@ -1,5 +1,7 @@
-"""ONNX Runtime engine: the CPU execution provider always; CUDA / TensorRT providers when
-installed and the device is CUDA, with IO binding so outputs land in torch tensors."""
+"""ONNX Runtime engine: the CPU execution provider always; the CUDA provider (onnxruntime-gpu) when
+the device is CUDA, with IO binding so inputs and outputs stay on the GPU as torch tensors.
+(ONNX Runtime's own TensorRT provider is not used: stylecam has a TensorRT backend of its own, with a
+cache of built engines, where that provider would build them again at every start.)"""
 from __future__ import annotations
 
 import json
@@ -21,14 +23,16 @@ class OrtEngine(Engine):
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {path}")
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
         avail = ort.get_available_providers()
         providers = ["CPUExecutionProvider"]
         if self.device.type == "cuda":
-            gpu = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in avail]
-            if not gpu:
-                raise RuntimeError("onnxruntime has no CUDA provider here (pip install onnxruntime-gpu), "
-                                   "or use --device cpu")
-            providers = gpu + providers
+            if "CUDAExecutionProvider" not in avail:
+                raise RuntimeError("this onnxruntime has no CUDA provider: replace it with onnxruntime-gpu (pip "
+                                   "uninstall onnxruntime, then pip install onnxruntime-gpu: the two must not be "
+                                   "installed together), or use --backend torch or --device cpu")
+            providers = [("CUDAExecutionProvider", {"device_id": self.device.index})] + providers
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = threads
@@ -57,12 +61,23 @@ class OrtEngine(Engine):
         if self._binding is None:
             y = self.session.run([self.output_name], {self.input_name: x.detach().float().cpu().numpy()})[0]
             return torch.from_numpy(np.ascontiguousarray(y)).to(self.device)
-        x = x.detach().float().contiguous()
+        x = x.detach().to(self.device, torch.float32).contiguous()
         b = self._binding
-        b.bind_input(self.input_name, "cuda", self.device.index or 0, np.float32, list(x.shape), x.data_ptr())
-        b.bind_output(self.output_name, "cuda", self.device.index or 0)
+        b.bind_input(self.input_name, "cuda", self.device.index, np.float32, list(x.shape), x.data_ptr())
+        b.bind_output(self.output_name, "cuda", self.device.index)
+        # ONNX Runtime runs on a stream of its own: the input's writes on torch's must be done first
+        torch.cuda.current_stream(self.device).synchronize()
         self.session.run_with_iobinding(b)
-        out = b.get_outputs()[0]
-        y = torch.from_dlpack(out.to_dlpack()) if hasattr(out, "to_dlpack") else \
-            torch.from_numpy(out.numpy()).to(self.device)
-        return y.float()
+        return ortvalue_to_torch(b.get_outputs()[0], self.device).float()
+
+
+def ortvalue_to_torch(value, device) -> torch.Tensor:
+    """An ONNX Runtime OrtValue as a torch tensor on ``device``, without a copy where the value already is
+    there: DLPack (``__dlpack__`` in onnxruntime 1.2x+, ``to_dlpack`` before); a copy through NumPy
+    only for an onnxruntime with neither (it went through NumPy always while only ``to_dlpack`` was
+    looked for: a GPU -> host -> GPU copy of every output)."""
+    if hasattr(value, "__dlpack__"):
+        return torch.from_dlpack(value).to(device)
+    if hasattr(value, "to_dlpack"):
+        return torch.from_dlpack(value.to_dlpack()).to(device)
+    return torch.from_numpy(np.ascontiguousarray(value.numpy())).to(device)

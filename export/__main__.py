@@ -1,7 +1,8 @@
 """``python -m export`` / ``stylecam export``: ONNX and TensorRT exports with verified parity.
 
 After every export, ``compare_outputs`` runs PyTorch and the exported model on real images
-(the bundled demo frame and style, at 240x320 and an odd 157x211) and prints the max and
+(the bundled demo frame and style, at 240x320 and an odd 157x211; for a TensorRT engine, at its
+profile's smallest size and an odd one inside it) and prints the max and
 mean error; the export fails, and its file is removed, if the relative error exceeds the
 tolerance (FP32: 1e-3; FP16: 2e-2; INT8: 1e-1; see README).
 """
@@ -16,7 +17,16 @@ from pathlib import Path
 log = logging.getLogger("export")
 
 
-DEFAULT_MIN, DEFAULT_MAX = (240, 320), (1080, 1920)     # an engine profile's smallest and largest image (HxW)
+# an engine profile's smallest and largest image (HxW): any orientation, down to what the live command can
+# feed (a painting's short side, realtime.style.MIN_STYLE_SIDE)
+DEFAULT_MIN, DEFAULT_MAX = (32, 32), (1920, 1920)
+
+
+def engine_parity_sizes(a) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Two image sizes inside an engine's profile to check its parity at (the profile refuses any other):
+    its smallest, and an odd one between its smallest and the size it is tuned for."""
+    mid = tuple(min(hi, ((lo + o) // 2) | 1) for lo, o, hi in zip(a.min, a.opt, a.max))
+    return tuple(a.min), mid
 
 
 def parse_hw(text: str) -> tuple[int, int]:
@@ -75,9 +85,8 @@ def image_profile(what: str, layer: str, a) -> dict:
 def export_one(what: str, a) -> tuple[Path, list[dict]]:
     from engines.base import load_engine
     from .onnx_export import TOLERANCE, build_network, compare_outputs, export_onnx, parity_inputs
-    from .fp16 import FP16_MAX, SAFETY, fp16_safe, recorded_range
+    from .fp16 import FP16_MAX, SAFETY, check_fp16
     from engines.decoder import resolve_decoder
-    from engines.weights import weights_dir
     # the decoder that runs where the artefact runs: a TensorRT engine on CUDA, an ONNX graph for ONNX
     # Runtime on the CPU (the half-width one for both since session 20; engines.decoder.WIDE_ON_CUDA)
     dec_path = resolve_decoder(a.decoder, a.layer, "cuda" if a.format == "engine" else "cpu") \
@@ -86,15 +95,7 @@ def export_one(what: str, a) -> tuple[Path, list[dict]]:
     prec = "int8" if a.int8 else "fp16" if a.fp16 else "fp32"
     if a.fp16:
         # a shipped network's recorded peak (export/activation_range.json, keyed by file), else measured here
-        shipped = what == "encoder" or dec_path.resolve().parent == weights_dir().resolve()
-        key = f"encoder_{a.layer}" if what == "encoder" else dec_path.stem
-        rec = recorded_range().get(key) if shipped else None
-        if rec is None:
-            from .fp16 import peak_activations
-            rec = peak_activations(module, parity_inputs(what, a.layer))
-        if not fp16_safe(rec):
-            raise ValueError(f"refusing FP16: {what} {a.layer} activations reach {rec:.0f}; with a safety "
-                             f"factor of {SAFETY} that overflows FP16 ({FP16_MAX:.0f})")
+        rec = check_fp16(module, what, a.layer, dec_path)
         log.info("FP16 check: %s %s peak activation %.0f (limit %.0f / %.0f)", what, a.layer, rec, FP16_MAX, SAFETY)
     out = Path(a.out)
     # the default decoder (weights/decoder_LAYER.pt) keeps the plain name; any other is named after its
@@ -120,9 +121,15 @@ def export_one(what: str, a) -> tuple[Path, list[dict]]:
         target = onnx_path.with_suffix(".engine")
         build_engine(onnx_path, target, fp16=a.fp16, profile=image_profile(what, a.layer, a))
     seconds = time.perf_counter() - t
-    engine = load_engine(target, device="cuda" if a.format == "engine" else "cpu")
-    inputs = parity_inputs(what, a.layer) if a.dynamic else parity_inputs(what, a.layer, sizes=(a.opt,))
-    rows = compare_outputs(module, engine, inputs)
+    try:        # the file stays only once its parity is shown: removed on any failure before that
+        engine = load_engine(target, device="cuda" if a.format == "engine" else "cpu")
+        sizes = (a.opt,) if not a.dynamic else engine_parity_sizes(a) if a.format == "engine" else None
+        inputs = parity_inputs(what, a.layer) if sizes is None else parity_inputs(what, a.layer, sizes=sizes)
+        rows = compare_outputs(module, engine, inputs)
+    except BaseException:
+        if target != onnx_path:
+            target.unlink(missing_ok=True)
+        raise
     tol = TOLERANCE[prec]
     worst = max(r["rel"] for r in rows)
     print(f"\n{target}  ({seconds:.1f} s)\n| input | max abs err | mean abs err | relative err |\n|---|---|---|---|")

@@ -46,6 +46,26 @@ def recorded_range() -> dict:
     return json.loads(RANGE_FILE.read_text()) if RANGE_FILE.exists() else {}
 
 
+def check_fp16(module: torch.nn.Module, what: str, layer: str, decoder_path=None) -> float:
+    """The peak activation of ``module`` (the encoder, or the decoder in ``decoder_path``): the one
+    recorded in activation_range.json for a shipped network, else measured here on the export's parity
+    images. ValueError when, with the safety factor, it overflows FP16 -- for every FP16 export, the
+    export command's and the live command's alike."""
+    from engines.weights import weights_dir
+    from .onnx_export import parity_inputs
+    shipped = what == "encoder" or (decoder_path is not None
+                                    and Path(decoder_path).resolve().parent == weights_dir().resolve())
+    key = f"encoder_{layer}" if what == "encoder" else Path(decoder_path).stem if decoder_path else None
+    peak = recorded_range().get(key) if shipped else None
+    if peak is None:
+        dev = next(module.parameters()).device
+        peak = peak_activations(module, [x.to(dev) for x in parity_inputs(what, layer)])
+    if not fp16_safe(peak):
+        raise ValueError(f"refusing FP16: {what} {layer} activations reach {peak:.0f}; with a safety "
+                         f"factor of {SAFETY} that overflows FP16 ({FP16_MAX:.0f})")
+    return peak
+
+
 @torch.no_grad()
 def measure(folder: str, max_images: int = 200, max_side: int = 1024, progress: bool = False) -> dict:
     from engines.decoder import load_decoder, shipped_decoder_files

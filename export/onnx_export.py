@@ -87,6 +87,10 @@ def export_onnx(module: nn.Module, path: str | Path, *, what: str, layer: str, f
     # a decoder's input is the features of an example_hw image: ceil-mode pooling, as the encoder's (a
     # floor here made --static decoders one cell short of what the encoder gives at odd sizes)
     h, w = example_hw if what == "encoder" else tuple(max(2, v) for v in feature_size(*example_hw, layer))
+    if any(t.device.type != "cpu" for t in (*module.parameters(), *module.buffers())):
+        # traced with a CPU example: a module on the GPU (the live command's, --backend tensorrt or onnx on
+        # CUDA) is exported from a CPU copy (the graph holds no device)
+        module = copy.deepcopy(module).cpu()
     net = HalfInside(module) if fp16 else module
     x = torch.rand(1, c_in, h, w) * (1.0 if what == "encoder" else 20.0)
     in_name, out_name = ("image", "features") if what == "encoder" else ("features", "image")

@@ -205,6 +205,19 @@ def cuda_graph_default(device) -> bool:
     return device.type == "cuda"
 
 
+def live_engine_sizes(size: tuple[int, int] | None) -> argparse.Namespace:
+    """The image sizes (HxW: min, opt, max) a live TensorRT engine takes. Both networks see frames and
+    paintings of any orientation: from 16 pixels a side (--size's smallest) up to the larger of a painting's
+    STYLE_MAX_SIDE and the processing size's longer side (``size``, parsed --size; else StylizerConfig's
+    max_side), square. (The export command's default profile, 240x320 to 1080x1920, refused portrait
+    paintings and frames and small stills here.) The cache names an engine by its profile: one per --size."""
+    from .style import STYLE_MAX_SIDE
+    from .stylizer import StylizerConfig
+    long = StylizerConfig.max_side if size is None else max(size)
+    side = max(STYLE_MAX_SIDE, long)
+    return argparse.Namespace(min=(16, 16), opt=(min(480, side), min(640, side)), max=(side, side))
+
+
 def make_engines(args, enc, dec, dec_path, ew, device):
     """Wrap the encoder and decoder in the engines of --backend (exports cached on first use)."""
     from engines.base import load_engine
@@ -228,15 +241,32 @@ def make_engines(args, enc, dec, dec_path, ew, device):
                 load_engine("torch", device, prec, module=dec, channels_last=cl, cuda_graph=graph))
     profile_e = profile_d = None
     if args.backend == "tensorrt":
-        from export.__main__ import DEFAULT_MAX, DEFAULT_MIN, image_profile
-        ns = argparse.Namespace(min=DEFAULT_MIN, opt=(480, 640), max=DEFAULT_MAX)
+        from export.__main__ import image_profile
+        from .images import parse_size
+        size = getattr(args, "size", None)          # --size's text (the CLI) or a parsed (W, H) (benchmarks)
+        ns = live_engine_sizes(size if isinstance(size, tuple) else parse_size(size))
         profile_e, profile_d = image_profile("encoder", args.layer, ns), image_profile("decoder", args.layer, ns)
     int8 = bool(getattr(args, "int8", False))
-    e = cached_export(enc, "encoder", args.layer, args.backend, args.fp16, profile_e, weights_key=ew.encoder_id,
-                      int8=int8)
-    d = cached_export(dec, "decoder", args.layer, args.backend, args.fp16, profile_d,
-                      weights_key=ew.encoder_id + sha256_file(dec_path), int8=int8, encoder=enc)
-    return load_engine(e, device), load_engine(d, device)
+
+    def export(what):
+        return cached_export(*((enc, "encoder") if what == "encoder" else (dec, "decoder")), args.layer,
+                             args.backend, args.fp16, profile_e if what == "encoder" else profile_d,
+                             weights_key=ew.encoder_id + ("" if what == "encoder" else sha256_file(dec_path)),
+                             int8=int8, encoder=enc if what == "decoder" else None,
+                             decoder_path=dec_path if what == "decoder" else None, device=device)
+
+    def load(what):
+        path = export(what)
+        try:
+            return load_engine(path, device)
+        except RuntimeError as e:
+            if args.backend != "tensorrt":
+                raise
+            # a cached engine this TensorRT or driver cannot load (same version string, new build): once again
+            log.warning("%s; building it again", e)
+            path.unlink(missing_ok=True)
+            return load_engine(export(what), device)
+    return load("encoder"), load("decoder")
 
 
 # --style-regions auto: MediaPipe for that painting (label maps pair with the --style images by position,
@@ -344,6 +374,9 @@ def run(args: argparse.Namespace) -> int:
         except RuntimeError as e:
             raise UsageError(str(e)) from e
     device = pick_device(args.device)
+    if args.backend == "tensorrt" and device.type != "cuda":
+        raise UsageError("--backend tensorrt runs the networks on the GPU: not with --device cpu (use "
+                         "--backend onnx or torch there)")
     if args.fp16 and device.type != "cuda":
         raise UsageError("--fp16 needs a CUDA GPU (--device cuda)")
     if args.int8 and (device.type != "cpu" or args.backend not in ("auto", "onnx") or args.method == "gatys"):
@@ -402,6 +435,9 @@ def run(args: argparse.Namespace) -> int:
     if dec.layer != args.layer:
         raise UsageError(f"{dec_path} is a {dec.layer} decoder but --layer is {args.layer}")
     enc, dec = make_engines(args, enc, dec, dec_path, ew, device)
+    if device.type == "cuda" and args.mode in ("linear", "adain", "wct", "gram"):
+        from . import kernels
+        kernels.available()       # the fused kernel built now (once, about two minutes), not inside the first frame
     log.info("networks on %s: encoder %s %s, decoder %s %s (%s)", device.type, enc.kind,
              getattr(enc, "precision", "fp32"), dec.kind, getattr(dec, "precision", "fp32"), dec_path.name)
     if device.type == "cpu" and not args.int8 and not single:

@@ -148,18 +148,42 @@ def cuda_home() -> str | None:
     nvcc = shutil.which("nvcc")
     if nvcc:
         cands.append(str(Path(nvcc).resolve().parent.parent))
-    cands += sorted((str(p) for p in Path("/usr/local").glob("cuda-*")), reverse=True)
-    for c in cands:
-        if c and ok(c):
-            return str(Path(c).resolve())
-    return None
+    # versioned installs, newest first by number (cuda-12.10 after cuda-12.9, which a text sort inverts)
+    cands += sorted((str(p) for p in Path("/usr/local").glob("cuda-*")), key=_version_key, reverse=True)
+    found = [str(Path(c).resolve()) for c in cands if c and ok(c)]
+    # torch refuses a toolkit of another major version than its own build's: prefer a matching one
+    want = (torch.version.cuda or "").split(".")[0]
+    return next((f for f in found if toolkit_version(f).split(".")[0] == want), found[0] if found else None)
+
+
+def _version_key(path: str) -> tuple:
+    return tuple(int(v) if v.isdigit() else -1 for v in Path(path).name.removeprefix("cuda-").split("."))
+
+
+def toolkit_version(home: str) -> str:
+    """A CUDA toolkit's version (``12.4.1``) from its version.json (CUDA 11.1 on) or version.txt, or the
+    folder's name (cuda-12.4); "" when none says."""
+    import json
+    p = Path(home)
+    try:
+        return json.loads((p / "version.json").read_text())["cuda"]["version"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        return (p / "version.txt").read_text().split()[-1]
+    except (OSError, IndexError):
+        pass
+    return p.name.removeprefix("cuda-") if p.name.startswith("cuda-") else ""
 
 
 def arch_list() -> str:
-    """The running GPU's architecture; without a GPU (compile-only), a common set."""
+    """The architectures to build for: every visible GPU's (a process may use any of them; one build
+    for the first device alone failed on another's with "no kernel image"). Not TORCH_CUDA_ARCH_LIST
+    where a GPU is present: container images set it to ten architectures or more, each a minute of
+    nvcc. Without a GPU (compile-only): TORCH_CUDA_ARCH_LIST, else a common set."""
     if torch.cuda.is_available():
-        major, minor = torch.cuda.get_device_capability()
-        return f"{major}.{minor}"
+        gpus = {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
+        return ";".join("%d.%d" % c for c in sorted(gpus))
     return os.environ.get("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
 
 
@@ -177,15 +201,17 @@ def build_extension(verbose: bool = False):
     os.environ["CUDA_HOME"] = home
     from torch.utils import cpp_extension
     cpp_extension.CUDA_HOME = home
-    os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list()
+    archs = arch_list()
     from engines.weights import cache_dir
     # the folder names the sources' hash too: torch's own rebuild check does not look at the header
     import hashlib
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(SOURCE.parent.glob("*.cu*")))).hexdigest()[:10]
     build_dir = (cache_dir() / "torch_extensions" /
-                 f"masked_recon_cu{torch.version.cuda}_sm{arch_list().replace(';', '_').replace('.', '')}_{digest}")
+                 f"masked_recon_cu{torch.version.cuda}_sm{archs.replace(';', '_').replace('.', '')}_{digest}")
     build_dir.mkdir(parents=True, exist_ok=True)
     log.info("building the fused CUDA kernel (first use only, about two minutes) in %s", build_dir)
+    user_archs = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    os.environ["TORCH_CUDA_ARCH_LIST"] = archs        # cpp_extension reads it; the user's is put back after
     try:
         _ext = cpp_extension.load(name="stylecam_masked_recon", sources=[str(p) for p in SOURCES],
                                   build_directory=str(build_dir), extra_include_paths=[str(SOURCE.parent)],
@@ -193,6 +219,11 @@ def build_extension(verbose: bool = False):
     except Exception as e:
         _ext_error = f"{type(e).__name__}: {e}"
         raise
+    finally:
+        if user_archs is None:
+            os.environ.pop("TORCH_CUDA_ARCH_LIST", None)
+        else:
+            os.environ["TORCH_CUDA_ARCH_LIST"] = user_archs
     layout = os.environ.get("STYLECAM_MOMENTS", "") or "auto"
     try:
         parse_variant(layout)
@@ -357,9 +388,10 @@ def check_fused_inputs(feat: torch.Tensor, masks: torch.Tensor, style_mean: torc
 
 
 def fused_reconstruct(feat, masks, style, mode: str, alpha: float, iterations=None, state=None,
-                      floor: float | None = None):
+                      floor: float | None = None, absent: list[bool] | None = None):
     """linear / adain through the one fused op (CUDA kernel on a GPU, reference on the CPU), with the
-    warm start of ``state`` (smoothed statistics, the iterative form's offset) carried in and out;
+    warm start of ``state`` (smoothed statistics, the iterative form's offset) carried in and out --
+    ``absent``: the regions with almost no weight this frame, whose rows the state keeps (ReconState);
     results below ``floor`` are raised to it."""
     from .reconstruct import RegionStats, linear_beta
     if mode not in ("linear", "adain"):
@@ -371,17 +403,13 @@ def fused_reconstruct(feat, masks, style, mode: str, alpha: float, iterations=No
     K, C = masks.shape[0], feat.shape[1]
     pm = pv = off0 = None
     if state is not None:
-        prev = state.content
-        if state.momentum > 0 and prev is not None and tuple(prev.mean.shape) == (K, C):
-            pm, pv = prev.mean, prev.var
-        lo = state.linear_offset
-        if code == 1 and lo is not None and tuple(lo.shape) == (K, C):
-            off0 = lo
+        if state.carries(K, C, absent):
+            pm, pv = state.content.mean, state.content.var
+        if code == 1 and alpha > 0:          # at strength 0 the answer is the content, not the last shift
+            off0 = state.warm_offset(K, C, absent)
     out, ws, mean, var, off = torch.ops.stylecam.fused_recon(
         feat, masks, style.stats.mean, style.std, float(alpha), code, int(iterations or 0),
         float(state.momentum if state is not None else 0.0), pm, pv, off0, None if floor is None else float(floor))
     if state is not None:
-        state.content = RegionStats(ws, mean, var)
-        if code == 1:
-            state.linear_offset = off
+        state.keep(RegionStats(ws, mean, var), absent, off if code == 1 else None)
     return out

@@ -53,6 +53,10 @@ class Pipeline:
         self.frames = 0
         self.bypass = False          # Space: show the input untouched
         self.ms_sum: dict[str, float] = {}
+        # `m` cycles the modes; an --iterations given for the starting mode stays with it (gram's 20 descent
+        # steps had become 20 steps of linear's iteration instead of its closed form, and linear's 500
+        # became 500 gram steps a frame)
+        self.mode_iterations = {stylizer.config.mode: stylizer.config.iterations} if stylizer is not None else {}
 
     def handle_key(self, key: int, frame: np.ndarray) -> bool:
         """Apply a hotkey; False means quit."""
@@ -71,7 +75,7 @@ class Pipeline:
         elif key == ord("m"):
             modes = [m for m in MODES if m != "patchswap"]
             nxt = modes[(modes.index(st.config.mode) + 1) % len(modes)] if st.config.mode in modes else modes[0]
-            st.config = dataclasses.replace(st.config, mode=nxt)
+            st.config = dataclasses.replace(st.config, mode=nxt, iterations=self.mode_iterations.get(nxt))
             st.reset()
             log.info("mode: %s", nxt)
         elif key in (ord("+"), ord("=")):

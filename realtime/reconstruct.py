@@ -29,6 +29,9 @@ import torch.nn.functional as F
 MODES = ("linear", "adain", "wct", "gram", "patchswap")
 EPS = 1e-5
 FP16_MAX = 65504.0
+# a region whose weight in a frame is under this share of the frame's is absent from it: its statistics
+# there (zeros, or a few stray weights') are not carried into the temporal state (ReconState.keep)
+PRESENT_FRACTION = 1e-3
 
 
 # --------------------------------------------------------------------------- inputs
@@ -55,8 +58,9 @@ def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return masks / masks.sum(0, keepdim=True).clamp_min(EPS)
 
 
-def check_masks(masks: torch.Tensor, size: tuple[int, int], what: str = "masks") -> torch.Tensor:
-    """Validate K x H x W soft masks and bring them to the feature ``size`` (float32, renormalised).
+def check_masks(masks: torch.Tensor, size: tuple[int, int], what: str = "masks", with_mass: bool = False):
+    """Validate K x H x W soft masks and bring them to the feature ``size`` (float32, renormalised);
+    ``with_mass``: also each region's total weight there (a list of K floats, read back with the checks).
 
     They are area-averaged to ``size`` first and validated there: averaging keeps valid masks valid
     (each cell's weights stay in [0, 1] and still sum to 1) and carries non-finite values through,
@@ -76,13 +80,15 @@ def check_masks(masks: torch.Tensor, size: tuple[int, int], what: str = "masks")
     # both checks reduced on the masks' device and read back together: one synchronisation per
     # frame on a GPU, not four
     out_of_range = (~torch.isfinite(m)).any() | (m < -1e-6).any() | (m > 1 + 1e-6).any()
-    bad_range, worst_sum = torch.stack([out_of_range.float(), (s - 1).abs().max()]).tolist()
+    checks = torch.stack([out_of_range.float(), (s - 1).abs().max()])
+    read = torch.cat([checks, m.sum((1, 2))] if with_mass else [checks]).tolist()
+    bad_range, worst_sum = read[:2]
     if bad_range:
         raise ValueError(f"{what} must hold finite weights in [0, 1]")
     if worst_sum > 1e-3:
         raise ValueError(f"{what} must sum to 1 over the K regions at every pixel "
                          f"(found sums in [{float(s.min()):.3g}, {float(s.max()):.3g}])")
-    return resize_masks(m, size)
+    return (resize_masks(m, size), read[2:]) if with_mass else resize_masks(m, size)
 
 
 def full_mask(size: tuple[int, int], device=None) -> torch.Tensor:
@@ -159,6 +165,13 @@ class StyleStats:
         is made, and the fused op would otherwise recompute it (two small launches) every frame."""
         return self.stats.std
 
+    @functools.cached_property
+    def cov_sqrt(self) -> torch.Tensor:
+        """Each region's C_s^{1/2} (K x C x C, float64), computed once: wct took this eigendecomposition
+        again for every region of every frame (10 ms each at relu3_1 on one CPU thread), though it is
+        the style's and fixed."""
+        return _sqrtm_pair(self.stats.cov, WCT_EPS)[0]
+
     @classmethod
     def from_features(cls, feat: torch.Tensor, masks: torch.Tensor | None = None,
                       min_fraction: float = 0.002) -> "StyleStats":
@@ -191,24 +204,74 @@ class ReconState:
     linear_offset: torch.Tensor | None = None
     frames: int = 0
     extra: dict = field(default_factory=dict)
+    # per region: whether its row of ``content`` holds statistics of a frame where it was present
+    seen: list[bool] | None = None
 
     def reset(self) -> None:
         self.content = None
         self.residual = None
         self.linear_offset = None
         self.frames = 0
+        self.seen = None
         self.extra.clear()
 
-    def smooth(self, cur: RegionStats) -> RegionStats:
+    def appearing(self, absent: list[bool] | None) -> bool:
+        """Whether a region present this frame (``absent``: per region, whether it has almost no weight
+        this frame; None: not known) has no statistics of its own in the state -- a face entering the
+        frame, whose row holds the zeros of the frames without it: smoothed in, it was normalised by 0.4
+        of its mean on its first frame and took ~5 frames to settle. Such a frame starts afresh (its own
+        statistics, a cold iteration), as after a scene cut."""
+        if absent is None or self.seen is None or len(self.seen) != len(absent):
+            return False
+        return any(not a and not s for a, s in zip(absent, self.seen))
+
+    def carries(self, K: int, C: int, absent: list[bool] | None = None) -> bool:
+        """Whether this frame's statistics are smoothed with the previous ones: a momentum, previous
+        statistics of this shape, and no region appearing (``appearing``)."""
         prev = self.content
-        if self.momentum <= 0 or prev is None or prev.mean.shape != cur.mean.shape:
-            self.content = cur
-            return cur
-        m = self.momentum
+        return (self.momentum > 0 and prev is not None and tuple(prev.mean.shape) == (K, C)
+                and not self.appearing(absent))
+
+    def warm_offset(self, K: int, C: int, absent: list[bool] | None = None) -> torch.Tensor | None:
+        """The iterative linear form's offset to start from: the previous frame's, unless a region appears."""
+        lo = self.linear_offset
+        if lo is None or tuple(lo.shape) != (K, C) or self.appearing(absent):
+            return None
+        return lo
+
+    def _keep_rows(self, prev, new, absent):
+        """``new`` with each absent region's row taken from ``prev`` (same shapes; either may be None)."""
+        if prev is None or new is None or absent is None or not any(absent) or prev.shape != new.shape:
+            return new
+        rows = torch.tensor(absent, device=new.device).reshape(-1, *[1] * (new.dim() - 1))
+        return torch.where(rows, prev, new)
+
+    def keep(self, new: RegionStats, absent: list[bool] | None = None, offset: torch.Tensor | None = None):
+        """Store ``new`` (this frame's statistics, as its output used them) for the next frame (and
+        ``offset`` as the iterative form's, when given), each absent region's row kept from the previous
+        ones: an absent region's own statistics are zeros or the noise of a few stray weights -- they add
+        (almost) nothing to this frame's output, but carried into the next frames they were wrong there.
+        Returns ``new`` unchanged."""
+        prev, K = self.content, new.mean.shape[0]
+        same = prev is not None and prev.mean.shape == new.mean.shape
+        stored = RegionStats(new.weight, *(self._keep_rows(getattr(prev, a), getattr(new, a), absent)
+                                           for a in ("mean", "var", "cov"))) if same else new
+        if offset is not None:
+            self.linear_offset = self._keep_rows(self.linear_offset, offset, absent)
+        if absent is not None:
+            seen = self.seen if same and self.seen is not None and len(self.seen) == K else [False] * K
+            self.seen = [s if a else True for a, s in zip(absent, seen)]
+        self.content = stored
+        return new
+
+    def smooth(self, cur: RegionStats, absent: list[bool] | None = None) -> RegionStats:
+        K, C = cur.mean.shape
+        if not self.carries(K, C, absent):
+            return self.keep(cur, absent)
+        prev, m = self.content, self.momentum
         mix = lambda a, b: None if a is None or b is None else m * a + (1 - m) * b  # noqa: E731
-        out = RegionStats(cur.weight, mix(prev.mean, cur.mean), mix(prev.var, cur.var), mix(prev.cov, cur.cov))
-        self.content = out
-        return out
+        return self.keep(RegionStats(cur.weight, mix(prev.mean, cur.mean), mix(prev.var, cur.var),
+                                     mix(prev.cov, cur.cov)), absent)
 
 
 # --------------------------------------------------------------------------- the modes
@@ -311,9 +374,13 @@ def _sqrtm_pair(cov: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tens
     return (v * e.sqrt()[..., None, :]) @ vt, (v * e.rsqrt()[..., None, :]) @ vt
 
 
+WCT_EPS = 1e-5
+
+
 def wct(fc: torch.Tensor, wc: torch.Tensor, cs: RegionStats, ss: RegionStats, alpha: float,
-        eps: float = 1e-5) -> torch.Tensor:
-    """Whitening-colouring per region: T_k(f) = C_s^{1/2} C_c^{-1/2} (f - mu_c) + mu_s."""
+        eps: float = WCT_EPS, s_half: torch.Tensor | None = None) -> torch.Tensor:
+    """Whitening-colouring per region: T_k(f) = C_s^{1/2} C_c^{-1/2} (f - mu_c) + mu_s. ``s_half``: the
+    style's C_s^{1/2} per region, when already computed (StyleStats.cov_sqrt, once per style)."""
     C = fc.shape[0]
     f = fc.reshape(C, -1)
     out = torch.zeros_like(f)
@@ -321,9 +388,9 @@ def wct(fc: torch.Tensor, wc: torch.Tensor, cs: RegionStats, ss: RegionStats, al
         w = wc[k].reshape(-1)
         if float(w.max()) <= 0:
             continue
-        s_half, _ = _sqrtm_pair(ss.cov[k], eps)
+        s_half_k = _sqrtm_pair(ss.cov[k], eps)[0] if s_half is None else s_half[k]
         _, c_ihalf = _sqrtm_pair(cs.cov[k], eps)
-        M = (s_half @ c_ihalf).float()
+        M = (s_half_k @ c_ihalf).float()
         tk = M @ (f - cs.mean[k][:, None]) + ss.mean[k][:, None]
         out += w * tk
     return ((1 - alpha) * f + alpha * out).reshape(fc.shape)
@@ -331,32 +398,49 @@ def wct(fc: torch.Tensor, wc: torch.Tensor, cs: RegionStats, ss: RegionStats, al
 
 # ---- gram: Gatys' objective, optimised in feature space
 
+# a region with at least this share of the frame's weight pulls towards its style Gram matrix with full
+# force, one with less in proportion: each region's term is normalised by its own mass, so a few stray
+# weights (one pixel at 0.001, a face's mask decaying after it left) pulled as hard as a whole region --
+# that pixel was pushed to carry the region's Gram matrix, and its stiff term stalled the descent of the
+# frame (relative Gram error 1.27 instead of 0.28 after 10 steps in the audit's case)
+GRAM_FULL_FRACTION = 0.01
+
+
+def gram_region_weights(wc: torch.Tensor) -> torch.Tensor:
+    """Per region, its style term's weight: min(1, mass / (GRAM_FULL_FRACTION * frame's mass))."""
+    n = wc.reshape(wc.shape[0], -1).sum(1)
+    return (n / (GRAM_FULL_FRACTION * n.sum()).clamp_min(EPS)).clamp(max=1.0)
+
 def gram_objective(x: torch.Tensor, xc: torch.Tensor, wc: torch.Tensor, gs: torch.Tensor,
                    style_weight: float) -> torch.Tensor:
     """L(X) = 1/(2N) ||X - X_c||^2 + style_weight/(4C) sum_k ||G_k(X) - G_s^k||_F^2,
-    G_k(X) = X diag(W_k) X^T / sum(W_k), all in units of the style's feature scale."""
+    G_k(X) = X diag(W_k) X^T / sum(W_k), all in units of the style's feature scale; each region's term
+    scaled by gram_region_weights (1 for any region of 1 % of the frame or more)."""
     C, N = x.shape
     loss = 0.5 * ((x - xc) ** 2).sum() / N
+    cw = gram_region_weights(wc)
     for k in range(wc.shape[0]):
         n = wc[k].sum().clamp_min(EPS)
         g = (x * wc[k]) @ x.T / n
-        loss = loss + style_weight / (4 * C) * ((g - gs[k]) ** 2).sum()
+        loss = loss + cw[k] * style_weight / (4 * C) * ((g - gs[k]) ** 2).sum()
     return loss
 
 
 def gram_gradient(x: torch.Tensor, xc: torch.Tensor, wc: torch.Tensor, gs: torch.Tensor,
                   style_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L, dL/dX) in closed form: dL/dX = (X - X_c)/N + style_weight/C sum_k (G_k - G_s^k) X W_k / n_k."""
+    """(L, dL/dX) in closed form: dL/dX = (X - X_c)/N + style_weight/C sum_k c_k (G_k - G_s^k) X W_k / n_k
+    (c_k: gram_region_weights)."""
     C, N = x.shape
     d = x - xc
     loss = 0.5 * (d ** 2).sum() / N
     grad = d / N
+    cw = gram_region_weights(wc)
     for k in range(wc.shape[0]):
         n = wc[k].sum().clamp_min(EPS)
         xw = x * wc[k]
         diff = xw @ x.T / n - gs[k]
-        loss = loss + style_weight / (4 * C) * (diff ** 2).sum()
-        grad = grad + (style_weight / C) * (diff @ xw) / n
+        loss = loss + cw[k] * style_weight / (4 * C) * (diff ** 2).sum()
+        grad = grad + (cw[k] * style_weight / C) * (diff @ xw) / n
     return loss, grad
 
 
@@ -446,14 +530,24 @@ def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mo
     if style.features.shape[0] != C:
         raise ValueError(f"content has {C} channels but the style has {style.features.shape[0]}: "
                          f"encode both at the same layer")
-    wc = full_mask((h, w), f.device) if wc is None else check_masks(wc, (h, w), "content masks")
-    if wc.shape[0] != style.num_regions:
-        raise ValueError(f"content masks have {wc.shape[0]} regions but the style has {style.num_regions}")
+    if wc is None:
+        wc, mass = full_mask((h, w), f.device), [float(h * w)]
+    else:       # the regions' weights come back with the masks' checks: no second synchronisation
+        wc, mass = check_masks(wc, (h, w), "content masks", with_mass=True)
+    K = wc.shape[0]
+    if K != style.num_regions:
+        raise ValueError(f"content masks have {K} regions but the style has {style.num_regions}")
+    absent = [m < PRESENT_FRACTION * h * w for m in mass]
     alpha = float(strength)
-    if mode in ("linear", "adain") and f.is_cuda and use_kernel:
+    if mode == "linear" and iterations is not None and not linear_iteration_converges(alpha):
+        # beta = s/(1-s) >= 1: the iteration oscillates or diverges (an all-zero or all-NaN frame)
+        raise ValueError(f"the paper's linear iteration converges only for strength below "
+                         f"{LINEAR_ITERATION_MAX_STRENGTH}, got {alpha}: use iterations=None (the exact form)")
+    if mode in ("linear", "adain") and f.is_cuda and use_kernel and K <= 8:      # the kernel's K <= 8
         from . import kernels
         if kernels.available():   # the fused two-pass CUDA op (realtime/csrc/masked_recon.cu)
-            out = kernels.fused_reconstruct(f[None], wc, style, mode, alpha, iterations, state, floor=floor)
+            out = kernels.fused_reconstruct(f[None], wc, style, mode, alpha, iterations, state, floor=floor,
+                                            absent=absent)
             if state is not None:
                 state.frames += 1
             return out.reshape(shape)
@@ -461,28 +555,28 @@ def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mo
     ss = style.stats
     need_cov = mode == "wct"
     sums = None
-    if mode in ("wct", "gram") and f.is_cuda and use_kernel:
+    if mode in ("wct", "gram") and f.is_cuda and use_kernel and K <= 8:
         from . import kernels
         if kernels.available():   # the kernel's masked statistics; the covariance by cuBLAS (below)
             sums = torch.ops.stylecam.masked_moments(f[None], wc.contiguous())
     cs = masked_stats(f32, wc, with_cov=need_cov, sums=sums)
+    # the iterative form's warm start, read before smoothing updates which regions the state has seen;
+    # none at strength 0 (where the answer is the content itself, not the previous frame's shift)
+    off0 = state.warm_offset(K, C, absent) if state is not None and alpha > 0 else None
     if state is not None:
-        cs = state.smooth(cs)
+        cs = state.smooth(cs, absent)
 
     if mode == "linear":
         if iterations is None:
             out = linear_exact(f32, wc, cs.mean, ss.mean, alpha)
         else:
-            off0 = state.linear_offset if state is not None else None
-            if off0 is not None and off0.shape != cs.mean.shape:
-                off0 = None
             out, off = linear_iterative(f32, wc, cs.mean, ss.mean, alpha, iterations, off0)
             if state is not None:
-                state.linear_offset = off
+                state.linear_offset = state._keep_rows(state.linear_offset, off, absent)
     elif mode == "adain":
         out = adain(f32, wc, cs, ss, alpha)
     elif mode == "wct":
-        out = wct(f32, wc, cs, ss, alpha)
+        out = wct(f32, wc, cs, ss, alpha, s_half=style.cov_sqrt)
     elif mode == "gram":
         scale = float(torch.sqrt(torch.diagonal(ss.gram, dim1=1, dim2=2).mean()).clamp_min(EPS))
         xc = f32.reshape(C, -1) / scale

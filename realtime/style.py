@@ -18,6 +18,7 @@ from .segment import REGION_SETS, make_segmenter
 log = logging.getLogger(__name__)
 
 MIN_STYLE_SIDE = 32  # below this the encoder's relu4_1 map is a handful of pixels
+STYLE_MAX_SIDE = 512  # paintings are encoded at most this large on their longer side (StyleBank)
 
 
 def check_style_size(img: np.ndarray, path) -> None:
@@ -39,7 +40,7 @@ class Style:
 class StyleBank:
     """Loads paintings once; ``current`` is the active style, ``cycle()`` switches."""
 
-    def __init__(self, encoder, regions: str = "portrait", max_side: int = 512, device="cpu"):
+    def __init__(self, encoder, regions: str = "portrait", max_side: int = STYLE_MAX_SIDE, device="cpu"):
         if regions not in REGION_SETS:
             raise ValueError(f"regions must be one of {tuple(REGION_SETS)}, got {regions!r}")
         self.encoder, self.regions, self.max_side, self.device = encoder, regions, int(max_side), device

@@ -46,12 +46,12 @@ def test_floor_raises_results_below_it_in_every_mode(mode, iterations):
     """reconstruct(floor=0) equals the unfloored result clamped at zero, in every mode, and the fused
     op's reference does the same in its second pass (on a GPU, the kernel's clamp; tested below)."""
     g = torch.Generator().manual_seed(5)
-    f = torch.rand(1, 16, 9, 13, generator=g) * 3 + 2               # bright content, dim style:
+    f = torch.rand(1, 16, 9, 13, generator=g) * 6 + 0.5             # bright content, dim style:
     fs = torch.rand(16, 11, 7, generator=g) * 0.1                   # linear/wct pull features below zero
     m = torch.rand(2, 9, 13, generator=g)
     m = m / m.sum(0, keepdim=True)
     st = R.StyleStats.from_features(fs, torch.stack([torch.ones(11, 7), torch.zeros(11, 7)]))
-    alpha = 0.6 if (mode, iterations) == ("linear", 7) else 1.0
+    alpha = 0.45 if (mode, iterations) == ("linear", 7) else 1.0    # the iteration converges below 0.5 only
     raw = R.reconstruct(f, m, st, mode, alpha, iterations=iterations, use_kernel=False)
     got = R.reconstruct(f, m, st, mode, alpha, iterations=iterations, use_kernel=False, floor=0.0)
     torch.testing.assert_close(got, raw.clamp_min(0))

@@ -167,8 +167,9 @@ def test_region_empty_in_content_does_not_divide_by_zero():
     fc, fs = feats(8, 10, 10, 1), feats(8, 10, 10, 2)
     wc = torch.zeros(2, 10, 10)
     wc[0] = 1
-    for mode in ("linear", "adain", "wct", "gram", "patchswap"):
-        out = R.reconstruct(fc, wc, R.StyleStats.from_features(fs, hard_masks(10, 10, 2)), mode, 0.9, iterations=3)
+    for mode, s, its in (("linear", 0.9, None), ("linear", 0.4, 3), ("adain", 0.9, None), ("wct", 0.9, None),
+                         ("gram", 0.9, 3), ("patchswap", 0.9, None)):
+        out = R.reconstruct(fc, wc, R.StyleStats.from_features(fs, hard_masks(10, 10, 2)), mode, s, iterations=its)
         assert torch.isfinite(out).all(), mode
 
 
@@ -188,12 +189,13 @@ def test_strength_zero_is_identity_and_strength_interpolates():
 def test_fp16_features_scaled_by_1000_stay_finite(mode):
     fc = (feats(16, 12, 12, 1) * 1000).half()     # sums of squares overflow FP16 by far
     fs = (feats(16, 12, 12, 2, scale=2) * 1000).half()
+    s = 0.45 if mode == "linear" else 0.7             # linear's iteration converges below 0.5 only
     out = R.reconstruct(fc, soft_masks(12, 12, 2), R.StyleStats.from_features(fs, soft_masks(12, 12, 2, 3)),
-                        mode, 0.7, iterations=3)
+                        mode, s, iterations=3)
     assert out.dtype == torch.float16
     assert torch.isfinite(out).all()
     ref = R.reconstruct(fc.float(), soft_masks(12, 12, 2), R.StyleStats.from_features(fs.float(),
-                        soft_masks(12, 12, 2, 3)), mode, 0.7, iterations=3)
+                        soft_masks(12, 12, 2, 3)), mode, s, iterations=3)
     torch.testing.assert_close(out.float(), ref, rtol=2e-3, atol=2.0)
 
 
@@ -327,8 +329,10 @@ def test_bad_inputs_raise_value_error_naming_expectation():
         R.reconstruct(fc, None, st, "fancy")
     with pytest.raises(ValueError, match="strength"):
         R.reconstruct(fc, None, st, "linear", 1.5)
-    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+    with pytest.raises(ValueError, match=r"converges only for strength below 0\.5"):
         R.reconstruct(fc, None, st, "linear", 1.0, iterations=10)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):                # the iteration's own beta, called directly
+        R.linear_beta(1.0)
     with pytest.raises(TypeError):
         R.reconstruct(fc.numpy(), None, st)
 
@@ -377,3 +381,200 @@ def test_masks_checked_at_the_feature_size_give_the_frame_size_result():
         R.check_masks(bad, size)
     with pytest.raises(ValueError, match="sum to 1"):
         R.check_masks(frame_masks * 0.9, size)
+
+
+# ---------------------------------------------------------------- regions that come and go (audit, session 27)
+
+def _two_regions(h, w, share=0.3, seed=0):
+    """Region 1 a soft blob of about ``share`` of the frame, region 0 the rest."""
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    blob = torch.sigmoid((share - (xx ** 2 + yy ** 2)) * 12)
+    return torch.stack([1 - blob, blob])
+
+
+def _without_region_1(h, w):
+    return torch.stack([torch.ones(h, w), torch.zeros(h, w)])
+
+
+@pytest.mark.parametrize("mode", ["adain", "linear"])
+def test_an_absent_region_keeps_its_statistics_in_the_state(mode):
+    """A region with no weight for a few frames (a face turned away) keeps, in the temporal state, the
+    statistics it had: its own are zeros there, which were smoothed in and made it come back
+    mis-normalised (adain: 1/sqrt(0.4) too much gain on its first frame back)."""
+    h, w = 12, 16
+    fs = feats(8, 10, 10, 2, scale=2, shift=1)
+    st = R.StyleStats.from_features(fs, _two_regions(10, 10))
+    state = R.ReconState(momentum=0.6)
+    both, alone = _two_regions(h, w), _without_region_1(h, w)
+    for t in range(3):
+        R.reconstruct(feats(8, h, w, 10 + t, scale=3, shift=2), both, st, mode, 0.8, state=state)
+    row1, row0 = state.content.mean[1].clone(), state.content.mean[0].clone()
+    for t in range(3):
+        R.reconstruct(feats(8, h, w, 20 + t, scale=3, shift=2), alone, st, mode, 0.8, state=state)
+    assert torch.equal(state.content.mean[1], row1) and not torch.equal(state.content.mean[0], row0)
+    assert state.seen == [True, True]
+    # back: smoothed with the statistics it had, not with zeros
+    prev = R.RegionStats(state.content.weight, state.content.mean.clone(), state.content.var.clone())
+    fc = feats(8, h, w, 30, scale=3, shift=2)
+    out = R.reconstruct(fc, both, st, mode, 0.8, state=state)
+    cur = R.masked_stats(fc, R.check_masks(both, (h, w)))
+    mixed = R.RegionStats(cur.weight, 0.6 * prev.mean + 0.4 * cur.mean, 0.6 * prev.var + 0.4 * cur.var)
+    want = R.adain(fc, both, mixed, st.stats, 0.8) if mode == "adain" else \
+        R.linear_exact(fc, both, mixed.mean, st.stats.mean, 0.8)
+    torch.testing.assert_close(out, want)
+
+
+def test_a_region_seen_for_the_first_time_starts_afresh():
+    """A region present for the first time (a face entering the frame) has no statistics in the state:
+    that frame is stylized with its own, as after a scene cut (with the state's zeros it had 0.4 of its
+    mean and variance), and the next frames smooth again."""
+    h, w = 12, 16
+    st = R.StyleStats.from_features(feats(8, 10, 10, 2, scale=2, shift=1), _two_regions(10, 10))
+    state = R.ReconState(momentum=0.6)
+    alone, both = _without_region_1(h, w), _two_regions(h, w)
+    for t in range(3):
+        R.reconstruct(feats(8, h, w, 40 + t, scale=3, shift=2), alone, st, "adain", 1.0, state=state)
+    assert state.seen == [True, False]
+    fc = feats(8, h, w, 50, scale=3, shift=2)
+    out = R.reconstruct(fc, both, st, "adain", 1.0, state=state)
+    torch.testing.assert_close(out, R.reconstruct(fc, both, st, "adain", 1.0, state=R.ReconState(momentum=0.6)))
+    assert state.seen == [True, True] and state.carries(2, 8, [False, False])
+    fc2 = feats(8, h, w, 51, scale=3, shift=2)
+    assert not torch.allclose(R.reconstruct(fc2, both, st, "adain", 1.0, state=state),
+                              R.reconstruct(fc2, both, st, "adain", 1.0))     # smoothing again
+
+
+def test_the_fused_op_keeps_and_restarts_regions_as_the_reference_does():
+    """The fused op's path (the CPU reference op here; the CUDA kernel on a GPU: test_kernels) over frames
+    where a region leaves, comes back, and one appears: the same outputs and state as reconstruct()'s."""
+    from realtime import kernels
+    h, w = 12, 16
+    st = R.StyleStats.from_features(feats(8, 10, 10, 2, scale=2, shift=1), _two_regions(10, 10))
+    both, alone = _two_regions(h, w), _without_region_1(h, w)
+    for mode, its in (("adain", None), ("linear", 6)):
+        s_ref, s_op = R.ReconState(momentum=0.6), R.ReconState(momentum=0.6)
+        for t, m in enumerate([alone, alone, both, both, alone, alone, both]):
+            fc = feats(8, h, w, 60 + t, scale=3, shift=2)
+            a = R.reconstruct(fc, m, st, mode, 0.4, iterations=its, state=s_ref, use_kernel=False)
+            mass = R.check_masks(m, (h, w), with_mass=True)[1]
+            absent = [v < R.PRESENT_FRACTION * h * w for v in mass]
+            b = kernels.fused_reconstruct(fc[None], m, st, mode, 0.4, its, s_op, absent=absent)[0]
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-4)
+            torch.testing.assert_close(s_op.content.mean, s_ref.content.mean)
+            assert s_op.seen == s_ref.seen
+            if its:
+                torch.testing.assert_close(s_op.linear_offset, s_ref.linear_offset)
+
+
+def test_the_iterative_linear_form_is_refused_where_it_diverges():
+    """reconstruct() itself refuses the paper's iteration at strength >= 0.5 (beta >= 1), where it
+    returned an all-zero frame (one region) or an all-NaN one (two): only the CLI and the stylizer had
+    guarded it."""
+    fc, st = feats(8, 9, 11, 1), R.StyleStats.from_features(feats(8, 7, 7, 2, scale=3, shift=1))
+    for s in (0.5, 0.7, 0.99):
+        with pytest.raises(ValueError, match="converges only for strength below 0.5"):
+            R.reconstruct(fc, None, st, "linear", s, iterations=500)
+    out = R.reconstruct(fc, None, st, "linear", 0.45, iterations=500)
+    assert torch.isfinite(out).all()
+
+
+def test_strength_zero_is_the_content_even_with_a_warm_offset():
+    """Strength 0 gives the content in every mode, also for the iterative form with 0 more iterations
+    after a frame at another strength (it gave the content plus the previous frame's shift)."""
+    from realtime import kernels
+    fc, wc = feats(8, 9, 11, 1), soft_masks(9, 11, k=2)
+    st = R.StyleStats.from_features(feats(8, 7, 7, 2, scale=3, shift=1), soft_masks(7, 7, k=2, seed=3))
+    for fused in (False, True):
+        state = R.ReconState(momentum=0.5)
+        if fused:
+            kernels.fused_reconstruct(fc[None], wc, st, "linear", 0.4, 30, state)
+        else:
+            R.reconstruct(fc, wc, st, "linear", 0.4, iterations=30, state=state)
+        assert state.linear_offset is not None and state.linear_offset.abs().max() > 0.1     # a shift to carry
+        if fused:
+            out = kernels.fused_reconstruct(fc[None], wc, st, "linear", 0.0, 0, state)[0]
+        else:
+            out = R.reconstruct(fc, wc, st, "linear", 0.0, iterations=0, state=state)
+        torch.testing.assert_close(out, fc)
+
+
+def test_wct_takes_the_styles_square_root_once():
+    """wct's C_s^{1/2} is the style's: computed once per style (StyleStats.cov_sqrt), not for every region
+    of every frame, with the same result."""
+    fc, wc = feats(16, 9, 11, 1), soft_masks(9, 11, k=2)
+    st = R.StyleStats.from_features(feats(16, 12, 12, 2, scale=3, shift=1), soft_masks(12, 12, k=2, seed=3))
+    want = R.wct(fc, wc, R.masked_stats(fc, wc, with_cov=True), st.stats, 0.9)       # computes its own
+    calls = []
+    real = R._sqrtm_pair
+    try:
+        R._sqrtm_pair = lambda c, eps: calls.append(tuple(c.shape)) or real(c, eps)
+        for _ in range(3):
+            out = R.reconstruct(fc, wc, st, "wct", 0.9)
+    finally:
+        R._sqrtm_pair = real
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)     # batched eigh: the last bits may differ
+    assert calls.count((2, 16, 16)) == 1                            # the style's, batched, once
+    assert calls.count((16, 16)) == 3 * 2                           # the content's, per frame and region
+
+
+def test_a_region_with_almost_no_weight_pulls_gram_with_almost_no_force():
+    """gram: each region's style term scaled by its share of the frame (full from 1 %): a second region of
+    one pixel at weight 0.001 stalled the descent of the whole frame (its term, normalised by its own
+    tiny mass, pushed that pixel to carry a whole Gram matrix), and a region whose mask had decayed to
+    1e-4 pulled as if fully present."""
+    C, h, w = 8, 10, 12
+    g = torch.Generator().manual_seed(4)
+    xc = torch.randn(C, h * w, generator=g).relu()
+    gs = torch.stack([torch.eye(C) * 2.0, torch.eye(C) * 0.5])
+    base = torch.zeros(2, h * w)
+    base[0] = 1.0
+    stray = base.clone()
+    stray[1, 5], stray[0, 5] = 0.001, 0.999
+
+    def err(wc):
+        x = R.gram_descent(xc, xc, wc, gs, 10.0, 10)
+        gk = (x * wc[0]) @ x.T / wc[0].sum()
+        return float((gk - gs[0]).norm() / gs[0].norm()), x
+    decayed = torch.stack([torch.full((h * w,), 1 - 1e-4), torch.full((h * w,), 1e-4)])   # a face's mask, left
+    e_empty, x_empty = err(base)
+    e_stray, _ = err(stray)
+    _, x_decayed = err(decayed)
+    full, R.GRAM_FULL_FRACTION = R.GRAM_FULL_FRACTION, 1e-12       # every region at full force: as before
+    try:
+        e_old, _ = err(stray)
+        _, x_decayed_old = err(decayed)
+    finally:
+        R.GRAM_FULL_FRACTION = full
+    assert e_empty < 0.5 and e_old > 2 * e_empty                    # the stray weight did stall the descent
+    assert e_stray == pytest.approx(e_empty, rel=0.02)              # and no longer does
+    # the decayed region pulled the frame as if present; now by its 1 % of full force
+    moved = lambda x: float((x - x_empty).norm())                  # noqa: E731
+    assert moved(x_decayed_old) > 0.1 * float(x_empty.norm()) and moved(x_decayed) < 0.05 * moved(x_decayed_old)
+    cw = R.gram_region_weights(torch.stack([torch.full((h * w,), 0.98), torch.full((h * w,), 0.02)]))
+    assert cw.tolist() == pytest.approx([1.0, 1.0])                 # 2 % of the frame: full force
+    cw = R.gram_region_weights(torch.stack([torch.full((h * w,), 0.9999), torch.full((h * w,), 1e-4)]))
+    assert float(cw[1]) == pytest.approx(0.01)
+
+
+@pytest.mark.gpu
+def test_on_the_gpu_regions_come_and_go_as_on_the_cpu():
+    """On CUDA (the fused kernel for adain and linear, the kernel's moments for wct): a region leaving,
+    coming back and one appearing give the CPU reference's outputs and state; nine regions, beyond the
+    kernel's eight, fall back to the PyTorch path instead of failing."""
+    h, w = 24, 32
+    st = R.StyleStats.from_features(feats(16, 10, 10, 2, scale=2, shift=1), _two_regions(10, 10))
+    st_gpu = R.StyleStats.from_features(feats(16, 10, 10, 2, scale=2, shift=1).cuda(), _two_regions(10, 10).cuda())
+    both, alone = _two_regions(h, w), _without_region_1(h, w)
+    for mode, its, s in (("adain", None, 0.8), ("linear", 6, 0.4), ("wct", None, 0.8)):
+        s_cpu, s_gpu = R.ReconState(momentum=0.6), R.ReconState(momentum=0.6)
+        for t, m in enumerate([alone, alone, both, both, alone, alone, both]):
+            fc = feats(16, h, w, 70 + t, scale=3, shift=2)
+            a = R.reconstruct(fc, m, st, mode, s, iterations=its, state=s_cpu)
+            b = R.reconstruct(fc.cuda(), m.cuda(), st_gpu, mode, s, iterations=its, state=s_gpu)
+            torch.testing.assert_close(b.cpu(), a, rtol=1e-3, atol=1e-3)
+            assert s_gpu.seen == s_cpu.seen
+    nine = soft_masks(h, w, k=9)
+    s9 = R.StyleStats.from_features(feats(16, 12, 12, 2).cuda(), soft_masks(12, 12, k=9, seed=1).cuda())
+    for mode in ("adain", "wct"):
+        out = R.reconstruct(feats(16, h, w, 1).cuda(), nine.cuda(), s9, mode, 0.8)
+        assert out.is_cuda and torch.isfinite(out).all()

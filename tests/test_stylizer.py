@@ -1,3 +1,4 @@
+import time
 
 
 def test_stage_times_wait_for_the_device_before_reading():
@@ -8,4 +9,34 @@ def test_stage_times_wait_for_the_device_before_reading():
     t = st.add("a", 0.0)
     st.add("b", t)
     assert len(calls) == 2 and set(st.ms) == {"a", "b"}
-    assert StageTimes().add("c", 0.0) > 0
+
+
+def test_stage_times_are_the_milliseconds_since_the_stages_start():
+    """add(name, t0) records the milliseconds from t0 to now and returns now, the next stage's start: a
+    stage begun half a second ago reads at least 500 ms, and the time handed back is the one it measured to."""
+    from realtime.stylizer import StageTimes
+    st = StageTimes()
+    t0 = time.perf_counter() - 0.5
+    before = time.perf_counter()
+    t = st.add("c", t0)
+    after = time.perf_counter()
+    assert before <= t <= after
+    assert st.ms["c"] == (t - t0) * 1000.0 and st.ms["c"] >= 500.0
+    t2 = st.add("d", t)
+    assert t2 >= t and st.ms["d"] == (t2 - t) * 1000.0 and set(st.ms) == {"c", "d"}
+
+
+def test_the_mode_hotkey_keeps_iterations_with_the_mode_they_were_given_for():
+    """`m` cycles the modes; an --iterations given for the starting mode stays with it: gram's 20 descent
+    steps had become 20 of linear's iterations (instead of its exact form), and a linear --iterations 500
+    became 500 gram steps a frame."""
+    import types
+    from realtime.pipeline import Pipeline
+    from realtime.stylizer import StylizerConfig
+    st = types.SimpleNamespace(config=StylizerConfig(mode="gram", iterations=20), reset=lambda: None)
+    pipe = Pipeline(None, None, st, progress=False)
+    seen = {}
+    for _ in range(4):
+        pipe.handle_key(ord("m"), None)
+        seen[st.config.mode] = st.config.iterations
+    assert st.config.mode == "gram" and seen == {"linear": None, "adain": None, "wct": None, "gram": 20}
