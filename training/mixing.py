@@ -89,6 +89,11 @@ def mix_batch(fp: torch.Tensor, fs: torch.Tensor, rng: random.Random, wct_on_cpu
         raise ValueError(f"mix_batch needs N x C x h x w photo and painting features of the same N and C, "
                          f"got {tuple(fp.shape)} and {tuple(fs.shape)}")
     draws = [draw_mix(rng) for _ in range(fp.shape[0])]
+    with torch.autocast(fp.device.type, enabled=False):      # float32 maths whatever the caller's autocast
+        return _mix_batch(fp, fs, draws, wct_on_cpu)
+
+
+def _mix_batch(fp, fs, draws, wct_on_cpu):
     N, C = fp.shape[:2]
     f = fp.float().reshape(N, C, -1)
     s = fs.float().reshape(N, C, -1)
