@@ -46,6 +46,20 @@ def gatys_loss_terms(encoder, x, content_feat, style_grams, masks, style_layers=
     return content, style / len(style_layers)
 
 
+@torch.no_grad()
+def style_targets(encoder, style: torch.Tensor, style_masks: torch.Tensor,
+                  style_layers=STYLE_LAYERS) -> dict[str, torch.Tensor]:
+    """Per style layer, the K x C x C guided Gram matrices of the painting (``style_masks``: K x H x W at its
+    size); a region with under 0.2 % of the painting takes the painting's global Gram instead."""
+    s_taps = encoder(style, taps=style_layers)
+    s_grams = {k: guided_grams(v, style_masks) for k, v in s_taps.items()}
+    frac = style_masks.reshape(style_masks.shape[0], -1).mean(1)
+    for k in torch.nonzero(frac < 0.002).flatten().tolist():
+        for name, v in s_taps.items():
+            s_grams[name][k] = guided_grams(v, torch.ones(1, *style_masks.shape[-2:]))[0]
+    return s_grams
+
+
 def gatys(encoder, content: torch.Tensor, style: torch.Tensor, content_masks: torch.Tensor | None = None,
           style_masks: torch.Tensor | None = None, *, iterations: int = 500, style_weight: float = 5.0,
           progress: bool = True) -> torch.Tensor:
@@ -65,13 +79,7 @@ def gatys(encoder, content: torch.Tensor, style: torch.Tensor, content_masks: to
         raise ValueError(f"content has {cm.shape[0]} regions, style has {sm.shape[0]}")
     with torch.no_grad():
         c_feat = encoder(content, taps=(CONTENT_LAYER,))[CONTENT_LAYER]
-        s_taps = encoder(style, taps=STYLE_LAYERS)
-        s_grams = {k: guided_grams(v, sm) for k, v in s_taps.items()}
-        # a region absent from the style falls back to the style's global Gram
-        frac = sm.reshape(sm.shape[0], -1).mean(1)
-        for k in torch.nonzero(frac < 0.002).flatten().tolist():
-            for name, v in s_taps.items():
-                s_grams[name][k] = guided_grams(v, torch.ones(1, *sm.shape[-2:]))[0]
+    s_grams = style_targets(encoder, style, sm)
     x = content.detach().contiguous().clone().requires_grad_(True)
     opt = torch.optim.LBFGS([x], lr=1.0, max_iter=iterations, max_eval=int(iterations * 1.25) + 1,
                             tolerance_grad=0, tolerance_change=0, history_size=50, line_search_fn="strong_wolfe")
