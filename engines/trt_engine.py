@@ -1,5 +1,6 @@
-"""TensorRT engine (TensorRT 10 and 11): named I/O tensors, ``execute_async_v3`` on torch's
-current CUDA stream, torch tensors as buffers (no pycuda: one allocator, one stream).
+"""TensorRT engine (TensorRT 10 and 11): named I/O tensors, ``execute_async_v3`` on a CUDA stream of
+the engine's own, ordered after and before torch's current one, torch tensors as buffers (no pycuda:
+one allocator, no second context).
 
 Engine files carry a JSON header before the serialized engine:
 ``MAGIC | uint32 little-endian header length | header JSON | engine bytes``.
@@ -104,6 +105,10 @@ class TrtEngine(Engine):
                                    "(an engine runs only with the TensorRT version, and on the GPU model, "
                                    "that built it); rebuild it here with `stylecam export --format engine`")
             self.context = self.engine.create_execution_context()
+            # TensorRT on the legacy default stream (torch's, unless the caller chose another) adds
+            # synchronisations of its own ("Using default stream in enqueueV3() may lead to performance
+            # issues"): it runs on this stream, ordered against the caller's by events
+            self.stream = torch.cuda.Stream(self.device)
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
@@ -135,7 +140,12 @@ class TrtEngine(Engine):
         if not (self.context.set_tensor_address(self.input_name, x.data_ptr())
                 and self.context.set_tensor_address(self.output_name, out.data_ptr())):
             raise RuntimeError("TensorRT refused a tensor address")
+        caller = torch.cuda.current_stream(self.device)
+        self.stream.wait_stream(caller)              # the input's writes (on the caller's stream) first
         with torch.cuda.device(self.device):
-            if not self.context.execute_async_v3(torch.cuda.current_stream(self.device).cuda_stream):
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise RuntimeError("TensorRT execution failed")
+        caller.wait_stream(self.stream)              # the caller's next work after the engine's
+        x.record_stream(self.stream)                 # neither buffer is reused before the engine is done
+        out.record_stream(self.stream)
         return out.float()
