@@ -112,7 +112,7 @@ TESTS_RC=${PIPESTATUS[0]}
 echo "kernel gpu tests exit status $TESTS_RC"
 if [ "${SKIP_OTHER_TESTS:-0}" != 1 ]; then
   echo "== the other gpu tests ($(left) s left)"
-  timeout 150 $PY -m pytest -q -m gpu tests --deselect tests/test_kernels.py -rs -p no:cacheprovider 2>&1 \
+  timeout 200 $PY -m pytest -q -m gpu tests --deselect tests/test_kernels.py -rs -p no:cacheprovider 2>&1 \
     | tee -a "$OUT/gpu_tests.log" | tail -30
   echo "other gpu tests exit status ${PIPESTATUS[0]}"
 fi

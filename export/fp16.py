@@ -48,15 +48,22 @@ def recorded_range() -> dict:
 
 def check_fp16(module: torch.nn.Module, what: str, layer: str, decoder_path=None) -> float:
     """The peak activation of ``module`` (the encoder, or the decoder in ``decoder_path``): the one
-    recorded in activation_range.json for a shipped network, else measured here on the export's parity
-    images. ValueError when, with the safety factor, it overflows FP16 -- for every FP16 export, the
-    export command's and the live command's alike."""
-    from engines.weights import weights_dir
+    recorded in activation_range.json when it was measured on this very network (the encoder's weights
+    id, the decoder file's sha256), else measured here on the export's parity images. ValueError when,
+    with the safety factor, it overflows FP16 -- for every FP16 export, the export command's and the live
+    command's alike. (The record was trusted by file name: a retrained decoder, or an encoder of other
+    weights -- ImageNet VGG's activations are ~10x HED's -- passed on another network's figure.)"""
+    from engines.weights import sha256_file
     from .onnx_export import parity_inputs
-    shipped = what == "encoder" or (decoder_path is not None
-                                    and Path(decoder_path).resolve().parent == weights_dir().resolve())
-    key = f"encoder_{layer}" if what == "encoder" else Path(decoder_path).stem if decoder_path else None
-    peak = recorded_range().get(key) if shipped else None
+    rec = recorded_range()
+    if what == "encoder":
+        key = f"encoder_{layer}"
+        same = getattr(module, "encoder_id", None) is not None and module.encoder_id == rec.get("encoder_id")
+    else:
+        key = Path(decoder_path).stem if decoder_path else None
+        same = key is not None and Path(decoder_path).is_file() \
+            and rec.get("sha256", {}).get(key) == sha256_file(decoder_path)
+    peak = rec.get(key) if same else None
     if peak is None:
         dev = next(module.parameters()).device
         peak = peak_activations(module, [x.to(dev) for x in parity_inputs(what, layer)])
@@ -82,9 +89,13 @@ def measure(folder: str, max_images: int = 200, max_side: int = 1024, progress: 
         im = read_image(f)
         s = min(1.0, max_side / max(im.shape[:2]))
         imgs.append(bgr_to_tensor(cv2.resize(im, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)))
+    from engines.weights import sha256_file
     res = {"images": len(imgs), "folder": str(folder), "max_side": max_side, "date": time.strftime("%Y-%m-%d"),
            "fp16_max": FP16_MAX, "safety": SAFETY}
     decoders = {layer: [p for p in shipped_decoder_files(layer) if p.exists()] for layer in ("relu3_1", "relu4_1")}
+    # what each figure was measured on: the record is trusted only for these very networks (check_fp16)
+    res["encoder_id"] = ew.encoder_id
+    res["sha256"] = {p.stem: sha256_file(p) for ps in decoders.values() for p in ps}
     bar = tqdm(total=sum((2 + len(d)) * len(imgs) for d in decoders.values()), desc="measuring", unit="pass",
                disable=not progress)
 

@@ -1,6 +1,7 @@
 """Engines and export: ONNX parity on real images, the registry, the errors; GPU paths marked."""
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -290,6 +291,42 @@ def test_recorded_activation_range_is_fp16_safe():
         assert F16.fp16_safe(rec[k]), (k, rec[k])
 
 
+def test_the_fp16_record_is_of_the_shipped_networks_and_used_only_for_them(tmp_path, monkeypatch, hed_weights):
+    """export/activation_range.json names what it measured (the encoder's weights id, each decoder file's
+    sha256): it must be of the networks shipped now (retrain a decoder and this fails until the record is
+    measured again), and check_fp16 takes a figure from it only for that very network -- another decoder
+    under the same file name, or an encoder of other weights (ImageNet VGG's activations are ~10x HED's),
+    is measured instead."""
+    import shutil
+    from engines.decoder import load_decoder, save_decoder, shipped_decoder_files
+    from engines.weights import ENCODER_ID_HED, build_encoder, sha256_file
+    rec = F16.recorded_range()
+    assert rec["encoder_id"] == ENCODER_ID_HED
+    for layer in ("relu3_1", "relu4_1"):
+        for p in (p for p in shipped_decoder_files(layer) if p.exists()):
+            assert rec["sha256"][p.stem] == sha256_file(p), f"{p.name} changed: python -m export.fp16 DIR"
+    measured = []
+    real = F16.peak_activations
+    monkeypatch.setattr(F16, "peak_activations", lambda m, xs: measured.append(1) or real(m, list(xs)[:1]))
+    shipped = shipped_decoder_files("relu3_1")[0]
+    assert F16.check_fp16(load_decoder(shipped), "decoder", "relu3_1", shipped) == rec[shipped.stem]
+    assert F16.check_fp16(build_encoder("relu3_1", hed_weights), "encoder", "relu3_1") == rec["encoder_relu3_1"]
+    assert not measured                                             # both from the record
+    copy = tmp_path / shipped.name                                  # the same name, the same network: the record
+    shutil.copy(shipped, copy)
+    assert F16.check_fp16(load_decoder(copy), "decoder", "relu3_1", copy) == rec[shipped.stem] and not measured
+    dec = load_decoder(shipped)
+    with torch.no_grad():
+        dec.net[0].weight.mul_(3.0)                                 # another decoder under the same name
+    save_decoder(dec, copy, encoder_id=ENCODER_ID_HED)
+    other = F16.check_fp16(dec, "decoder", "relu3_1", copy)
+    assert measured == [1] and other != rec[shipped.stem]
+    enc = build_encoder("relu3_1", hed_weights)
+    enc.encoder_id = "torchvision-vgg16"
+    F16.check_fp16(enc, "encoder", "relu3_1")
+    assert measured == [1, 1]
+
+
 # ---------------------------------------------------------------- GPU (skipped, with the reason, without CUDA)
 
 @pytest.mark.gpu
@@ -450,3 +487,47 @@ def test_fp16_activation_record_is_measured_and_written_atomically(tmp_path, por
         with pytest.raises(SystemExit):
             F16.main(bad)
     capsys.readouterr()
+
+
+def _engines_to_check(exported):
+    """(name, engine, module) for every engine this machine can run: PyTorch and ONNX Runtime on the CPU;
+    on CUDA also PyTorch eager and CUDA-graph replay, ONNX Runtime where it has a CUDA provider, and
+    TensorRT where it is installed."""
+    import onnxruntime as ort
+    m, path = exported["decoder", "relu3_1"]
+    out = [("torch-cpu", TorchEngine(module=m), m), ("onnx-cpu", base.load_engine(path), m)]
+    if torch.cuda.is_available():
+        import copy
+        mc = copy.deepcopy(m).cuda()
+        out += [("torch-cuda", TorchEngine(module=mc, device="cuda"), m),
+                ("torch-cuda-graph", TorchEngine(module=copy.deepcopy(m).cuda(), device="cuda", cuda_graph=True), m)]
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            out.append(("onnx-cuda", base.load_engine(path, device="cuda"), m))
+        if HAS_TRT:
+            import argparse
+            import tempfile
+            from export.__main__ import image_profile
+            from export.trt_build import build_engine
+            prof = image_profile("decoder", "relu3_1", argparse.Namespace(min=(32, 32), opt=(240, 320),
+                                                                          max=(480, 640)))
+            eng = build_engine(path, Path(tempfile.mkdtemp()) / "d.engine", fp16=False, profile=prof)
+            out.append(("tensorrt", base.load_engine(eng, device="cuda"), m))
+    return out
+
+
+def test_every_engine_hands_back_a_tensor_of_its_own(exported):
+    """The Engine contract: each call returns a new tensor, which a later call of the same shape does not
+    overwrite (a style's features are kept while frames run; the TensorRT engine handed back one buffer
+    per shape, overwritten by the next call). Run over every engine available here."""
+    g = torch.Generator().manual_seed(3)
+    x1, x2 = (torch.rand(1, 256, 24, 32, generator=g) * 20 for _ in range(2))
+    for name, eng, m in _engines_to_check(exported):
+        dev = eng.device
+        y1 = eng(x1.to(dev))
+        keep = y1.clone()
+        y2 = eng(x2.to(dev))
+        assert y1.data_ptr() != y2.data_ptr(), name
+        assert torch.equal(y1, keep), name                          # not overwritten by the second call
+        with torch.no_grad():
+            ref = m(x1)
+        torch.testing.assert_close(y1.float().cpu(), ref, rtol=1e-2, atol=1e-2 * float(ref.abs().max()))
