@@ -261,25 +261,35 @@ def test_export_names_and_describes_which_decoder(tmp_path, capsys, caplog):
     assert "is a folder" in capsys.readouterr().err
 
 
+def _record_with(**peaks):
+    """The real record (its encoder id and files' sha256) with some peaks replaced."""
+    rec = dict(F16.recorded_range())
+    rec.update(peaks)
+    return lambda: rec
+
+
 def test_fp16_export_is_refused_when_activations_would_overflow(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(F16, "recorded_range", lambda: {"decoder_relu3_1": 30000.0})
+    monkeypatch.setattr(F16, "recorded_range", _record_with(decoder_relu3_1=30000.0))
     assert export_main(["--what", "decoder", "--fp16", "--out", str(tmp_path)]) == 2
     assert "refusing FP16" in capsys.readouterr().err
     assert F16.fp16_safe(1000.0) and not F16.fp16_safe(20000.0)
 
 
 def test_fp16_check_uses_the_record_of_the_decoder_file_exported(tmp_path, capsys, monkeypatch):
-    """The recorded peak is looked up by the decoder file's name (the wide decoder has its own), and a
-    decoder from outside weights/ is measured instead of trusting a shipped file's record."""
-    import shutil
-    from engines.weights import weights_dir
-    monkeypatch.setattr(F16, "recorded_range", lambda: {"decoder_relu3_1": 10.0, "decoder_relu3_1_wide": 30000.0})
+    """The recorded peak is looked up by the decoder file's name (the wide decoder has its own), and another
+    decoder under that name is measured instead of trusting the shipped file's record."""
+    from engines.decoder import load_decoder, save_decoder
+    from engines.weights import ENCODER_ID_HED, weights_dir
+    monkeypatch.setattr(F16, "recorded_range", _record_with(decoder_relu3_1=10.0, decoder_relu3_1_wide=30000.0))
     wide = weights_dir() / "decoder_relu3_1_wide.pt"
     assert export_main(["--what", "decoder", "--fp16", "--decoder", str(wide), "--out", str(tmp_path)]) == 2
     assert "refusing FP16" in capsys.readouterr().err
     mine = tmp_path / "mine" / "decoder_relu3_1_wide.pt"
     mine.parent.mkdir()
-    shutil.copy(wide, mine)
+    dec = load_decoder(wide)
+    with torch.no_grad():
+        dec.net[-1].bias.add_(0.01)                                 # a decoder of its own, by the same name
+    save_decoder(dec, mine, encoder_id=ENCODER_ID_HED)
     assert export_main(["--what", "decoder", "--fp16", "--decoder", str(mine), "--out", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o" / "decoder_relu3_1_wide_fp16.onnx").exists()        # named after its file
 

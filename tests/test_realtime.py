@@ -1,4 +1,5 @@
 """Sources, regions, styles, the stylizer's temporal state, outputs and the loop."""
+import dataclasses
 import os
 import sys
 
@@ -212,7 +213,7 @@ def test_make_segmenter_choices(tmp_path):
 
 # ---------------------------------------------------------------- sources
 
-def test_video_source_reads_every_frame_and_survives_truncation(tmp_path):
+def test_video_source_reads_every_frame_in_order(tmp_path):
     p = tmp_path / "v.avi"
     w = cv2.VideoWriter(str(p), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
     for i in range(12):
@@ -221,18 +222,50 @@ def test_video_source_reads_every_frame_and_survives_truncation(tmp_path):
     frames = [f for f, _ in capture.VideoFileSource(p)]
     assert len(frames) == 12
     assert [int(f.mean() // 20) for f in frames] == list(range(12))   # in order, none dropped
-    data = p.read_bytes()
-    cut = tmp_path / "cut.avi"
-    cut.write_bytes(data[: len(data) * 2 // 3])
-    try:
-        n = sum(1 for _ in capture.VideoFileSource(cut))
-        assert 0 < n < 12
-    except capture.SourceError:
-        pass                                    # OpenCV may refuse the cut header: a clear error then
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     with pytest.raises(capture.SourceError):
         list(capture.VideoFileSource(empty))
+
+
+class TruncatedVideo:
+    """cv2.VideoCapture's surface for a file whose header promises 12 frames at 10 fps of which 5 decode
+    (a recording cut short; OpenCV's own reader refuses some cut files outright, so a real cut file cannot
+    tell whether the source ends at its last good frame)."""
+
+    def __init__(self, path):
+        self.read_calls, self.released = 0, False
+
+    def isOpened(self):
+        return True
+
+    def get(self, prop):
+        return {cv2.CAP_PROP_FRAME_COUNT: 12, cv2.CAP_PROP_FPS: 10.0, cv2.CAP_PROP_FRAME_WIDTH: 32,
+                cv2.CAP_PROP_FRAME_HEIGHT: 24}.get(prop, 0)
+
+    def read(self):
+        self.read_calls += 1
+        if self.read_calls <= 5:
+            return True, np.full((24, 32, 3), 20 * self.read_calls, np.uint8)
+        return False, None
+
+    def release(self):
+        self.released = True
+
+
+def test_a_truncated_video_ends_at_its_last_good_frame_with_a_warning(tmp_path, monkeypatch, caplog):
+    p = tmp_path / "cut.avi"
+    p.write_bytes(b"RIFF")
+    monkeypatch.setattr(capture.cv2, "VideoCapture", TruncatedVideo)
+    src = capture.VideoFileSource(p)
+    assert src.expected == 12 and src.fps == 10.0 and src.frame_hw == (24, 32)
+    with caplog.at_level("WARNING", logger="realtime.capture"):
+        got = list(src)                                 # no exception: the good frames, then the end
+    assert [int(f[0, 0, 0]) for f, _ in got] == [20, 40, 60, 80, 100]
+    assert [t for _, t in got] == [0.0, 100.0, 200.0, 300.0, 400.0]
+    assert "stopped after 5 of 12 frames" in caplog.text
+    src.close()
+    assert src.cap.released
 
 
 class FakeCap:
@@ -260,19 +293,70 @@ class FakeCap:
         pass
 
 
-def test_camera_reconnects_then_ends_cleanly():
-    opened = []
+def test_camera_reconnects_then_ends_cleanly(monkeypatch, caplog):
+    """reconnects=2: the camera opened at the start (frames 1-5), lost and reopened (frames 6-10), lost again,
+    then two reopened cameras that give nothing: 4 opens in all, then the stream ends and says it gave up.
+    Only the newest frame is handed over, never one twice: their numbers only go up, and the last one comes."""
+    monkeypatch.setattr(capture.CameraSource, "backoff_s", 0.0)
+    opened, made = [], [0]
+
+    class NumberedCap(FakeCap):
+        def read(self):
+            ok, _ = super().read()
+            if not ok:
+                return False, None
+            made[0] += 1                                   # numbered across cameras: 1, 2, ... 10
+            return True, np.full((8, 8, 3), made[0], np.uint8)
 
     def open_fn(i):
         opened.append(i)
-        return FakeCap(5 if len(opened) <= 2 else 0)   # the first and the reconnected camera give 5 frames
+        return NumberedCap(5 if len(opened) <= 2 else 0)   # the first and the reconnected camera give 5 frames
 
     cam = capture.CameraSource(0, reconnects=2, open_fn=open_fn)
-    got = [f for f, _ in cam]
+    with caplog.at_level("WARNING", logger="realtime.capture"):
+        got = [int(f[0, 0, 0]) for f, _ in cam]
     cam.close()
-    assert len(opened) >= 3                     # reconnect attempts were made
-    assert 1 <= len(got) <= 10                  # newest-frame-only: frames may be skipped, never repeated
-    assert all(id(a) != id(b) for a, b in zip(got, got[1:]))
+    assert opened == [0, 0, 0, 0]                       # the first open and one per reconnect attempt
+    assert cam.gave_up and "giving up after 2 reconnect attempts" in caplog.text
+    assert caplog.text.count("reconnecting (1/2)") == 2 and caplog.text.count("reconnecting (2/2)") == 1
+    assert got and got[-1] == 10 and all(a < b for a, b in zip(got, got[1:])), got
+
+
+def test_camera_hands_over_the_newest_frame_and_never_a_backlog():
+    """A stylizer slower than the camera: while it works on frame 1 the camera makes frames 2, 3 and 4; the
+    next frame it gets is 4 (2 and 3 are dropped, never queued), then 5 as it comes. The camera's reads are
+    released one by one by the test, so the order is fixed, not a matter of timing."""
+    import threading
+
+    class GatedCap(FakeCap):
+        def __init__(self):
+            super().__init__(5)
+            self.allow = threading.Semaphore(0)
+
+        def read(self):
+            self.allow.acquire()
+            return super().read()
+
+    gate = GatedCap()
+    cam = capture.CameraSource(0, reconnects=0, open_fn=lambda i: gate)
+
+    def made(n):                                       # wait until the camera thread has published frame n
+        with cam._cond:
+            assert cam._cond.wait_for(lambda: cam._seq == n, timeout=30), cam._seq
+
+    frames = iter(cam)
+    gate.allow.release()
+    got = [int(next(frames)[0][0, 0, 0])]
+    for _ in range(3):
+        gate.allow.release()
+    made(4)                                            # frames 2, 3, 4 made while frame 1 was being stylized
+    got.append(int(next(frames)[0][0, 0, 0]))
+    gate.allow.release()
+    got.append(int(next(frames)[0][0, 0, 0]))
+    gate.allow.release()                               # the sixth read fails: no reconnect, the stream ends
+    gate.allow.release()
+    assert list(frames) == [] and got == [1, 4, 5]
+    cam.close()
 
 
 def test_no_camera_is_a_clear_error():
@@ -288,6 +372,28 @@ def test_open_source_dispatch(tmp_path):
     assert isinstance(capture.open_source(str(tmp_path / "*.png")), capture.ImageFolderSource)
     with pytest.raises(FileNotFoundError):
         capture.open_source(tmp_path / "missing.mp4")
+
+
+@pytest.mark.parametrize("as_glob", [False, True])
+def test_folder_source_plays_in_name_order_and_skips_an_unreadable_image(tmp_path, monkeypatch, caplog, as_glob):
+    """An image folder (or glob) plays its files in name order, whatever order the file system lists them
+    in (here: reversed), and an image that cannot be read is skipped with one warning, not the end of the
+    run."""
+    import glob
+    import pathlib
+    levels = [10, 60, 110, 160, 210]
+    for i, v in enumerate(levels):
+        cv2.imwrite(str(tmp_path / f"frame_{i:03d}.png"), np.full((12, 16, 3), v, np.uint8))
+    (tmp_path / "frame_002b.png").write_bytes(b"\x89PNG junk, not an image")     # between frames 2 and 3
+    real_iterdir, real_glob = pathlib.Path.iterdir, glob.glob
+    monkeypatch.setattr(pathlib.Path, "iterdir", lambda self: iter(sorted(real_iterdir(self), reverse=True)))
+    monkeypatch.setattr(glob, "glob", lambda spec: sorted(real_glob(spec), reverse=True))
+    src = capture.open_source(str(tmp_path / "frame_*.png") if as_glob else tmp_path)
+    assert isinstance(src, capture.ImageFolderSource) and len(src.files) == 6
+    with caplog.at_level("WARNING", logger="realtime.capture"):
+        got = [int(f.mean()) for f, _ in src]
+    assert got == levels
+    assert caplog.text.count("skipping") == 1 and "frame_002b.png" in caplog.text
 
 
 # ---------------------------------------------------------------- outputs
@@ -406,9 +512,18 @@ def live(stylizer_parts, tmp_path):
                     progress=False), counting
 
 
+class ResetCountingSegmenter(segment.WholeFrameSegmenter):
+    resets = 0
+
+    def reset(self):
+        self.resets += 1
+        super().reset()
+
+
 def test_each_hotkey_does_what_it_says(live, portrait_bgr, tmp_path):
     pipe, _ = live
     st = pipe.stylizer
+    pipe.segmenter = ResetCountingSegmenter()
     f = cv2.resize(portrait_bgr, (64, 72))
     assert pipe.handle_key(ord("n"), f) and st.bank.index == 1
     assert pipe.handle_key(ord("p"), f) and st.bank.index == 0
@@ -431,6 +546,12 @@ def test_each_hotkey_does_what_it_says(live, portrait_bgr, tmp_path):
     pipe.handle_key(ord(" "), f)
     assert not pipe.bypass and st.state.frames == 0 and st._last_small is None
     pipe.handle_key(ord(" "), f)
+    st.stylize(f)
+    st.stylize(f)                                   # r: the temporal state and the segmenter's, reset
+    assert st.state.frames == 2 and st.state.content is not None and pipe.segmenter.resets == 0
+    assert pipe.handle_key(ord("r"), f)
+    assert st.state.frames == 0 and st.state.content is None and st._last_small is None
+    assert pipe.segmenter.resets == 1
     pipe.handle_key(ord("s"), f)
     snaps = list(tmp_path.glob("stylecam_*.png"))
     assert len(snaps) == 1 and np.array_equal(cv2.imread(str(snaps[0])), f)
@@ -557,9 +678,9 @@ def test_warm_start_reduces_frame_to_frame_change_on_known_motion(stylizer_parts
     """The demo clip's known affine motion, with bright 'sparkles' popping up at random places (a
     stand-in for anything that briefly changes a region's statistics). With the temporal state
     (smoothed statistics, warm start) the rest of the frame changes less than without it.  By how much
-    depends on the decoder: 11 % with session 20's (warping error 130.9 against 146.9), 4 % with session
-    22's (129.1 against 134.1: frame by frame it reacts less to the statistics' jumps); a temporal state
-    that did nothing would give 0 %, and one that hurt (as it does with six such sparkles a frame) more."""
+    depends on the decoder (11 % with session 20's, 4 % with session 22's), so only the direction is
+    asserted; that the state is carried at all is checked exactly below
+    (test_stylizer_carries_the_smoothed_statistics_from_frame_to_frame)."""
     import json
     from realtime.cli import DEMO_CLIP
     from realtime.stylizer import Stylizer, StylizerConfig
@@ -588,7 +709,45 @@ def test_warm_start_reduces_frame_to_frame_change_on_known_motion(stylizer_parts
 
     warm, cold = _warping_error(run(0.8), affines, ignore), _warping_error(run(0.0), affines, ignore)
     print(f"warping error: warm {warm:.1f}, cold {cold:.1f}")
-    assert warm < 0.98 * cold, (warm, cold)
+    assert warm < cold, (warm, cold)
+
+
+def test_stylizer_carries_the_smoothed_statistics_from_frame_to_frame(stylizer_parts, portrait_bgr):
+    """momentum 0.5: after frames A and B the content statistics the stylizer keeps are half A's and half
+    B's (mean and variance of the encoder's features, computed here), and B's output is the decoder applied
+    to the reconstruction with those statistics, not with B's own (a cold start's)."""
+    from realtime import reconstruct as R
+    from realtime.images import bgr_to_tensor, tensor_to_bgr
+    from realtime.stylizer import Stylizer, StylizerConfig
+    enc, dec, bank = stylizer_parts
+    bank.select(0)
+    a = cv2.resize(portrait_bgr, (96, 112))
+    b = cv2.convertScaleAbs(np.roll(a, 9, axis=1), alpha=0.7, beta=40)      # moved, paler: other statistics
+    fa, fb = (enc(bgr_to_tensor(x)) for x in (a, b))
+
+    def mean_var(f):
+        f = f[0].flatten(1).double()
+        return f.mean(1), f.var(1, unbiased=False)
+
+    (ma, va), (mb, vb) = mean_var(fa), mean_var(fb)
+    cfg = StylizerConfig(mode="adain", momentum=0.5, scene_cut=1e9)
+    st = Stylizer(cfg, enc, dec, bank)
+    st.stylize(a)
+    torch.testing.assert_close(st.state.content.mean[0].double(), ma, atol=1e-4, rtol=1e-4)
+    out_b = st.stylize(b)
+    assert st.state.frames == 2
+    torch.testing.assert_close(st.state.content.mean[0].double(), 0.5 * ma + 0.5 * mb, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(st.state.content.var[0].double(), 0.5 * va + 0.5 * vb, atol=1e-3, rtol=1e-4)
+    assert (mb - ma).abs().max() > 0.1                        # A's share does move the statistics
+    # B's output: reconstructed with the state of A's statistics, decoded
+    seeded = R.ReconState(momentum=0.5)
+    seeded.content = R.RegionStats(torch.tensor([float(fa[0, 0].numel())]), ma[None].float(), va[None].float())
+    with torch.no_grad():
+        want = tensor_to_bgr(dec(R.reconstruct(fb, None, bank.current.stats, "adain", 1.0, state=seeded,
+                                               floor=0.0))[..., :112, :96])
+    assert np.abs(out_b.astype(int) - want.astype(int)).max() <= 1
+    cold = Stylizer(dataclasses.replace(cfg, momentum=0.0), enc, dec, bank).stylize(b)
+    assert np.abs(out_b.astype(int) - cold.astype(int)).mean() > 1.0
 
 
 def test_atomic_path_publishes_on_success_and_leaves_nothing_on_failure(tmp_path):
@@ -656,6 +815,104 @@ def test_stylizer_with_deflicker_on_a_still_clip_matches_without(stylizer_parts,
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
     with pytest.raises(ValueError, match="deflicker"):
         StylizerConfig(deflicker=1.0)
+
+
+@pytest.fixture(scope="module")
+def toy_networks():
+    """A stand-in encoder (4x average pooling, a random 3x3 convolution to 8 channels, ReLU) and decoder
+    (4x upsampling, a random convolution back to 3 channels, sigmoid) with a style bank of the demo
+    painting: the stylizer's own logic at a small fraction of the real networks' cost."""
+    import torch.nn.functional as F
+    from realtime.cli import DEMO_STYLE
+    from realtime.style import StyleBank
+    g = torch.Generator().manual_seed(0)
+
+    class Toy(torch.nn.Module):
+        layer = "relu3_1"
+
+        def __init__(self, cin, cout, up):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(cout, cin, 3, 3, generator=g) * 0.3, requires_grad=False)
+            self.up = up
+
+        def forward(self, x):
+            if self.up:
+                return torch.sigmoid(F.conv2d(F.interpolate(x, scale_factor=4, mode="nearest"), self.w, padding=1))
+            return torch.relu(F.conv2d(F.avg_pool2d(x, 4, ceil_mode=True), self.w, padding=1))
+
+    enc, dec = Toy(3, 8, False).eval(), Toy(8, 3, True).eval()
+    bank = StyleBank(enc, "none", max_side=128)
+    bank.add(DEMO_STYLE)
+    return enc, dec, bank
+
+
+def _moving_portrait(portrait_bgr, n, hw=(112, 96), step=3):
+    """n frames of the portrait at hw (H, W), panning ``step`` px a frame: motion the deflicker's flow follows."""
+    h, w = hw
+    big = cv2.resize(portrait_bgr, (w + step * n, h + step * n // 2), interpolation=cv2.INTER_AREA)
+    return [np.ascontiguousarray(big[(step * t) // 2:(step * t) // 2 + h, step * t:step * t + w]) for t in range(n)]
+
+
+def test_stylizer_applies_the_deflicker_and_survives_a_resolution_change(toy_networks, portrait_bgr, monkeypatch):
+    """A moving clip through a stylizer with the deflicker on (the default for video), whose camera
+    reconnects at another resolution: frames of 96x112, then 120x80, then 96x112 again.
+
+    * Every output has its input's size.
+    * The first stretch is, exactly, the OpenCV deflicker run over the plain stylizer's frames: the first
+      frame untouched, the later ones blended, not left as they were (a stylizer that skipped the filter
+      passed the still-clip test above).
+    * The first frame of each new size is the plain stylizer's (the filter starts afresh), and the later ones
+      are a fresh filter's of that size (a filter or stylizer keeping the first size's state broke on the
+      second frame of the new size).
+    * Each new processing size is checked against the free memory once, when it appears.
+
+    What is tested is the stylizer's handling of sizes and of the filter, not the networks: small random
+    ones (toy_networks) keep it fast."""
+    from realtime import stylizer as S
+    from realtime.deflicker import Deflicker
+    from realtime.stylizer import Stylizer, StylizerConfig
+    enc, dec, bank = toy_networks
+    checked = []
+    monkeypatch.setattr(S, "check_processing_size", lambda h, w, device: checked.append((h, w)))
+    stretches = [_moving_portrait(portrait_bgr, 3, (112, 96)), _moving_portrait(portrait_bgr, 2, (80, 120)),
+                 _moving_portrait(portrait_bgr, 2, (112, 96))]
+    plain = Stylizer(StylizerConfig(size=None, deflicker=0.0), enc, dec, bank)
+    smooth = Stylizer(StylizerConfig(size=None, deflicker=0.5), enc, dec, bank)
+    for k, frames in enumerate(stretches):
+        ref = Deflicker(0.5)                      # a fresh filter for each stretch of one size
+        for i, f in enumerate(frames):
+            p, s = plain.stylize(f), smooth.stylize(f)
+            assert s.shape == f.shape and s.dtype == np.uint8
+            want = ref(f, p)
+            if i == 0:
+                assert np.array_equal(s, p), (k, i)
+                continue
+            assert np.abs(s.astype(int) - p.astype(int)).mean() > 0.5, (k, i)        # blended
+            if k == 0:
+                assert np.array_equal(s, want), i
+            else:     # to rounding: OpenCV's DIS object keeps buffers between calls (tests/test_deflicker.py)
+                assert np.abs(s.astype(int) - want.astype(int)).mean() < 0.5, (k, i)
+    assert checked == [(112, 96)] * 2 + [(80, 120)] * 2 + [(112, 96)] * 2          # by each of the two stylizers
+
+
+def test_keep_colors_output_keeps_the_frames_chroma(stylizer_parts, portrait_bgr):
+    """keep_colors: the stylized frame's luminance with the input's colours. The stylizer's output is
+    images.keep_colors of its plain output (exactly, at the frame's own size): its chroma (CrCb) is the
+    input's but where YCrCb has no such colour (rounding, clipping at a few pixels), its Y the plain one's;
+    without it the chroma is the painting's."""
+    from realtime.stylizer import Stylizer, StylizerConfig
+    enc, dec, bank = stylizer_parts
+    bank.select(0)
+    f = cv2.resize(portrait_bgr, (96, 112))
+    plain = Stylizer(StylizerConfig(), enc, dec, bank).stylize(f)
+    kept = Stylizer(StylizerConfig(keep_colors=True), enc, dec, bank).stylize(f)
+    assert np.array_equal(kept, keep_colors(plain, f))
+    ycc = lambda x: cv2.cvtColor(x, cv2.COLOR_BGR2YCrCb).astype(int)    # noqa: E731
+    chroma = np.abs(ycc(kept)[..., 1:] - ycc(f)[..., 1:])
+    luma = np.abs(ycc(kept)[..., 0] - ycc(plain)[..., 0])
+    assert np.percentile(chroma, 99) <= 3 and chroma.mean() < 0.5, (np.percentile(chroma, 99), chroma.mean())
+    assert np.percentile(luma, 99) <= 2 and luma.mean() < 0.5
+    assert np.abs(ycc(plain)[..., 1:] - ycc(f)[..., 1:]).mean() > 3          # the style did change the colours
 
 
 # ---------------------------------------------------------------- virtual camera

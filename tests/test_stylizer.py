@@ -40,3 +40,27 @@ def test_the_mode_hotkey_keeps_iterations_with_the_mode_they_were_given_for():
         pipe.handle_key(ord("m"), None)
         seen[st.config.mode] = st.config.iterations
     assert st.config.mode == "gram" and seen == {"linear": None, "adain": None, "wct": None, "gram": 20}
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["adain", "linear", "wct"])
+def test_cuda_stylizer_in_fp16_gives_the_cpu_stylizers_frames(mode):
+    """End to end on CUDA -- FP16 engines (channels_last, CUDA graphs: the CUDA defaults), the fused kernel
+    (adain, linear) or the kernel's moments (wct), the deflicker on the device -- against the FP32
+    stylizer on the CPU, over frames of the demo clip with fixed portrait regions: within a few grey
+    levels (FP16 networks; the deflicker's flow runs on each side's own frames)."""
+    import numpy as np
+    from benchmarks.fps import build, load_frames
+    frames = load_frames(4)
+    gpu, seg_g = build("torch", "cuda", True, "relu3_1", mode, "portrait", (320, 0), deflicker=0.5,
+                       fixed_regions=True)
+    cpu, seg_c = build("torch", "cpu", False, "relu3_1", mode, "portrait", (320, 0), deflicker=0.5,
+                       fixed_regions=True)
+    for f in frames:
+        a, b = gpu.stylize(f, seg_g(f)), cpu.stylize(f, seg_c(f))
+        assert a.shape == b.shape == f.shape
+        diff = np.abs(a.astype(np.float32) - b.astype(np.float32))
+        assert diff.mean() < 2.5 and np.percentile(diff, 99) < 25, (mode, diff.mean(), np.percentile(diff, 99))
