@@ -265,6 +265,9 @@ def main(argv=None) -> int:
     results = []
     for dev in devices:
         for b in backends:
+            if b == "tensorrt" and dev == "cpu":      # the CLI refuses it too: the engines run on the GPU
+                print("skipping tensorrt on the cpu device: TensorRT runs on CUDA", file=sys.stderr)
+                continue
             for fp16 in ([False, True] if a.fp16 and dev == "cuda" else [False]):
                 for h in a.sizes:
                     r = bench_one(b, dev, fp16, h, frames, a.layer, a.mode, a.regions, profile=h == a.profile,

@@ -58,7 +58,7 @@ def cached_export(module, what: str, layer: str, backend: str, fp16: bool, profi
     if not onnx_path.exists():
         if fp16:
             from export.fp16 import check_fp16
-            check_fp16(module, what, layer, decoder_path)
+            check_fp16(module, what, layer, decoder_path, encoder=encoder)
         log.info("exporting the %s (%s, %s) to ONNX, once: %s", what, layer, prec, onnx_path)
         export_onnx(module, onnx_path, what=what, layer=layer, fp16=fp16, dynamic=True)
     if backend == "onnx" and int8:

@@ -46,13 +46,15 @@ def recorded_range() -> dict:
     return json.loads(RANGE_FILE.read_text()) if RANGE_FILE.exists() else {}
 
 
-def check_fp16(module: torch.nn.Module, what: str, layer: str, decoder_path=None) -> float:
+def check_fp16(module: torch.nn.Module, what: str, layer: str, decoder_path=None, encoder=None) -> float:
     """The peak activation of ``module`` (the encoder, or the decoder in ``decoder_path``): the one
     recorded in activation_range.json when it was measured on this very network (the encoder's weights
     id, the decoder file's sha256), else measured here on the export's parity images. ValueError when,
     with the safety factor, it overflows FP16 -- for every FP16 export, the export command's and the live
     command's alike. (The record was trusted by file name: a retrained decoder, or an encoder of other
-    weights -- ImageNet VGG's activations are ~10x HED's -- passed on another network's figure.)"""
+    weights -- ImageNet VGG's activations are ~10x HED's -- passed on another network's figure.)
+    ``encoder``: for a decoder, the encoder it is fed by, whose features of the parity images it is
+    measured on (default: the HED encoder's)."""
     from engines.weights import sha256_file
     from .onnx_export import parity_inputs
     rec = recorded_range()
@@ -66,7 +68,13 @@ def check_fp16(module: torch.nn.Module, what: str, layer: str, decoder_path=None
     peak = rec.get(key) if same else None
     if peak is None:
         dev = next(module.parameters()).device
-        peak = peak_activations(module, [x.to(dev) for x in parity_inputs(what, layer)])
+        if what == "decoder" and encoder is not None:
+            edev = next(encoder.parameters()).device
+            with torch.no_grad():
+                inputs = [encoder(x.to(edev)).to(dev) for x in parity_inputs("encoder", layer)]
+        else:
+            inputs = [x.to(dev) for x in parity_inputs(what, layer)]
+        peak = peak_activations(module, inputs)
     if not fp16_safe(peak):
         raise ValueError(f"refusing FP16: {what} {layer} activations reach {peak:.0f}; with a safety "
                          f"factor of {SAFETY} that overflows FP16 ({FP16_MAX:.0f})")

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger("stylecam")
@@ -257,15 +258,17 @@ def make_engines(args, enc, dec, dec_path, ew, device):
 
     def load(what):
         path = export(what)
+        cached = path.exists() and path.stat().st_mtime < started     # built by an earlier run, not this one
         try:
             return load_engine(path, device)
         except RuntimeError as e:
-            if args.backend != "tensorrt":
+            if args.backend != "tensorrt" or not cached or "could not load" not in str(e):
                 raise
             # a cached engine this TensorRT or driver cannot load (same version string, new build): once again
             log.warning("%s; building it again", e)
             path.unlink(missing_ok=True)
             return load_engine(export(what), device)
+    started = time.time()
     return load("encoder"), load("decoder")
 
 

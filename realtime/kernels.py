@@ -17,7 +17,7 @@ and a CUDA C++ implementation built on first use (following pytorch/extension-cp
 Each op's CPU implementation is its slow, obviously correct reference (``*_reference`` below),
 which the CUDA code is tested against.  The CUDA code is compiled just in time with
 ``torch.utils.cpp_extension.load`` into ``~/.cache/stylecam/torch_extensions`` for the
-architecture of the running GPU, and runs on PyTorch's current stream with PyTorch's
+architectures of the visible GPUs (the live command builds it before its first frame), and runs on PyTorch's current stream with PyTorch's
 allocator.  It replaces pycuda, which the first design named: one allocator, one stream, no
 second CUDA context.  No binary is committed.
 """
@@ -388,28 +388,38 @@ def check_fused_inputs(feat: torch.Tensor, masks: torch.Tensor, style_mean: torc
 
 
 def fused_reconstruct(feat, masks, style, mode: str, alpha: float, iterations=None, state=None,
-                      floor: float | None = None, absent: list[bool] | None = None):
+                      floor: float | None = None, share: list[float] | None = None):
     """linear / adain through the one fused op (CUDA kernel on a GPU, reference on the CPU), with the
     warm start of ``state`` (smoothed statistics, the iterative form's offset) carried in and out --
-    ``absent``: the regions with almost no weight this frame, whose rows the state keeps (ReconState);
+    ``share``: each region's share of the frame's weight (as floats; ReconState decides with them);
     results below ``floor`` are raised to it."""
-    from .reconstruct import RegionStats, linear_beta
+    from .reconstruct import RegionStats, linear_beta, weight_share
     if mode not in ("linear", "adain"):
         raise ValueError(f"the fused op covers linear and adain, not {mode!r}")
     code = MODE_CODES["linear_iterative" if mode == "linear" and iterations is not None else mode]
     if code == 1:
+        from .reconstruct import LINEAR_ITERATION_MAX_STRENGTH, linear_iteration_converges
         linear_beta(alpha)                        # the reference's error for a strength of 1 or more
+        if not linear_iteration_converges(alpha):  # as reconstruct(): the iteration diverges from 0.5 on
+            raise ValueError(f"the paper's linear iteration converges only for strength below "
+                             f"{LINEAR_ITERATION_MAX_STRENGTH}, got {alpha}: use iterations=None (the exact form)")
     check_fused_inputs(feat, masks, style.stats.mean)
     K, C = masks.shape[0], feat.shape[1]
     pm = pv = off0 = None
+    carried = False
     if state is not None:
-        if state.carries(K, C, absent):
-            pm, pv = state.content.mean, state.content.var
+        if state.carries(K, C, share):
+            carried, pm, pv = True, state.content.mean, state.content.var
         if code == 1 and alpha > 0:          # at strength 0 the answer is the content, not the last shift
-            off0 = state.warm_offset(K, C, absent)
+            off0 = state.warm_offset(K, C, share)
     out, ws, mean, var, off = torch.ops.stylecam.fused_recon(
         feat, masks, style.stats.mean, style.std, float(alpha), code, int(iterations or 0),
         float(state.momentum if state is not None else 0.0), pm, pv, off0, None if floor is None else float(floor))
     if state is not None:
-        state.keep(RegionStats(ws, mean, var), absent, off if code == 1 else None)
+        share_t = weight_share(ws)
+        if carried:      # the op's statistics are the mix m*previous + (1-m)*current: this frame's own
+            m = state.momentum
+            mean, var = (mean - m * pm) / (1 - m), (var - m * pv) / (1 - m)
+        state.update(RegionStats(ws, mean, var), share_t,
+                     share if share is not None else share_t.tolist(), carried, off if code == 1 else None)
     return out

@@ -29,9 +29,12 @@ import torch.nn.functional as F
 MODES = ("linear", "adain", "wct", "gram", "patchswap")
 EPS = 1e-5
 FP16_MAX = 65504.0
-# a region whose weight in a frame is under this share of the frame's is absent from it: its statistics
-# there (zeros, or a few stray weights') are not carried into the temporal state (ReconState.keep)
+# a region with under this share of a frame's weight is absent from it (ReconState: a region present while
+# its row of the state has less than this behind it is appearing; an absent one keeps its warm offset)
 PRESENT_FRACTION = 1e-3
+# a region whose share of a frame falls below this fraction of the share behind its row of the state keeps
+# its row (ReconState.update): it is leaving the frame, its mask fading where it was
+FADING = 0.75
 
 
 # --------------------------------------------------------------------------- inputs
@@ -188,15 +191,29 @@ class StyleStats:
         return cls(st, feat.detach(), masks, fb)
 
 
+def weight_share(weight: torch.Tensor) -> torch.Tensor:
+    """Each region's share of a frame's weight (K), from the regions' summed weights."""
+    return weight / weight.sum().clamp_min(EPS)
+
+
 @dataclass
 class ReconState:
     """What a warm start needs from the previous frame.
 
-    ``momentum`` smooths the content statistics over time (0 = none): the mean,
-    variance and covariance used for frame t are m*previous + (1-m)*current.
-    ``residual`` is the previous output minus its content (the warm start of the
-    iterative modes); ``linear_offset`` the per-region mean offset of the
-    iterative ``linear`` solve.  ``reset()`` on a scene cut.
+    ``momentum`` m smooths the content statistics over time (0 = none): frame t's output uses
+    m*previous + (1-m)*current.  The state keeps each region's statistics smoothed by the weight behind
+    them: a row mixes in the current frame's in proportion to the region's share of this frame against
+    the (smoothed) share behind the row -- for a region of steady size exactly m*previous + (1-m)*current,
+    but a region fading out of the frame (a face that left, its mask decaying through the segmenter's
+    temporal average over ~15 frames, over whatever is now behind it) adds almost nothing, so the row
+    keeps the face's statistics for its return (the plain mix had filled it with the background's, or
+    with the zeros of an empty region: the face came back normalised by 0.4-0.54 of its mean, ~5 frames
+    to settle).  A region present in a frame while its row has (almost) no weight behind it -- a face
+    entering, or back after ~10 frames away -- makes that frame start afresh, its own statistics and a
+    cold iteration, as after a scene cut (``appearing``).
+    ``residual`` is the previous output minus its content (the warm start of the iterative modes);
+    ``linear_offset`` the per-region mean offset of the iterative ``linear`` solve, kept for a region
+    with (almost) no weight in a frame.  ``reset()`` on a scene cut.
     """
     momentum: float = 0.0
     content: RegionStats | None = None
@@ -204,74 +221,92 @@ class ReconState:
     linear_offset: torch.Tensor | None = None
     frames: int = 0
     extra: dict = field(default_factory=dict)
-    # per region: whether its row of ``content`` holds statistics of a frame where it was present
-    seen: list[bool] | None = None
+    # per region, the share of the frame's weight behind its row of ``content``, smoothed as the rows are:
+    # on the statistics' device (for the rows' update, no synchronisation) and as floats (for decisions)
+    share: torch.Tensor | None = None
+    share_host: list[float] | None = None
 
     def reset(self) -> None:
         self.content = None
         self.residual = None
         self.linear_offset = None
         self.frames = 0
-        self.seen = None
+        self.share = self.share_host = None
         self.extra.clear()
 
-    def appearing(self, absent: list[bool] | None) -> bool:
-        """Whether a region present this frame (``absent``: per region, whether it has almost no weight
-        this frame; None: not known) has no statistics of its own in the state -- a face entering the
-        frame, whose row holds the zeros of the frames without it: smoothed in, it was normalised by 0.4
-        of its mean on its first frame and took ~5 frames to settle. Such a frame starts afresh (its own
-        statistics, a cold iteration), as after a scene cut."""
-        if absent is None or self.seen is None or len(self.seen) != len(absent):
+    def appearing(self, share: list[float] | None) -> bool:
+        """Whether a region present this frame (``share``: each region's share of the frame's weight; None:
+        not known) has (almost) no weight behind its row of the state (``PRESENT_FRACTION``)."""
+        if share is None or self.share_host is None or len(self.share_host) != len(share):
             return False
-        return any(not a and not s for a, s in zip(absent, self.seen))
+        return any(s >= PRESENT_FRACTION and h < PRESENT_FRACTION for s, h in zip(share, self.share_host))
 
-    def carries(self, K: int, C: int, absent: list[bool] | None = None) -> bool:
+    def carries(self, K: int, C: int, share: list[float] | None = None) -> bool:
         """Whether this frame's statistics are smoothed with the previous ones: a momentum, previous
-        statistics of this shape, and no region appearing (``appearing``)."""
+        statistics of this shape, and no region appearing."""
         prev = self.content
         return (self.momentum > 0 and prev is not None and tuple(prev.mean.shape) == (K, C)
-                and not self.appearing(absent))
+                and not self.appearing(share))
 
-    def warm_offset(self, K: int, C: int, absent: list[bool] | None = None) -> torch.Tensor | None:
+    def warm_offset(self, K: int, C: int, share: list[float] | None = None) -> torch.Tensor | None:
         """The iterative linear form's offset to start from: the previous frame's, unless a region appears."""
         lo = self.linear_offset
-        if lo is None or tuple(lo.shape) != (K, C) or self.appearing(absent):
+        if lo is None or tuple(lo.shape) != (K, C) or self.appearing(share):
             return None
         return lo
 
-    def _keep_rows(self, prev, new, absent):
-        """``new`` with each absent region's row taken from ``prev`` (same shapes; either may be None)."""
-        if prev is None or new is None or absent is None or not any(absent) or prev.shape != new.shape:
-            return new
-        rows = torch.tensor(absent, device=new.device).reshape(-1, *[1] * (new.dim() - 1))
-        return torch.where(rows, prev, new)
-
-    def keep(self, new: RegionStats, absent: list[bool] | None = None, offset: torch.Tensor | None = None):
-        """Store ``new`` (this frame's statistics, as its output used them) for the next frame (and
-        ``offset`` as the iterative form's, when given), each absent region's row kept from the previous
-        ones: an absent region's own statistics are zeros or the noise of a few stray weights -- they add
-        (almost) nothing to this frame's output, but carried into the next frames they were wrong there.
-        Returns ``new`` unchanged."""
-        prev, K = self.content, new.mean.shape[0]
-        same = prev is not None and prev.mean.shape == new.mean.shape
-        stored = RegionStats(new.weight, *(self._keep_rows(getattr(prev, a), getattr(new, a), absent)
-                                           for a in ("mean", "var", "cov"))) if same else new
+    def update(self, cur: RegionStats, share_t: torch.Tensor, share: list[float], carried: bool,
+               offset: torch.Tensor | None = None) -> None:
+        """Store this frame's own statistics ``cur`` (``share_t``/``share``: each region's share of the
+        frame's weight, on the device / as floats) into the state: mixed with each row in proportion to
+        the weight behind each when ``carried`` (``carries`` said so for this frame), else as they are;
+        ``offset``: the iterative form's new offset, whose rows for regions with (almost) no weight keep
+        the previous ones."""
+        m = self.momentum
+        if carried:
+            if self.share is None or self.share.shape != share_t.shape:    # rows of unknown weight: as this frame's
+                self.share, self.share_host = share_t, list(share)
+            prev, behind = self.content, m * self.share
+            total = behind + (1 - m) * share_t
+            a = torch.where(total > 0, behind / total.clamp_min(1e-30), torch.zeros_like(total))
+            # a region whose share fell below FADING of its row's in one frame is leaving: its mask (the
+            # segmenter's temporal average) lags over what is now behind it, whose statistics are not its own
+            a = torch.where(share_t < FADING * self.share, torch.ones_like(a), a)
+            mix = lambda p, c: None if p is None or c is None else \
+                torch.lerp(c, p, a.reshape(-1, *[1] * (c.dim() - 1)).to(c.dtype))  # noqa: E731
+            self.content = RegionStats(cur.weight, mix(prev.mean, cur.mean), mix(prev.var, cur.var),
+                                       mix(prev.cov, cur.cov))
+            self.share = total
+            self.share_host = [m * h + (1 - m) * s for h, s in zip(self.share_host, share)]
+        else:
+            self.content, self.share, self.share_host = cur, share_t, list(share)
         if offset is not None:
-            self.linear_offset = self._keep_rows(self.linear_offset, offset, absent)
-        if absent is not None:
-            seen = self.seen if same and self.seen is not None and len(self.seen) == K else [False] * K
-            self.seen = [s if a else True for a, s in zip(absent, seen)]
-        self.content = stored
-        return new
+            self.new_offset(offset, share_t, carried)
 
-    def smooth(self, cur: RegionStats, absent: list[bool] | None = None) -> RegionStats:
+    def new_offset(self, offset: torch.Tensor, share_t: torch.Tensor, carried: bool) -> None:
+        """Store the iterative form's new offset, the rows of regions with (almost) no weight this frame
+        kept from the previous one when the state carried."""
+        lo = self.linear_offset
+        if carried and lo is not None and lo.shape == offset.shape:
+            offset = torch.where((share_t < PRESENT_FRACTION)[:, None], lo, offset)
+        self.linear_offset = offset
+
+    def smooth(self, cur: RegionStats, share: list[float] | None = None) -> RegionStats:
+        """This frame's statistics as its output uses them (m*previous + (1-m)*current when the state
+        carries, else ``cur``), the state updated (``update``); ``share``: each region's share of the
+        frame's weight (None: taken from ``cur.weight``)."""
         K, C = cur.mean.shape
-        if not self.carries(K, C, absent):
-            return self.keep(cur, absent)
-        prev, m = self.content, self.momentum
-        mix = lambda a, b: None if a is None or b is None else m * a + (1 - m) * b  # noqa: E731
-        return self.keep(RegionStats(cur.weight, mix(prev.mean, cur.mean), mix(prev.var, cur.var),
-                                     mix(prev.cov, cur.cov)), absent)
+        share_t = weight_share(cur.weight)
+        if share is None:
+            share = share_t.tolist()
+        carried = self.carries(K, C, share)
+        out = cur
+        if carried:
+            prev, m = self.content, self.momentum
+            mix = lambda a, b: None if a is None or b is None else m * a + (1 - m) * b  # noqa: E731
+            out = RegionStats(cur.weight, mix(prev.mean, cur.mean), mix(prev.var, cur.var), mix(prev.cov, cur.cov))
+        self.update(cur, share_t, share, carried)
+        return out
 
 
 # --------------------------------------------------------------------------- the modes
@@ -411,6 +446,7 @@ def gram_region_weights(wc: torch.Tensor) -> torch.Tensor:
     n = wc.reshape(wc.shape[0], -1).sum(1)
     return (n / (GRAM_FULL_FRACTION * n.sum()).clamp_min(EPS)).clamp(max=1.0)
 
+
 def gram_objective(x: torch.Tensor, xc: torch.Tensor, wc: torch.Tensor, gs: torch.Tensor,
                    style_weight: float) -> torch.Tensor:
     """L(X) = 1/(2N) ||X - X_c||^2 + style_weight/(4C) sum_k ||G_k(X) - G_s^k||_F^2,
@@ -512,11 +548,13 @@ def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mo
 
     ``wc``: K x h x w content regions (any resolution; area-resized), or None for
     one global region.  ``iterations``: for ``linear``, run the paper's
-    iteration N times instead of the exact closed form; for ``gram``, the
-    number of descent steps (default ``gram_steps``).  ``state``: carries
-    smoothed statistics and the warm start between frames.  ``use_kernel``: on a GPU, run
-    ``linear``/``adain`` through the fused CUDA op when it is available, and take ``wct``/``gram``'s
-    region statistics from its first pass.  ``floor``: results below it are raised to it (the
+    iteration N times instead of the exact closed form (only below strength 0.5, where it converges:
+    ValueError otherwise); for ``gram``, the number of descent steps (default ``gram_steps``).
+    ``state``: carries smoothed statistics and the warm start between frames (ReconState: weighted by
+    each region's share of the frames; a region appearing restarts that frame).  ``use_kernel``: on a
+    GPU, run ``linear``/``adain`` through the fused CUDA op when it is available, and take
+    ``wct``/``gram``'s region statistics from its first pass (for K <= 8 regions; more take the PyTorch
+    path).  ``floor``: results below it are raised to it (the
     stylizer passes 0: features of a ReLU are never negative; the fused op does it in its second
     pass).  Returns a tensor of ``fc``'s shape and dtype; all statistics are float32.
     """
@@ -537,7 +575,7 @@ def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mo
     K = wc.shape[0]
     if K != style.num_regions:
         raise ValueError(f"content masks have {K} regions but the style has {style.num_regions}")
-    absent = [m < PRESENT_FRACTION * h * w for m in mass]
+    share = [m / (h * w) for m in mass]         # each region's share of the frame's weight
     alpha = float(strength)
     if mode == "linear" and iterations is not None and not linear_iteration_converges(alpha):
         # beta = s/(1-s) >= 1: the iteration oscillates or diverges (an all-zero or all-NaN frame)
@@ -547,7 +585,7 @@ def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mo
         from . import kernels
         if kernels.available():   # the fused two-pass CUDA op (realtime/csrc/masked_recon.cu)
             out = kernels.fused_reconstruct(f[None], wc, style, mode, alpha, iterations, state, floor=floor,
-                                            absent=absent)
+                                            share=share)
             if state is not None:
                 state.frames += 1
             return out.reshape(shape)
@@ -562,9 +600,10 @@ def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mo
     cs = masked_stats(f32, wc, with_cov=need_cov, sums=sums)
     # the iterative form's warm start, read before smoothing updates which regions the state has seen;
     # none at strength 0 (where the answer is the content itself, not the previous frame's shift)
-    off0 = state.warm_offset(K, C, absent) if state is not None and alpha > 0 else None
+    off0 = state.warm_offset(K, C, share) if state is not None and alpha > 0 else None
+    carried = state is not None and state.carries(K, C, share)
     if state is not None:
-        cs = state.smooth(cs, absent)
+        cs = state.smooth(cs, share)
 
     if mode == "linear":
         if iterations is None:
@@ -572,7 +611,7 @@ def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mo
         else:
             out, off = linear_iterative(f32, wc, cs.mean, ss.mean, alpha, iterations, off0)
             if state is not None:
-                state.linear_offset = state._keep_rows(state.linear_offset, off, absent)
+                state.new_offset(off, weight_share(cs.weight), carried)
     elif mode == "adain":
         out = adain(f32, wc, cs, ss, alpha)
     elif mode == "wct":

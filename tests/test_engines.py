@@ -1,7 +1,6 @@
 """Engines and export: ONNX parity on real images, the registry, the errors; GPU paths marked."""
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -499,7 +498,7 @@ def test_fp16_activation_record_is_measured_and_written_atomically(tmp_path, por
     capsys.readouterr()
 
 
-def _engines_to_check(exported):
+def _engines_to_check(exported, tmp_path):
     """(name, engine, module) for every engine this machine can run: PyTorch and ONNX Runtime on the CPU;
     on CUDA also PyTorch eager and CUDA-graph replay, ONNX Runtime where it has a CUDA provider, and
     TensorRT where it is installed."""
@@ -515,23 +514,22 @@ def _engines_to_check(exported):
             out.append(("onnx-cuda", base.load_engine(path, device="cuda"), m))
         if HAS_TRT:
             import argparse
-            import tempfile
             from export.__main__ import image_profile
             from export.trt_build import build_engine
             prof = image_profile("decoder", "relu3_1", argparse.Namespace(min=(32, 32), opt=(240, 320),
                                                                           max=(480, 640)))
-            eng = build_engine(path, Path(tempfile.mkdtemp()) / "d.engine", fp16=False, profile=prof)
+            eng = build_engine(path, tmp_path / "d.engine", fp16=False, profile=prof)
             out.append(("tensorrt", base.load_engine(eng, device="cuda"), m))
     return out
 
 
-def test_every_engine_hands_back_a_tensor_of_its_own(exported):
+def test_every_engine_hands_back_a_tensor_of_its_own(exported, tmp_path):
     """The Engine contract: each call returns a new tensor, which a later call of the same shape does not
     overwrite (a style's features are kept while frames run; the TensorRT engine handed back one buffer
     per shape, overwritten by the next call). Run over every engine available here."""
     g = torch.Generator().manual_seed(3)
     x1, x2 = (torch.rand(1, 256, 24, 32, generator=g) * 20 for _ in range(2))
-    for name, eng, m in _engines_to_check(exported):
+    for name, eng, m in _engines_to_check(exported, tmp_path):
         dev = eng.device
         y1 = eng(x1.to(dev))
         keep = y1.clone()

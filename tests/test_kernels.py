@@ -276,17 +276,19 @@ def test_cuda_fused_op_rejects_bad_input():
 
 
 def test_fused_op_cpu_reference_carries_the_warm_start():
-    """CPU: the op's outputs fed back as the next frame's state equal reconstruct() with a ReconState."""
+    """CPU: the op given a ReconState's rows (statistics and the iterative offset) equals reconstruct()
+    with that state, and hands back the mix 0.5 * previous + 0.5 * current of the statistics it used."""
     s_ref = R.ReconState(momentum=0.5)
     prev = (None, None, None)
     for t in range(3):
         f, m, st = case(3, 16, 9, 13, 50 + t)
-        want = R.reconstruct(f, m, st, "linear", 0.45, iterations=25, state=s_ref, use_kernel=False)
         out, ws, mean, var, off = torch.ops.stylecam.fused_recon(f, m, st.stats.mean, st.stats.std, 0.45, 1, 25,
                                                                  0.5, *prev)
+        want = R.reconstruct(f, m, st, "linear", 0.45, iterations=25, state=s_ref, use_kernel=False)
         torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-4)
-        torch.testing.assert_close(mean, s_ref.content.mean)
-        prev = (mean, var, off)
+        cur = R.masked_stats(f[0], m).mean
+        torch.testing.assert_close(mean, cur if prev[0] is None else 0.5 * prev[0] + 0.5 * cur)
+        prev = (s_ref.content.mean, s_ref.content.var, s_ref.linear_offset)
 
 
 @pytest.mark.gpu

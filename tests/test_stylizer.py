@@ -1,5 +1,7 @@
 import time
 
+import pytest
+
 
 def test_stage_times_wait_for_the_device_before_reading():
     """fps.py on a GPU sets StageTimes.sync: every reading first runs it (here a recorder)."""
@@ -42,9 +44,6 @@ def test_the_mode_hotkey_keeps_iterations_with_the_mode_they_were_given_for():
     assert st.config.mode == "gram" and seen == {"linear": None, "adain": None, "wct": None, "gram": 20}
 
 
-import pytest  # noqa: E402
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("mode", ["adain", "linear", "wct"])
 def test_cuda_stylizer_in_fp16_gives_the_cpu_stylizers_frames(mode):
@@ -54,11 +53,13 @@ def test_cuda_stylizer_in_fp16_gives_the_cpu_stylizers_frames(mode):
     levels (FP16 networks; the deflicker's flow runs on each side's own frames)."""
     import numpy as np
     from benchmarks.fps import build, load_frames
+    from realtime import kernels
+    assert kernels.available(), f"the fused kernel did not build: {kernels._ext_error}"
     frames = load_frames(4)
     gpu, seg_g = build("torch", "cuda", True, "relu3_1", mode, "portrait", (320, 0), deflicker=0.5,
-                       fixed_regions=True)
+                       fixed_regions=True, decoder="small")
     cpu, seg_c = build("torch", "cpu", False, "relu3_1", mode, "portrait", (320, 0), deflicker=0.5,
-                       fixed_regions=True)
+                       fixed_regions=True, decoder="small")
     for f in frames:
         a, b = gpu.stylize(f, seg_g(f)), cpu.stylize(f, seg_c(f))
         assert a.shape == b.shape == f.shape
