@@ -407,6 +407,8 @@ def fused_reconstruct(feat, masks, style, mode: str, alpha: float, iterations=No
     K, C = masks.shape[0], feat.shape[1]
     pm = pv = off0 = None
     carried = False
+    if state is not None and share is None:      # direct callers: the regions' shares from the masks (a sync)
+        share = weight_share(masks.float().sum((1, 2))).tolist()
     if state is not None:
         if state.carries(K, C, share):
             carried, pm, pv = True, state.content.mean, state.content.var
@@ -420,6 +422,5 @@ def fused_reconstruct(feat, masks, style, mode: str, alpha: float, iterations=No
         if carried:      # the op's statistics are the mix m*previous + (1-m)*current: this frame's own
             m = state.momentum
             mean, var = (mean - m * pm) / (1 - m), (var - m * pv) / (1 - m)
-        state.update(RegionStats(ws, mean, var), share_t,
-                     share if share is not None else share_t.tolist(), carried, off if code == 1 else None)
+        state.update(RegionStats(ws, mean, var), share_t, share, masks.amax((1, 2)), off if code == 1 else None)
     return out

@@ -32,8 +32,12 @@ FP16_MAX = 65504.0
 # a region with under this share of a frame's weight is absent from it (ReconState: a region present while
 # its row of the state has less than this behind it is appearing; an absent one keeps its warm offset)
 PRESENT_FRACTION = 1e-3
-# a region whose share of a frame falls below this fraction of the share behind its row of the state keeps
-# its row (ReconState.update): it is leaving the frame, its mask fading where it was
+# ... and one with at least this share is clearly present: appearing only then (a region hovering about
+# PRESENT_FRACTION, a distant face or a segmenter's low-confidence residue, restarted frame after frame)
+APPEAR_FRACTION = 5e-3
+# a region whose share of a frame and whose mask's peak both fall below this fraction of the (smoothed)
+# ones behind its row of the state keeps its row (ReconState.update): it is leaving the frame, its mask
+# fading where it was
 FADING = 0.75
 
 
@@ -208,12 +212,16 @@ class ReconState:
     temporal average over ~15 frames, over whatever is now behind it) adds almost nothing, so the row
     keeps the face's statistics for its return (the plain mix had filled it with the background's, or
     with the zeros of an empty region: the face came back normalised by 0.4-0.54 of its mean, ~5 frames
-    to settle).  A region present in a frame while its row has (almost) no weight behind it -- a face
-    entering, or back after ~10 frames away -- makes that frame start afresh, its own statistics and a
-    cold iteration, as after a scene cut (``appearing``).
+    to settle).  Fading is told from shrinking by the mask's peak as well: a faded mask loses its peak
+    (x0.6 a frame), a face turning or moving away keeps it near 1, and its row follows it as before.  A
+    region present in a frame (APPEAR_FRACTION) while its row has (almost) no weight behind it
+    (PRESENT_FRACTION) -- a face entering, or back after 9-15 frames away at momentum 0.6 -- makes that
+    frame's output start afresh, its own statistics and a cold iteration, as after a scene cut
+    (``appearing``); the other regions' rows stay smoothed in the state.  The output of a frame that
+    carries uses the plain mix; only the stored rows are weighted.
     ``residual`` is the previous output minus its content (the warm start of the iterative modes);
-    ``linear_offset`` the per-region mean offset of the iterative ``linear`` solve, kept for a region
-    with (almost) no weight in a frame.  ``reset()`` on a scene cut.
+    ``linear_offset`` the per-region mean offset of the iterative ``linear`` solve, whose rows are kept
+    wherever the statistics' are.  ``reset()`` on a scene cut.
     """
     momentum: float = 0.0
     content: RegionStats | None = None
@@ -225,28 +233,38 @@ class ReconState:
     # on the statistics' device (for the rows' update, no synchronisation) and as floats (for decisions)
     share: torch.Tensor | None = None
     share_host: list[float] | None = None
+    peak: torch.Tensor | None = None       # per region, its mask's largest weight, smoothed likewise
+    kept: torch.Tensor | None = None       # this frame's rows kept from the previous ones (K bools, device)
+
+    def __post_init__(self):
+        if not 0.0 <= float(self.momentum) < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
 
     def reset(self) -> None:
         self.content = None
         self.residual = None
         self.linear_offset = None
         self.frames = 0
-        self.share = self.share_host = None
+        self.share = self.share_host = self.peak = self.kept = None
         self.extra.clear()
 
     def appearing(self, share: list[float] | None) -> bool:
-        """Whether a region present this frame (``share``: each region's share of the frame's weight; None:
-        not known) has (almost) no weight behind its row of the state (``PRESENT_FRACTION``)."""
+        """Whether a region clearly present this frame (``share``: each region's share of the frame's
+        weight; None: not known; at least APPEAR_FRACTION -- a region hovering about PRESENT_FRACTION had
+        restarted the frame again and again) has (almost) no weight behind its row of the state."""
         if share is None or self.share_host is None or len(self.share_host) != len(share):
             return False
-        return any(s >= PRESENT_FRACTION and h < PRESENT_FRACTION for s, h in zip(share, self.share_host))
+        return any(s >= APPEAR_FRACTION and h < PRESENT_FRACTION for s, h in zip(share, self.share_host))
+
+    def rows_carry(self, K: int, C: int) -> bool:
+        """Whether the state holds statistics of this shape to smooth with (and a momentum)."""
+        prev = self.content
+        return self.momentum > 0 and prev is not None and tuple(prev.mean.shape) == (K, C)
 
     def carries(self, K: int, C: int, share: list[float] | None = None) -> bool:
-        """Whether this frame's statistics are smoothed with the previous ones: a momentum, previous
-        statistics of this shape, and no region appearing."""
-        prev = self.content
-        return (self.momentum > 0 and prev is not None and tuple(prev.mean.shape) == (K, C)
-                and not self.appearing(share))
+        """Whether this frame's output smooths its statistics with the state's: rows to smooth with, and no
+        region appearing."""
+        return self.rows_carry(K, C) and not self.appearing(share)
 
     def warm_offset(self, K: int, C: int, share: list[float] | None = None) -> torch.Tensor | None:
         """The iterative linear form's offset to start from: the previous frame's, unless a region appears."""
@@ -255,46 +273,55 @@ class ReconState:
             return None
         return lo
 
-    def update(self, cur: RegionStats, share_t: torch.Tensor, share: list[float], carried: bool,
-               offset: torch.Tensor | None = None) -> None:
-        """Store this frame's own statistics ``cur`` (``share_t``/``share``: each region's share of the
-        frame's weight, on the device / as floats) into the state: mixed with each row in proportion to
-        the weight behind each when ``carried`` (``carries`` said so for this frame), else as they are;
-        ``offset``: the iterative form's new offset, whose rows for regions with (almost) no weight keep
-        the previous ones."""
-        m = self.momentum
-        if carried:
+    def update(self, cur: RegionStats, share_t: torch.Tensor, share: list[float],
+               peak_t: torch.Tensor | None = None, offset: torch.Tensor | None = None) -> None:
+        """Store this frame's own statistics ``cur`` into the state (``share_t``/``share``: each region's
+        share of the frame's weight, on the device / as floats; ``peak_t``: each region's largest mask
+        weight, None: not known): where the state has rows to smooth with, each mixed with this frame's in
+        proportion to the weight behind each, kept where the region fades (its share and its peak below
+        FADING of the row's), taken from this frame where the region appears; else as they are.
+        ``offset``: the iterative form's new offset, kept where the rows are (``new_offset``). All on the
+        statistics' device: no synchronisation."""
+        m, K = self.momentum, cur.mean.shape[0]
+        peak_t = torch.ones_like(share_t) if peak_t is None else peak_t.to(share_t)
+        self.kept = None
+        if self.rows_carry(*cur.mean.shape):
             if self.share is None or self.share.shape != share_t.shape:    # rows of unknown weight: as this frame's
                 self.share, self.share_host = share_t, list(share)
+            if self.peak is None or self.peak.shape != peak_t.shape:
+                self.peak = peak_t
             prev, behind = self.content, m * self.share
             total = behind + (1 - m) * share_t
             a = torch.where(total > 0, behind / total.clamp_min(1e-30), torch.zeros_like(total))
-            # a region whose share fell below FADING of its row's in one frame is leaving: its mask (the
-            # segmenter's temporal average) lags over what is now behind it, whose statistics are not its own
-            a = torch.where(share_t < FADING * self.share, torch.ones_like(a), a)
+            # leaving: its mask (the segmenter's temporal average) fades over what is now behind it, whose
+            # statistics are not its own -- its share and its peak drop; a region shrinking keeps its peak
+            fading = (share_t < FADING * self.share) & (peak_t < FADING * self.peak)
+            self.kept = fading | (share_t < PRESENT_FRACTION)
+            a = torch.where(fading, torch.ones_like(a), a)
+            a = torch.where((share_t >= APPEAR_FRACTION) & (self.share < PRESENT_FRACTION), torch.zeros_like(a), a)
             mix = lambda p, c: None if p is None or c is None else \
                 torch.lerp(c, p, a.reshape(-1, *[1] * (c.dim() - 1)).to(c.dtype))  # noqa: E731
             self.content = RegionStats(cur.weight, mix(prev.mean, cur.mean), mix(prev.var, cur.var),
                                        mix(prev.cov, cur.cov))
-            self.share = total
+            self.share, self.peak = total, m * self.peak + (1 - m) * peak_t
             self.share_host = [m * h + (1 - m) * s for h, s in zip(self.share_host, share)]
         else:
-            self.content, self.share, self.share_host = cur, share_t, list(share)
+            self.content, self.share, self.share_host, self.peak = cur, share_t, list(share), peak_t
         if offset is not None:
-            self.new_offset(offset, share_t, carried)
+            self.new_offset(offset)
 
-    def new_offset(self, offset: torch.Tensor, share_t: torch.Tensor, carried: bool) -> None:
-        """Store the iterative form's new offset, the rows of regions with (almost) no weight this frame
-        kept from the previous one when the state carried."""
+    def new_offset(self, offset: torch.Tensor) -> None:
+        """Store the iterative form's new offset, the rows the last ``update`` kept taken from the previous."""
         lo = self.linear_offset
-        if carried and lo is not None and lo.shape == offset.shape:
-            offset = torch.where((share_t < PRESENT_FRACTION)[:, None], lo, offset)
+        if self.kept is not None and lo is not None and lo.shape == offset.shape:
+            offset = torch.where(self.kept[:, None], lo, offset)
         self.linear_offset = offset
 
-    def smooth(self, cur: RegionStats, share: list[float] | None = None) -> RegionStats:
+    def smooth(self, cur: RegionStats, share: list[float] | None = None,
+               peak_t: torch.Tensor | None = None) -> RegionStats:
         """This frame's statistics as its output uses them (m*previous + (1-m)*current when the state
         carries, else ``cur``), the state updated (``update``); ``share``: each region's share of the
-        frame's weight (None: taken from ``cur.weight``)."""
+        frame's weight (None: taken from ``cur.weight``); ``peak_t``: each region's largest mask weight."""
         K, C = cur.mean.shape
         share_t = weight_share(cur.weight)
         if share is None:
@@ -305,7 +332,7 @@ class ReconState:
             prev, m = self.content, self.momentum
             mix = lambda a, b: None if a is None or b is None else m * a + (1 - m) * b  # noqa: E731
             out = RegionStats(cur.weight, mix(prev.mean, cur.mean), mix(prev.var, cur.var), mix(prev.cov, cur.cov))
-        self.update(cur, share_t, share, carried)
+        self.update(cur, share_t, share, peak_t)
         return out
 
 
@@ -601,9 +628,8 @@ def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mo
     # the iterative form's warm start, read before smoothing updates which regions the state has seen;
     # none at strength 0 (where the answer is the content itself, not the previous frame's shift)
     off0 = state.warm_offset(K, C, share) if state is not None and alpha > 0 else None
-    carried = state is not None and state.carries(K, C, share)
     if state is not None:
-        cs = state.smooth(cs, share)
+        cs = state.smooth(cs, share, wc.amax((1, 2)))
 
     if mode == "linear":
         if iterations is None:
@@ -611,7 +637,7 @@ def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mo
         else:
             out, off = linear_iterative(f32, wc, cs.mean, ss.mean, alpha, iterations, off0)
             if state is not None:
-                state.new_offset(off, weight_share(cs.weight), carried)
+                state.new_offset(off)
     elif mode == "adain":
         out = adain(f32, wc, cs, ss, alpha)
     elif mode == "wct":

@@ -57,6 +57,8 @@ class StylizerConfig:
             raise ValueError(f"strength must be in [0, 1], got {self.strength}")
         if not 0 <= self.deflicker < 1:
             raise ValueError(f"deflicker must be in [0, 1), got {self.deflicker}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
 
 
 @dataclass
