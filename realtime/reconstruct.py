@@ -282,7 +282,7 @@ class ReconState:
         FADING of the row's), taken from this frame where the region appears; else as they are.
         ``offset``: the iterative form's new offset, kept where the rows are (``new_offset``). All on the
         statistics' device: no synchronisation."""
-        m, K = self.momentum, cur.mean.shape[0]
+        m = self.momentum
         peak_t = torch.ones_like(share_t) if peak_t is None else peak_t.to(share_t)
         self.kept = None
         if self.rows_carry(*cur.mean.shape):
