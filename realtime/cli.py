@@ -212,11 +212,12 @@ def live_engine_sizes(size: tuple[int, int] | None) -> argparse.Namespace:
     STYLE_MAX_SIDE and the processing size's longer side (``size``, parsed --size; else StylizerConfig's
     max_side), square. (The export command's default profile, 240x320 to 1080x1920, refused portrait
     paintings and frames and small stills here.) The cache names an engine by its profile: one per --size."""
+    from .images import MIN_SIDE
     from .style import STYLE_MAX_SIDE
     from .stylizer import StylizerConfig
     long = StylizerConfig.max_side if size is None else max(size)
     side = max(STYLE_MAX_SIDE, long)
-    return argparse.Namespace(min=(16, 16), opt=(min(480, side), min(640, side)), max=(side, side))
+    return argparse.Namespace(min=(MIN_SIDE, MIN_SIDE), opt=(min(480, side), min(640, side)), max=(side, side))
 
 
 def make_engines(args, enc, dec, dec_path, ew, device):
@@ -249,12 +250,13 @@ def make_engines(args, enc, dec, dec_path, ew, device):
         profile_e, profile_d = image_profile("encoder", args.layer, ns), image_profile("decoder", args.layer, ns)
     int8 = bool(getattr(args, "int8", False))
 
+    nets = {"encoder": dict(module=enc, profile=profile_e, weights_key=ew.encoder_id),
+            "decoder": dict(module=dec, profile=profile_d, weights_key=ew.encoder_id + sha256_file(dec_path),
+                            encoder=enc, decoder_path=dec_path)}
+
     def export(what):
-        return cached_export(*((enc, "encoder") if what == "encoder" else (dec, "decoder")), args.layer,
-                             args.backend, args.fp16, profile_e if what == "encoder" else profile_d,
-                             weights_key=ew.encoder_id + ("" if what == "encoder" else sha256_file(dec_path)),
-                             int8=int8, encoder=enc if what == "decoder" else None,
-                             decoder_path=dec_path if what == "decoder" else None, device=device)
+        return cached_export(what=what, layer=args.layer, backend=args.backend, fp16=args.fp16, int8=int8,
+                             device=device, **nets[what])
 
     def load(what):
         path = export(what)

@@ -54,9 +54,11 @@ def style_targets(encoder, style: torch.Tensor, style_masks: torch.Tensor,
     s_taps = encoder(style, taps=style_layers)
     s_grams = {k: guided_grams(v, style_masks) for k, v in s_taps.items()}
     frac = style_masks.reshape(style_masks.shape[0], -1).mean(1)
-    for k in torch.nonzero(frac < 0.002).flatten().tolist():
+    missing = torch.nonzero(frac < 0.002).flatten().tolist()
+    if missing:
+        whole = torch.ones(1, *style_masks.shape[-2:], device=style_masks.device)
         for name, v in s_taps.items():
-            s_grams[name][k] = guided_grams(v, torch.ones(1, *style_masks.shape[-2:]))[0]
+            s_grams[name][missing] = guided_grams(v, whole)[0]     # the painting's global Gram, once a layer
     return s_grams
 
 

@@ -141,6 +141,9 @@ def tensor_to_bgr(x: torch.Tensor) -> np.ndarray:
     return (x[0].detach().float().clamp(0, 1).mul(255).add_(0.5)).byte().permute(1, 2, 0).cpu().numpy()
 
 
+MIN_SIDE = 16      # the smallest processing size a side may have (--size, and fit_size's floor)
+
+
 def parse_size(text: str | None) -> tuple[int, int] | None:
     """'WxH' -> (W, H); '512' -> longer side 512 (returned as (512, 0))."""
     if text in (None, "", "native"):
@@ -153,8 +156,8 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
             w, h = int(t), 0
     except ValueError:
         raise ValueError(f"size must look like WxH (e.g. 640x360) or one number for the longer side, got {text!r}")
-    if w < 16 or (h and h < 16) or w > 8192 or h > 8192:
-        raise ValueError(f"size {text!r} is out of range: each side must be between 16 and 8192 pixels")
+    if w < MIN_SIDE or (h and h < MIN_SIDE) or w > 8192 or h > 8192:
+        raise ValueError(f"size {text!r} is out of range: each side must be between {MIN_SIDE} and 8192 pixels")
     return w, h
 
 
@@ -165,7 +168,7 @@ def fit_size(h: int, w: int, size: tuple[int, int] | None) -> tuple[int, int]:
     W, H = size
     if H == 0:  # longer side
         s = W / max(h, w)
-        return max(16, round(h * s)), max(16, round(w * s))
+        return max(MIN_SIDE, round(h * s)), max(MIN_SIDE, round(w * s))
     return H, W
 
 

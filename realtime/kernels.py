@@ -398,11 +398,9 @@ def fused_reconstruct(feat, masks, style, mode: str, alpha: float, iterations=No
         raise ValueError(f"the fused op covers linear and adain, not {mode!r}")
     code = MODE_CODES["linear_iterative" if mode == "linear" and iterations is not None else mode]
     if code == 1:
-        from .reconstruct import LINEAR_ITERATION_MAX_STRENGTH, linear_iteration_converges
+        from .reconstruct import check_linear_iteration
         linear_beta(alpha)                        # the reference's error for a strength of 1 or more
-        if not linear_iteration_converges(alpha):  # as reconstruct(): the iteration diverges from 0.5 on
-            raise ValueError(f"the paper's linear iteration converges only for strength below "
-                             f"{LINEAR_ITERATION_MAX_STRENGTH}, got {alpha}: use iterations=None (the exact form)")
+        check_linear_iteration(alpha)             # as reconstruct(): the iteration diverges from 0.5 on
     check_fused_inputs(feat, masks, style.stats.mean)
     K, C = masks.shape[0], feat.shape[1]
     pm = pv = off0 = None

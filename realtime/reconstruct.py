@@ -179,6 +179,12 @@ class StyleStats:
         the style's and fixed."""
         return _sqrtm_pair(self.stats.cov, WCT_EPS)[0]
 
+    @functools.cached_property
+    def gram_scale(self) -> float:
+        """The style's feature scale for gram (the RMS of its Gram diagonal), once per style: it was
+        recomputed, and read back from the device, every frame."""
+        return float(torch.sqrt(torch.diagonal(self.stats.gram, dim1=1, dim2=2).mean()).clamp_min(EPS))
+
     @classmethod
     def from_features(cls, feat: torch.Tensor, masks: torch.Tensor | None = None,
                       min_fraction: float = 0.002) -> "StyleStats":
@@ -354,6 +360,14 @@ def linear_iteration_converges(strength: float) -> bool:
     return strength < LINEAR_ITERATION_MAX_STRENGTH
 
 
+def check_linear_iteration(strength: float) -> None:
+    """ValueError where the paper's iteration diverges (beta = s/(1-s) >= 1: it oscillates or blows up into
+    an all-zero or all-NaN frame): reconstruct() and the fused op alike."""
+    if not linear_iteration_converges(strength):
+        raise ValueError(f"the paper's linear iteration converges only for strength below "
+                         f"{LINEAR_ITERATION_MAX_STRENGTH}, got {strength}: use iterations=None (the exact form)")
+
+
 def linear_beta(alpha: float) -> float:
     """beta of the iteration F_o <- F_c - beta (mu_o - mu_s) whose fixed point has strength alpha."""
     if not 0 <= alpha < 1:
@@ -475,13 +489,13 @@ def gram_region_weights(wc: torch.Tensor) -> torch.Tensor:
 
 
 def gram_objective(x: torch.Tensor, xc: torch.Tensor, wc: torch.Tensor, gs: torch.Tensor,
-                   style_weight: float) -> torch.Tensor:
+                   style_weight: float, cw: torch.Tensor | None = None) -> torch.Tensor:
     """L(X) = 1/(2N) ||X - X_c||^2 + style_weight/(4C) sum_k ||G_k(X) - G_s^k||_F^2,
     G_k(X) = X diag(W_k) X^T / sum(W_k), all in units of the style's feature scale; each region's term
     scaled by gram_region_weights (1 for any region of 1 % of the frame or more)."""
     C, N = x.shape
     loss = 0.5 * ((x - xc) ** 2).sum() / N
-    cw = gram_region_weights(wc)
+    cw = gram_region_weights(wc) if cw is None else cw      # gram_descent passes it, once
     for k in range(wc.shape[0]):
         n = wc[k].sum().clamp_min(EPS)
         g = (x * wc[k]) @ x.T / n
@@ -490,14 +504,14 @@ def gram_objective(x: torch.Tensor, xc: torch.Tensor, wc: torch.Tensor, gs: torc
 
 
 def gram_gradient(x: torch.Tensor, xc: torch.Tensor, wc: torch.Tensor, gs: torch.Tensor,
-                  style_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+                  style_weight: float, cw: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(L, dL/dX) in closed form: dL/dX = (X - X_c)/N + style_weight/C sum_k c_k (G_k - G_s^k) X W_k / n_k
     (c_k: gram_region_weights)."""
     C, N = x.shape
     d = x - xc
     loss = 0.5 * (d ** 2).sum() / N
     grad = d / N
-    cw = gram_region_weights(wc)
+    cw = gram_region_weights(wc) if cw is None else cw      # gram_descent passes it, once
     for k in range(wc.shape[0]):
         n = wc[k].sum().clamp_min(EPS)
         xw = x * wc[k]
@@ -511,7 +525,8 @@ def gram_descent(x0: torch.Tensor, xc: torch.Tensor, wc: torch.Tensor, gs: torch
                  steps: int, step0: float = 1.0, history: list | None = None) -> torch.Tensor:
     """Gradient descent with Armijo backtracking: the loss never rises."""
     x = x0.clone()
-    loss, g = gram_gradient(x, xc, wc, gs, style_weight)
+    cw = gram_region_weights(wc)              # the masks are fixed over the descent
+    loss, g = gram_gradient(x, xc, wc, gs, style_weight, cw)
     t = step0
     if history is not None:
         history.append(float(loss))
@@ -521,14 +536,14 @@ def gram_descent(x0: torch.Tensor, xc: torch.Tensor, wc: torch.Tensor, gs: torch
             break
         while True:
             cand = x - t * g
-            cl = gram_objective(cand, xc, wc, gs, style_weight)
+            cl = gram_objective(cand, xc, wc, gs, style_weight, cw)
             if float(cl) <= float(loss) - 1e-4 * t * g2 or t < 1e-12:
                 break
             t *= 0.5
         if float(cl) > float(loss):
             break
         x = cand
-        loss, g = gram_gradient(x, xc, wc, gs, style_weight)
+        loss, g = gram_gradient(x, xc, wc, gs, style_weight, cw)
         t = min(t * 2.0, 1e6)
         if history is not None:
             history.append(float(loss))
@@ -604,10 +619,8 @@ def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mo
         raise ValueError(f"content masks have {K} regions but the style has {style.num_regions}")
     share = [m / (h * w) for m in mass]         # each region's share of the frame's weight
     alpha = float(strength)
-    if mode == "linear" and iterations is not None and not linear_iteration_converges(alpha):
-        # beta = s/(1-s) >= 1: the iteration oscillates or diverges (an all-zero or all-NaN frame)
-        raise ValueError(f"the paper's linear iteration converges only for strength below "
-                         f"{LINEAR_ITERATION_MAX_STRENGTH}, got {alpha}: use iterations=None (the exact form)")
+    if mode == "linear" and iterations is not None:
+        check_linear_iteration(alpha)
     if mode in ("linear", "adain") and f.is_cuda and use_kernel and K <= 8:      # the kernel's K <= 8
         from . import kernels
         if kernels.available():   # the fused two-pass CUDA op (realtime/csrc/masked_recon.cu)
@@ -643,7 +656,7 @@ def reconstruct(fc: torch.Tensor, wc: torch.Tensor | None, style: StyleStats, mo
     elif mode == "wct":
         out = wct(f32, wc, cs, ss, alpha, s_half=style.cov_sqrt)
     elif mode == "gram":
-        scale = float(torch.sqrt(torch.diagonal(ss.gram, dim1=1, dim2=2).mean()).clamp_min(EPS))
+        scale = style.gram_scale
         xc = f32.reshape(C, -1) / scale
         gs = ss.gram / scale ** 2
         x0 = xc
